@@ -1,0 +1,106 @@
+//! The admin listener: `/health`, `/health/upstreams`, `/metrics`, `/config`. Loopback by default;
+//! with `admin.token` set, every request needs `Authorization: Bearer <token>`.
+
+use crate::state::Shared;
+use async_trait::async_trait;
+use pingora::apps::http_app::ServeHttp;
+use pingora::protocols::http::ServerSession;
+use serde_json::json;
+use std::sync::Arc;
+use subtle::ConstantTimeEq;
+
+pub struct Admin {
+    pub shared: Arc<Shared>,
+}
+
+fn respond(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
+    let mut resp = http::Response::new(body);
+    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    let len = resp.body().len();
+    let h = resp.headers_mut();
+    if let Ok(v) = http::HeaderValue::from_str(content_type) {
+        h.insert(http::header::CONTENT_TYPE, v);
+    }
+    h.insert(http::header::CONTENT_LENGTH, http::HeaderValue::from(len));
+    resp
+}
+
+fn json_response(status: u16, v: serde_json::Value) -> http::Response<Vec<u8>> {
+    respond(status, "application/json", v.to_string().into_bytes())
+}
+
+fn error(status: u16, code: &str, message: &str) -> http::Response<Vec<u8>> {
+    let body = crate::error::openai_error_body(message, "invalid_request_error", None, code);
+    respond(status, "application/json", body.to_vec())
+}
+
+impl Admin {
+    fn authorized(&self, session: &ServerSession) -> bool {
+        let state = self.shared.state.load();
+        let Some(token) = state.config.admin.token.as_ref() else {
+            return true;
+        };
+        let given = session
+            .req_header()
+            .headers
+            .get(http::header::AUTHORIZATION)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.strip_prefix("Bearer "))
+            .unwrap_or("");
+        given.as_bytes().ct_eq(token.expose().as_bytes()).into()
+    }
+
+    fn upstreams(&self) -> serde_json::Value {
+        let state = self.shared.state.load();
+        let (mut healthy, mut unhealthy) = (Vec::new(), Vec::new());
+        for model in &state.config.models {
+            for d in &model.deployments {
+                let pool = &state.upstreams[d.upstream_idx];
+                let ok = pool.healthy();
+                let entry = json!({
+                    "model": model.name,
+                    "deployment_model": d.model,
+                    "upstream": pool.cfg.name,
+                    "api_base": pool.cfg.url.raw,
+                    "healthy": ok,
+                    "last_error": pool.last_error(),
+                });
+                if ok {
+                    healthy.push(entry);
+                } else {
+                    unhealthy.push(entry);
+                }
+            }
+        }
+        json!({
+            "healthy_endpoints": healthy,
+            "unhealthy_endpoints": unhealthy,
+            "healthy_count": healthy.len(),
+            "unhealthy_count": unhealthy.len(),
+        })
+    }
+}
+
+#[async_trait]
+impl ServeHttp for Admin {
+    async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        if !self.authorized(session) {
+            return error(401, "invalid_api_key", "admin token required");
+        }
+        let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path().to_string();
+        if method != http::Method::GET {
+            return error(405, "method_not_allowed", "the admin API is read-only here");
+        }
+        match path.as_str() {
+            "/health" => json_response(200, json!({"status": "ok"})),
+            "/health/upstreams" => json_response(200, self.upstreams()),
+            "/metrics" => {
+                self.shared.refresh_gauges();
+                respond(200, "text/plain; version=0.0.4", self.shared.metrics.encode())
+            }
+            "/config" => json_response(200, self.shared.state.load().config.redacted.clone()),
+            _ => error(404, "not_found", "unknown admin path"),
+        }
+    }
+}

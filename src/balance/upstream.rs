@@ -1,0 +1,246 @@
+//! `UpstreamPool`: one upstream's addresses, their health, and how to build a peer for them.
+//!
+//! Addresses come from DNS through a pingora-load-balancing `ServiceDiscovery` (async `lookup_host`,
+//! refreshed in the background, so no request ever resolves a name on a worker thread) and are checked
+//! by pingora's `HttpHealthCheck` (`GET {url}{health_check.path}` with the upstream's auth). A pool is
+//! healthy while at least one of its addresses is.
+
+use crate::config::{Auth, HeaderOpKind, Upstream};
+use async_trait::async_trait;
+use pingora::lb::discovery::ServiceDiscovery;
+use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
+use pingora::lb::selection::RoundRobin;
+use pingora::lb::{Backend, Backends, LoadBalancer};
+use pingora::prelude::*;
+use pingora::protocols::TcpKeepalive;
+use std::collections::{BTreeSet, HashMap};
+use std::net::SocketAddr;
+use std::sync::{Arc, Mutex};
+use std::time::Duration;
+
+/// How often names are re-resolved.
+const DNS_REFRESH: Duration = Duration::from_secs(60);
+
+pub struct UpstreamPool {
+    pub cfg: Arc<Upstream>,
+    lb: LoadBalancer<RoundRobin>,
+    last_error: Arc<Mutex<Option<String>>>,
+    template: HttpPeer,
+}
+
+/// Resolves the upstream host (an IP literal needs no lookup).
+struct DnsDiscovery {
+    host: String,
+    port: u16,
+    last_error: Arc<Mutex<Option<String>>>,
+}
+
+#[async_trait]
+impl ServiceDiscovery for DnsDiscovery {
+    async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
+        let addrs: Vec<SocketAddr> = match self.host.parse::<std::net::IpAddr>() {
+            Ok(ip) => vec![SocketAddr::new(ip, self.port)],
+            Err(_) => match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
+                Ok(a) => a.collect(),
+                Err(e) => {
+                    set(&self.last_error, format!("dns lookup of {} failed: {e}", self.host));
+                    return Error::e_explain(ConnectNoRoute, format!("dns lookup of {} failed", self.host));
+                }
+            },
+        };
+        let set: BTreeSet<Backend> = addrs
+            .into_iter()
+            .map(|a| Backend {
+                addr: pingora::protocols::l4::socket::SocketAddr::Inet(a),
+                weight: 1,
+                ext: Default::default(),
+            })
+            .collect();
+        Ok((set, HashMap::new()))
+    }
+}
+
+/// Wraps pingora's HTTP check to remember the last failure for `/health/upstreams`.
+struct RecordingCheck {
+    inner: HttpHealthCheck,
+    last_error: Arc<Mutex<Option<String>>>,
+    upstream: String,
+}
+
+#[async_trait]
+impl HealthCheck for RecordingCheck {
+    async fn check(&self, target: &Backend) -> Result<()> {
+        let res = self.inner.check(target).await;
+        match &res {
+            Ok(()) => clear(&self.last_error),
+            Err(e) => set(&self.last_error, format!("health check of {}: {e}", target.addr)),
+        }
+        res
+    }
+    async fn health_status_change(&self, target: &Backend, healthy: bool) {
+        if healthy {
+            log::info!("upstream {} address {} is healthy", self.upstream, target.addr);
+        } else {
+            log::warn!("upstream {} address {} is unhealthy", self.upstream, target.addr);
+        }
+    }
+    fn health_threshold(&self, success: bool) -> usize {
+        self.inner.health_threshold(success)
+    }
+}
+
+fn set(slot: &Mutex<Option<String>>, msg: String) {
+    if let Ok(mut g) = slot.lock() {
+        *g = Some(msg);
+    }
+}
+
+fn clear(slot: &Mutex<Option<String>>) {
+    if let Ok(mut g) = slot.lock() {
+        *g = None;
+    }
+}
+
+impl UpstreamPool {
+    pub fn new(cfg: Arc<Upstream>) -> Result<UpstreamPool> {
+        let last_error = Arc::new(Mutex::new(None));
+        let discovery = DnsDiscovery {
+            host: cfg.url.host.clone(),
+            port: cfg.url.port,
+            last_error: last_error.clone(),
+        };
+        let mut backends = Backends::new(Box::new(discovery));
+        let hc = &cfg.health_check;
+        if hc.interval.is_some() {
+            let mut check = HttpHealthCheck::new(&cfg.url.authority, cfg.url.tls);
+            check.peer_template.sni = if cfg.url.tls { cfg.url.host.clone() } else { String::new() };
+            check.peer_template.options.connection_timeout = Some(hc.timeout);
+            check.peer_template.options.total_connection_timeout = Some(hc.timeout);
+            check.peer_template.options.read_timeout = Some(hc.timeout);
+            check.peer_template.options.write_timeout = Some(hc.timeout);
+            check.consecutive_failure = hc.unhealthy_after;
+            check.consecutive_success = hc.healthy_after;
+            check.reuse_connection = false;
+            let path = format!("{}{}", cfg.url.base_path, hc.path);
+            let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
+            req.insert_header(http::header::HOST, cfg.url.authority.as_str())?;
+            apply_upstream_headers(&cfg, &mut req)?;
+            check.req = req;
+            check.validator = Some(Box::new(|resp: &ResponseHeader| {
+                if resp.status.is_success() {
+                    Ok(())
+                } else {
+                    Error::e_explain(
+                        CustomCode("unhealthy status", resp.status.as_u16()),
+                        format!("status {}", resp.status.as_u16()),
+                    )
+                }
+            }));
+            backends.set_health_check(Box::new(RecordingCheck {
+                inner: check,
+                last_error: last_error.clone(),
+                upstream: cfg.name.clone(),
+            }));
+        }
+        let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
+        lb.health_check_frequency = hc.interval;
+        let literal_ip = cfg.url.host.parse::<std::net::IpAddr>().is_ok();
+        lb.update_frequency = if literal_ip { None } else { Some(DNS_REFRESH) };
+        lb.parallel_health_check = true;
+
+        let mut template = HttpPeer::new(
+            SocketAddr::from(([127, 0, 0, 1], cfg.url.port)),
+            cfg.url.tls,
+            if cfg.url.tls { cfg.url.host.clone() } else { String::new() },
+        );
+        let c = &cfg.client;
+        template.options.connection_timeout = Some(c.connect_timeout);
+        template.options.total_connection_timeout = Some(c.connect_timeout);
+        template.options.read_timeout = Some(c.request_timeout);
+        template.options.write_timeout = Some(c.request_timeout);
+        template.options.idle_timeout = Some(c.idle_timeout);
+        template.options.tcp_keepalive = c.tcp_keepalive.map(|idle| TcpKeepalive {
+            idle,
+            interval: Duration::from_secs(10),
+            count: 5,
+            #[cfg(target_os = "linux")]
+            user_timeout: Duration::ZERO,
+        });
+        Ok(UpstreamPool {
+            cfg,
+            lb,
+            last_error,
+            template,
+        })
+    }
+
+    /// Resolve the addresses once, before the listeners open, so the first request finds them.
+    pub async fn discover(&self) {
+        if let Err(e) = self.lb.update().await {
+            log::warn!("upstream {}: {e}", self.cfg.name);
+        }
+    }
+
+    /// Run discovery refresh and health checks until shutdown (called by the health service).
+    pub async fn run(&self, shutdown: pingora::server::ShutdownWatch) {
+        self.lb.run(shutdown, None).await
+    }
+
+    /// A healthy address not in `exclude`, round robin.
+    pub fn pick(&self, exclude: &[SocketAddr]) -> Option<SocketAddr> {
+        let b = self.lb.select_with(b"", 64, |b, healthy| {
+            healthy && b.addr.as_inet().is_some_and(|a| !exclude.contains(a))
+        })?;
+        b.addr.as_inet().copied()
+    }
+
+    /// Number of known addresses.
+    pub fn address_count(&self) -> usize {
+        self.lb.backends().get_backend().len()
+    }
+
+    pub fn healthy(&self) -> bool {
+        let backends = self.lb.backends();
+        backends.get_backend().iter().any(|b| backends.ready(b))
+    }
+
+    pub fn last_error(&self) -> Option<String> {
+        self.last_error.lock().ok().and_then(|g| g.clone())
+    }
+
+    pub fn note_error(&self, msg: String) {
+        set(&self.last_error, msg);
+    }
+
+    /// A peer for `addr` with this upstream's TLS, SNI, timeouts and pooling.
+    pub fn peer(&self, addr: SocketAddr) -> HttpPeer {
+        let mut p = self.template.clone();
+        p._address = pingora::protocols::l4::socket::SocketAddr::Inet(addr);
+        p
+    }
+}
+
+/// The upstream's auth, user agent and header operations, applied to an outgoing request whose
+/// client credentials were already removed.
+pub fn apply_upstream_headers(cfg: &Upstream, req: &mut RequestHeader) -> Result<()> {
+    if let Auth::Header { name, value } = &cfg.auth {
+        req.insert_header(name.clone(), value.expose())?;
+    }
+    if let Some(ua) = &cfg.client.user_agent {
+        req.insert_header(http::header::USER_AGENT, ua.as_str())?;
+    }
+    for op in &cfg.headers {
+        match (op.op, &op.value) {
+            (HeaderOpKind::Insert, Some(v)) => {
+                if !req.headers.contains_key(&op.key) {
+                    req.insert_header(op.key.clone(), v.clone())?;
+                }
+            }
+            (HeaderOpKind::Replace, Some(v)) => req.insert_header(op.key.clone(), v.clone())?,
+            _ => {
+                req.remove_header(&op.key);
+            }
+        }
+    }
+    Ok(())
+}

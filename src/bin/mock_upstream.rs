@@ -1,0 +1,1158 @@
+//! `mock_upstream` — a fast, controllable fake OpenAI-compatible upstream.
+//!
+//! Used by the gateway's integration tests and as the baseline in load tests.
+//! It is a plain hyper 1 HTTP/1.1 server (keep-alive, TCP_NODELAY, one task per
+//! connection) on a tokio multi-thread runtime, with no per-request logging.
+//!
+//! # CLI
+//!
+//! ```text
+//! mock_upstream [--listen 127.0.0.1:0] [--name NAME] [--threads N]
+//!               [--latency-ms N] [--ttft-ms N] [--chunks N]
+//!               [--chunk-interval-ms N] [--tokens-per-sec N]
+//!               [--response-bytes N] [--fail-status CODE]
+//!               [--embedding-dim N] [--no-record]
+//! ```
+//!
+//! * `--listen` (default `127.0.0.1:0`): after binding, exactly one line
+//!   `listening on <addr>` (the real bound address) is printed to stdout.
+//! * `--name` (default `mock`): sent back in the `x-mock-name` header of every
+//!   response.
+//! * `--threads` (default 1): tokio worker threads.
+//! * `--latency-ms` (default 0): delay before the response headers are sent
+//!   (applies to every non-`/__mock` response, streaming or not, errors too).
+//!   Can be changed at runtime with `POST /__mock/latency?ms=N`.
+//! * `--ttft-ms` (default 0): streaming only; delay between the response
+//!   headers and the first content event.
+//! * `--chunks` (default 5): number of content events in a stream; also the
+//!   completion token count reported in usage (see below).
+//! * `--chunk-interval-ms` (default 0): delay between consecutive content
+//!   events.
+//! * `--tokens-per-sec` (default 0 = unlimited): when set and no chunk interval
+//!   is given (CLI or header), the interval is `1/tps` seconds
+//!   (microsecond resolution, so tps > 1000 works).
+//! * `--response-bytes` (default 0): 0 = the fixed content `Hello from mock`
+//!   (non-stream) or `tok<i> ` per event (stream); N = exactly N bytes of ASCII
+//!   filler content, spread across the content events of a stream.
+//! * `--fail-status` (default 0 = never): initial value of the global failure
+//!   status (see `POST /__mock/fail`).
+//! * `--embedding-dim` (default 8): length of every embedding vector.
+//! * `--no-record`: do not record requests for `GET /__mock/requests`
+//!   (recording is on by default; turn it off for load tests).
+//!
+//! # Per-request override headers (win over the CLI / runtime defaults)
+//!
+//! * `x-mock-latency-ms`, `x-mock-ttft-ms`, `x-mock-chunks`,
+//!   `x-mock-chunk-interval-ms`, `x-mock-tokens-per-sec`,
+//!   `x-mock-response-bytes`: as the CLI options above.
+//! * `x-mock-status: CODE`: respond with CODE (only codes >= 400 are honoured)
+//!   and the OpenAI-shaped body
+//!   `{"error":{"message":"mock error","type":"mock_error","param":null,"code":"mock_<CODE>"}}`.
+//! * `x-mock-drop-after-chunks: K`: streaming only; send the leading events and
+//!   K content events (at most all of them) and then abort the connection (the
+//!   chunked body is truncated: no terminating chunk, no finish event, no
+//!   `[DONE]`). Ignored for non-stream requests.
+//!
+//! # Endpoints (each also served without the `/v1` prefix)
+//!
+//! * `POST /v1/chat/completions`: `chat.completion` object, or with
+//!   `"stream": true` an SSE stream of `chat.completion.chunk` events (one body
+//!   frame per event): the first delta carries `role: assistant`; then a finish
+//!   chunk (empty delta, `finish_reason: "stop"`); then, if
+//!   `stream_options.include_usage` is true, a `choices: []` usage chunk (and
+//!   every other chunk carries `"usage":null`, as OpenAI does); then
+//!   `data: [DONE]`.
+//! * `POST /v1/completions`: legacy `text_completion` object / stream, same
+//!   shape rules as chat.
+//! * `POST /v1/embeddings`: one embedding per element when `input` is an array
+//!   of strings / token arrays (an array of numbers is a single tokenized
+//!   input), otherwise one. Values are deterministic.
+//! * `POST /v1/responses`: Responses API object, or with `"stream": true` SSE
+//!   `event:`/`data:` pairs: `response.created`, `response.output_item.added`,
+//!   `response.content_part.added`, N × `response.output_text.delta`,
+//!   `response.output_text.done`, `response.content_part.done`,
+//!   `response.output_item.done`, `response.completed` (full object with
+//!   usage). No `[DONE]` (as OpenAI).
+//! * `GET /v1/models`: a single `mock-model` (also the health-check path).
+//! * Unknown path: 404; known path with the wrong method: 405; malformed JSON
+//!   body on a POST endpoint: 400 — all with OpenAI-shaped error bodies.
+//!
+//! Usage accounting: `P = max(1, request body length / 4)` prompt tokens;
+//! completion tokens `C = max(1, chunks)`, or `max(1, response_bytes / 4)` when
+//! response-bytes is set; `total = P + C`. Embeddings report `P` for both.
+//!
+//! # Test-control endpoints (never counted, recorded, delayed or failed)
+//!
+//! * `GET /__mock/requests`: JSON array of the last 10,000 recorded requests:
+//!   `{"method","path","query","headers":{name: value (repeats joined with ", ")},
+//!   "body_len","model","stream","body_prefix"}` (`body_prefix` = first 200
+//!   body bytes, lossy UTF-8).
+//! * `GET /__mock/stats`: `{"requests","in_flight","by_path":{path: count}}`.
+//!   `in_flight` counts requests whose response body has not finished yet
+//!   (so open streams count).
+//! * `POST /__mock/reset`: clear recorded requests and counters (does not
+//!   change the fail status or latency).
+//! * `POST /__mock/fail?status=CODE`: every subsequent non-`/__mock` request
+//!   answers CODE (>= 400) with an OpenAI error body; `status=0` restores normal
+//!   behaviour.
+//! * `POST /__mock/latency?ms=N`: set the default latency at runtime.
+
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+use std::collections::{BTreeMap, HashMap, VecDeque};
+use std::convert::Infallible;
+use std::fmt::Write as _;
+use std::future::Future;
+use std::io::Write as _;
+use std::net::SocketAddr;
+use std::pin::Pin;
+use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
+use std::sync::{Arc, Mutex};
+use std::task::{Context, Poll};
+use std::time::{Duration, SystemTime, UNIX_EPOCH};
+
+use bytes::Bytes;
+use clap::Parser;
+use http::header::{HeaderValue, CONTENT_TYPE};
+use http::{HeaderMap, Method, Request, Response, StatusCode};
+use http_body_util::BodyExt;
+use hyper::body::{Body, Frame, Incoming, SizeHint};
+use hyper::server::conn::http1;
+use hyper::service::service_fn;
+use hyper_util::rt::TokioIo;
+use serde::{Deserialize, Serialize};
+use serde_json::Value;
+use tokio::net::TcpSocket;
+use tokio::time::{Instant, Sleep};
+
+const MAX_RECORDS: usize = 10_000;
+const MAX_OTHER_PATHS: usize = 10_000;
+const BODY_PREFIX_LEN: usize = 200;
+const DEFAULT_CONTENT: &str = "Hello from mock";
+const FILLER: &[u8] = b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod ";
+
+/// Known (counted) paths; index into `State::path_counts`.
+const KNOWN_PATHS: [&str; 10] = [
+    "/v1/chat/completions",
+    "/chat/completions",
+    "/v1/completions",
+    "/completions",
+    "/v1/embeddings",
+    "/embeddings",
+    "/v1/responses",
+    "/responses",
+    "/v1/models",
+    "/models",
+];
+
+#[derive(Parser, Debug)]
+#[command(name = "mock_upstream", about = "Fast fake OpenAI-compatible upstream")]
+struct Cli {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    listen: SocketAddr,
+    /// Returned in the `x-mock-name` response header.
+    #[arg(long, default_value = "mock")]
+    name: String,
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 1)]
+    threads: usize,
+    /// Delay before response headers (ms).
+    #[arg(long, default_value_t = 0)]
+    latency_ms: u64,
+    /// Streaming: delay before the first content event (ms).
+    #[arg(long, default_value_t = 0)]
+    ttft_ms: u64,
+    /// Number of content chunks.
+    #[arg(long, default_value_t = 5)]
+    chunks: u64,
+    /// Delay between content chunks (ms).
+    #[arg(long)]
+    chunk_interval_ms: Option<u64>,
+    /// Stream pacing in tokens (chunks) per second; 0 = unlimited.
+    #[arg(long, default_value_t = 0)]
+    tokens_per_sec: u64,
+    /// Content size in bytes; 0 = short fixed content.
+    #[arg(long, default_value_t = 0)]
+    response_bytes: u64,
+    /// Fail every request with this status; 0 = never.
+    #[arg(long, default_value_t = 0)]
+    fail_status: u16,
+    /// Embedding vector length.
+    #[arg(long, default_value_t = 8)]
+    embedding_dim: usize,
+    /// Do not record requests (for load tests).
+    #[arg(long)]
+    no_record: bool,
+}
+
+#[derive(Serialize)]
+struct Recorded {
+    method: String,
+    path: String,
+    query: Option<String>,
+    headers: BTreeMap<String, String>,
+    body_len: usize,
+    model: Value,
+    stream: bool,
+    body_prefix: String,
+}
+
+struct State {
+    name: HeaderValue,
+    ttft_ms: u64,
+    chunks: u64,
+    chunk_interval_ms: Option<u64>,
+    tokens_per_sec: u64,
+    response_bytes: u64,
+    embedding_dim: usize,
+    record: bool,
+    latency_ms: AtomicU64,
+    fail_status: AtomicU16,
+    ids: AtomicU64,
+    requests: AtomicU64,
+    in_flight: AtomicI64,
+    path_counts: [AtomicU64; KNOWN_PATHS.len()],
+    other_paths: Mutex<HashMap<String, u64>>,
+    records: Mutex<VecDeque<Recorded>>,
+}
+
+/// Decrements `in_flight` when the response body is dropped.
+struct InFlight(Arc<State>);
+
+impl Drop for InFlight {
+    fn drop(&mut self) {
+        self.0.in_flight.fetch_sub(1, Ordering::Relaxed);
+    }
+}
+
+/// The JSON fields of a request body that the mock looks at.
+#[derive(Deserialize, Default)]
+struct ReqBody {
+    #[serde(default)]
+    model: Value,
+    #[serde(default)]
+    stream: Value,
+    #[serde(default)]
+    stream_options: Value,
+    #[serde(default)]
+    input: Value,
+}
+
+impl ReqBody {
+    fn is_stream(&self) -> bool {
+        self.stream.as_bool().unwrap_or(false)
+    }
+    fn include_usage(&self) -> bool {
+        self.stream_options
+            .get("include_usage")
+            .and_then(Value::as_bool)
+            .unwrap_or(false)
+    }
+    /// The model, JSON-encoded (a JSON string, or `null`).
+    fn model_json(&self) -> String {
+        serde_json::to_string(&self.model).unwrap_or_else(|_| "null".to_owned())
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Response body
+// ---------------------------------------------------------------------------
+
+/// One pre-rendered SSE frame and the delay before it is emitted.
+struct SseFrame {
+    delay: Duration,
+    data: Bytes,
+}
+
+struct SseBody {
+    frames: std::vec::IntoIter<SseFrame>,
+    pending: Option<SseFrame>,
+    /// Number of frames to emit before aborting the connection.
+    drop_after: Option<usize>,
+    emitted: usize,
+    drop_flushed: bool,
+    sleep: Option<Pin<Box<Sleep>>>,
+    armed: bool,
+    done: bool,
+}
+
+enum Kind {
+    Full(Option<Bytes>),
+    Sse(SseBody),
+}
+
+struct MockBody {
+    kind: Kind,
+    _guard: Option<InFlight>,
+}
+
+impl MockBody {
+    fn full(data: impl Into<Bytes>) -> Self {
+        MockBody {
+            kind: Kind::Full(Some(data.into())),
+            _guard: None,
+        }
+    }
+
+    fn sse(frames: Vec<SseFrame>, drop_after: Option<usize>) -> Self {
+        MockBody {
+            kind: Kind::Sse(SseBody {
+                frames: frames.into_iter(),
+                pending: None,
+                drop_after,
+                emitted: 0,
+                drop_flushed: false,
+                sleep: None,
+                armed: false,
+                done: false,
+            }),
+            _guard: None,
+        }
+    }
+}
+
+impl Body for MockBody {
+    type Data = Bytes;
+    type Error = std::io::Error;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Self::Error>>> {
+        let this = self.get_mut();
+        match &mut this.kind {
+            Kind::Full(data) => Poll::Ready(data.take().map(|d| Ok(Frame::data(d)))),
+            Kind::Sse(s) => {
+                if s.done {
+                    return Poll::Ready(None);
+                }
+                if s.drop_after == Some(s.emitted) {
+                    if !s.drop_flushed {
+                        // Yield once so hyper flushes the frames written so
+                        // far; an error frame discards its write buffer.
+                        s.drop_flushed = true;
+                        cx.waker().wake_by_ref();
+                        return Poll::Pending;
+                    }
+                    s.done = true;
+                    return Poll::Ready(Some(Err(std::io::Error::new(
+                        std::io::ErrorKind::ConnectionAborted,
+                        "mock: x-mock-drop-after-chunks",
+                    ))));
+                }
+                if s.pending.is_none() {
+                    match s.frames.next() {
+                        Some(f) => s.pending = Some(f),
+                        None => {
+                            s.done = true;
+                            return Poll::Ready(None);
+                        }
+                    }
+                }
+                let delay = s.pending.as_ref().map(|f| f.delay).unwrap_or_default();
+                if !delay.is_zero() {
+                    if !s.armed {
+                        let deadline = Instant::now() + delay;
+                        match &mut s.sleep {
+                            Some(sl) => sl.as_mut().reset(deadline),
+                            None => s.sleep = Some(Box::pin(tokio::time::sleep_until(deadline))),
+                        }
+                        s.armed = true;
+                    }
+                    if let Some(sl) = &mut s.sleep {
+                        if sl.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                    s.armed = false;
+                }
+                match s.pending.take() {
+                    Some(f) => {
+                        s.emitted += 1;
+                        Poll::Ready(Some(Ok(Frame::data(f.data))))
+                    }
+                    None => Poll::Ready(None),
+                }
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match &self.kind {
+            Kind::Full(d) => d.is_none(),
+            Kind::Sse(s) => s.done,
+        }
+    }
+
+    fn size_hint(&self) -> SizeHint {
+        match &self.kind {
+            Kind::Full(Some(d)) => SizeHint::with_exact(d.len() as u64),
+            Kind::Full(None) => SizeHint::with_exact(0),
+            Kind::Sse(_) => SizeHint::default(),
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Helpers
+// ---------------------------------------------------------------------------
+
+fn now_secs() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_secs())
+        .unwrap_or(0)
+}
+
+fn hdr_u64(h: &HeaderMap, name: &str) -> Option<u64> {
+    h.get(name)?.to_str().ok()?.trim().parse().ok()
+}
+
+fn query_param<'a>(query: Option<&'a str>, key: &str) -> Option<&'a str> {
+    query?.split('&').find_map(|kv| {
+        let (k, v) = kv.split_once('=').unwrap_or((kv, ""));
+        (k == key).then_some(v)
+    })
+}
+
+fn json_response(state: &State, status: StatusCode, body: impl Into<Bytes>) -> Response<MockBody> {
+    let mut resp = Response::new(MockBody::full(body));
+    *resp.status_mut() = status;
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("application/json"));
+    h.insert("x-mock-name", state.name.clone());
+    resp
+}
+
+fn error_response(
+    state: &State,
+    status: StatusCode,
+    message: &str,
+    typ: &str,
+    code: &str,
+) -> Response<MockBody> {
+    let message = serde_json::to_string(message).unwrap_or_default();
+    let body = format!(
+        r#"{{"error":{{"message":{message},"type":"{typ}","param":null,"code":"{code}"}}}}"#
+    );
+    json_response(state, status, body)
+}
+
+fn mock_error(state: &State, status: StatusCode) -> Response<MockBody> {
+    let code = format!("mock_{}", status.as_u16());
+    error_response(state, status, "mock error", "mock_error", &code)
+}
+
+/// A failure status worth honouring (>= 400, valid).
+fn fail_code(code: u64) -> Option<StatusCode> {
+    if (400..=999).contains(&code) {
+        StatusCode::from_u16(code as u16).ok()
+    } else {
+        None
+    }
+}
+
+fn filler(n: usize) -> String {
+    let mut s = String::with_capacity(n);
+    while s.len() < n {
+        let take = (n - s.len()).min(FILLER.len());
+        // FILLER is ASCII, so any prefix is valid UTF-8.
+        s.push_str(std::str::from_utf8(&FILLER[..take]).unwrap_or(""));
+    }
+    s
+}
+
+/// Effective per-request generation parameters.
+struct Gen {
+    ttft: Duration,
+    interval: Duration,
+    chunks: usize,
+    response_bytes: usize,
+    drop_after: Option<usize>,
+    prompt_tokens: u64,
+    completion_tokens: u64,
+}
+
+impl Gen {
+    fn new(state: &State, h: &HeaderMap, body_len: usize) -> Self {
+        let ttft = hdr_u64(h, "x-mock-ttft-ms").unwrap_or(state.ttft_ms);
+        let chunks = hdr_u64(h, "x-mock-chunks").unwrap_or(state.chunks) as usize;
+        let response_bytes =
+            hdr_u64(h, "x-mock-response-bytes").unwrap_or(state.response_bytes) as usize;
+        let tps = hdr_u64(h, "x-mock-tokens-per-sec").unwrap_or(state.tokens_per_sec);
+        let interval = match hdr_u64(h, "x-mock-chunk-interval-ms").or(state.chunk_interval_ms) {
+            Some(ms) => Duration::from_millis(ms),
+            None if tps > 0 => Duration::from_micros(1_000_000 / tps),
+            None => Duration::ZERO,
+        };
+        let completion_tokens = if response_bytes > 0 {
+            (response_bytes as u64 / 4).max(1)
+        } else {
+            (chunks as u64).max(1)
+        };
+        Gen {
+            ttft: Duration::from_millis(ttft),
+            interval,
+            chunks,
+            response_bytes,
+            drop_after: hdr_u64(h, "x-mock-drop-after-chunks").map(|k| k as usize),
+            prompt_tokens: (body_len as u64 / 4).max(1),
+            completion_tokens,
+        }
+    }
+
+    /// Full (non-stream) content.
+    fn content(&self) -> String {
+        if self.response_bytes > 0 {
+            filler(self.response_bytes)
+        } else {
+            DEFAULT_CONTENT.to_owned()
+        }
+    }
+
+    /// Content of stream chunk `i`.
+    fn chunk(&self, i: usize) -> String {
+        if self.response_bytes > 0 {
+            let base = self.response_bytes / self.chunks;
+            let extra = usize::from(i < self.response_bytes % self.chunks);
+            filler(base + extra)
+        } else {
+            format!("tok{i} ")
+        }
+    }
+
+    /// Delay before content chunk `i`.
+    fn delay(&self, i: usize) -> Duration {
+        if i == 0 {
+            self.ttft
+        } else {
+            self.interval
+        }
+    }
+
+    /// Frame index at which to abort, given `lead` leading frames.
+    fn drop_index(&self, lead: usize) -> Option<usize> {
+        self.drop_after.map(|k| lead + k.min(self.chunks))
+    }
+}
+
+fn sse_response(
+    state: &State,
+    frames: Vec<SseFrame>,
+    drop_after: Option<usize>,
+) -> Response<MockBody> {
+    let mut resp = Response::new(MockBody::sse(frames, drop_after));
+    let h = resp.headers_mut();
+    h.insert(CONTENT_TYPE, HeaderValue::from_static("text/event-stream"));
+    h.insert("cache-control", HeaderValue::from_static("no-cache"));
+    h.insert("x-mock-name", state.name.clone());
+    resp
+}
+
+fn data_frame(delay: Duration, json: &str) -> SseFrame {
+    let mut s = String::with_capacity(json.len() + 8);
+    s.push_str("data: ");
+    s.push_str(json);
+    s.push_str("\n\n");
+    SseFrame {
+        delay,
+        data: Bytes::from(s),
+    }
+}
+
+fn event_frame(delay: Duration, event: &str, json: &str) -> SseFrame {
+    let mut s = String::with_capacity(json.len() + event.len() + 16);
+    s.push_str("event: ");
+    s.push_str(event);
+    s.push_str("\ndata: ");
+    s.push_str(json);
+    s.push_str("\n\n");
+    SseFrame {
+        delay,
+        data: Bytes::from(s),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Endpoints
+// ---------------------------------------------------------------------------
+
+fn chat(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> {
+    let n = state.ids.fetch_add(1, Ordering::Relaxed);
+    let created = now_secs();
+    let model = req.model_json();
+    let (p, c) = (g.prompt_tokens, g.completion_tokens);
+    if !req.is_stream() {
+        let content = serde_json::to_string(&g.content()).unwrap_or_default();
+        let body = format!(
+            r#"{{"id":"chatcmpl-mock-{n}","object":"chat.completion","created":{created},"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t}}}}}"#,
+            t = p + c
+        );
+        return json_response(state, StatusCode::OK, body);
+    }
+    let usage = req.include_usage();
+    let usage_null = if usage { r#","usage":null"# } else { "" };
+    let mut frames = Vec::with_capacity(g.chunks + 3);
+    for i in 0..g.chunks {
+        let role = if i == 0 { r#""role":"assistant","# } else { "" };
+        let json = format!(
+            r#"{{"id":"chatcmpl-mock-{n}","object":"chat.completion.chunk","created":{created},"model":{model},"choices":[{{"index":0,"delta":{{{role}"content":"{content}"}},"finish_reason":null}}]{usage_null}}}"#,
+            content = g.chunk(i)
+        );
+        frames.push(data_frame(g.delay(i), &json));
+    }
+    let json = format!(
+        r#"{{"id":"chatcmpl-mock-{n}","object":"chat.completion.chunk","created":{created},"model":{model},"choices":[{{"index":0,"delta":{{}},"finish_reason":"stop"}}]{usage_null}}}"#
+    );
+    frames.push(data_frame(Duration::ZERO, &json));
+    if usage {
+        let json = format!(
+            r#"{{"id":"chatcmpl-mock-{n}","object":"chat.completion.chunk","created":{created},"model":{model},"choices":[],"usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t}}}}}"#,
+            t = p + c
+        );
+        frames.push(data_frame(Duration::ZERO, &json));
+    }
+    frames.push(data_frame(Duration::ZERO, "[DONE]"));
+    sse_response(state, frames, g.drop_index(0))
+}
+
+fn completions(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> {
+    let n = state.ids.fetch_add(1, Ordering::Relaxed);
+    let created = now_secs();
+    let model = req.model_json();
+    let (p, c) = (g.prompt_tokens, g.completion_tokens);
+    if !req.is_stream() {
+        let content = serde_json::to_string(&g.content()).unwrap_or_default();
+        let body = format!(
+            r#"{{"id":"cmpl-mock-{n}","object":"text_completion","created":{created},"model":{model},"choices":[{{"text":{content},"index":0,"logprobs":null,"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t}}}}}"#,
+            t = p + c
+        );
+        return json_response(state, StatusCode::OK, body);
+    }
+    let usage = req.include_usage();
+    let usage_null = if usage { r#","usage":null"# } else { "" };
+    let mut frames = Vec::with_capacity(g.chunks + 3);
+    for i in 0..g.chunks {
+        let json = format!(
+            r#"{{"id":"cmpl-mock-{n}","object":"text_completion","created":{created},"model":{model},"choices":[{{"text":"{content}","index":0,"logprobs":null,"finish_reason":null}}]{usage_null}}}"#,
+            content = g.chunk(i)
+        );
+        frames.push(data_frame(g.delay(i), &json));
+    }
+    let json = format!(
+        r#"{{"id":"cmpl-mock-{n}","object":"text_completion","created":{created},"model":{model},"choices":[{{"text":"","index":0,"logprobs":null,"finish_reason":"stop"}}]{usage_null}}}"#
+    );
+    frames.push(data_frame(Duration::ZERO, &json));
+    if usage {
+        let json = format!(
+            r#"{{"id":"cmpl-mock-{n}","object":"text_completion","created":{created},"model":{model},"choices":[],"usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t}}}}}"#,
+            t = p + c
+        );
+        frames.push(data_frame(Duration::ZERO, &json));
+    }
+    frames.push(data_frame(Duration::ZERO, "[DONE]"));
+    sse_response(state, frames, g.drop_index(0))
+}
+
+fn embeddings(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> {
+    let count = match &req.input {
+        Value::Array(a) if a.first().is_some_and(Value::is_number) => 1,
+        Value::Array(a) => a.len(),
+        _ => 1,
+    };
+    let dim = state.embedding_dim;
+    let model = req.model_json();
+    let p = g.prompt_tokens;
+    let mut body = String::with_capacity(96 + count * (48 + dim * 6));
+    body.push_str(r#"{"object":"list","data":["#);
+    for i in 0..count {
+        if i > 0 {
+            body.push(',');
+        }
+        let _ = write!(body, r#"{{"object":"embedding","index":{i},"embedding":["#);
+        for j in 0..dim {
+            if j > 0 {
+                body.push(',');
+            }
+            // Deterministic values in [-1.00, 0.99], printed exactly.
+            let v = ((i * 31 + j * 7) % 200) as i64 - 100;
+            let sign = if v < 0 { "-" } else { "" };
+            let _ = write!(body, "{sign}{}.{:02}", v.abs() / 100, v.abs() % 100);
+        }
+        body.push_str("]}");
+    }
+    let _ = write!(
+        body,
+        r#"],"model":{model},"usage":{{"prompt_tokens":{p},"total_tokens":{p}}}}}"#
+    );
+    json_response(state, StatusCode::OK, body)
+}
+
+fn response_object(
+    n: u64,
+    created: u64,
+    model: &str,
+    status: &str,
+    text: Option<&str>,
+    usage: Option<(u64, u64)>,
+) -> String {
+    let output = match text {
+        Some(t) => format!(
+            r#"[{{"type":"message","id":"msg_mock","status":"completed","role":"assistant","content":[{{"type":"output_text","text":{t},"annotations":[]}}]}}]"#
+        ),
+        None => "[]".to_owned(),
+    };
+    let usage = match usage {
+        Some((p, c)) => format!(
+            r#"{{"input_tokens":{p},"output_tokens":{c},"total_tokens":{t}}}"#,
+            t = p + c
+        ),
+        None => "null".to_owned(),
+    };
+    format!(
+        r#"{{"id":"resp_mock_{n}","object":"response","created_at":{created},"status":"{status}","model":{model},"output":{output},"usage":{usage}}}"#
+    )
+}
+
+fn responses(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> {
+    let n = state.ids.fetch_add(1, Ordering::Relaxed);
+    let created = now_secs();
+    let model = req.model_json();
+    let usage = Some((g.prompt_tokens, g.completion_tokens));
+    if !req.is_stream() {
+        let text = serde_json::to_string(&g.content()).unwrap_or_default();
+        let body = response_object(n, created, &model, "completed", Some(&text), usage);
+        return json_response(state, StatusCode::OK, body);
+    }
+    let mut frames = Vec::with_capacity(g.chunks + 7);
+    let mut seq = 0u64;
+    let mut next_seq = || {
+        seq += 1;
+        seq - 1
+    };
+    let created_obj = response_object(n, created, &model, "in_progress", None, None);
+    let s = next_seq();
+    frames.push(event_frame(
+        Duration::ZERO,
+        "response.created",
+        &format!(r#"{{"type":"response.created","sequence_number":{s},"response":{created_obj}}}"#),
+    ));
+    let s = next_seq();
+    frames.push(event_frame(
+        Duration::ZERO,
+        "response.output_item.added",
+        &format!(
+            r#"{{"type":"response.output_item.added","sequence_number":{s},"output_index":0,"item":{{"type":"message","id":"msg_mock","status":"in_progress","role":"assistant","content":[]}}}}"#
+        ),
+    ));
+    let s = next_seq();
+    frames.push(event_frame(
+        Duration::ZERO,
+        "response.content_part.added",
+        &format!(
+            r#"{{"type":"response.content_part.added","sequence_number":{s},"item_id":"msg_mock","output_index":0,"content_index":0,"part":{{"type":"output_text","text":"","annotations":[]}}}}"#
+        ),
+    ));
+    let lead = frames.len();
+    let mut full = String::new();
+    for i in 0..g.chunks {
+        let delta = g.chunk(i);
+        full.push_str(&delta);
+        let s = next_seq();
+        frames.push(event_frame(
+            g.delay(i),
+            "response.output_text.delta",
+            &format!(
+                r#"{{"type":"response.output_text.delta","sequence_number":{s},"item_id":"msg_mock","output_index":0,"content_index":0,"delta":"{delta}","logprobs":[]}}"#
+            ),
+        ));
+    }
+    let text = serde_json::to_string(&full).unwrap_or_default();
+    let s = next_seq();
+    frames.push(event_frame(
+        Duration::ZERO,
+        "response.output_text.done",
+        &format!(
+            r#"{{"type":"response.output_text.done","sequence_number":{s},"item_id":"msg_mock","output_index":0,"content_index":0,"text":{text},"logprobs":[]}}"#
+        ),
+    ));
+    let s = next_seq();
+    frames.push(event_frame(
+        Duration::ZERO,
+        "response.content_part.done",
+        &format!(
+            r#"{{"type":"response.content_part.done","sequence_number":{s},"item_id":"msg_mock","output_index":0,"content_index":0,"part":{{"type":"output_text","text":{text},"annotations":[]}}}}"#
+        ),
+    ));
+    let s = next_seq();
+    frames.push(event_frame(
+        Duration::ZERO,
+        "response.output_item.done",
+        &format!(
+            r#"{{"type":"response.output_item.done","sequence_number":{s},"output_index":0,"item":{{"type":"message","id":"msg_mock","status":"completed","role":"assistant","content":[{{"type":"output_text","text":{text},"annotations":[]}}]}}}}"#
+        ),
+    ));
+    let final_obj = response_object(n, created, &model, "completed", Some(&text), usage);
+    let s = next_seq();
+    frames.push(event_frame(
+        Duration::ZERO,
+        "response.completed",
+        &format!(r#"{{"type":"response.completed","sequence_number":{s},"response":{final_obj}}}"#),
+    ));
+    sse_response(state, frames, g.drop_index(lead))
+}
+
+const MODELS_BODY: &str = r#"{"object":"list","data":[{"id":"mock-model","object":"model","created":0,"owned_by":"mock"}]}"#;
+
+// ---------------------------------------------------------------------------
+// Control endpoints
+// ---------------------------------------------------------------------------
+
+fn control(state: &State, path: &str, query: Option<&str>) -> Response<MockBody> {
+    match path {
+        "/__mock/requests" => {
+            let body = match state.records.lock() {
+                Ok(r) => serde_json::to_string(&*r).unwrap_or_else(|_| "[]".to_owned()),
+                Err(_) => "[]".to_owned(),
+            };
+            json_response(state, StatusCode::OK, body)
+        }
+        "/__mock/stats" => {
+            let mut by_path = serde_json::Map::new();
+            for (i, p) in KNOWN_PATHS.iter().enumerate() {
+                let c = state.path_counts[i].load(Ordering::Relaxed);
+                if c > 0 {
+                    by_path.insert((*p).to_owned(), c.into());
+                }
+            }
+            if let Ok(o) = state.other_paths.lock() {
+                for (p, c) in o.iter() {
+                    by_path.insert(p.clone(), (*c).into());
+                }
+            }
+            let body = serde_json::json!({
+                "requests": state.requests.load(Ordering::Relaxed),
+                "in_flight": state.in_flight.load(Ordering::Relaxed),
+                "by_path": by_path,
+            });
+            json_response(state, StatusCode::OK, body.to_string())
+        }
+        "/__mock/reset" => {
+            if let Ok(mut r) = state.records.lock() {
+                r.clear();
+            }
+            if let Ok(mut o) = state.other_paths.lock() {
+                o.clear();
+            }
+            for c in &state.path_counts {
+                c.store(0, Ordering::Relaxed);
+            }
+            state.requests.store(0, Ordering::Relaxed);
+            json_response(state, StatusCode::OK, r#"{"ok":true}"#)
+        }
+        "/__mock/fail" => match query_param(query, "status").and_then(|s| s.parse::<u16>().ok()) {
+            Some(code) if code == 0 || fail_code(u64::from(code)).is_some() => {
+                state.fail_status.store(code, Ordering::Relaxed);
+                json_response(
+                    state,
+                    StatusCode::OK,
+                    format!(r#"{{"ok":true,"status":{code}}}"#),
+                )
+            }
+            _ => error_response(
+                state,
+                StatusCode::BAD_REQUEST,
+                "status must be 0 or a code in 400..=999",
+                "invalid_request_error",
+                "bad_status",
+            ),
+        },
+        "/__mock/latency" => match query_param(query, "ms").and_then(|s| s.parse::<u64>().ok()) {
+            Some(ms) => {
+                state.latency_ms.store(ms, Ordering::Relaxed);
+                json_response(state, StatusCode::OK, format!(r#"{{"ok":true,"ms":{ms}}}"#))
+            }
+            None => error_response(
+                state,
+                StatusCode::BAD_REQUEST,
+                "ms must be a non-negative integer",
+                "invalid_request_error",
+                "bad_ms",
+            ),
+        },
+        _ => error_response(
+            state,
+            StatusCode::NOT_FOUND,
+            "unknown mock control path",
+            "invalid_request_error",
+            "not_found",
+        ),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Request handling
+// ---------------------------------------------------------------------------
+
+fn count_path(state: &State, path: &str) {
+    if let Some(i) = KNOWN_PATHS.iter().position(|p| *p == path) {
+        state.path_counts[i].fetch_add(1, Ordering::Relaxed);
+    } else if let Ok(mut o) = state.other_paths.lock() {
+        if let Some(c) = o.get_mut(path) {
+            *c += 1;
+        } else if o.len() < MAX_OTHER_PATHS {
+            o.insert(path.to_owned(), 1);
+        } else {
+            *o.entry("<other>".to_owned()).or_insert(0) += 1;
+        }
+    }
+}
+
+fn record(
+    state: &State,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    parsed: Option<&ReqBody>,
+) {
+    let mut hmap: BTreeMap<String, String> = BTreeMap::new();
+    for (k, v) in headers {
+        let v = String::from_utf8_lossy(v.as_bytes());
+        match hmap.get_mut(k.as_str()) {
+            Some(existing) => {
+                existing.push_str(", ");
+                existing.push_str(&v);
+            }
+            None => {
+                hmap.insert(k.as_str().to_owned(), v.into_owned());
+            }
+        }
+    }
+    let rec = Recorded {
+        method: method.as_str().to_owned(),
+        path: path.to_owned(),
+        query: query.map(str::to_owned),
+        headers: hmap,
+        body_len: body.len(),
+        model: parsed.map(|p| p.model.clone()).unwrap_or(Value::Null),
+        stream: parsed.is_some_and(ReqBody::is_stream),
+        body_prefix: String::from_utf8_lossy(&body[..body.len().min(BODY_PREFIX_LEN)]).into_owned(),
+    };
+    if let Ok(mut r) = state.records.lock() {
+        if r.len() >= MAX_RECORDS {
+            r.pop_front();
+        }
+        r.push_back(rec);
+    }
+}
+
+#[derive(Clone, Copy, PartialEq)]
+enum Endpoint {
+    Chat,
+    Completions,
+    Embeddings,
+    Responses,
+    Models,
+}
+
+async fn handle(
+    state: Arc<State>,
+    req: Request<Incoming>,
+) -> Result<Response<MockBody>, Infallible> {
+    let (parts, body) = req.into_parts();
+    let path = parts.uri.path();
+
+    if path.starts_with("/__mock/") {
+        return Ok(control(&state, path, parts.uri.query()));
+    }
+
+    state.requests.fetch_add(1, Ordering::Relaxed);
+    state.in_flight.fetch_add(1, Ordering::Relaxed);
+    let guard = InFlight(state.clone());
+    count_path(&state, path);
+
+    let body = match body.collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+
+    let endpoint = match path.strip_prefix("/v1").unwrap_or(path) {
+        "/chat/completions" => Some(Endpoint::Chat),
+        "/completions" => Some(Endpoint::Completions),
+        "/embeddings" => Some(Endpoint::Embeddings),
+        "/responses" => Some(Endpoint::Responses),
+        "/models" => Some(Endpoint::Models),
+        _ => None,
+    };
+    let parsed: Option<Result<ReqBody, serde_json::Error>> = (parts.method == Method::POST
+        && (endpoint.is_some_and(|e| e != Endpoint::Models) || !body.is_empty()))
+    .then(|| serde_json::from_slice::<ReqBody>(&body));
+
+    if state.record {
+        record(
+            &state,
+            &parts.method,
+            path,
+            parts.uri.query(),
+            &parts.headers,
+            &body,
+            parsed.as_ref().and_then(|r| r.as_ref().ok()),
+        );
+    }
+
+    let latency = hdr_u64(&parts.headers, "x-mock-latency-ms")
+        .unwrap_or_else(|| state.latency_ms.load(Ordering::Relaxed));
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+
+    let mut resp = respond(
+        &state,
+        &parts.method,
+        &parts.headers,
+        endpoint,
+        path,
+        body.len(),
+        parsed,
+    );
+    resp.body_mut()._guard = Some(guard);
+    Ok(resp)
+}
+
+fn respond(
+    state: &State,
+    method: &Method,
+    headers: &HeaderMap,
+    endpoint: Option<Endpoint>,
+    path: &str,
+    body_len: usize,
+    parsed: Option<Result<ReqBody, serde_json::Error>>,
+) -> Response<MockBody> {
+    if let Some(code) = fail_code(u64::from(state.fail_status.load(Ordering::Relaxed))) {
+        return mock_error(state, code);
+    }
+    if let Some(code) = hdr_u64(headers, "x-mock-status").and_then(fail_code) {
+        return mock_error(state, code);
+    }
+    let Some(endpoint) = endpoint else {
+        return error_response(
+            state,
+            StatusCode::NOT_FOUND,
+            &format!("Unknown request URL: {method} {path}"),
+            "invalid_request_error",
+            "unknown_url",
+        );
+    };
+    let expected = if endpoint == Endpoint::Models {
+        Method::GET
+    } else {
+        Method::POST
+    };
+    if *method != expected {
+        return error_response(
+            state,
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("Method {method} not allowed for {path}"),
+            "invalid_request_error",
+            "method_not_allowed",
+        );
+    }
+    if endpoint == Endpoint::Models {
+        return json_response(state, StatusCode::OK, MODELS_BODY);
+    }
+    let req = match parsed {
+        Some(Ok(r)) => r,
+        Some(Err(e)) => {
+            return error_response(
+                state,
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid JSON body: {e}"),
+                "invalid_request_error",
+                "invalid_json",
+            )
+        }
+        None => ReqBody::default(),
+    };
+    let g = Gen::new(state, headers, body_len);
+    match endpoint {
+        Endpoint::Chat => chat(state, &g, &req),
+        Endpoint::Completions => completions(state, &g, &req),
+        Endpoint::Embeddings => embeddings(state, &g, &req),
+        Endpoint::Responses => responses(state, &g, &req),
+        Endpoint::Models => json_response(state, StatusCode::OK, MODELS_BODY),
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Server
+// ---------------------------------------------------------------------------
+
+async fn serve(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
+    let socket = if cli.listen.is_ipv4() {
+        TcpSocket::new_v4()?
+    } else {
+        TcpSocket::new_v6()?
+    };
+    socket.set_reuseaddr(true)?;
+    socket.bind(cli.listen)?;
+    let listener = socket.listen(65_535)?;
+    let addr = listener.local_addr()?;
+
+    let state = Arc::new(State {
+        name: HeaderValue::from_str(&cli.name)?,
+        ttft_ms: cli.ttft_ms,
+        chunks: cli.chunks,
+        chunk_interval_ms: cli.chunk_interval_ms,
+        tokens_per_sec: cli.tokens_per_sec,
+        response_bytes: cli.response_bytes,
+        embedding_dim: cli.embedding_dim,
+        record: !cli.no_record,
+        latency_ms: AtomicU64::new(cli.latency_ms),
+        fail_status: AtomicU16::new(cli.fail_status),
+        ids: AtomicU64::new(0),
+        requests: AtomicU64::new(0),
+        in_flight: AtomicI64::new(0),
+        path_counts: Default::default(),
+        other_paths: Mutex::new(HashMap::new()),
+        records: Mutex::new(VecDeque::new()),
+    });
+
+    {
+        let mut out = std::io::stdout().lock();
+        writeln!(out, "listening on {addr}")?;
+        out.flush()?;
+    }
+
+    let mut builder = http1::Builder::new();
+    builder.keep_alive(true).header_read_timeout(None);
+
+    loop {
+        let (stream, _) = match listener.accept().await {
+            Ok(s) => s,
+            Err(_) => {
+                // e.g. EMFILE under extreme load: back off briefly.
+                tokio::time::sleep(Duration::from_millis(5)).await;
+                continue;
+            }
+        };
+        let _ = stream.set_nodelay(true);
+        let state = state.clone();
+        let builder = builder.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| handle(state.clone(), req));
+            let _ = builder.serve_connection(TokioIo::new(stream), svc).await;
+        });
+    }
+}
+
+fn main() -> Result<(), Box<dyn std::error::Error>> {
+    let cli = Cli::parse();
+    let rt = tokio::runtime::Builder::new_multi_thread()
+        .worker_threads(cli.threads.max(1))
+        .enable_all()
+        .build()?;
+    rt.block_on(serve(cli))
+}

@@ -1,0 +1,145 @@
+//! `server:` — client listeners, worker threads, body limit and client timeouts.
+
+use super::reader::{Map, Node, Reader};
+use std::net::SocketAddr;
+use std::time::Duration;
+
+/// One OpenAI-compatible listener (a seed-001 "forward").
+#[derive(Debug, Clone)]
+pub struct Listener {
+    pub name: String,
+    pub listen: SocketAddr,
+    /// Model names (or aliases) this listener serves; empty = all.
+    pub models: Vec<String>,
+}
+
+/// Timeouts applied to client connections.
+#[derive(Debug, Clone, Copy)]
+pub struct ClientTimeouts {
+    /// Reading a request (header and body) from the client.
+    pub header: Duration,
+    /// Keep-alive: how long an idle client connection stays open.
+    pub idle: Duration,
+}
+
+#[derive(Debug, Clone)]
+pub struct ServerConfig {
+    pub listeners: Vec<Listener>,
+    /// Worker threads (resolved: never 0).
+    pub threads: usize,
+    pub max_request_body: usize,
+    pub client_timeouts: ClientTimeouts,
+}
+
+pub const DEFAULT_MAX_BODY: usize = 8 << 20;
+
+impl Default for ClientTimeouts {
+    fn default() -> Self {
+        ClientTimeouts {
+            header: Duration::from_secs(10),
+            idle: Duration::from_secs(60),
+        }
+    }
+}
+
+pub fn default_threads() -> usize {
+    std::thread::available_parallelism()
+        .map(|n| n.get())
+        .unwrap_or(1)
+}
+
+pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
+    let m = node.map(
+        r,
+        &[
+            "listeners",
+            "threads",
+            "max_request_body",
+            "client_timeouts",
+            "master_key",
+            "trusted_proxies",
+            "proxy_protocol",
+        ],
+    )?;
+    let listeners = m
+        .required(r, "listeners", |r, n| Some(n.list(r, read_listener)))
+        .unwrap_or_default();
+    if listeners.is_empty() && m.has("listeners") {
+        r.error(&format!("{}.listeners", m.path()), "at least one listener is required");
+    }
+    let threads = m.with(r, "threads", |r, n| n.u64(r)).unwrap_or(0) as usize;
+    let max_request_body = m
+        .with(r, "max_request_body", |r, n| n.size(r))
+        .unwrap_or(DEFAULT_MAX_BODY);
+    let client_timeouts = m
+        .with(r, "client_timeouts", read_client_timeouts)
+        .unwrap_or_default();
+    // master_key: empty (the default `${LLMPROXY_MASTER_KEY:-}`) means "auth off"; a value needs the
+    // keys feature, which this build does not have yet.
+    if let Some(key) = m.with(r, "master_key", |r, n| n.string(r)) {
+        if !key.is_empty() {
+            r.error(
+                &format!("{}.master_key", m.path()),
+                "client authentication is not implemented by this version of llmproxy yet",
+            );
+        }
+    }
+    reject_non_default(r, &m);
+    Some(ServerConfig {
+        listeners,
+        threads: if threads == 0 { default_threads() } else { threads },
+        max_request_body,
+        client_timeouts,
+    })
+}
+
+fn reject_non_default(r: &mut Reader, m: &Map) {
+    if m.with(r, "proxy_protocol", |r, n| n.bool(r)) == Some(true) {
+        r.error(
+            &format!("{}.proxy_protocol", m.path()),
+            "PROXY protocol is not implemented by this version of llmproxy yet",
+        );
+    }
+    let cidrs = m
+        .with(r, "trusted_proxies", |r, n| Some(n.list_of_strings(r)))
+        .unwrap_or_default();
+    if !cidrs.is_empty() {
+        r.error(
+            &format!("{}.trusted_proxies", m.path()),
+            "trusted proxies are not implemented by this version of llmproxy yet",
+        );
+    }
+}
+
+fn read_listener(r: &mut Reader, n: Node) -> Option<Listener> {
+    let m = n.map(r, &["name", "listen", "models", "client_ratelimit", "tls"])?;
+    m.not_yet(r, &["client_ratelimit", "tls"]);
+    let name = m.required(r, "name", |r, n| n.string(r));
+    let listen = m.required(r, "listen", |r, n| {
+        let s = n.string(r)?;
+        match s.parse::<SocketAddr>() {
+            Ok(a) => Some(a),
+            Err(_) => {
+                r.error(n.path, format!("`{s}` is not an IP:port address"));
+                None
+            }
+        }
+    });
+    let models = m
+        .with(r, "models", |r, n| Some(n.list_of_strings(r)))
+        .unwrap_or_default();
+    Some(Listener {
+        name: name?,
+        listen: listen?,
+        models,
+    })
+}
+
+fn read_client_timeouts(r: &mut Reader, n: Node) -> Option<ClientTimeouts> {
+    let m = n.map(r, &["header", "idle"])?;
+    let d = ClientTimeouts::default();
+    Some(ClientTimeouts {
+        header: m.with(r, "header", |r, n| n.duration(r)).unwrap_or(d.header),
+        idle: m.with(r, "idle", |r, n| n.duration(r)).unwrap_or(d.idle),
+    })
+}

@@ -1,0 +1,414 @@
+//! `upstreams:` — provider accounts: URL, auth, header operations, client settings, health checks.
+
+use super::reader::{Node, Reader};
+use super::secret::Secret;
+use base64::Engine;
+use std::time::Duration;
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Provider {
+    OpenAi,
+    OpenAiCompatible,
+}
+
+impl Provider {
+    pub fn as_str(&self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::OpenAiCompatible => "openai_compatible",
+        }
+    }
+}
+
+/// A parsed upstream base URL.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct UpstreamUrl {
+    pub tls: bool,
+    pub host: String,
+    pub port: u16,
+    /// Path prefix without a trailing slash, e.g. `/v1` (may be empty).
+    pub base_path: String,
+    /// The value of the `Host` header: `host` or `host:port` when the port is not the default.
+    pub authority: String,
+    /// As written in the config (never contains secrets: credentials in URLs are rejected).
+    pub raw: String,
+}
+
+/// How the gateway authenticates to the upstream; the client's own key never goes there.
+#[derive(Debug, Clone)]
+pub enum Auth {
+    None,
+    /// A ready-made header (`Authorization: Bearer ...`, `Authorization: Basic ...`, or a custom one).
+    Header { name: http::HeaderName, value: Secret },
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum HeaderOpKind {
+    /// Set only when the request does not carry the header.
+    Insert,
+    /// Set, overwriting.
+    Replace,
+    Remove,
+}
+
+#[derive(Debug, Clone)]
+pub struct HeaderOp {
+    pub op: HeaderOpKind,
+    pub key: http::HeaderName,
+    pub value: Option<http::HeaderValue>,
+}
+
+#[derive(Debug, Clone)]
+pub struct ClientSettings {
+    pub connect_timeout: Duration,
+    /// Whole request, first byte sent to last byte received.
+    pub request_timeout: Duration,
+    /// How long a pooled upstream connection may sit idle.
+    pub idle_timeout: Duration,
+    /// TCP keepalive idle time; `None` disables.
+    pub tcp_keepalive: Option<Duration>,
+    /// Replaces the client's `User-Agent` when set.
+    pub user_agent: Option<String>,
+}
+
+impl Default for ClientSettings {
+    fn default() -> Self {
+        ClientSettings {
+            connect_timeout: Duration::from_secs(10),
+            request_timeout: Duration::from_secs(300),
+            idle_timeout: Duration::from_secs(60),
+            tcp_keepalive: Some(Duration::from_secs(60)),
+            user_agent: None,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct HealthCheckConfig {
+    /// `None`: active checks disabled.
+    pub interval: Option<Duration>,
+    /// Appended to the URL's base path: `/models` probes `{url}/models`.
+    pub path: String,
+    pub timeout: Duration,
+    pub unhealthy_after: usize,
+    pub healthy_after: usize,
+}
+
+impl Default for HealthCheckConfig {
+    fn default() -> Self {
+        HealthCheckConfig {
+            interval: Some(Duration::from_secs(15)),
+            path: "/models".into(),
+            timeout: Duration::from_secs(5),
+            unhealthy_after: 2,
+            healthy_after: 1,
+        }
+    }
+}
+
+#[derive(Debug, Clone)]
+pub struct Upstream {
+    pub name: String,
+    pub provider: Provider,
+    pub url: UpstreamUrl,
+    pub auth: Auth,
+    pub headers: Vec<HeaderOp>,
+    pub client: ClientSettings,
+    pub health_check: HealthCheckConfig,
+}
+
+pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
+    let m = node.map(
+        r,
+        &[
+            "name",
+            "provider",
+            "url",
+            "api_version",
+            "auth",
+            "headers",
+            "limits",
+            "client",
+            "health_check",
+        ],
+    )?;
+    m.not_yet(r, &["limits", "api_version"]);
+    let name = m.required(r, "name", |r, n| n.string(r));
+    let provider = m
+        .with(r, "provider", |r, n| {
+            let p = n.choice(
+                r,
+                &[
+                    ("openai", Some(Provider::OpenAi)),
+                    ("openai_compatible", Some(Provider::OpenAiCompatible)),
+                    ("azure", None),
+                    ("anthropic", None),
+                ],
+            )?;
+            if p.is_none() {
+                r.error(
+                    n.path,
+                    "this provider is documented in the reference but not implemented by this version of llmproxy yet",
+                );
+            }
+            p
+        })
+        .unwrap_or(Provider::OpenAiCompatible);
+    let url = m.required(r, "url", read_url);
+    let auth = m.with(r, "auth", read_auth).unwrap_or(Auth::None);
+    let headers = m
+        .with(r, "headers", |r, n| Some(n.list(r, read_header_op)))
+        .unwrap_or_default();
+    let client = m.with(r, "client", read_client).unwrap_or_default();
+    let health_check = m.with(r, "health_check", read_health).unwrap_or_default();
+    Some(Upstream {
+        name: name?,
+        provider,
+        url: url?,
+        auth,
+        headers,
+        client,
+        health_check,
+    })
+}
+
+pub fn parse_url(s: &str) -> Result<UpstreamUrl, String> {
+    let uri: http::Uri = s
+        .parse()
+        .map_err(|e| format!("`{s}` is not a valid URL: {e}"))?;
+    let tls = match uri.scheme_str() {
+        Some("https") => true,
+        Some("http") => false,
+        _ => return Err(format!("`{s}`: the URL must start with http:// or https://")),
+    };
+    let authority = uri
+        .authority()
+        .ok_or_else(|| format!("`{s}`: the URL has no host"))?;
+    if authority.as_str().contains('@') {
+        // Do not echo the URL: it carries a credential.
+        return Err("credentials in the URL are not allowed; use `auth`".to_string());
+    }
+    if uri.query().is_some() {
+        return Err(format!("`{s}`: the URL must not have a query string"));
+    }
+    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    let default_port = if tls { 443 } else { 80 };
+    let port = authority.port_u16().unwrap_or(default_port);
+    let host_header = if port == default_port {
+        authority.host().to_string()
+    } else {
+        format!("{}:{port}", authority.host())
+    };
+    Ok(UpstreamUrl {
+        tls,
+        host,
+        port,
+        base_path: uri.path().trim_end_matches('/').to_string(),
+        authority: host_header,
+        raw: s.to_string(),
+    })
+}
+
+fn read_url(r: &mut Reader, n: Node) -> Option<UpstreamUrl> {
+    let s = n.string(r)?;
+    if s.is_empty() {
+        r.error(n.path, "the URL is empty (is its environment variable set?)");
+        return None;
+    }
+    parse_url(&s).map_err(|e| r.error(n.path, e)).ok()
+}
+
+fn header_name(r: &mut Reader, path: &str, s: &str) -> Option<http::HeaderName> {
+    http::HeaderName::from_bytes(s.as_bytes())
+        .map_err(|_| r.error(path, format!("`{s}` is not a valid header name")))
+        .ok()
+}
+
+fn secret_header_value(r: &mut Reader, path: &str, s: String) -> Option<Secret> {
+    if http::HeaderValue::from_str(&s).is_err() {
+        r.error(path, "the value contains characters not allowed in an HTTP header");
+        return None;
+    }
+    Some(Secret::new(s))
+}
+
+fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
+    let m = n.map(r, &["type", "token", "username", "password", "name", "value"])?;
+    #[derive(Clone, Copy)]
+    enum T {
+        None,
+        Bearer,
+        Basic,
+        Header,
+    }
+    let t = m.required(r, "type", |r, n| {
+        n.choice(
+            r,
+            &[
+                ("none", T::None),
+                ("bearer", T::Bearer),
+                ("basic", T::Basic),
+                ("header", T::Header),
+            ],
+        )
+    })?;
+    let path = m.path().to_string();
+    match t {
+        T::None => Some(Auth::None),
+        T::Bearer => {
+            let token = m.required(r, "token", |r, n| n.string(r))?;
+            // An empty token (`${OPENAI_API_KEY:-}` with the variable unset) sends no auth; the
+            // upstream's health check then reports it unhealthy, which is what an operator expects.
+            if token.is_empty() {
+                return Some(Auth::None);
+            }
+            let value = secret_header_value(r, &format!("{path}.token"), format!("Bearer {token}"))?;
+            Some(Auth::Header {
+                name: http::header::AUTHORIZATION,
+                value,
+            })
+        }
+        T::Basic => {
+            let user = m.required(r, "username", |r, n| n.string(r))?;
+            let pass = m.required(r, "password", |r, n| n.string(r))?;
+            let enc = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
+            let value = secret_header_value(r, &format!("{path}.password"), format!("Basic {enc}"))?;
+            Some(Auth::Header {
+                name: http::header::AUTHORIZATION,
+                value,
+            })
+        }
+        T::Header => {
+            let name_s = m.required(r, "name", |r, n| n.string(r))?;
+            let name = header_name(r, &format!("{path}.name"), &name_s)?;
+            let value = m.required(r, "value", |r, n| n.string(r))?;
+            if value.is_empty() {
+                return Some(Auth::None);
+            }
+            let value = secret_header_value(r, &format!("{path}.value"), value)?;
+            Some(Auth::Header { name, value })
+        }
+    }
+}
+
+fn read_header_op(r: &mut Reader, n: Node) -> Option<HeaderOp> {
+    let m = n.map(r, &["op", "key", "value"])?;
+    let op = m.required(r, "op", |r, n| {
+        n.choice(
+            r,
+            &[
+                ("insert", HeaderOpKind::Insert),
+                ("replace", HeaderOpKind::Replace),
+                ("remove", HeaderOpKind::Remove),
+            ],
+        )
+    });
+    let key_s = m.required(r, "key", |r, n| n.string(r))?;
+    let key = header_name(r, &format!("{}.key", m.path()), &key_s);
+    let value = match op {
+        Some(HeaderOpKind::Remove) => None,
+        Some(_) => {
+            let v = m.required(r, "value", |r, n| n.string(r))?;
+            match http::HeaderValue::from_str(&v) {
+                Ok(v) => Some(v),
+                Err(_) => {
+                    r.error(&format!("{}.value", m.path()), "not a valid header value");
+                    return None;
+                }
+            }
+        }
+        None => None,
+    };
+    Some(HeaderOp {
+        op: op?,
+        key: key?,
+        value,
+    })
+}
+
+fn read_client(r: &mut Reader, n: Node) -> Option<ClientSettings> {
+    let m = n.map(
+        r,
+        &[
+            "connect_timeout",
+            "request_timeout",
+            "idle_timeout",
+            "tcp_keepalive",
+            "user_agent",
+            "proxy",
+        ],
+    )?;
+    let d = ClientSettings::default();
+    if let Some(p) = m.with(r, "proxy", |r, n| n.string(r)) {
+        if !p.is_empty() {
+            r.error(
+                &format!("{}.proxy", m.path()),
+                "outbound proxies are not implemented by this version of llmproxy yet",
+            );
+        }
+    }
+    let keepalive = m
+        .with(r, "tcp_keepalive", |r, n| n.duration(r))
+        .unwrap_or(Duration::from_secs(60));
+    Some(ClientSettings {
+        connect_timeout: m
+            .with(r, "connect_timeout", |r, n| n.duration(r))
+            .unwrap_or(d.connect_timeout),
+        request_timeout: m
+            .with(r, "request_timeout", |r, n| n.duration(r))
+            .unwrap_or(d.request_timeout),
+        idle_timeout: m
+            .with(r, "idle_timeout", |r, n| n.duration(r))
+            .unwrap_or(d.idle_timeout),
+        tcp_keepalive: (!keepalive.is_zero()).then_some(keepalive),
+        user_agent: m
+            .with(r, "user_agent", |r, n| n.string(r))
+            .filter(|s| !s.is_empty()),
+    })
+}
+
+fn read_health(r: &mut Reader, n: Node) -> Option<HealthCheckConfig> {
+    let m = n.map(
+        r,
+        &["interval", "path", "timeout", "unhealthy_after", "healthy_after"],
+    )?;
+    let d = HealthCheckConfig::default();
+    let interval = m.with(r, "interval", |r, n| n.duration(r)).or(d.interval);
+    let path = m.with(r, "path", |r, n| n.string(r)).unwrap_or(d.path);
+    if !path.starts_with('/') {
+        r.error(&format!("{}.path", m.path()), "the path must start with `/`");
+    }
+    let positive = |r: &mut Reader, key: &str, default: usize| -> usize {
+        let v = m.with(r, key, |r, n| n.u64(r)).map(|v| v as usize).unwrap_or(default);
+        if v == 0 {
+            r.error(&format!("{}.{key}", m.path()), "must be at least 1");
+        }
+        v.max(1)
+    };
+    let unhealthy_after = positive(r, "unhealthy_after", d.unhealthy_after);
+    let healthy_after = positive(r, "healthy_after", d.healthy_after);
+    Some(HealthCheckConfig {
+        interval: interval.filter(|i| !i.is_zero()),
+        path,
+        timeout: m.with(r, "timeout", |r, n| n.duration(r)).unwrap_or(d.timeout),
+        unhealthy_after,
+        healthy_after,
+    })
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_urls() {
+        let u = parse_url("https://api.openai.com/v1/").unwrap();
+        assert!(u.tls);
+        assert_eq!((u.host.as_str(), u.port, u.base_path.as_str()), ("api.openai.com", 443, "/v1"));
+        assert_eq!(u.authority, "api.openai.com");
+        let u = parse_url("http://127.0.0.1:8000").unwrap();
+        assert_eq!((u.port, u.base_path.as_str(), u.authority.as_str()), (8000, "", "127.0.0.1:8000"));
+        assert!(parse_url("ftp://x").is_err());
+        assert!(parse_url("http://u:p@x/").is_err());
+    }
+}

@@ -1,0 +1,27 @@
+//! llmproxy: an OpenAI-compatible LLM API gateway on Cloudflare Pingora.
+//!
+//! Clients keep their OpenAI SDK and change `base_url`. Each request is routed by the `model` in its
+//! JSON body to one of that model's deployments (an upstream and the model name it knows), with the
+//! upstream's own credentials, and the answer is streamed back untouched.
+//!
+//! | Pingora phase | what happens | module |
+//! | --- | --- | --- |
+//! | `early_request_filter` | client timeouts | [`proxy`] |
+//! | `request_filter` | request id; listener; route by path; read and parse the body; resolve the model; pick a deployment; the upstream exchange (connect, send, relay the response chunk by chunk, usage) | [`route`], [`proxy::body`], [`balance`], [`proxy::exchange`], [`providers`] |
+//! | `upstream_peer` … `response_body_filter` | passthrough routes only: Pingora's proxy loop with the upstream's auth and header ops | [`proxy`] |
+//! | `fail_to_connect` / `fail_to_proxy` | next address; OpenAI-shaped errors | [`proxy`], [`error`] |
+//! | `logging` | metrics, access log | [`metrics`], [`proxy`] |
+//!
+//! Background services: upstream DNS refresh and active health checks ([`balance::health`]).
+//! The admin listener ([`admin`]) serves health, metrics and the redacted config.
+
+pub mod admin;
+pub mod app;
+pub mod balance;
+pub mod config;
+pub mod error;
+pub mod metrics;
+pub mod providers;
+pub mod proxy;
+pub mod route;
+pub mod state;

@@ -1,0 +1,123 @@
+//! `llmproxy`: command line → config → server (see `llmproxy --help`).
+
+use clap::{Args, Parser, Subcommand};
+use llmproxy::app::{self, ProcessOptions};
+use llmproxy::config::{self, Config};
+use std::path::PathBuf;
+use std::process::ExitCode;
+
+#[derive(Parser)]
+#[command(name = "llmproxy", version, about = "An OpenAI-compatible LLM API gateway on Pingora")]
+struct Cli {
+    #[command(subcommand)]
+    command: Option<Command>,
+    #[command(flatten)]
+    run: RunArgs,
+    /// Quick start: serve this one model (no config file).
+    #[arg(long, requires = "api_base")]
+    model: Option<String>,
+    /// Quick start: the OpenAI-compatible base URL of the model, e.g. http://127.0.0.1:8000/v1.
+    #[arg(long)]
+    api_base: Option<String>,
+    /// Quick start: the listening port.
+    #[arg(long, default_value_t = 4000)]
+    port: u16,
+}
+
+#[derive(Args, Clone)]
+struct RunArgs {
+    /// Config file (default: the embedded conf/llmproxy.yaml).
+    #[arg(short = 'c', long = "config", visible_alias = "conf")]
+    config: Option<PathBuf>,
+    /// Run in the background (Pingora daemon mode).
+    #[arg(short, long)]
+    daemon: bool,
+    /// Graceful upgrade: take over the listening sockets of a running instance.
+    #[arg(short, long)]
+    upgrade: bool,
+    /// Raise the log level to debug.
+    #[arg(long)]
+    debug: bool,
+}
+
+#[derive(Subcommand)]
+enum Command {
+    /// Start the gateway.
+    Run(RunArgs),
+    /// Validate a config file: every error with its key path (exit 1), or `ok` and a summary.
+    Check {
+        #[arg(short = 'c', long = "config", visible_alias = "conf")]
+        config: PathBuf,
+    },
+}
+
+fn init_logging(level: log::LevelFilter, debug: bool) {
+    let level = if debug { log::LevelFilter::Debug } else { level };
+    let mut b = env_logger::Builder::new();
+    b.filter_level(level);
+    if let Ok(spec) = std::env::var("RUST_LOG") {
+        b.parse_filters(&spec);
+    }
+    let _ = b.try_init();
+}
+
+fn main() -> ExitCode {
+    let cli = Cli::parse();
+    match cli.command {
+        Some(Command::Check { config }) => check(&config),
+        Some(Command::Run(args)) => run(args, None),
+        None => {
+            let quick = match (cli.model, cli.api_base) {
+                (Some(m), Some(u)) => Some((m, u, cli.port)),
+                _ => None,
+            };
+            run(cli.run, quick)
+        }
+    }
+}
+
+fn check(path: &PathBuf) -> ExitCode {
+    match config::load(path) {
+        Ok(cfg) => {
+            println!("ok: {}", path.display());
+            print!("{}", cfg.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            eprintln!("{}: {} error(s)", path.display(), errs.0.len());
+            eprintln!("{errs}");
+            ExitCode::FAILURE
+        }
+    }
+}
+
+fn run(args: RunArgs, quick: Option<(String, String, u16)>) -> ExitCode {
+    let loaded = match (&quick, &args.config) {
+        (Some((model, url, port)), _) => Config::quick_start(model, url, *port),
+        (None, Some(path)) => config::load(path),
+        (None, None) => config::parse(config::DEFAULT_CONFIG, &config::ProcessEnv),
+    };
+    let cfg = match loaded {
+        Ok(c) => c,
+        Err(errs) => {
+            init_logging(log::LevelFilter::Info, false);
+            eprintln!("invalid configuration:\n{errs}");
+            return ExitCode::FAILURE;
+        }
+    };
+    init_logging(cfg.logging.level, args.debug);
+    if args.config.is_none() && quick.is_none() {
+        log::info!("no -c given: running the embedded default config (conf/llmproxy.yaml)");
+    }
+    let process = ProcessOptions {
+        daemon: args.daemon,
+        upgrade: args.upgrade,
+    };
+    match app::run(cfg, process) {
+        Ok(()) => ExitCode::SUCCESS,
+        Err(e) => {
+            log::error!("{e}");
+            ExitCode::FAILURE
+        }
+    }
+}

@@ -1,0 +1,84 @@
+//! Prometheus collectors, registered once per process in their own registry.
+//!
+//! The seed-001 names and labels are kept exactly (`llmproxy_upstream_*`, `llmproxy_http_*`,
+//! `llmproxy_ratelimit_total`); `group` is the model name, `upstream` the upstream name, `forward` the
+//! listener name and `path` the route template, never a raw URL.
+
+use prometheus::{
+    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
+    TextEncoder,
+};
+
+/// Latency buckets (seconds) suited to both fast non-LLM calls and long generations.
+const BUCKETS: &[f64] = &[
+    0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
+    120.0, 300.0,
+];
+
+pub struct Metrics {
+    pub registry: Registry,
+    pub upstream_requests: IntCounterVec,
+    pub upstream_duration: HistogramVec,
+    pub upstream_errors: IntCounterVec,
+    pub http_requests: IntCounterVec,
+    pub http_duration: HistogramVec,
+    pub http_errors: IntCounterVec,
+    pub ratelimit: IntCounterVec,
+    pub tokens: IntCounterVec,
+    pub ttft: HistogramVec,
+    pub upstream_healthy: IntGaugeVec,
+    pub stream_errors: IntCounterVec,
+    pub in_flight: GaugeVec,
+}
+
+fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+    let c = IntCounterVec::new(Opts::new(name, help), labels)?;
+    r.register(Box::new(c.clone()))?;
+    Ok(c)
+}
+
+fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()), labels)?;
+    r.register(Box::new(h.clone()))?;
+    Ok(h)
+}
+
+impl Metrics {
+    pub fn new() -> prometheus::Result<Metrics> {
+        let r = Registry::new();
+        let upstream_healthy = IntGaugeVec::new(
+            Opts::new("llmproxy_upstream_healthy", "1 when the upstream has a healthy address"),
+            &["upstream"],
+        )?;
+        r.register(Box::new(upstream_healthy.clone()))?;
+        let in_flight = GaugeVec::new(
+            Opts::new("llmproxy_upstream_in_flight", "Requests in flight per deployment"),
+            &["group", "upstream"],
+        )?;
+        r.register(Box::new(in_flight.clone()))?;
+        Ok(Metrics {
+            upstream_requests: counter(&r, "llmproxy_upstream_requests_total", "Requests forwarded to upstreams", &["group", "upstream"])?,
+            upstream_duration: histogram(&r, "llmproxy_upstream_duration_seconds", "Upstream request duration", &["group", "upstream"])?,
+            upstream_errors: counter(&r, "llmproxy_upstream_errors_total", "Upstream errors", &["error", "group", "upstream"])?,
+            http_requests: counter(&r, "llmproxy_http_requests_total", "Client HTTP requests", &["forward", "method", "path"])?,
+            http_duration: histogram(&r, "llmproxy_http_request_duration_seconds", "Client HTTP request duration", &["forward", "method", "path"])?,
+            http_errors: counter(&r, "llmproxy_http_request_errors_total", "Client HTTP requests that ended in an error", &["forward", "error", "status"])?,
+            ratelimit: counter(&r, "llmproxy_ratelimit_total", "Requests rejected by rate limiting", &["forward"])?,
+            tokens: counter(&r, "llmproxy_tokens_total", "Tokens reported by upstreams", &["model", "kind"])?,
+            ttft: histogram(&r, "llmproxy_time_to_first_token_seconds", "Time from request start to the first response byte", &["model"])?,
+            stream_errors: counter(&r, "llmproxy_stream_errors_total", "Streams ended by an upstream failure after their first byte", &["group", "upstream"])?,
+            upstream_healthy,
+            in_flight,
+            registry: r,
+        })
+    }
+
+    /// Prometheus text exposition.
+    pub fn encode(&self) -> Vec<u8> {
+        let mut buf = Vec::with_capacity(16 * 1024);
+        if let Err(e) = TextEncoder::new().encode(&self.registry.gather(), &mut buf) {
+            log::error!("encoding metrics failed: {e}");
+        }
+        buf
+    }
+}

@@ -1,0 +1,32 @@
+//! OpenAI and OpenAI-compatible upstreams: `POST {url}{endpoint}` with the upstream's auth.
+
+use super::forwardable;
+use crate::balance::upstream::apply_upstream_headers;
+use crate::config::Upstream;
+use crate::route::Endpoint;
+use pingora::prelude::*;
+
+/// Build the upstream request header for a model endpoint.
+pub fn request_header(
+    upstream: &Upstream,
+    endpoint: Endpoint,
+    client: &RequestHeader,
+    body_len: usize,
+    request_id: &str,
+) -> Result<RequestHeader> {
+    let path = format!("{}{}", upstream.url.base_path, endpoint.upstream_path());
+    let mut req = RequestHeader::build("POST", path.as_bytes(), Some(client.headers.len() + 4))?;
+    for (name, value) in client.headers.iter() {
+        if forwardable(name) {
+            req.append_header(name.clone(), value.clone())?;
+        }
+    }
+    req.insert_header(http::header::HOST, upstream.url.authority.as_str())?;
+    req.insert_header(http::header::CONTENT_LENGTH, body_len)?;
+    if !req.headers.contains_key(http::header::CONTENT_TYPE) {
+        req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+    }
+    req.insert_header("x-request-id", request_id)?;
+    apply_upstream_headers(upstream, &mut req)?;
+    Ok(req)
+}

@@ -1,0 +1,137 @@
+//! Token usage from response bodies, without buffering them.
+//!
+//! OpenAI-style APIs put `"usage": {...}` near the end of a JSON body, and in the last data event of
+//! an SSE stream (`stream_options.include_usage`). [`UsageScanner`] keeps only the last
+//! [`WINDOW`] bytes of the body in a fixed buffer (no allocation per chunk) and parses the last
+//! `"usage": {` object found there when the body ends. A `"usage"` inside message text is escaped
+//! (`\"usage\"`), so the unescaped key can only be a real JSON key.
+
+/// Bytes of the body tail kept for the usage search.
+pub const WINDOW: usize = 16 * 1024;
+
+#[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
+pub struct Usage {
+    pub prompt_tokens: u64,
+    pub completion_tokens: u64,
+}
+
+pub struct UsageScanner {
+    tail: Box<[u8; WINDOW]>,
+    len: usize,
+}
+
+impl Default for UsageScanner {
+    fn default() -> Self {
+        UsageScanner {
+            tail: Box::new([0; WINDOW]),
+            len: 0,
+        }
+    }
+}
+
+impl UsageScanner {
+    /// Feed the next body chunk.
+    pub fn feed(&mut self, chunk: &[u8]) {
+        if chunk.len() >= WINDOW {
+            self.tail.copy_from_slice(&chunk[chunk.len() - WINDOW..]);
+            self.len = WINDOW;
+        } else if self.len + chunk.len() <= WINDOW {
+            self.tail[self.len..self.len + chunk.len()].copy_from_slice(chunk);
+            self.len += chunk.len();
+        } else {
+            let keep = WINDOW - chunk.len();
+            self.tail.copy_within(self.len - keep..self.len, 0);
+            self.tail[keep..].copy_from_slice(chunk);
+            self.len = WINDOW;
+        }
+    }
+
+    /// The usage in the body seen so far, if any.
+    pub fn usage(&self) -> Option<Usage> {
+        find_usage(&self.tail[..self.len])
+    }
+}
+
+/// Find and parse the last `"usage": {...}` object in `buf`.
+pub fn find_usage(buf: &[u8]) -> Option<Usage> {
+    const KEY: &[u8] = b"\"usage\"";
+    let mut end = buf.len();
+    while let Some(pos) = rfind(&buf[..end], KEY) {
+        let mut i = pos + KEY.len();
+        while i < buf.len() && buf[i].is_ascii_whitespace() {
+            i += 1;
+        }
+        if i < buf.len() && buf[i] == b':' {
+            i += 1;
+            while i < buf.len() && buf[i].is_ascii_whitespace() {
+                i += 1;
+            }
+            if i < buf.len() && buf[i] == b'{' {
+                let mut de = serde_json::Deserializer::from_slice(&buf[i..]).into_iter::<RawUsage>();
+                if let Some(Ok(u)) = de.next() {
+                    return Some(u.into());
+                }
+            }
+        }
+        end = pos;
+    }
+    None
+}
+
+fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
+    if hay.len() < needle.len() {
+        return None;
+    }
+    (0..=hay.len() - needle.len()).rev().find(|&i| &hay[i..i + needle.len()] == needle)
+}
+
+/// Chat/completions/embeddings use `prompt_tokens`/`completion_tokens`; the Responses API uses
+/// `input_tokens`/`output_tokens`.
+#[derive(serde::Deserialize)]
+struct RawUsage {
+    prompt_tokens: Option<u64>,
+    completion_tokens: Option<u64>,
+    input_tokens: Option<u64>,
+    output_tokens: Option<u64>,
+}
+
+impl From<RawUsage> for Usage {
+    fn from(r: RawUsage) -> Usage {
+        Usage {
+            prompt_tokens: r.prompt_tokens.or(r.input_tokens).unwrap_or(0),
+            completion_tokens: r.completion_tokens.or(r.output_tokens).unwrap_or(0),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn finds_json_usage() {
+        let body = br#"{"id":"x","choices":[{"message":{"content":"say \"usage\": {1}"}}],"usage": {"prompt_tokens":12,"completion_tokens":5,"total_tokens":17},"system_fingerprint":null}"#;
+        let mut s = UsageScanner::default();
+        for c in body.chunks(7) {
+            s.feed(c);
+        }
+        assert_eq!(s.usage(), Some(Usage { prompt_tokens: 12, completion_tokens: 5 }));
+    }
+
+    #[test]
+    fn finds_sse_usage_and_skips_null() {
+        let mut s = UsageScanner::default();
+        s.feed(b"data: {\"choices\":[{\"delta\":{}}],\"usage\":null}\n\n");
+        assert_eq!(s.usage(), None);
+        s.feed(&vec![b'x'; WINDOW * 2]);
+        s.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n");
+        assert_eq!(s.usage(), Some(Usage { prompt_tokens: 3, completion_tokens: 4 }));
+    }
+
+    #[test]
+    fn responses_api_usage() {
+        let b = br#"event: response.completed
+data: {"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":2,"total_tokens":9}}}"#;
+        assert_eq!(find_usage(b), Some(Usage { prompt_tokens: 7, completion_tokens: 2 }));
+    }
+}

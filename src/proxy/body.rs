@@ -1,0 +1,194 @@
+//! Request bodies: read with a size limit, parse the top level of the JSON object without building a
+//! tree (each field stays a borrowed `RawValue`), and re-serialise with `model` rewritten.
+//!
+//! Design choice (issue: bodies of any size): the gateway reads the whole body in `request_filter`
+//! and runs the upstream exchange itself with Pingora's `Connector` ([`super::exchange`]). Routing
+//! needs `model`, which can sit anywhere in the body, so the body must be read before a deployment
+//! is chosen; holding it as `Bytes` then lets every attempt resend it, whatever its size, instead of
+//! Pingora's 64 KiB retry buffer. The cost is one validation pass over the body and, only when the
+//! deployment's model name differs from the requested one, one copy to splice the new name in.
+
+use crate::error::GatewayError;
+use bytes::{Bytes, BytesMut};
+use pingora::proxy::Session;
+use serde::de::{Deserializer, MapAccess, Visitor};
+use serde_json::value::RawValue;
+use std::fmt;
+
+/// Read the whole request body, refusing more than `limit` bytes (413).
+pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
+    let too_large = || GatewayError::RequestTooLarge { limit };
+    let declared = session
+        .req_header()
+        .headers
+        .get(http::header::CONTENT_LENGTH)
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.parse::<usize>().ok());
+    if declared.is_some_and(|n| n > limit) {
+        return Err(too_large());
+    }
+    let expects_continue = session
+        .req_header()
+        .headers
+        .get(http::header::EXPECT)
+        .is_some_and(|v| v.as_bytes().eq_ignore_ascii_case(b"100-continue"));
+    if expects_continue {
+        session
+            .write_continue_response()
+            .await
+            .map_err(|e| GatewayError::invalid(format!("cannot continue: {e}"), None))?;
+    }
+    let read_err = |e: Box<pingora::Error>| GatewayError::invalid(format!("error reading the request body: {e}"), None);
+    // The common case is one chunk: keep it without copying.
+    let Some(first) = session.read_request_body().await.map_err(read_err)? else {
+        return Ok(Bytes::new());
+    };
+    if first.len() > limit {
+        return Err(too_large());
+    }
+    let Some(second) = session.read_request_body().await.map_err(read_err)? else {
+        return Ok(first);
+    };
+    let mut buf = BytesMut::with_capacity(declared.unwrap_or(first.len() * 4).min(limit));
+    buf.extend_from_slice(&first);
+    let mut next = Some(second);
+    while let Some(chunk) = next {
+        if buf.len() + chunk.len() > limit {
+            return Err(too_large());
+        }
+        buf.extend_from_slice(&chunk);
+        next = session.read_request_body().await.map_err(read_err)?;
+    }
+    Ok(buf.freeze())
+}
+
+/// The top-level fields of a JSON object request, in order, each value unparsed.
+pub struct JsonBody<'a> {
+    fields: Vec<(String, &'a RawValue)>,
+}
+
+/// What the gateway needs from a model request.
+pub struct ModelRequest<'a> {
+    pub body: JsonBody<'a>,
+    pub model: String,
+    pub stream: bool,
+}
+
+impl<'a> JsonBody<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<JsonBody<'a>, GatewayError> {
+        if bytes.is_empty() {
+            return Err(GatewayError::invalid("The request body is empty; expected a JSON object", None));
+        }
+        let mut de = serde_json::Deserializer::from_slice(bytes);
+        let fields = de
+            .deserialize_map(FieldsVisitor)
+            .and_then(|f| de.end().map(|_| f))
+            .map_err(|e| GatewayError::invalid(format!("The request body is not valid JSON: {e}"), None))?;
+        Ok(JsonBody { fields })
+    }
+
+    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+        self.fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+    }
+
+    /// Serialise with `model` replaced by `model`.
+    pub fn with_model(&self, model: &str, size_hint: usize) -> Bytes {
+        let mut out = Vec::with_capacity(size_hint + model.len() + 16);
+        out.push(b'{');
+        let mut model_written = false;
+        let mut first = true;
+        for (k, v) in &self.fields {
+            if k == "model" {
+                if model_written {
+                    continue;
+                }
+                model_written = true;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            // Keys came from valid JSON strings; serialising a String cannot fail.
+            let _ = serde_json::to_writer(&mut out, k);
+            out.push(b':');
+            if k == "model" {
+                let _ = serde_json::to_writer(&mut out, model);
+            } else {
+                out.extend_from_slice(v.get().as_bytes());
+            }
+        }
+        out.push(b'}');
+        Bytes::from(out)
+    }
+}
+
+impl<'a> ModelRequest<'a> {
+    pub fn parse(bytes: &'a [u8]) -> Result<ModelRequest<'a>, GatewayError> {
+        let body = JsonBody::parse(bytes)?;
+        let model = match body.get("model") {
+            None => return Err(GatewayError::invalid("Missing required parameter: `model`", Some("model"))),
+            Some(raw) => match serde_json::from_str::<serde_json::Value>(raw.get()) {
+                Ok(serde_json::Value::String(s)) if !s.is_empty() => s,
+                Ok(serde_json::Value::String(_)) => {
+                    return Err(GatewayError::invalid("`model` must not be empty", Some("model")))
+                }
+                _ => return Err(GatewayError::invalid("`model` must be a string", Some("model"))),
+            },
+        };
+        let stream = match body.get("stream").map(|r| r.get()) {
+            None | Some("null") | Some("false") => false,
+            Some("true") => true,
+            Some(_) => return Err(GatewayError::invalid("`stream` must be a boolean", Some("stream"))),
+        };
+        Ok(ModelRequest { body, model, stream })
+    }
+}
+
+struct FieldsVisitor;
+
+impl<'de> Visitor<'de> for FieldsVisitor {
+    type Value = Vec<(String, &'de RawValue)>;
+
+    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
+        f.write_str("a JSON object")
+    }
+
+    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
+        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
+        while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
+            fields.push((k, v));
+        }
+        Ok(fields)
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn parses_and_rewrites() {
+        let b = br#"{"messages":[{"role":"user","content":"hi \"model\""}], "model":"gpt-4" ,"stream":true}"#;
+        let r = ModelRequest::parse(b).unwrap();
+        assert_eq!(r.model, "gpt-4");
+        assert!(r.stream);
+        let out = r.body.with_model("gpt-4o-2024", b.len());
+        let v: serde_json::Value = serde_json::from_slice(&out).unwrap();
+        assert_eq!(v["model"], "gpt-4o-2024");
+        assert_eq!(v["messages"][0]["content"], "hi \"model\"");
+        assert_eq!(v["stream"], true);
+    }
+
+    #[test]
+    fn rejects_bad_bodies() {
+        assert_eq!(ModelRequest::parse(b"{").err().unwrap().status(), 400);
+        assert_eq!(ModelRequest::parse(b"[1]").err().unwrap().status(), 400);
+        let e = ModelRequest::parse(br#"{"messages":[]}"#).err().unwrap();
+        assert!(e.message().contains("model"));
+        let e = ModelRequest::parse(br#"{"model":42}"#).err().unwrap();
+        assert!(e.message().contains("must be a string"));
+        let e = ModelRequest::parse(br#"{"model":"m","stream":"yes"}"#).err().unwrap();
+        assert!(e.message().contains("stream"));
+        assert!(ModelRequest::parse(br#"{"model":"m"} trailing"#).is_err());
+    }
+}

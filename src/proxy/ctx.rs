@@ -1,0 +1,74 @@
+//! `RequestCtx`: everything one request carries through the phases.
+
+use crate::providers::usage::{Usage, UsageScanner};
+use crate::state::State;
+use std::net::SocketAddr;
+use std::sync::Arc;
+use std::time::Instant;
+
+/// A passthrough request handed to Pingora's proxy loop.
+pub struct Passthrough {
+    pub route: usize,
+    pub upstream: usize,
+    /// Path (and query) sent upstream.
+    pub path: String,
+    pub tried: Vec<SocketAddr>,
+    pub scanner: Box<UsageScanner>,
+}
+
+pub struct RequestCtx {
+    pub start: Instant,
+    /// The config snapshot this request runs on, from start to end.
+    pub state: Option<Arc<State>>,
+    pub request_id: String,
+    pub listener: usize,
+    /// Metric `path` label: a route template, never the raw URL.
+    pub path_label: &'static str,
+    pub model: Option<usize>,
+    pub upstream: Option<usize>,
+    pub status: u16,
+    /// Error label for `llmproxy_http_request_errors_total`.
+    pub error: Option<&'static str>,
+    pub usage: Option<Usage>,
+    pub first_byte: Option<Instant>,
+    pub passthrough: Option<Passthrough>,
+}
+
+impl RequestCtx {
+    pub fn new() -> RequestCtx {
+        RequestCtx {
+            start: Instant::now(),
+            state: None,
+            request_id: String::new(),
+            listener: 0,
+            path_label: "other",
+            model: None,
+            upstream: None,
+            status: 0,
+            error: None,
+            usage: None,
+            first_byte: None,
+            passthrough: None,
+        }
+    }
+}
+
+impl Default for RequestCtx {
+    fn default() -> Self {
+        Self::new()
+    }
+}
+
+/// A request id: the client's `x-request-id` when it is sane, else 128 random bits in hex.
+pub fn request_id(client: Option<&[u8]>) -> String {
+    if let Some(v) = client {
+        if !v.is_empty()
+            && v.len() <= 128
+            && v.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+        {
+            return String::from_utf8_lossy(v).into_owned();
+        }
+    }
+    let n: u128 = rand::random();
+    format!("{n:032x}")
+}

@@ -1,0 +1,345 @@
+//! The client-facing proxy: `impl ProxyHttp` only sequences the phases; the work lives in the modules.
+//!
+//! | phase | model endpoints (`/v1/chat/completions`, ...) | passthrough routes (`routes[].prefix`) |
+//! | --- | --- | --- |
+//! | `early_request_filter` | client timeouts | same |
+//! | `request_filter` | request id, listener, route; read + parse body; resolve model; run the upstream exchange ([`exchange`]); answer | request id, route, path check; hand to Pingora's proxy loop |
+//! | `upstream_peer` | — | a healthy address of the route's upstream |
+//! | `upstream_request_filter` | — | path, Host, the upstream's auth and header ops; client credentials removed |
+//! | `fail_to_connect` | — | retry on the next address |
+//! | `response_filter` / `response_body_filter` | — | `x-request-id`, `x-llmproxy-deployment`; usage scan |
+//! | `fail_to_proxy` | OpenAI-shaped error | same |
+//! | `logging` | metrics, access log | same |
+
+pub mod body;
+pub mod ctx;
+pub mod exchange;
+pub mod respond;
+
+use crate::config::AccessLog;
+use crate::error::GatewayError;
+use crate::providers::forwardable;
+use crate::route::{self, Target};
+use crate::state::{Shared, State};
+use async_trait::async_trait;
+use bytes::Bytes;
+use ctx::{Passthrough, RequestCtx};
+use pingora::prelude::*;
+use pingora::proxy::{FailToProxy, ProxyHttp, Session};
+use std::sync::Arc;
+use std::time::Duration;
+
+/// The gateway service: one per process, shared by every listener.
+pub struct Gateway {
+    pub shared: Arc<Shared>,
+}
+
+/// What `request_filter` decided.
+enum Handled {
+    /// The response was written.
+    Done,
+    /// Pingora's proxy loop carries on (passthrough).
+    Proxy,
+    /// The response broke off midway; the client connection must be dropped.
+    Abort,
+}
+
+#[async_trait]
+impl ProxyHttp for Gateway {
+    type CTX = RequestCtx;
+
+    fn new_ctx(&self) -> RequestCtx {
+        RequestCtx::new()
+    }
+
+    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+        let t = self.shared.state.load().config.server.client_timeouts;
+        session.set_read_timeout(Some(t.header));
+        session.set_keepalive(Some(t.idle.as_secs()));
+        Ok(())
+    }
+
+    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+        let state = self.shared.state.load_full();
+        ctx.state = Some(state.clone());
+        ctx.request_id = ctx::request_id(session.req_header().headers.get("x-request-id").map(|v| v.as_bytes()));
+        ctx.listener = listener_index(&state, session);
+        match self.handle(&state, session, ctx).await {
+            Ok(Handled::Done) => Ok(true),
+            Ok(Handled::Proxy) => Ok(false),
+            Ok(Handled::Abort) => Error::e_explain(ConnectionClosed, "upstream response broke off"),
+            Err(e) => {
+                respond::error(session, ctx, &e).await;
+                Ok(true)
+            }
+        }
+    }
+
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+        let (Some(state), Some(p)) = (ctx.state.as_ref(), ctx.passthrough.as_mut()) else {
+            return Error::e_explain(InternalError, "upstream_peer without a passthrough route");
+        };
+        let pool = &state.upstreams[p.upstream];
+        let addr = pool
+            .pick(&p.tried)
+            .or_else(|| pool.pick(&[]).filter(|_| p.tried.len() < 2))
+            .or_err(HTTPStatus(503), "no healthy upstream address")?;
+        p.tried.push(addr);
+        Ok(Box::new(pool.peer(addr)))
+    }
+
+    async fn upstream_request_filter(
+        &self,
+        _session: &mut Session,
+        req: &mut RequestHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        let (Some(state), Some(p)) = (ctx.state.as_ref(), ctx.passthrough.as_ref()) else {
+            return Error::e_explain(InternalError, "upstream request without a passthrough route");
+        };
+        let pool = &state.upstreams[p.upstream];
+        let uri: http::Uri = p.path.parse().or_err(InternalError, "passthrough path")?;
+        req.set_uri(uri);
+        let drop: Vec<http::HeaderName> = req.headers.keys().filter(|n| !forwardable(n) && !keep_for_passthrough(n)).cloned().collect();
+        for n in drop {
+            req.remove_header(&n);
+        }
+        req.insert_header(http::header::HOST, pool.cfg.url.authority.as_str())?;
+        req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        crate::balance::upstream::apply_upstream_headers(&pool.cfg, req)
+    }
+
+    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+        // Nothing was sent: retrying on another address is always safe.
+        if let (Some(state), Some(p)) = (ctx.state.as_ref(), ctx.passthrough.as_ref()) {
+            let pool = &state.upstreams[p.upstream];
+            pool.note_error(format!("connect to {peer}: {e}"));
+            self.shared
+                .metrics
+                .upstream_errors
+                .with_label_values(&["connect", route_group(state, p.route), pool.cfg.name.as_str()])
+                .inc();
+            e.set_retry(p.tried.len() < pool.address_count().max(2));
+        }
+        e
+    }
+
+    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+        ctx.status = resp.status.as_u16();
+        resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+        if let (Some(state), Some(up)) = (ctx.state.as_ref(), ctx.upstream) {
+            resp.insert_header("x-llmproxy-deployment", state.upstreams[up].cfg.name.as_str())?;
+        }
+        Ok(())
+    }
+
+    fn response_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<Option<Duration>> {
+        if let Some(p) = ctx.passthrough.as_mut() {
+            if let Some(b) = body.as_ref() {
+                if ctx.first_byte.is_none() && !b.is_empty() {
+                    ctx.first_byte = Some(std::time::Instant::now());
+                }
+                p.scanner.feed(b);
+            }
+            if end_of_stream {
+                ctx.usage = p.scanner.usage();
+            }
+        }
+        Ok(None)
+    }
+
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+        let ge = match e.etype() {
+            HTTPStatus(503) => GatewayError::NoHealthyUpstream("No healthy upstream address".into()),
+            ConnectTimedout | ReadTimedout | WriteTimedout => GatewayError::UpstreamTimeout("The upstream did not answer in time".into()),
+            ConnectionClosed if ctx.status != 0 => {
+                // A response already started and broke off: nothing more can be written.
+                return FailToProxy { error_code: 0, can_reuse_downstream: false };
+            }
+            _ => GatewayError::UpstreamError(format!("Upstream request failed: {}", e.etype().as_str())),
+        };
+        if session.response_written().is_none() {
+            respond::error(session, ctx, &ge).await;
+        }
+        ctx.error.get_or_insert(ge.code());
+        FailToProxy {
+            error_code: ge.status(),
+            can_reuse_downstream: false,
+        }
+    }
+
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+        self.record(session, ctx);
+    }
+}
+
+/// Headers the passthrough keeps although model requests drop them (the upstream sees the client's
+/// own content framing; Pingora handles hop-by-hop headers itself).
+fn keep_for_passthrough(n: &http::HeaderName) -> bool {
+    matches!(n.as_str(), "content-length" | "transfer-encoding" | "accept-encoding")
+}
+
+fn route_group(state: &State, route: usize) -> &str {
+    state.config.routes.get(route).map(|r| r.prefix.as_str()).unwrap_or("")
+}
+
+/// Which configured listener accepted this connection.
+fn listener_index(state: &State, session: &Session) -> usize {
+    let Some(local) = session.server_addr().and_then(|a| a.as_inet()) else {
+        return 0;
+    };
+    let listeners = &state.config.server.listeners;
+    listeners
+        .iter()
+        .position(|l| l.listen == *local)
+        .or_else(|| {
+            listeners
+                .iter()
+                .position(|l| l.listen.port() == local.port() && l.listen.ip().is_unspecified())
+        })
+        .unwrap_or(0)
+}
+
+impl Gateway {
+    async fn handle(&self, state: &Arc<State>, session: &mut Session, ctx: &mut RequestCtx) -> std::result::Result<Handled, GatewayError> {
+        let cfg = &state.config;
+        let listener = &cfg.server.listeners[ctx.listener.min(cfg.server.listeners.len().saturating_sub(1))];
+        let path = session.req_header().uri.path().to_string();
+        let method = session.req_header().method.clone();
+        match route::classify(cfg, &path) {
+            Target::Passthrough(i, rest) => {
+                ctx.path_label = "passthrough";
+                let raw_target = String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
+                route::check_passthrough_path(&rest, &raw_target)?;
+                let query = session.req_header().uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+                let upstream = cfg.routes[i].upstream_idx;
+                ctx.upstream = Some(upstream);
+                ctx.passthrough = Some(Passthrough {
+                    route: i,
+                    upstream,
+                    path: format!("{rest}{query}"),
+                    tried: Vec::new(),
+                    scanner: Box::default(),
+                });
+                Ok(Handled::Proxy)
+            }
+            Target::ListModels => {
+                ctx.path_label = "/v1/models";
+                require_method(&method, http::Method::GET)?;
+                let data: Vec<serde_json::Value> = route::visible_models(cfg, listener).iter().map(|id| model_object(id)).collect();
+                let body = serde_json::json!({"object": "list", "data": data}).to_string();
+                self.reply(session, ctx, 200, Bytes::from(body)).await
+            }
+            Target::GetModel(id) => {
+                ctx.path_label = "/v1/models/{model}";
+                require_method(&method, http::Method::GET)?;
+                state.router.resolve(cfg, listener, &id)?;
+                self.reply(session, ctx, 200, Bytes::from(model_object(&id).to_string())).await
+            }
+            Target::Model(endpoint) => {
+                ctx.path_label = endpoint.template();
+                require_method(&method, http::Method::POST)?;
+                let raw = body::read(session, cfg.server.max_request_body).await?;
+                let req = body::ModelRequest::parse(&raw)?;
+                let model_idx = state.router.resolve(cfg, listener, &req.model)?;
+                ctx.model = Some(model_idx);
+                let ex = exchange::Exchange { endpoint, model_idx, req: &req, raw: &raw };
+                match exchange::forward(&self.shared, state, session, ctx, ex).await? {
+                    exchange::Relayed::Complete => Ok(Handled::Done),
+                    exchange::Relayed::Truncated => Ok(Handled::Abort),
+                }
+            }
+            Target::Unknown => Err(GatewayError::NotFound(path)),
+        }
+    }
+
+    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Bytes) -> std::result::Result<Handled, GatewayError> {
+        if let Err(e) = respond::json(session, ctx, status, body).await {
+            log::debug!("request {}: writing the response failed: {e}", ctx.request_id);
+        }
+        Ok(Handled::Done)
+    }
+
+    /// Metrics and the access log, once per request.
+    fn record(&self, session: &Session, ctx: &RequestCtx) {
+        let Some(state) = ctx.state.as_ref() else {
+            return;
+        };
+        let m = &self.shared.metrics;
+        let forward = state.config.server.listeners.get(ctx.listener).map(|l| l.name.as_str()).unwrap_or("");
+        let method = session.req_header().method.as_str();
+        let elapsed = ctx.start.elapsed();
+        let status = if ctx.status == 0 { 499 } else { ctx.status };
+        m.http_requests.with_label_values(&[forward, method, ctx.path_label]).inc();
+        m.http_duration.with_label_values(&[forward, method, ctx.path_label]).observe(elapsed.as_secs_f64());
+        let error = ctx.error.or(match status {
+            429 => Some("upstream_rate_limited"),
+            400..=499 => Some("upstream_client_error"),
+            500..=599 => Some("upstream_server_error"),
+            _ => None,
+        });
+        if let Some(error) = error {
+            let status_s = status.to_string();
+            m.http_errors.with_label_values(&[forward, error, status_s.as_str()]).inc();
+        }
+        let model = ctx.model.and_then(|i| state.config.models.get(i)).map(|m| m.name.as_str());
+        if let (Some(model), Some(first)) = (model, ctx.first_byte) {
+            m.ttft.with_label_values(&[model]).observe(first.duration_since(ctx.start).as_secs_f64());
+        }
+        if let (Some(u), Some(model)) = (ctx.usage, model) {
+            m.tokens.with_label_values(&[model, "prompt"]).inc_by(u.prompt_tokens);
+            m.tokens.with_label_values(&[model, "completion"]).inc_by(u.completion_tokens);
+        }
+        if state.config.logging.access_log != AccessLog::Off {
+            access_log(state, session, ctx, forward, status, elapsed, model);
+        }
+    }
+}
+
+fn require_method(got: &http::Method, want: http::Method) -> std::result::Result<(), GatewayError> {
+    if *got == want {
+        Ok(())
+    } else {
+        Err(GatewayError::MethodNotAllowed(format!("Method {got} is not allowed here; use {want}")))
+    }
+}
+
+fn model_object(id: &str) -> serde_json::Value {
+    serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "llmproxy"})
+}
+
+/// One line per request, never with message content or secrets.
+fn access_log(state: &State, session: &Session, ctx: &RequestCtx, forward: &str, status: u16, elapsed: Duration, model: Option<&str>) {
+    let upstream = ctx.upstream.and_then(|u| state.upstreams.get(u)).map(|u| u.cfg.name.as_str());
+    let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()).unwrap_or_default();
+    let ms = elapsed.as_secs_f64() * 1000.0;
+    let (pt, ct) = ctx.usage.map(|u| (u.prompt_tokens, u.completion_tokens)).unwrap_or((0, 0));
+    match state.config.logging.access_log {
+        AccessLog::Json => {
+            let line = serde_json::json!({
+                "request_id": ctx.request_id, "listener": forward, "client": client,
+                "method": session.req_header().method.as_str(), "path": ctx.path_label,
+                "model": model, "upstream": upstream, "status": status,
+                "duration_ms": (ms * 1000.0).round() / 1000.0, "error": ctx.error,
+                "prompt_tokens": pt, "completion_tokens": ct,
+            });
+            log::info!(target: "access", "{line}");
+        }
+        AccessLog::Text => log::info!(
+            target: "access",
+            "{} {client} {forward} {} {} model={} upstream={} status={status} {ms:.1}ms tokens={pt}/{ct}",
+            ctx.request_id,
+            session.req_header().method,
+            ctx.path_label,
+            model.unwrap_or("-"),
+            upstream.unwrap_or("-")
+        ),
+        AccessLog::Off => {}
+    }
+}
