@@ -30,12 +30,14 @@ const UPSTREAM_POOL_PER_THREAD: usize = 256;
 /// Build the server for `config` and run it until shutdown.
 pub fn run(config: Config, process: ProcessOptions) -> Result<(), String> {
     let config = Arc::new(config);
-    let mut conf = ServerConf::default();
-    conf.threads = config.server.threads;
-    conf.grace_period_seconds = Some(GRACE_PERIOD_SECS);
-    conf.graceful_shutdown_timeout_seconds = Some(5);
-    conf.upstream_keepalive_pool_size = UPSTREAM_POOL_PER_THREAD;
-    conf.daemon = process.daemon;
+    let conf = ServerConf {
+        threads: config.server.threads,
+        grace_period_seconds: Some(GRACE_PERIOD_SECS),
+        graceful_shutdown_timeout_seconds: Some(5),
+        upstream_keepalive_pool_size: UPSTREAM_POOL_PER_THREAD,
+        daemon: process.daemon,
+        ..Default::default()
+    };
     let opt = Opt {
         upgrade: process.upgrade,
         daemon: process.daemon,
@@ -46,12 +48,17 @@ pub fn run(config: Config, process: ProcessOptions) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let state = State::build(config.clone()).map_err(|e| format!("building upstream pools: {e}"))?;
+    let state =
+        State::build(config.clone()).map_err(|e| format!("building upstream pools: {e}"))?;
     resolve_upstreams(&state);
     let metrics = Metrics::new().map_err(|e| format!("registering metrics: {e}"))?;
     let connector = Connector::new(Some(ConnectorOptions::new(
         UPSTREAM_POOL_PER_THREAD * config.server.threads,
     )));
+    for l in &config.server.listeners {
+        // Export every listener's rate-limit counter from the start, at 0.
+        metrics.ratelimit.with_label_values(&[l.name.as_str()]);
+    }
     let pools = state.upstreams.clone();
     let shared = Arc::new(Shared::new(state, metrics, connector));
 
@@ -94,7 +101,10 @@ pub fn run(config: Config, process: ProcessOptions) -> Result<(), String> {
 /// Resolve every upstream once before the listeners open (bounded), so the first request finds
 /// addresses. Runs on a throwaway runtime: the service runtimes do not exist yet.
 fn resolve_upstreams(state: &State) {
-    let rt = match tokio::runtime::Builder::new_current_thread().enable_all().build() {
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
         Ok(rt) => rt,
         Err(e) => {
             log::warn!("cannot resolve upstreams at start: {e}");
@@ -107,7 +117,10 @@ fn resolve_upstreams(state: &State) {
                 p.discover().await;
             }
         };
-        if tokio::time::timeout(Duration::from_secs(10), all).await.is_err() {
+        if tokio::time::timeout(Duration::from_secs(10), all)
+            .await
+            .is_err()
+        {
             log::warn!("resolving upstreams took over 10s; the health service keeps trying");
         }
     });

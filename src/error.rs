@@ -20,7 +20,10 @@ pub enum GatewayError {
     /// The listener (or key) is not scoped to the model.
     ModelNotAllowed(String),
     /// Unknown model; the message lists what the caller may use.
-    ModelNotFound { model: String, available: Vec<String> },
+    ModelNotFound {
+        model: String,
+        available: Vec<String>,
+    },
     /// No such endpoint on this listener.
     NotFound(String),
     /// Method not allowed on a known path.

@@ -7,7 +7,11 @@ use std::path::PathBuf;
 use std::process::ExitCode;
 
 #[derive(Parser)]
-#[command(name = "llmproxy", version, about = "An OpenAI-compatible LLM API gateway on Pingora")]
+#[command(
+    name = "llmproxy",
+    version,
+    about = "An OpenAI-compatible LLM API gateway on Pingora"
+)]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
@@ -22,6 +26,9 @@ struct Cli {
     /// Quick start: the listening port.
     #[arg(long, default_value_t = 4000)]
     port: u16,
+    /// Quick start: the admin listener address.
+    #[arg(long, default_value = "127.0.0.1:9000")]
+    admin_listen: String,
 }
 
 #[derive(Args, Clone)]
@@ -52,7 +59,11 @@ enum Command {
 }
 
 fn init_logging(level: log::LevelFilter, debug: bool) {
-    let level = if debug { log::LevelFilter::Debug } else { level };
+    let level = if debug {
+        log::LevelFilter::Debug
+    } else {
+        level
+    };
     let mut b = env_logger::Builder::new();
     b.filter_level(level);
     if let Ok(spec) = std::env::var("RUST_LOG") {
@@ -68,7 +79,12 @@ fn main() -> ExitCode {
         Some(Command::Run(args)) => run(args, None),
         None => {
             let quick = match (cli.model, cli.api_base) {
-                (Some(m), Some(u)) => Some((m, u, cli.port)),
+                (Some(m), Some(u)) => Some(QuickStart {
+                    model: m,
+                    api_base: u,
+                    port: cli.port,
+                    admin: cli.admin_listen,
+                }),
                 _ => None,
             };
             run(cli.run, quick)
@@ -76,7 +92,7 @@ fn main() -> ExitCode {
     }
 }
 
-fn check(path: &PathBuf) -> ExitCode {
+fn check(path: &std::path::Path) -> ExitCode {
     match config::load(path) {
         Ok(cfg) => {
             println!("ok: {}", path.display());
@@ -91,9 +107,17 @@ fn check(path: &PathBuf) -> ExitCode {
     }
 }
 
-fn run(args: RunArgs, quick: Option<(String, String, u16)>) -> ExitCode {
+/// `--model/--api-base` quick start settings.
+struct QuickStart {
+    model: String,
+    api_base: String,
+    port: u16,
+    admin: String,
+}
+
+fn run(args: RunArgs, quick: Option<QuickStart>) -> ExitCode {
     let loaded = match (&quick, &args.config) {
-        (Some((model, url, port)), _) => Config::quick_start(model, url, *port),
+        (Some(q), _) => Config::quick_start(&q.model, &q.api_base, q.port, &q.admin),
         (None, Some(path)) => config::load(path),
         (None, None) => config::parse(config::DEFAULT_CONFIG, &config::ProcessEnv),
     };

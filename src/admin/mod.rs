@@ -15,7 +15,8 @@ pub struct Admin {
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
     let mut resp = http::Response::new(body);
-    *resp.status_mut() = http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
+    *resp.status_mut() =
+        http::StatusCode::from_u16(status).unwrap_or(http::StatusCode::INTERNAL_SERVER_ERROR);
     let len = resp.body().len();
     let h = resp.headers_mut();
     if let Ok(v) = http::HeaderValue::from_str(content_type) {
@@ -97,7 +98,11 @@ impl ServeHttp for Admin {
             "/health/upstreams" => json_response(200, self.upstreams()),
             "/metrics" => {
                 self.shared.refresh_gauges();
-                respond(200, "text/plain; version=0.0.4", self.shared.metrics.encode())
+                respond(
+                    200,
+                    "text/plain; version=0.0.4",
+                    self.shared.metrics.encode(),
+                )
             }
             "/config" => json_response(200, self.shared.state.load().config.redacted.clone()),
             _ => error(404, "not_found", "unknown admin path"),

@@ -65,21 +65,24 @@ fn synthetic_backends(model: &Model, weighted: bool) -> BTreeSet<Backend> {
 }
 
 fn index_of(b: &Backend) -> usize {
-    b.addr.as_inet().map(|a| a.port() as usize).unwrap_or(usize::MAX)
+    b.addr
+        .as_inet()
+        .map(|a| a.port() as usize)
+        .unwrap_or(usize::MAX)
 }
 
 impl Balancer {
     pub fn new(model: &Model) -> Balancer {
         let selector = match model.strategy {
-            Strategy::RoundRobin => Selector::RoundRobin(Arc::new(Weighted::build(
-                &synthetic_backends(model, false),
-            ))),
-            Strategy::WeightedRoundRobin => Selector::RoundRobin(Arc::new(Weighted::build(
-                &synthetic_backends(model, true),
-            ))),
-            Strategy::Random => Selector::Random(Arc::new(Weighted::build(&synthetic_backends(
-                model, true,
-            )))),
+            Strategy::RoundRobin => {
+                Selector::RoundRobin(Arc::new(Weighted::build(&synthetic_backends(model, false))))
+            }
+            Strategy::WeightedRoundRobin => {
+                Selector::RoundRobin(Arc::new(Weighted::build(&synthetic_backends(model, true))))
+            }
+            Strategy::Random => {
+                Selector::Random(Arc::new(Weighted::build(&synthetic_backends(model, true))))
+            }
             Strategy::LeastBusy => Selector::LeastBusy(AtomicUsize::new(0)),
         };
         Balancer {
@@ -127,7 +130,11 @@ impl Balancer {
     }
 }
 
-fn first_eligible<I: BackendIter>(mut it: I, n: usize, eligible: impl Fn(usize) -> bool) -> Option<usize> {
+fn first_eligible<I: BackendIter>(
+    mut it: I,
+    n: usize,
+    eligible: impl Fn(usize) -> bool,
+) -> Option<usize> {
     // The first pick is weighted; later ones walk the unique list. Bound the walk, then fall back to
     // a scan so an eligible deployment is always found when one exists.
     for _ in 0..(2 * n + 4) {

@@ -43,8 +43,14 @@ impl ServiceDiscovery for DnsDiscovery {
             Err(_) => match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
                 Ok(a) => a.collect(),
                 Err(e) => {
-                    set(&self.last_error, format!("dns lookup of {} failed: {e}", self.host));
-                    return Error::e_explain(ConnectNoRoute, format!("dns lookup of {} failed", self.host));
+                    set(
+                        &self.last_error,
+                        format!("dns lookup of {} failed: {e}", self.host),
+                    );
+                    return Error::e_explain(
+                        ConnectNoRoute,
+                        format!("dns lookup of {} failed", self.host),
+                    );
                 }
             },
         };
@@ -73,15 +79,26 @@ impl HealthCheck for RecordingCheck {
         let res = self.inner.check(target).await;
         match &res {
             Ok(()) => clear(&self.last_error),
-            Err(e) => set(&self.last_error, format!("health check of {}: {e}", target.addr)),
+            Err(e) => set(
+                &self.last_error,
+                format!("health check of {}: {e}", target.addr),
+            ),
         }
         res
     }
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
         if healthy {
-            log::info!("upstream {} address {} is healthy", self.upstream, target.addr);
+            log::info!(
+                "upstream {} address {} is healthy",
+                self.upstream,
+                target.addr
+            );
         } else {
-            log::warn!("upstream {} address {} is unhealthy", self.upstream, target.addr);
+            log::warn!(
+                "upstream {} address {} is unhealthy",
+                self.upstream,
+                target.addr
+            );
         }
     }
     fn health_threshold(&self, success: bool) -> usize {
@@ -113,7 +130,11 @@ impl UpstreamPool {
         let hc = &cfg.health_check;
         if hc.interval.is_some() {
             let mut check = HttpHealthCheck::new(&cfg.url.authority, cfg.url.tls);
-            check.peer_template.sni = if cfg.url.tls { cfg.url.host.clone() } else { String::new() };
+            check.peer_template.sni = if cfg.url.tls {
+                cfg.url.host.clone()
+            } else {
+                String::new()
+            };
             check.peer_template.options.connection_timeout = Some(hc.timeout);
             check.peer_template.options.total_connection_timeout = Some(hc.timeout);
             check.peer_template.options.read_timeout = Some(hc.timeout);
@@ -151,7 +172,11 @@ impl UpstreamPool {
         let mut template = HttpPeer::new(
             SocketAddr::from(([127, 0, 0, 1], cfg.url.port)),
             cfg.url.tls,
-            if cfg.url.tls { cfg.url.host.clone() } else { String::new() },
+            if cfg.url.tls {
+                cfg.url.host.clone()
+            } else {
+                String::new()
+            },
         );
         let c = &cfg.client;
         template.options.connection_timeout = Some(c.connect_timeout);

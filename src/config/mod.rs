@@ -130,7 +130,10 @@ fn resolve(
     let mut upstream_idx = HashMap::new();
     for (i, u) in upstreams.iter().enumerate() {
         if upstream_idx.insert(u.name.clone(), i).is_some() {
-            r.error(&format!("upstreams[{i}].name"), format!("duplicate upstream name `{}`", u.name));
+            r.error(
+                &format!("upstreams[{i}].name"),
+                format!("duplicate upstream name `{}`", u.name),
+            );
         }
     }
     let upstream_names: Vec<&str> = upstreams.iter().map(|u| u.name.as_str()).collect();
@@ -144,7 +147,10 @@ fn resolve(
     let mut model_names: HashMap<String, String> = HashMap::new();
     for (i, model) in models.iter_mut().enumerate() {
         let path = format!("models[{i}]");
-        for (j, name) in std::iter::once(&model.name).chain(model.aliases.iter()).enumerate() {
+        for (j, name) in std::iter::once(&model.name)
+            .chain(model.aliases.iter())
+            .enumerate()
+        {
             let p = if j == 0 {
                 format!("{path}.name")
             } else {
@@ -157,7 +163,9 @@ fn resolve(
         for (j, d) in model.deployments.iter_mut().enumerate() {
             match upstream_idx.get(&d.upstream) {
                 Some(&idx) => d.upstream_idx = idx,
-                None => unknown_upstream(r, &format!("{path}.deployments[{j}].upstream"), &d.upstream),
+                None => {
+                    unknown_upstream(r, &format!("{path}.deployments[{j}].upstream"), &d.upstream)
+                }
             }
         }
     }
@@ -172,17 +180,26 @@ fn resolve(
     let mut addrs = HashMap::new();
     for (i, l) in server.listeners.iter().enumerate() {
         if listener_names.insert(l.name.clone(), i).is_some() {
-            r.error(&format!("server.listeners[{i}].name"), format!("duplicate listener name `{}`", l.name));
+            r.error(
+                &format!("server.listeners[{i}].name"),
+                format!("duplicate listener name `{}`", l.name),
+            );
         }
         if addrs.insert(l.listen, i).is_some() {
-            r.error(&format!("server.listeners[{i}].listen"), format!("address {} is used twice", l.listen));
+            r.error(
+                &format!("server.listeners[{i}].listen"),
+                format!("address {} is used twice", l.listen),
+            );
         }
         for (j, m) in l.models.iter().enumerate() {
             if !model_names.contains_key(m) {
                 let hint = reader::nearest(m, &known)
                     .map(|s| format!(" (did you mean `{s}`?)"))
                     .unwrap_or_default();
-                r.error(&format!("server.listeners[{i}].models[{j}]"), format!("unknown model `{m}`{hint}"));
+                r.error(
+                    &format!("server.listeners[{i}].models[{j}]"),
+                    format!("unknown model `{m}`{hint}"),
+                );
             }
         }
     }
@@ -191,9 +208,15 @@ fn resolve(
 impl Config {
     /// The zero-config quick start (seed 002): one model on one OpenAI-compatible upstream.
     /// The upstream key comes from `OPENAI_API_KEY` when set.
-    pub fn quick_start(model: &str, api_base: &str, port: u16) -> Result<Config, ConfigErrors> {
+    pub fn quick_start(
+        model: &str,
+        api_base: &str,
+        port: u16,
+        admin: &str,
+    ) -> Result<Config, ConfigErrors> {
         let doc = serde_json::json!({
             "server": {"listeners": [{"name": "main", "listen": format!("0.0.0.0:{port}")}]},
+            "admin": {"listen": admin},
             "upstreams": [{
                 "name": "default",
                 "provider": "openai_compatible",
@@ -214,7 +237,10 @@ impl Config {
             } else {
                 l.models.join(", ")
             };
-            s.push_str(&format!("listener  {:<12} {:<22} {scope}\n", l.name, l.listen));
+            s.push_str(&format!(
+                "listener  {:<12} {:<22} {scope}\n",
+                l.name, l.listen
+            ));
         }
         s.push_str(&format!("admin     {}\n", self.admin.listen));
         for u in &self.upstreams {

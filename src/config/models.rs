@@ -76,11 +76,10 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         })
         .unwrap_or(Strategy::WeightedRoundRobin);
     let deployments = m
-        .required(r, "deployments", |r, n| Some(n.list(r, read_deployment)))
+        .required(r, "deployments", |r, n| {
+            Some(n.non_empty_list(r, read_deployment))
+        })
         .unwrap_or_default();
-    if m.has("deployments") && deployments.is_empty() && r.errors.is_empty() {
-        r.error(&format!("{}.deployments", m.path()), "at least one deployment is required");
-    }
     Some(Model {
         name: name?,
         aliases,
@@ -96,7 +95,10 @@ fn read_deployment(r: &mut Reader, n: Node) -> Option<Deployment> {
     let model = m.required(r, "model", |r, n| n.string(r));
     let weight = m.with(r, "weight", |r, n| n.u64(r)).unwrap_or(1);
     if weight == 0 || weight > 1000 {
-        r.error(&format!("{}.weight", m.path()), "weight must be between 1 and 1000");
+        r.error(
+            &format!("{}.weight", m.path()),
+            "weight must be between 1 and 1000",
+        );
     }
     Some(Deployment {
         upstream: upstream?,

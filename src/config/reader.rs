@@ -146,7 +146,10 @@ impl<'a> Node<'a> {
                 })
             }
             other => {
-                r.error(self.path, format!("expected a mapping, found {}", kind(other)));
+                r.error(
+                    self.path,
+                    format!("expected a mapping, found {}", kind(other)),
+                );
                 return None;
             }
         };
@@ -159,7 +162,10 @@ impl<'a> Node<'a> {
                         .unwrap_or_default();
                     r.error(
                         &join(self.path, key),
-                        format!("unknown key{suggestion}; valid keys here: {}", allowed.join(", ")),
+                        format!(
+                            "unknown key{suggestion}; valid keys here: {}",
+                            allowed.join(", ")
+                        ),
                     );
                 }
                 None => r.error(self.path, "keys must be strings"),
@@ -172,7 +178,11 @@ impl<'a> Node<'a> {
     }
 
     /// Read a list, calling `f` with each element and its path.
-    pub fn list<T>(&self, r: &mut Reader, mut f: impl FnMut(&mut Reader, Node) -> Option<T>) -> Vec<T> {
+    pub fn list<T>(
+        &self,
+        r: &mut Reader,
+        mut f: impl FnMut(&mut Reader, Node) -> Option<T>,
+    ) -> Vec<T> {
         match self.value {
             Value::Sequence(items) => items
                 .iter()
@@ -190,6 +200,18 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// Like [`Node::list`], but an empty list is an error.
+    pub fn non_empty_list<T>(
+        &self,
+        r: &mut Reader,
+        f: impl FnMut(&mut Reader, Node) -> Option<T>,
+    ) -> Vec<T> {
+        if self.value.as_sequence().is_some_and(|s| s.is_empty()) {
+            r.error(self.path, "the list must not be empty");
+        }
+        self.list(r, f)
+    }
+
     /// A string, with `${VAR}` and `${VAR:-fallback}` expanded. Numbers and booleans are accepted as
     /// their text (YAML users write `api_version: 2024-10-21` unquoted).
     pub fn string(&self, r: &mut Reader) -> Option<String> {
@@ -198,7 +220,10 @@ impl<'a> Node<'a> {
             Value::Number(n) => n.to_string(),
             Value::Bool(b) => b.to_string(),
             other => {
-                r.error(self.path, format!("expected a string, found {}", kind(other)));
+                r.error(
+                    self.path,
+                    format!("expected a string, found {}", kind(other)),
+                );
                 return None;
             }
         };
@@ -222,12 +247,18 @@ impl<'a> Node<'a> {
                 "true" => Some(true),
                 "false" => Some(false),
                 other => {
-                    r.error(self.path, format!("expected true or false, found `{other}`"));
+                    r.error(
+                        self.path,
+                        format!("expected true or false, found `{other}`"),
+                    );
                     None
                 }
             },
             other => {
-                r.error(self.path, format!("expected a boolean, found {}", kind(other)));
+                r.error(
+                    self.path,
+                    format!("expected a boolean, found {}", kind(other)),
+                );
                 None
             }
         }
@@ -241,7 +272,10 @@ impl<'a> Node<'a> {
                 match s.trim().parse::<u64>() {
                     Ok(v) => Some(v),
                     Err(_) => {
-                        r.error(self.path, format!("expected a non-negative integer, found `{s}`"));
+                        r.error(
+                            self.path,
+                            format!("expected a non-negative integer, found `{s}`"),
+                        );
                         None
                     }
                 }
@@ -319,7 +353,12 @@ impl<'a> Map<'a> {
     }
 
     /// Call `f` with the value of `key` when present (and not null).
-    pub fn with<T>(&self, r: &mut Reader, key: &str, f: impl FnOnce(&mut Reader, Node) -> Option<T>) -> Option<T> {
+    pub fn with<T>(
+        &self,
+        r: &mut Reader,
+        key: &str,
+        f: impl FnOnce(&mut Reader, Node) -> Option<T>,
+    ) -> Option<T> {
         let v = self.map.get(key)?;
         if v.is_null() {
             return None;
@@ -329,7 +368,12 @@ impl<'a> Map<'a> {
     }
 
     /// Like [`Map::with`], but a missing key is an error.
-    pub fn required<T>(&self, r: &mut Reader, key: &str, f: impl FnOnce(&mut Reader, Node) -> Option<T>) -> Option<T> {
+    pub fn required<T>(
+        &self,
+        r: &mut Reader,
+        key: &str,
+        f: impl FnOnce(&mut Reader, Node) -> Option<T>,
+    ) -> Option<T> {
         match self.map.get(key) {
             Some(v) if !v.is_null() => {
                 let p = join(&self.path, key);

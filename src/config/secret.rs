@@ -66,7 +66,10 @@ fn redact_in(v: &serde_yaml::Value, parent_key: Option<&str>) -> serde_yaml::Val
                 } else if key == "headers" {
                     match val {
                         Value::Sequence(items) => Value::Sequence(
-                            items.iter().map(|i| redact_in(i, Some("headers_item"))).collect(),
+                            items
+                                .iter()
+                                .map(|i| redact_in(i, Some("headers_item")))
+                                .collect(),
                         ),
                         other => redact_in(other, Some(key)),
                     }
@@ -116,7 +119,12 @@ mod tests {
         )
         .unwrap();
         let out = serde_yaml::to_string(&redact(&y)).unwrap();
-        assert!(!out.contains("s1") && !out.contains("s2") && !out.contains("s3") && !out.contains("pw"));
+        assert!(
+            !out.contains("s1")
+                && !out.contains("s2")
+                && !out.contains("s3")
+                && !out.contains("pw")
+        );
         assert!(out.contains("research") && out.contains("api-key"));
     }
 }

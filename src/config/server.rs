@@ -62,11 +62,10 @@ pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
         ],
     )?;
     let listeners = m
-        .required(r, "listeners", |r, n| Some(n.list(r, read_listener)))
+        .required(r, "listeners", |r, n| {
+            Some(n.non_empty_list(r, read_listener))
+        })
         .unwrap_or_default();
-    if listeners.is_empty() && m.has("listeners") {
-        r.error(&format!("{}.listeners", m.path()), "at least one listener is required");
-    }
     let threads = m.with(r, "threads", |r, n| n.u64(r)).unwrap_or(0) as usize;
     let max_request_body = m
         .with(r, "max_request_body", |r, n| n.size(r))
@@ -87,7 +86,11 @@ pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
     reject_non_default(r, &m);
     Some(ServerConfig {
         listeners,
-        threads: if threads == 0 { default_threads() } else { threads },
+        threads: if threads == 0 {
+            default_threads()
+        } else {
+            threads
+        },
         max_request_body,
         client_timeouts,
     })
@@ -139,7 +142,9 @@ fn read_client_timeouts(r: &mut Reader, n: Node) -> Option<ClientTimeouts> {
     let m = n.map(r, &["header", "idle"])?;
     let d = ClientTimeouts::default();
     Some(ClientTimeouts {
-        header: m.with(r, "header", |r, n| n.duration(r)).unwrap_or(d.header),
+        header: m
+            .with(r, "header", |r, n| n.duration(r))
+            .unwrap_or(d.header),
         idle: m.with(r, "idle", |r, n| n.duration(r)).unwrap_or(d.idle),
     })
 }

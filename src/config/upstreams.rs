@@ -39,7 +39,10 @@ pub struct UpstreamUrl {
 pub enum Auth {
     None,
     /// A ready-made header (`Authorization: Bearer ...`, `Authorization: Basic ...`, or a custom one).
-    Header { name: http::HeaderName, value: Secret },
+    Header {
+        name: http::HeaderName,
+        value: Secret,
+    },
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -179,7 +182,11 @@ pub fn parse_url(s: &str) -> Result<UpstreamUrl, String> {
     let tls = match uri.scheme_str() {
         Some("https") => true,
         Some("http") => false,
-        _ => return Err(format!("`{s}`: the URL must start with http:// or https://")),
+        _ => {
+            return Err(format!(
+                "`{s}`: the URL must start with http:// or https://"
+            ))
+        }
     };
     let authority = uri
         .authority()
@@ -191,7 +198,11 @@ pub fn parse_url(s: &str) -> Result<UpstreamUrl, String> {
     if uri.query().is_some() {
         return Err(format!("`{s}`: the URL must not have a query string"));
     }
-    let host = authority.host().trim_start_matches('[').trim_end_matches(']').to_string();
+    let host = authority
+        .host()
+        .trim_start_matches('[')
+        .trim_end_matches(']')
+        .to_string();
     let default_port = if tls { 443 } else { 80 };
     let port = authority.port_u16().unwrap_or(default_port);
     let host_header = if port == default_port {
@@ -212,7 +223,10 @@ pub fn parse_url(s: &str) -> Result<UpstreamUrl, String> {
 fn read_url(r: &mut Reader, n: Node) -> Option<UpstreamUrl> {
     let s = n.string(r)?;
     if s.is_empty() {
-        r.error(n.path, "the URL is empty (is its environment variable set?)");
+        r.error(
+            n.path,
+            "the URL is empty (is its environment variable set?)",
+        );
         return None;
     }
     parse_url(&s).map_err(|e| r.error(n.path, e)).ok()
@@ -226,14 +240,20 @@ fn header_name(r: &mut Reader, path: &str, s: &str) -> Option<http::HeaderName> 
 
 fn secret_header_value(r: &mut Reader, path: &str, s: String) -> Option<Secret> {
     if http::HeaderValue::from_str(&s).is_err() {
-        r.error(path, "the value contains characters not allowed in an HTTP header");
+        r.error(
+            path,
+            "the value contains characters not allowed in an HTTP header",
+        );
         return None;
     }
     Some(Secret::new(s))
 }
 
 fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
-    let m = n.map(r, &["type", "token", "username", "password", "name", "value"])?;
+    let m = n.map(
+        r,
+        &["type", "token", "username", "password", "name", "value"],
+    )?;
     #[derive(Clone, Copy)]
     enum T {
         None,
@@ -262,7 +282,8 @@ fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
             if token.is_empty() {
                 return Some(Auth::None);
             }
-            let value = secret_header_value(r, &format!("{path}.token"), format!("Bearer {token}"))?;
+            let value =
+                secret_header_value(r, &format!("{path}.token"), format!("Bearer {token}"))?;
             Some(Auth::Header {
                 name: http::header::AUTHORIZATION,
                 value,
@@ -272,7 +293,8 @@ fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
             let user = m.required(r, "username", |r, n| n.string(r))?;
             let pass = m.required(r, "password", |r, n| n.string(r))?;
             let enc = base64::engine::general_purpose::STANDARD.encode(format!("{user}:{pass}"));
-            let value = secret_header_value(r, &format!("{path}.password"), format!("Basic {enc}"))?;
+            let value =
+                secret_header_value(r, &format!("{path}.password"), format!("Basic {enc}"))?;
             Some(Auth::Header {
                 name: http::header::AUTHORIZATION,
                 value,
@@ -370,16 +392,28 @@ fn read_client(r: &mut Reader, n: Node) -> Option<ClientSettings> {
 fn read_health(r: &mut Reader, n: Node) -> Option<HealthCheckConfig> {
     let m = n.map(
         r,
-        &["interval", "path", "timeout", "unhealthy_after", "healthy_after"],
+        &[
+            "interval",
+            "path",
+            "timeout",
+            "unhealthy_after",
+            "healthy_after",
+        ],
     )?;
     let d = HealthCheckConfig::default();
     let interval = m.with(r, "interval", |r, n| n.duration(r)).or(d.interval);
     let path = m.with(r, "path", |r, n| n.string(r)).unwrap_or(d.path);
     if !path.starts_with('/') {
-        r.error(&format!("{}.path", m.path()), "the path must start with `/`");
+        r.error(
+            &format!("{}.path", m.path()),
+            "the path must start with `/`",
+        );
     }
     let positive = |r: &mut Reader, key: &str, default: usize| -> usize {
-        let v = m.with(r, key, |r, n| n.u64(r)).map(|v| v as usize).unwrap_or(default);
+        let v = m
+            .with(r, key, |r, n| n.u64(r))
+            .map(|v| v as usize)
+            .unwrap_or(default);
         if v == 0 {
             r.error(&format!("{}.{key}", m.path()), "must be at least 1");
         }
@@ -390,7 +424,9 @@ fn read_health(r: &mut Reader, n: Node) -> Option<HealthCheckConfig> {
     Some(HealthCheckConfig {
         interval: interval.filter(|i| !i.is_zero()),
         path,
-        timeout: m.with(r, "timeout", |r, n| n.duration(r)).unwrap_or(d.timeout),
+        timeout: m
+            .with(r, "timeout", |r, n| n.duration(r))
+            .unwrap_or(d.timeout),
         unhealthy_after,
         healthy_after,
     })
@@ -404,10 +440,16 @@ mod tests {
     fn parses_urls() {
         let u = parse_url("https://api.openai.com/v1/").unwrap();
         assert!(u.tls);
-        assert_eq!((u.host.as_str(), u.port, u.base_path.as_str()), ("api.openai.com", 443, "/v1"));
+        assert_eq!(
+            (u.host.as_str(), u.port, u.base_path.as_str()),
+            ("api.openai.com", 443, "/v1")
+        );
         assert_eq!(u.authority, "api.openai.com");
         let u = parse_url("http://127.0.0.1:8000").unwrap();
-        assert_eq!((u.port, u.base_path.as_str(), u.authority.as_str()), (8000, "", "127.0.0.1:8000"));
+        assert_eq!(
+            (u.port, u.base_path.as_str(), u.authority.as_str()),
+            (8000, "", "127.0.0.1:8000")
+        );
         assert!(parse_url("ftp://x").is_err());
         assert!(parse_url("http://u:p@x/").is_err());
     }

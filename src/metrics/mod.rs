@@ -31,14 +31,27 @@ pub struct Metrics {
     pub in_flight: GaugeVec,
 }
 
-fn counter(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<IntCounterVec> {
+fn counter(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<IntCounterVec> {
     let c = IntCounterVec::new(Opts::new(name, help), labels)?;
     r.register(Box::new(c.clone()))?;
     Ok(c)
 }
 
-fn histogram(r: &Registry, name: &str, help: &str, labels: &[&str]) -> prometheus::Result<HistogramVec> {
-    let h = HistogramVec::new(HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()), labels)?;
+fn histogram(
+    r: &Registry,
+    name: &str,
+    help: &str,
+    labels: &[&str],
+) -> prometheus::Result<HistogramVec> {
+    let h = HistogramVec::new(
+        HistogramOpts::new(name, help).buckets(BUCKETS.to_vec()),
+        labels,
+    )?;
     r.register(Box::new(h.clone()))?;
     Ok(h)
 }
@@ -47,26 +60,82 @@ impl Metrics {
     pub fn new() -> prometheus::Result<Metrics> {
         let r = Registry::new();
         let upstream_healthy = IntGaugeVec::new(
-            Opts::new("llmproxy_upstream_healthy", "1 when the upstream has a healthy address"),
+            Opts::new(
+                "llmproxy_upstream_healthy",
+                "1 when the upstream has a healthy address",
+            ),
             &["upstream"],
         )?;
         r.register(Box::new(upstream_healthy.clone()))?;
         let in_flight = GaugeVec::new(
-            Opts::new("llmproxy_upstream_in_flight", "Requests in flight per deployment"),
+            Opts::new(
+                "llmproxy_upstream_in_flight",
+                "Requests in flight per deployment",
+            ),
             &["group", "upstream"],
         )?;
         r.register(Box::new(in_flight.clone()))?;
         Ok(Metrics {
-            upstream_requests: counter(&r, "llmproxy_upstream_requests_total", "Requests forwarded to upstreams", &["group", "upstream"])?,
-            upstream_duration: histogram(&r, "llmproxy_upstream_duration_seconds", "Upstream request duration", &["group", "upstream"])?,
-            upstream_errors: counter(&r, "llmproxy_upstream_errors_total", "Upstream errors", &["error", "group", "upstream"])?,
-            http_requests: counter(&r, "llmproxy_http_requests_total", "Client HTTP requests", &["forward", "method", "path"])?,
-            http_duration: histogram(&r, "llmproxy_http_request_duration_seconds", "Client HTTP request duration", &["forward", "method", "path"])?,
-            http_errors: counter(&r, "llmproxy_http_request_errors_total", "Client HTTP requests that ended in an error", &["forward", "error", "status"])?,
-            ratelimit: counter(&r, "llmproxy_ratelimit_total", "Requests rejected by rate limiting", &["forward"])?,
-            tokens: counter(&r, "llmproxy_tokens_total", "Tokens reported by upstreams", &["model", "kind"])?,
-            ttft: histogram(&r, "llmproxy_time_to_first_token_seconds", "Time from request start to the first response byte", &["model"])?,
-            stream_errors: counter(&r, "llmproxy_stream_errors_total", "Streams ended by an upstream failure after their first byte", &["group", "upstream"])?,
+            upstream_requests: counter(
+                &r,
+                "llmproxy_upstream_requests_total",
+                "Requests forwarded to upstreams",
+                &["group", "upstream"],
+            )?,
+            upstream_duration: histogram(
+                &r,
+                "llmproxy_upstream_duration_seconds",
+                "Upstream request duration",
+                &["group", "upstream"],
+            )?,
+            upstream_errors: counter(
+                &r,
+                "llmproxy_upstream_errors_total",
+                "Upstream errors",
+                &["error", "group", "upstream"],
+            )?,
+            http_requests: counter(
+                &r,
+                "llmproxy_http_requests_total",
+                "Client HTTP requests",
+                &["forward", "method", "path"],
+            )?,
+            http_duration: histogram(
+                &r,
+                "llmproxy_http_request_duration_seconds",
+                "Client HTTP request duration",
+                &["forward", "method", "path"],
+            )?,
+            http_errors: counter(
+                &r,
+                "llmproxy_http_request_errors_total",
+                "Client HTTP requests that ended in an error",
+                &["forward", "error", "status"],
+            )?,
+            ratelimit: counter(
+                &r,
+                "llmproxy_ratelimit_total",
+                "Requests rejected by rate limiting",
+                &["forward"],
+            )?,
+            tokens: counter(
+                &r,
+                "llmproxy_tokens_total",
+                "Tokens reported by upstreams",
+                &["model", "kind"],
+            )?,
+            ttft: histogram(
+                &r,
+                "llmproxy_time_to_first_token_seconds",
+                "Time from request start to the first response byte",
+                &["model"],
+            )?,
+            stream_errors: counter(
+                &r,
+                "llmproxy_stream_errors_total",
+                "Streams ended by an upstream failure after their first byte",
+                &["group", "upstream"],
+            )?,
             upstream_healthy,
             in_flight,
             registry: r,

@@ -67,7 +67,8 @@ pub fn find_usage(buf: &[u8]) -> Option<Usage> {
                 i += 1;
             }
             if i < buf.len() && buf[i] == b'{' {
-                let mut de = serde_json::Deserializer::from_slice(&buf[i..]).into_iter::<RawUsage>();
+                let mut de =
+                    serde_json::Deserializer::from_slice(&buf[i..]).into_iter::<RawUsage>();
                 if let Some(Ok(u)) = de.next() {
                     return Some(u.into());
                 }
@@ -82,7 +83,9 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
     if hay.len() < needle.len() {
         return None;
     }
-    (0..=hay.len() - needle.len()).rev().find(|&i| &hay[i..i + needle.len()] == needle)
+    (0..=hay.len() - needle.len())
+        .rev()
+        .find(|&i| &hay[i..i + needle.len()] == needle)
 }
 
 /// Chat/completions/embeddings use `prompt_tokens`/`completion_tokens`; the Responses API uses
@@ -115,7 +118,13 @@ mod tests {
         for c in body.chunks(7) {
             s.feed(c);
         }
-        assert_eq!(s.usage(), Some(Usage { prompt_tokens: 12, completion_tokens: 5 }));
+        assert_eq!(
+            s.usage(),
+            Some(Usage {
+                prompt_tokens: 12,
+                completion_tokens: 5
+            })
+        );
     }
 
     #[test]
@@ -125,13 +134,25 @@ mod tests {
         assert_eq!(s.usage(), None);
         s.feed(&vec![b'x'; WINDOW * 2]);
         s.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n");
-        assert_eq!(s.usage(), Some(Usage { prompt_tokens: 3, completion_tokens: 4 }));
+        assert_eq!(
+            s.usage(),
+            Some(Usage {
+                prompt_tokens: 3,
+                completion_tokens: 4
+            })
+        );
     }
 
     #[test]
     fn responses_api_usage() {
         let b = br#"event: response.completed
 data: {"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":2,"total_tokens":9}}}"#;
-        assert_eq!(find_usage(b), Some(Usage { prompt_tokens: 7, completion_tokens: 2 }));
+        assert_eq!(
+            find_usage(b),
+            Some(Usage {
+                prompt_tokens: 7,
+                completion_tokens: 2
+            })
+        );
     }
 }

@@ -38,7 +38,9 @@ pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, GatewayE
             .await
             .map_err(|e| GatewayError::invalid(format!("cannot continue: {e}"), None))?;
     }
-    let read_err = |e: Box<pingora::Error>| GatewayError::invalid(format!("error reading the request body: {e}"), None);
+    let read_err = |e: Box<pingora::Error>| {
+        GatewayError::invalid(format!("error reading the request body: {e}"), None)
+    };
     // The common case is one chunk: keep it without copying.
     let Some(first) = session.read_request_body().await.map_err(read_err)? else {
         return Ok(Bytes::new());
@@ -77,18 +79,27 @@ pub struct ModelRequest<'a> {
 impl<'a> JsonBody<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<JsonBody<'a>, GatewayError> {
         if bytes.is_empty() {
-            return Err(GatewayError::invalid("The request body is empty; expected a JSON object", None));
+            return Err(GatewayError::invalid(
+                "The request body is empty; expected a JSON object",
+                None,
+            ));
         }
         let mut de = serde_json::Deserializer::from_slice(bytes);
         let fields = de
             .deserialize_map(FieldsVisitor)
             .and_then(|f| de.end().map(|_| f))
-            .map_err(|e| GatewayError::invalid(format!("The request body is not valid JSON: {e}"), None))?;
+            .map_err(|e| {
+                GatewayError::invalid(format!("The request body is not valid JSON: {e}"), None)
+            })?;
         Ok(JsonBody { fields })
     }
 
     pub fn get(&self, key: &str) -> Option<&'a RawValue> {
-        self.fields.iter().rev().find(|(k, _)| k == key).map(|(_, v)| *v)
+        self.fields
+            .iter()
+            .rev()
+            .find(|(k, _)| k == key)
+            .map(|(_, v)| *v)
     }
 
     /// Serialise with `model` replaced by `model`.
@@ -126,21 +137,43 @@ impl<'a> ModelRequest<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<ModelRequest<'a>, GatewayError> {
         let body = JsonBody::parse(bytes)?;
         let model = match body.get("model") {
-            None => return Err(GatewayError::invalid("Missing required parameter: `model`", Some("model"))),
+            None => {
+                return Err(GatewayError::invalid(
+                    "Missing required parameter: `model`",
+                    Some("model"),
+                ))
+            }
             Some(raw) => match serde_json::from_str::<serde_json::Value>(raw.get()) {
                 Ok(serde_json::Value::String(s)) if !s.is_empty() => s,
                 Ok(serde_json::Value::String(_)) => {
-                    return Err(GatewayError::invalid("`model` must not be empty", Some("model")))
+                    return Err(GatewayError::invalid(
+                        "`model` must not be empty",
+                        Some("model"),
+                    ))
                 }
-                _ => return Err(GatewayError::invalid("`model` must be a string", Some("model"))),
+                _ => {
+                    return Err(GatewayError::invalid(
+                        "`model` must be a string",
+                        Some("model"),
+                    ))
+                }
             },
         };
         let stream = match body.get("stream").map(|r| r.get()) {
             None | Some("null") | Some("false") => false,
             Some("true") => true,
-            Some(_) => return Err(GatewayError::invalid("`stream` must be a boolean", Some("stream"))),
+            Some(_) => {
+                return Err(GatewayError::invalid(
+                    "`stream` must be a boolean",
+                    Some("stream"),
+                ))
+            }
         };
-        Ok(ModelRequest { body, model, stream })
+        Ok(ModelRequest {
+            body,
+            model,
+            stream,
+        })
     }
 }
 
@@ -187,7 +220,9 @@ mod tests {
         assert!(e.message().contains("model"));
         let e = ModelRequest::parse(br#"{"model":42}"#).err().unwrap();
         assert!(e.message().contains("must be a string"));
-        let e = ModelRequest::parse(br#"{"model":"m","stream":"yes"}"#).err().unwrap();
+        let e = ModelRequest::parse(br#"{"model":"m","stream":"yes"}"#)
+            .err()
+            .unwrap();
         assert!(e.message().contains("stream"));
         assert!(ModelRequest::parse(br#"{"model":"m"} trailing"#).is_err());
     }

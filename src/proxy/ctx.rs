@@ -31,6 +31,8 @@ pub struct RequestCtx {
     pub error: Option<&'static str>,
     pub usage: Option<Usage>,
     pub first_byte: Option<Instant>,
+    /// The passthrough route matched by the path (set even when the request is then refused).
+    pub route: Option<usize>,
     pub passthrough: Option<Passthrough>,
 }
 
@@ -48,6 +50,7 @@ impl RequestCtx {
             error: None,
             usage: None,
             first_byte: None,
+            route: None,
             passthrough: None,
         }
     }
@@ -64,7 +67,8 @@ pub fn request_id(client: Option<&[u8]>) -> String {
     if let Some(v) = client {
         if !v.is_empty()
             && v.len() <= 128
-            && v.iter().all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
+            && v.iter()
+                .all(|c| c.is_ascii_alphanumeric() || b"-_.:".contains(c))
         {
             return String::from_utf8_lossy(v).into_owned();
         }

@@ -86,7 +86,11 @@ pub async fn forward(
         };
         let _in_flight = balancer.enter(d);
         let labels = [model.name.as_str(), pool.cfg.name.as_str()];
-        shared.metrics.upstream_requests.with_label_values(&labels).inc();
+        shared
+            .metrics
+            .upstream_requests
+            .with_label_values(&labels)
+            .inc();
         let started = Instant::now();
         let result = attempt(shared, pool, addr, session, ctx, ex.endpoint, body).await;
         shared
@@ -107,7 +111,11 @@ pub async fn forward(
                 last_connect_error = Some(format!("{}: {msg}", pool.cfg.name));
             }
             Err(AttemptError::Fatal(e)) => {
-                count_error(shared, if e.status() == 504 { "timeout" } else { "read" }, &labels);
+                count_error(
+                    shared,
+                    if e.status() == 504 { "timeout" } else { "read" },
+                    &labels,
+                );
                 pool.note_error(e.message());
                 return Err(e);
             }
@@ -135,8 +143,18 @@ async fn attempt(
 ) -> Result<Relayed, AttemptError> {
     let peer = pool.peer(addr);
     let deadline = tokio::time::Instant::now() + pool.cfg.client.request_timeout;
-    let header = openai::request_header(&pool.cfg, endpoint, session.req_header(), body.len(), &ctx.request_id)
-        .map_err(|e| AttemptError::Fatal(GatewayError::UpstreamError(format!("building the upstream request: {e}"))))?;
+    let header = openai::request_header(
+        &pool.cfg,
+        endpoint,
+        session.req_header(),
+        body.len(),
+        &ctx.request_id,
+    )
+    .map_err(|e| {
+        AttemptError::Fatal(GatewayError::UpstreamError(format!(
+            "building the upstream request: {e}"
+        )))
+    })?;
 
     // A pooled connection the upstream already closed fails on first use; that is not the upstream's
     // fault, so it is retried on a fresh connection (bounded).
@@ -151,7 +169,10 @@ async fn attempt(
             Ok(()) => break http,
             Err(e) if reused && stale_retries < 2 && e.etype() != &ReadTimedout => {
                 stale_retries += 1;
-                log::debug!("request {}: stale pooled connection ({e}), retrying", ctx.request_id);
+                log::debug!(
+                    "request {}: stale pooled connection ({e}), retrying",
+                    ctx.request_id
+                );
             }
             Err(e) => {
                 return Err(AttemptError::Fatal(match e.etype() {
@@ -159,7 +180,11 @@ async fn attempt(
                         "Upstream `{}` did not answer within {:?}",
                         pool.cfg.name, pool.cfg.client.request_timeout
                     )),
-                    _ => GatewayError::UpstreamError(format!("Upstream `{}` failed: {}", pool.cfg.name, e.etype().as_str())),
+                    _ => GatewayError::UpstreamError(format!(
+                        "Upstream `{}` failed: {}",
+                        pool.cfg.name,
+                        e.etype().as_str()
+                    )),
                 }))
             }
         }
@@ -175,7 +200,12 @@ async fn attempt(
 }
 
 /// Write the request and read the response header, within the request deadline.
-async fn send(http: &mut HttpSession, header: &RequestHeader, body: &Bytes, deadline: tokio::time::Instant) -> Result<()> {
+async fn send(
+    http: &mut HttpSession,
+    header: &RequestHeader,
+    body: &Bytes,
+    deadline: tokio::time::Instant,
+) -> Result<()> {
     let io = async {
         http.write_request_header(Box::new(header.clone())).await?;
         http.write_request_body(body.clone(), true).await?;
@@ -212,7 +242,10 @@ async fn relay(
     let resp = match downstream_header(up, ctx, &pool.cfg.name) {
         Ok(r) => r,
         Err(e) => {
-            log::error!("request {}: building the response header failed: {e}", ctx.request_id);
+            log::error!(
+                "request {}: building the response header failed: {e}",
+                ctx.request_id
+            );
             return (Relayed::Truncated, false);
         }
     };
@@ -239,15 +272,26 @@ async fn relay(
                 scanner.feed(&chunk);
                 if let Err(e) = session.write_response_body(Some(chunk), false).await {
                     // The client left: dropping the upstream connection stops the generation.
-                    log::debug!("request {}: client went away mid-response: {e}", ctx.request_id);
+                    log::debug!(
+                        "request {}: client went away mid-response: {e}",
+                        ctx.request_id
+                    );
                     ctx.error = Some("client_closed");
                     return (Relayed::Truncated, false);
                 }
             }
             Ok(None) => break None,
             Err(e) => {
-                log::warn!("request {}: upstream {} failed mid-response: {e}", ctx.request_id, pool.cfg.name);
-                break Some(if e.etype() == &ReadTimedout { "timeout" } else { "stream_interrupted" });
+                log::warn!(
+                    "request {}: upstream {} failed mid-response: {e}",
+                    ctx.request_id,
+                    pool.cfg.name
+                );
+                break Some(if e.etype() == &ReadTimedout {
+                    "timeout"
+                } else {
+                    "stream_interrupted"
+                });
             }
         }
     };
@@ -259,7 +303,11 @@ async fn relay(
     if let Some(kind) = upstream_failure {
         let labels = [model.as_str(), pool.cfg.name.as_str()];
         count_error(shared, kind, &labels);
-        shared.metrics.stream_errors.with_label_values(&labels).inc();
+        shared
+            .metrics
+            .stream_errors
+            .with_label_values(&labels)
+            .inc();
         pool.note_error(format!("response from upstream broke off: {kind}"));
         ctx.error = Some("upstream_stream_error");
         if !is_sse {
@@ -276,7 +324,10 @@ async fn relay(
         return (Relayed::Complete, false);
     }
     if let Err(e) = session.write_response_body(None, true).await {
-        log::debug!("request {}: finishing the response failed: {e}", ctx.request_id);
+        log::debug!(
+            "request {}: finishing the response failed: {e}",
+            ctx.request_id
+        );
         return (Relayed::Truncated, true);
     }
     (Relayed::Complete, true)
@@ -284,7 +335,11 @@ async fn relay(
 
 /// The client's response header: the upstream's status and headers (hop-by-hop removed), plus the
 /// request id and which upstream answered.
-fn downstream_header(up: &ResponseHeader, ctx: &RequestCtx, upstream: &str) -> Result<ResponseHeader> {
+fn downstream_header(
+    up: &ResponseHeader,
+    ctx: &RequestCtx,
+    upstream: &str,
+) -> Result<ResponseHeader> {
     let mut resp = ResponseHeader::build(up.status, Some(up.headers.len() + 3))?;
     for (name, value) in up.headers.iter() {
         if relayable(name) {

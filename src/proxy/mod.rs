@@ -52,7 +52,11 @@ impl ProxyHttp for Gateway {
         RequestCtx::new()
     }
 
-    async fn early_request_filter(&self, session: &mut Session, _ctx: &mut RequestCtx) -> Result<()> {
+    async fn early_request_filter(
+        &self,
+        session: &mut Session,
+        _ctx: &mut RequestCtx,
+    ) -> Result<()> {
         let t = self.shared.state.load().config.server.client_timeouts;
         session.set_read_timeout(Some(t.header));
         session.set_keepalive(Some(t.idle.as_secs()));
@@ -62,7 +66,13 @@ impl ProxyHttp for Gateway {
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let state = self.shared.state.load_full();
         ctx.state = Some(state.clone());
-        ctx.request_id = ctx::request_id(session.req_header().headers.get("x-request-id").map(|v| v.as_bytes()));
+        ctx.request_id = ctx::request_id(
+            session
+                .req_header()
+                .headers
+                .get("x-request-id")
+                .map(|v| v.as_bytes()),
+        );
         ctx.listener = listener_index(&state, session);
         match self.handle(&state, session, ctx).await {
             Ok(Handled::Done) => Ok(true),
@@ -75,7 +85,11 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut RequestCtx) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(
+        &self,
+        _session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> Result<Box<HttpPeer>> {
         let (Some(state), Some(p)) = (ctx.state.as_ref(), ctx.passthrough.as_mut()) else {
             return Error::e_explain(InternalError, "upstream_peer without a passthrough route");
         };
@@ -95,12 +109,20 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> Result<()> {
         let (Some(state), Some(p)) = (ctx.state.as_ref(), ctx.passthrough.as_ref()) else {
-            return Error::e_explain(InternalError, "upstream request without a passthrough route");
+            return Error::e_explain(
+                InternalError,
+                "upstream request without a passthrough route",
+            );
         };
         let pool = &state.upstreams[p.upstream];
         let uri: http::Uri = p.path.parse().or_err(InternalError, "passthrough path")?;
         req.set_uri(uri);
-        let drop: Vec<http::HeaderName> = req.headers.keys().filter(|n| !forwardable(n) && !keep_for_passthrough(n)).cloned().collect();
+        let drop: Vec<http::HeaderName> = req
+            .headers
+            .keys()
+            .filter(|n| !forwardable(n) && !keep_for_passthrough(n))
+            .cloned()
+            .collect();
         for n in drop {
             req.remove_header(&n);
         }
@@ -109,7 +131,13 @@ impl ProxyHttp for Gateway {
         crate::balance::upstream::apply_upstream_headers(&pool.cfg, req)
     }
 
-    fn fail_to_connect(&self, _session: &mut Session, peer: &HttpPeer, ctx: &mut RequestCtx, mut e: Box<Error>) -> Box<Error> {
+    fn fail_to_connect(
+        &self,
+        _session: &mut Session,
+        peer: &HttpPeer,
+        ctx: &mut RequestCtx,
+        mut e: Box<Error>,
+    ) -> Box<Error> {
         // Nothing was sent: retrying on another address is always safe.
         if let (Some(state), Some(p)) = (ctx.state.as_ref(), ctx.passthrough.as_ref()) {
             let pool = &state.upstreams[p.upstream];
@@ -117,18 +145,30 @@ impl ProxyHttp for Gateway {
             self.shared
                 .metrics
                 .upstream_errors
-                .with_label_values(&["connect", route_group(state, p.route), pool.cfg.name.as_str()])
+                .with_label_values(&[
+                    "connect",
+                    route_group(state, p.route),
+                    pool.cfg.name.as_str(),
+                ])
                 .inc();
             e.set_retry(p.tried.len() < pool.address_count().max(2));
         }
         e
     }
 
-    async fn response_filter(&self, _session: &mut Session, resp: &mut ResponseHeader, ctx: &mut RequestCtx) -> Result<()> {
+    async fn response_filter(
+        &self,
+        _session: &mut Session,
+        resp: &mut ResponseHeader,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
         ctx.status = resp.status.as_u16();
         resp.insert_header("x-request-id", ctx.request_id.as_str())?;
         if let (Some(state), Some(up)) = (ctx.state.as_ref(), ctx.upstream) {
-            resp.insert_header("x-llmproxy-deployment", state.upstreams[up].cfg.name.as_str())?;
+            resp.insert_header(
+                "x-llmproxy-deployment",
+                state.upstreams[up].cfg.name.as_str(),
+            )?;
         }
         Ok(())
     }
@@ -154,15 +194,30 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut RequestCtx) -> FailToProxy {
+    async fn fail_to_proxy(
+        &self,
+        session: &mut Session,
+        e: &Error,
+        ctx: &mut RequestCtx,
+    ) -> FailToProxy {
         let ge = match e.etype() {
-            HTTPStatus(503) => GatewayError::NoHealthyUpstream("No healthy upstream address".into()),
-            ConnectTimedout | ReadTimedout | WriteTimedout => GatewayError::UpstreamTimeout("The upstream did not answer in time".into()),
+            HTTPStatus(503) => {
+                GatewayError::NoHealthyUpstream("No healthy upstream address".into())
+            }
+            ConnectTimedout | ReadTimedout | WriteTimedout => {
+                GatewayError::UpstreamTimeout("The upstream did not answer in time".into())
+            }
             ConnectionClosed if ctx.status != 0 => {
                 // A response already started and broke off: nothing more can be written.
-                return FailToProxy { error_code: 0, can_reuse_downstream: false };
+                return FailToProxy {
+                    error_code: 0,
+                    can_reuse_downstream: false,
+                };
             }
-            _ => GatewayError::UpstreamError(format!("Upstream request failed: {}", e.etype().as_str())),
+            _ => GatewayError::UpstreamError(format!(
+                "Upstream request failed: {}",
+                e.etype().as_str()
+            )),
         };
         if session.response_written().is_none() {
             respond::error(session, ctx, &ge).await;
@@ -182,11 +237,19 @@ impl ProxyHttp for Gateway {
 /// Headers the passthrough keeps although model requests drop them (the upstream sees the client's
 /// own content framing; Pingora handles hop-by-hop headers itself).
 fn keep_for_passthrough(n: &http::HeaderName) -> bool {
-    matches!(n.as_str(), "content-length" | "transfer-encoding" | "accept-encoding")
+    matches!(
+        n.as_str(),
+        "content-length" | "transfer-encoding" | "accept-encoding"
+    )
 }
 
 fn route_group(state: &State, route: usize) -> &str {
-    state.config.routes.get(route).map(|r| r.prefix.as_str()).unwrap_or("")
+    state
+        .config
+        .routes
+        .get(route)
+        .map(|r| r.prefix.as_str())
+        .unwrap_or("")
 }
 
 /// Which configured listener accepted this connection.
@@ -207,17 +270,30 @@ fn listener_index(state: &State, session: &Session) -> usize {
 }
 
 impl Gateway {
-    async fn handle(&self, state: &Arc<State>, session: &mut Session, ctx: &mut RequestCtx) -> std::result::Result<Handled, GatewayError> {
+    async fn handle(
+        &self,
+        state: &Arc<State>,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<Handled, GatewayError> {
         let cfg = &state.config;
-        let listener = &cfg.server.listeners[ctx.listener.min(cfg.server.listeners.len().saturating_sub(1))];
+        let listener = &cfg.server.listeners[ctx
+            .listener
+            .min(cfg.server.listeners.len().saturating_sub(1))];
         let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
         match route::classify(cfg, &path) {
             Target::Passthrough(i, rest) => {
-                ctx.path_label = "passthrough";
-                let raw_target = String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
+                ctx.route = Some(i);
+                let raw_target =
+                    String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
                 route::check_passthrough_path(&rest, &raw_target)?;
-                let query = session.req_header().uri.query().map(|q| format!("?{q}")).unwrap_or_default();
+                let query = session
+                    .req_header()
+                    .uri
+                    .query()
+                    .map(|q| format!("?{q}"))
+                    .unwrap_or_default();
                 let upstream = cfg.routes[i].upstream_idx;
                 ctx.upstream = Some(upstream);
                 ctx.passthrough = Some(Passthrough {
@@ -232,7 +308,10 @@ impl Gateway {
             Target::ListModels => {
                 ctx.path_label = "/v1/models";
                 require_method(&method, http::Method::GET)?;
-                let data: Vec<serde_json::Value> = route::visible_models(cfg, listener).iter().map(|id| model_object(id)).collect();
+                let data: Vec<serde_json::Value> = route::visible_models(cfg, listener)
+                    .iter()
+                    .map(|id| model_object(id))
+                    .collect();
                 let body = serde_json::json!({"object": "list", "data": data}).to_string();
                 self.reply(session, ctx, 200, Bytes::from(body)).await
             }
@@ -240,7 +319,13 @@ impl Gateway {
                 ctx.path_label = "/v1/models/{model}";
                 require_method(&method, http::Method::GET)?;
                 state.router.resolve(cfg, listener, &id)?;
-                self.reply(session, ctx, 200, Bytes::from(model_object(&id).to_string())).await
+                self.reply(
+                    session,
+                    ctx,
+                    200,
+                    Bytes::from(model_object(&id).to_string()),
+                )
+                .await
             }
             Target::Model(endpoint) => {
                 ctx.path_label = endpoint.template();
@@ -249,7 +334,12 @@ impl Gateway {
                 let req = body::ModelRequest::parse(&raw)?;
                 let model_idx = state.router.resolve(cfg, listener, &req.model)?;
                 ctx.model = Some(model_idx);
-                let ex = exchange::Exchange { endpoint, model_idx, req: &req, raw: &raw };
+                let ex = exchange::Exchange {
+                    endpoint,
+                    model_idx,
+                    req: &req,
+                    raw: &raw,
+                };
                 match exchange::forward(&self.shared, state, session, ctx, ex).await? {
                     exchange::Relayed::Complete => Ok(Handled::Done),
                     exchange::Relayed::Truncated => Ok(Handled::Abort),
@@ -259,9 +349,18 @@ impl Gateway {
         }
     }
 
-    async fn reply(&self, session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Bytes) -> std::result::Result<Handled, GatewayError> {
+    async fn reply(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        status: u16,
+        body: Bytes,
+    ) -> std::result::Result<Handled, GatewayError> {
         if let Err(e) = respond::json(session, ctx, status, body).await {
-            log::debug!("request {}: writing the response failed: {e}", ctx.request_id);
+            log::debug!(
+                "request {}: writing the response failed: {e}",
+                ctx.request_id
+            );
         }
         Ok(Handled::Done)
     }
@@ -272,12 +371,30 @@ impl Gateway {
             return;
         };
         let m = &self.shared.metrics;
-        let forward = state.config.server.listeners.get(ctx.listener).map(|l| l.name.as_str()).unwrap_or("");
+        let forward = state
+            .config
+            .server
+            .listeners
+            .get(ctx.listener)
+            .map(|l| l.name.as_str())
+            .unwrap_or("");
         let method = session.req_header().method.as_str();
         let elapsed = ctx.start.elapsed();
         let status = if ctx.status == 0 { 499 } else { ctx.status };
-        m.http_requests.with_label_values(&[forward, method, ctx.path_label]).inc();
-        m.http_duration.with_label_values(&[forward, method, ctx.path_label]).observe(elapsed.as_secs_f64());
+        let route_label;
+        let path = match ctx.route {
+            Some(route) => {
+                route_label = format!("{}/*", route_group(state, route));
+                route_label.as_str()
+            }
+            None => ctx.path_label,
+        };
+        m.http_requests
+            .with_label_values(&[forward, method, path])
+            .inc();
+        m.http_duration
+            .with_label_values(&[forward, method, path])
+            .observe(elapsed.as_secs_f64());
         let error = ctx.error.or(match status {
             429 => Some("upstream_rate_limited"),
             400..=499 => Some("upstream_client_error"),
@@ -286,18 +403,29 @@ impl Gateway {
         });
         if let Some(error) = error {
             let status_s = status.to_string();
-            m.http_errors.with_label_values(&[forward, error, status_s.as_str()]).inc();
+            m.http_errors
+                .with_label_values(&[forward, error, status_s.as_str()])
+                .inc();
         }
-        let model = ctx.model.and_then(|i| state.config.models.get(i)).map(|m| m.name.as_str());
+        let model = ctx
+            .model
+            .and_then(|i| state.config.models.get(i))
+            .map(|m| m.name.as_str());
         if let (Some(model), Some(first)) = (model, ctx.first_byte) {
-            m.ttft.with_label_values(&[model]).observe(first.duration_since(ctx.start).as_secs_f64());
+            m.ttft
+                .with_label_values(&[model])
+                .observe(first.duration_since(ctx.start).as_secs_f64());
         }
         if let (Some(u), Some(model)) = (ctx.usage, model) {
-            m.tokens.with_label_values(&[model, "prompt"]).inc_by(u.prompt_tokens);
-            m.tokens.with_label_values(&[model, "completion"]).inc_by(u.completion_tokens);
+            m.tokens
+                .with_label_values(&[model, "prompt"])
+                .inc_by(u.prompt_tokens);
+            m.tokens
+                .with_label_values(&[model, "completion"])
+                .inc_by(u.completion_tokens);
         }
         if state.config.logging.access_log != AccessLog::Off {
-            access_log(state, session, ctx, forward, status, elapsed, model);
+            access_log(state, session, ctx, forward, path, status, elapsed, model);
         }
     }
 }
@@ -306,7 +434,9 @@ fn require_method(got: &http::Method, want: http::Method) -> std::result::Result
     if *got == want {
         Ok(())
     } else {
-        Err(GatewayError::MethodNotAllowed(format!("Method {got} is not allowed here; use {want}")))
+        Err(GatewayError::MethodNotAllowed(format!(
+            "Method {got} is not allowed here; use {want}"
+        )))
     }
 }
 
@@ -315,16 +445,36 @@ fn model_object(id: &str) -> serde_json::Value {
 }
 
 /// One line per request, never with message content or secrets.
-fn access_log(state: &State, session: &Session, ctx: &RequestCtx, forward: &str, status: u16, elapsed: Duration, model: Option<&str>) {
-    let upstream = ctx.upstream.and_then(|u| state.upstreams.get(u)).map(|u| u.cfg.name.as_str());
-    let client = session.client_addr().and_then(|a| a.as_inet()).map(|a| a.ip().to_string()).unwrap_or_default();
+#[allow(clippy::too_many_arguments)]
+fn access_log(
+    state: &State,
+    session: &Session,
+    ctx: &RequestCtx,
+    forward: &str,
+    path: &str,
+    status: u16,
+    elapsed: Duration,
+    model: Option<&str>,
+) {
+    let upstream = ctx
+        .upstream
+        .and_then(|u| state.upstreams.get(u))
+        .map(|u| u.cfg.name.as_str());
+    let client = session
+        .client_addr()
+        .and_then(|a| a.as_inet())
+        .map(|a| a.ip().to_string())
+        .unwrap_or_default();
     let ms = elapsed.as_secs_f64() * 1000.0;
-    let (pt, ct) = ctx.usage.map(|u| (u.prompt_tokens, u.completion_tokens)).unwrap_or((0, 0));
+    let (pt, ct) = ctx
+        .usage
+        .map(|u| (u.prompt_tokens, u.completion_tokens))
+        .unwrap_or((0, 0));
     match state.config.logging.access_log {
         AccessLog::Json => {
             let line = serde_json::json!({
                 "request_id": ctx.request_id, "listener": forward, "client": client,
-                "method": session.req_header().method.as_str(), "path": ctx.path_label,
+                "method": session.req_header().method.as_str(), "path": path,
                 "model": model, "upstream": upstream, "status": status,
                 "duration_ms": (ms * 1000.0).round() / 1000.0, "error": ctx.error,
                 "prompt_tokens": pt, "completion_tokens": ct,
@@ -336,7 +486,7 @@ fn access_log(state: &State, session: &Session, ctx: &RequestCtx, forward: &str,
             "{} {client} {forward} {} {} model={} upstream={} status={status} {ms:.1}ms tokens={pt}/{ct}",
             ctx.request_id,
             session.req_header().method,
-            ctx.path_label,
+            path,
             model.unwrap_or("-"),
             upstream.unwrap_or("-")
         ),

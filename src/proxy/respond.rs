@@ -7,7 +7,12 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 /// Write a complete JSON response.
-pub async fn json(session: &mut Session, ctx: &mut RequestCtx, status: u16, body: Bytes) -> Result<()> {
+pub async fn json(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    body: Bytes,
+) -> Result<()> {
     ctx.status = status;
     let mut resp = ResponseHeader::build(status, Some(4))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
@@ -24,7 +29,10 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
         session.set_keepalive(None);
     }
     if let Err(err) = json(session, ctx, e.status(), e.body()).await {
-        log::debug!("request {}: writing error response failed: {err}", ctx.request_id);
+        log::debug!(
+            "request {}: writing error response failed: {err}",
+            ctx.request_id
+        );
     }
     ctx.status = e.status();
 }

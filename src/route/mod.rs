@@ -56,8 +56,15 @@ pub fn classify(cfg: &Config, path: &str) -> Target {
             }
         }
     }
-    let p = path.strip_prefix("/v1").filter(|p| p.starts_with('/')).unwrap_or(path);
-    let p = if p.len() > 1 { p.trim_end_matches('/') } else { p };
+    let p = path
+        .strip_prefix("/v1")
+        .filter(|p| p.starts_with('/'))
+        .unwrap_or(path);
+    let p = if p.len() > 1 {
+        p.trim_end_matches('/')
+    } else {
+        p
+    };
     match p {
         "/chat/completions" => Target::Model(Endpoint::ChatCompletions),
         "/completions" => Target::Model(Endpoint::Completions),
@@ -79,7 +86,11 @@ pub fn check_passthrough_path(rest: &str, raw_target: &str) -> Result<(), Gatewa
         return Err(bad());
     }
     let lower = rest.to_ascii_lowercase();
-    if lower.contains("%2e") || lower.contains("%2f") || lower.contains("%5c") || lower.contains("://") {
+    if lower.contains("%2e")
+        || lower.contains("%2f")
+        || lower.contains("%5c")
+        || lower.contains("://")
+    {
         return Err(bad());
     }
     if rest.split('/').any(|seg| seg == ".." || seg == ".") {
@@ -111,11 +122,18 @@ impl Router {
 
     /// Resolve `name` for a listener: unknown → 404 listing what it may use; outside the listener's
     /// scope → 403.
-    pub fn resolve(&self, cfg: &Config, listener: &Listener, name: &str) -> Result<usize, GatewayError> {
-        let idx = self.lookup(name).ok_or_else(|| GatewayError::ModelNotFound {
-            model: name.to_string(),
-            available: visible_models(cfg, listener),
-        })?;
+    pub fn resolve(
+        &self,
+        cfg: &Config,
+        listener: &Listener,
+        name: &str,
+    ) -> Result<usize, GatewayError> {
+        let idx = self
+            .lookup(name)
+            .ok_or_else(|| GatewayError::ModelNotFound {
+                model: name.to_string(),
+                available: visible_models(cfg, listener),
+            })?;
         if !allowed(cfg, listener, idx) {
             return Err(GatewayError::ModelNotAllowed(format!(
                 "This endpoint is not allowed to use the model `{name}`"

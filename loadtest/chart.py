@@ -1,0 +1,82 @@
+"""Draw loadtest/results/<run>.png from <run>.json (run by loadtest/run with loadtest/.venv's python).
+
+usage: chart.py RESULTS.json OUT.png
+"""
+
+import json
+import sys
+
+import matplotlib
+
+matplotlib.use("Agg")
+import matplotlib.pyplot as plt  # noqa: E402
+
+ORDER = ["direct", "nginx", "pingora", "llmproxy", "litellm"]
+LABELS = {"direct": "direct", "nginx": "nginx", "pingora": "plain\nPingora", "llmproxy": "llmproxy",
+          "litellm": "LiteLLM"}
+COLORS = {"direct": "#999999", "nginx": "#009639", "pingora": "#f6821f", "llmproxy": "#1f77b4",
+          "litellm": "#9467bd"}
+
+
+def main() -> None:
+    data = json.load(open(sys.argv[1]))
+    S = data["systems"]
+    order = [s for s in ORDER if s in S]
+    panels = []
+    if any(S[s].get("latency") for s in order):
+        panels.append("latency")
+    if any(S[s].get("throughput") or S[s].get("large") for s in order):
+        panels.append("throughput")
+    for key in ("stream1k", "stream10k"):
+        if any((S[s].get(key) or {}).get("ttft_ms") for s in order):
+            panels.append(key)
+    if not panels:
+        return
+    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
+    for ax, panel in zip(axes[0], panels):
+        if panel == "latency":
+            pcts = ["p50", "p90", "p99"]
+            w = 0.8 / len(pcts)
+            for i, p in enumerate(pcts):
+                vals = [(S[s].get("latency") or {}).get(p) or 0 for s in order]
+                bars = ax.bar([x + (i - 1) * w for x in range(len(order))], vals, w, label=p,
+                              alpha=0.55 + 0.2 * i, color=[COLORS[s] for s in order])
+                ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
+            ax.set_title(f"latency, c=1 @ {data['settings']['latency_rate']} req/s (ms)\nbars: p50 / p90 / p99")
+            ax.set_ylabel("ms")
+        elif panel == "throughput":
+            w = 0.38
+            t = [(S[s].get("throughput") or {}).get("rps") or 0 for s in order]
+            lg = [(S[s].get("large") or {}).get("rps") or 0 for s in order]
+            b1 = ax.bar([x - w / 2 for x in range(len(order))], t, w, color=[COLORS[s] for s in order],
+                        label=f"small, c={data['settings']['throughput_conc']}")
+            b2 = ax.bar([x + w / 2 for x in range(len(order))], lg, w, color=[COLORS[s] for s in order],
+                        alpha=0.45, hatch="//", label=f"{data['settings']['large_kib']} KiB, "
+                                                      f"c={data['settings']['large_conc']}")
+            ax.bar_label(b1, fmt="%.0f", fontsize=6, rotation=90, padding=2)
+            ax.bar_label(b2, fmt="%.0f", fontsize=6, rotation=90, padding=2)
+            ax.set_title("throughput (req/s)")
+            ax.legend(fontsize=7)
+        else:
+            spec = data["settings"][panel]
+            w = 0.38
+            p50 = [((S[s].get(panel) or {}).get("ttft_ms") or {}).get("p50") or 0 for s in order]
+            p99 = [((S[s].get(panel) or {}).get("ttft_ms") or {}).get("p99") or 0 for s in order]
+            b1 = ax.bar([x - w / 2 for x in range(len(order))], p50, w, color=[COLORS[s] for s in order],
+                        alpha=0.6, label="p50")
+            b2 = ax.bar([x + w / 2 for x in range(len(order))], p99, w, color=[COLORS[s] for s in order],
+                        label="p99")
+            ax.bar_label(b1, fmt="%.1f", fontsize=6, rotation=90, padding=2)
+            ax.bar_label(b2, fmt="%.1f", fontsize=6, rotation=90, padding=2)
+            ax.set_title(f"TTFT, {spec['streams']:,} concurrent streams (ms)\nbars: p50 / p99")
+            ax.set_ylabel("ms")
+        ax.set_xticks(range(len(order)))
+        ax.set_xticklabels([LABELS[s] for s in order], fontsize=8)
+        ax.margins(y=0.18)
+    fig.suptitle(f"llmproxy load test {data['started']} ({data['profile']}, {data['machine']})", fontsize=9)
+    fig.tight_layout()
+    fig.savefig(sys.argv[2], dpi=110)
+
+
+if __name__ == "__main__":
+    main()

@@ -1,0 +1,186 @@
+//! Admin listener: health, upstream health, metrics with the exact seed-001 names, redacted config;
+//! and `llmproxy check`.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+mod common;
+use common::*;
+use serde_json::Value;
+use std::process::Command;
+
+#[tokio::test]
+async fn metrics_health_and_config() {
+    let a = Mock::start("A");
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - {{name: a, url: \"{}\", auth: {{type: bearer, token: sk-very-secret}}, headers: [{{op: insert, key: x-api-key, value: also-secret}}]}}\nmodels:\n  - {{name: m, deployments: [{{upstream: a, model: real}}]}}\n",
+        a.url()
+    )))
+    .await;
+    for _ in 0..3 {
+        assert_eq!(gw.chat("m").await.status(), 200);
+    }
+    assert_eq!(gw.chat("unknown").await.status(), 404);
+
+    let v: Value = client()
+        .get(gw.admin("/health"))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    assert_eq!(v["status"], "ok");
+
+    let m = gw.metrics().await;
+    let chat = [
+        ("forward", "main"),
+        ("method", "POST"),
+        ("path", "/v1/chat/completions"),
+    ];
+    assert_eq!(metric(&m, "llmproxy_http_requests_total", &chat), Some(4.0));
+    assert_eq!(
+        metric(&m, "llmproxy_http_request_duration_seconds_count", &chat),
+        Some(4.0)
+    );
+    let up = [("group", "m"), ("upstream", "a")];
+    assert_eq!(
+        metric(&m, "llmproxy_upstream_requests_total", &up),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(&m, "llmproxy_upstream_duration_seconds_count", &up),
+        Some(3.0)
+    );
+    assert_eq!(
+        metric(
+            &m,
+            "llmproxy_http_request_errors_total",
+            &[
+                ("forward", "main"),
+                ("error", "model_not_found"),
+                ("status", "404")
+            ]
+        ),
+        Some(1.0)
+    );
+    assert_eq!(
+        metric(&m, "llmproxy_ratelimit_total", &[("forward", "main")]),
+        Some(0.0)
+    );
+    assert_eq!(
+        metric(&m, "llmproxy_upstream_healthy", &[("upstream", "a")]),
+        Some(1.0)
+    );
+    assert!(metric(
+        &m,
+        "llmproxy_tokens_total",
+        &[("model", "m"), ("kind", "prompt")]
+    )
+    .is_some());
+    assert!(metric(
+        &m,
+        "llmproxy_time_to_first_token_seconds_count",
+        &[("model", "m")]
+    )
+    .is_some());
+    for (name, kind) in [
+        ("llmproxy_upstream_requests_total", "counter"),
+        ("llmproxy_upstream_duration_seconds", "histogram"),
+        ("llmproxy_http_requests_total", "counter"),
+        ("llmproxy_http_request_duration_seconds", "histogram"),
+        ("llmproxy_http_request_errors_total", "counter"),
+        ("llmproxy_ratelimit_total", "counter"),
+        ("llmproxy_tokens_total", "counter"),
+        ("llmproxy_time_to_first_token_seconds", "histogram"),
+        ("llmproxy_upstream_healthy", "gauge"),
+    ] {
+        assert!(
+            m.contains(&format!("# TYPE {name} {kind}")),
+            "{name} {kind} missing"
+        );
+    }
+
+    let v = gw.upstreams().await;
+    let e = &v["healthy_endpoints"][0];
+    assert_eq!(e["model"], "m");
+    assert_eq!(e["upstream"], "a");
+    assert_eq!(e["api_base"], a.url());
+    assert!(v["unhealthy_endpoints"].as_array().unwrap().is_empty());
+
+    let cfg = client()
+        .get(gw.admin("/config"))
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    assert!(cfg.contains("\"***\"") && cfg.contains(&a.url()));
+    assert!(
+        !cfg.contains("sk-very-secret") && !cfg.contains("also-secret"),
+        "{cfg}"
+    );
+}
+
+fn check(yaml: &str) -> (bool, String, String) {
+    let path = tmp_path("check.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = Command::new(LLMPROXY)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    (
+        out.status.success(),
+        String::from_utf8_lossy(&out.stdout).into_owned(),
+        String::from_utf8_lossy(&out.stderr).into_owned(),
+    )
+}
+
+#[test]
+fn check_good_and_bad_configs() {
+    let (ok, out, _) = check(
+        "server: {listeners: [{name: main, listen: \"127.0.0.1:4000\"}]}\nupstreams: [{name: u, url: \"http://127.0.0.1:8000/v1\"}]\nmodels: [{name: m, deployments: [{upstream: u, model: m}]}]\n",
+    );
+    assert!(ok);
+    assert!(out.starts_with("ok"), "{out}");
+    assert!(out.contains("model     m"), "{out}");
+
+    let (ok, _, err) = check(
+        "server: {listeners: [{name: main, listen: \"nowhere\"}]}\nupstreams: [{name: u, url: \"http://127.0.0.1:8000/v1\", helth_check: {}}]\nmodels:\n  - {name: m, strategy: fastest, deployments: [{upstream: v, model: m}]}\n",
+    );
+    assert!(!ok);
+    for needle in [
+        "server.listeners[0].listen: `nowhere` is not an IP:port address",
+        "upstreams[0].helth_check: unknown key (did you mean `health_check`?)",
+        "models[0].strategy: `fastest` is not one of",
+        "models[0].deployments[0].upstream: unknown upstream `v` (did you mean `u`?)",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+    assert!(err.contains("4 error(s)"), "{err}");
+
+    let (ok, _, err) = check("server: [\n");
+    assert!(!ok);
+    assert!(err.contains("invalid YAML"), "{err}");
+}
+
+#[test]
+fn every_conf_example_is_valid() {
+    let dir = std::path::Path::new(env!("CARGO_MANIFEST_DIR")).join("conf");
+    let mut n = 0;
+    for entry in std::fs::read_dir(dir).unwrap() {
+        let p = entry.unwrap().path();
+        if p.extension().is_some_and(|e| e == "yaml") {
+            let out = Command::new(LLMPROXY)
+                .args(["check", "-c", p.to_str().unwrap()])
+                .output()
+                .unwrap();
+            assert!(
+                out.status.success(),
+                "{}: {}",
+                p.display(),
+                String::from_utf8_lossy(&out.stderr)
+            );
+            n += 1;
+        }
+    }
+    assert!(n >= 1);
+}

@@ -1,0 +1,311 @@
+//! Test harness: boots the real `llmproxy` binary and `mock_upstream` processes on loopback with
+//! ephemeral ports, and waits for readiness with bounded polling (never fixed sleeps).
+#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+
+use serde_json::Value;
+use std::io::{BufRead, BufReader};
+use std::net::TcpListener;
+use std::path::PathBuf;
+use std::process::{Child, Command, Stdio};
+use std::sync::atomic::{AtomicUsize, Ordering};
+use std::time::{Duration, Instant};
+
+pub const LLMPROXY: &str = env!("CARGO_BIN_EXE_llmproxy");
+pub const MOCK: &str = env!("CARGO_BIN_EXE_mock_upstream");
+
+/// A port that was free a moment ago.
+pub fn free_port() -> u16 {
+    TcpListener::bind("127.0.0.1:0")
+        .unwrap()
+        .local_addr()
+        .unwrap()
+        .port()
+}
+
+pub fn tmp_path(name: &str) -> PathBuf {
+    static N: AtomicUsize = AtomicUsize::new(0);
+    let dir = PathBuf::from(env!("CARGO_TARGET_TMPDIR"));
+    std::fs::create_dir_all(&dir).unwrap();
+    dir.join(format!(
+        "{}-{}-{}",
+        std::process::id(),
+        N.fetch_add(1, Ordering::Relaxed),
+        name
+    ))
+}
+
+pub struct Mock {
+    child: Child,
+    pub port: u16,
+    pub name: String,
+}
+
+impl Mock {
+    pub fn start(name: &str) -> Mock {
+        Mock::start_with(name, &[])
+    }
+
+    pub fn start_with(name: &str, args: &[&str]) -> Mock {
+        let mut child = Command::new(MOCK)
+            .args(["--listen", "127.0.0.1:0", "--name", name])
+            .args(args)
+            .stdout(Stdio::piped())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start mock_upstream");
+        let mut line = String::new();
+        BufReader::new(child.stdout.take().unwrap())
+            .read_line(&mut line)
+            .unwrap();
+        let port = line
+            .trim()
+            .rsplit(':')
+            .next()
+            .unwrap()
+            .parse()
+            .expect("mock port");
+        Mock {
+            child,
+            port,
+            name: name.to_string(),
+        }
+    }
+
+    pub fn base(&self) -> String {
+        format!("http://127.0.0.1:{}", self.port)
+    }
+
+    /// The upstream URL for a config (`.../v1`).
+    pub fn url(&self) -> String {
+        format!("{}/v1", self.base())
+    }
+
+    pub async fn requests(&self) -> Vec<Value> {
+        client()
+            .get(format!("{}/__mock/requests", self.base()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// The recorded requests to `path`.
+    pub async fn requests_to(&self, path: &str) -> Vec<Value> {
+        self.requests()
+            .await
+            .into_iter()
+            .filter(|r| r["path"] == path)
+            .collect()
+    }
+
+    pub async fn reset(&self) {
+        client()
+            .post(format!("{}/__mock/reset", self.base()))
+            .send()
+            .await
+            .unwrap();
+    }
+
+    /// Make every request fail with `status` (0 restores).
+    pub async fn fail(&self, status: u16) {
+        let r = client()
+            .post(format!("{}/__mock/fail?status={status}", self.base()))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
+}
+
+impl Drop for Mock {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub struct Gateway {
+    child: Child,
+    pub port: u16,
+    pub admin_port: u16,
+    pub config: PathBuf,
+}
+
+/// Fill `{PORT}` and `{ADMIN}` in a config template and start the gateway on it.
+pub async fn gateway(template: &str) -> Gateway {
+    let port = free_port();
+    let admin = free_port();
+    let yaml = template
+        .replace("{PORT}", &port.to_string())
+        .replace("{ADMIN}", &admin.to_string());
+    let path = tmp_path("llmproxy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    Gateway::spawn(&["run", "-c", &p], port, admin, path).await
+}
+
+/// A config with one `main` listener and the admin port, plus `rest` (upstreams, models, ...).
+pub fn config(rest: &str) -> String {
+    format!(
+        "server:\n  listeners: [{{name: main, listen: \"127.0.0.1:{{PORT}}\"}}]\n  threads: 2\nadmin: {{listen: \"127.0.0.1:{{ADMIN}}\"}}\nlogging: {{level: warn, access_log: off}}\n{rest}"
+    )
+}
+
+/// An upstream entry for a mock with fast health checks.
+pub fn upstream(name: &str, mock: &Mock) -> String {
+    format!(
+        "  - {{name: {name}, url: \"{}\", auth: {{type: bearer, token: sk-up-{name}}}, health_check: {{interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}}}}\n",
+        mock.url()
+    )
+}
+
+impl Gateway {
+    pub async fn spawn(args: &[&str], port: u16, admin_port: u16, config: PathBuf) -> Gateway {
+        let child = Command::new(LLMPROXY)
+            .args(args)
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start llmproxy");
+        let gw = Gateway {
+            child,
+            port,
+            admin_port,
+            config,
+        };
+        gw.wait_ready().await;
+        gw
+    }
+
+    async fn wait_ready(&self) {
+        let deadline = Instant::now() + Duration::from_secs(30);
+        let c = client();
+        loop {
+            let admin = c
+                .get(self.admin("/health"))
+                .send()
+                .await
+                .map(|r| r.status().is_success())
+                .unwrap_or(false);
+            let main = c
+                .get(self.url("/v1/models"))
+                .send()
+                .await
+                .map(|r| r.status().as_u16() != 0)
+                .unwrap_or(false);
+            if admin && main {
+                return;
+            }
+            assert!(Instant::now() < deadline, "llmproxy did not become ready");
+            tokio::time::sleep(Duration::from_millis(25)).await;
+        }
+    }
+
+    pub fn url(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.port)
+    }
+
+    pub fn admin(&self, path: &str) -> String {
+        format!("http://127.0.0.1:{}{path}", self.admin_port)
+    }
+
+    pub async fn chat(&self, model: &str) -> reqwest::Response {
+        client()
+            .post(self.url("/v1/chat/completions"))
+            .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap()
+    }
+
+    pub async fn metrics(&self) -> String {
+        client()
+            .get(self.admin("/metrics"))
+            .send()
+            .await
+            .unwrap()
+            .text()
+            .await
+            .unwrap()
+    }
+
+    pub async fn upstreams(&self) -> Value {
+        client()
+            .get(self.admin("/health/upstreams"))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// Poll until `cond` holds on `/health/upstreams`, within `limit`.
+    pub async fn wait_upstreams(&self, limit: Duration, cond: impl Fn(&Value) -> bool) -> Duration {
+        let start = Instant::now();
+        loop {
+            if cond(&self.upstreams().await) {
+                return start.elapsed();
+            }
+            assert!(
+                start.elapsed() < limit,
+                "condition on /health/upstreams not met within {limit:?}"
+            );
+            tokio::time::sleep(Duration::from_millis(20)).await;
+        }
+    }
+}
+
+impl Drop for Gateway {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+pub fn client() -> reqwest::Client {
+    reqwest::Client::builder()
+        .timeout(Duration::from_secs(30))
+        .build()
+        .unwrap()
+}
+
+/// The value of a metric sample line `name{labels} value`, matching every `label="value"` given.
+pub fn metric(text: &str, name: &str, labels: &[(&str, &str)]) -> Option<f64> {
+    text.lines()
+        .filter(|l| !l.starts_with('#'))
+        .filter(|l| l.starts_with(name) && l[name.len()..].starts_with(['{', ' ']))
+        .find(|l| {
+            labels
+                .iter()
+                .all(|(k, v)| l.contains(&format!("{k}=\"{v}\"")))
+        })
+        .and_then(|l| l.rsplit(' ').next())
+        .and_then(|v| v.parse().ok())
+}
+
+/// Assert an OpenAI-shaped error body and return it.
+pub async fn assert_openai_error(resp: reqwest::Response, status: u16, code: &str) -> Value {
+    assert_eq!(resp.status().as_u16(), status);
+    assert!(resp
+        .headers()
+        .get("content-type")
+        .is_some_and(|v| v.to_str().unwrap().starts_with("application/json")));
+    let v: Value = resp.json().await.unwrap();
+    let e = &v["error"];
+    assert!(e["message"].is_string(), "{v}");
+    assert!(e["type"].is_string(), "{v}");
+    assert!(e.get("param").is_some(), "{v}");
+    assert_eq!(e["code"], code, "{v}");
+    v
+}
+
+/// Which mock answered.
+pub fn served_by(resp: &reqwest::Response) -> String {
+    resp.headers()
+        .get("x-mock-name")
+        .map(|v| v.to_str().unwrap().to_string())
+        .unwrap_or_default()
+}
