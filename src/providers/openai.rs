@@ -23,9 +23,8 @@ pub fn request_header(
     }
     req.insert_header(http::header::HOST, upstream.url.authority.as_str())?;
     req.insert_header(http::header::CONTENT_LENGTH, body_len)?;
-    if !req.headers.contains_key(http::header::CONTENT_TYPE) {
-        req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    }
+    // The body was validated as JSON, whatever the client labelled it.
+    req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     req.insert_header("x-request-id", request_id)?;
     apply_upstream_headers(upstream, &mut req)?;
     Ok(req)

@@ -92,7 +92,7 @@ pub async fn forward(
             .with_label_values(&labels)
             .inc();
         let started = Instant::now();
-        let result = attempt(shared, pool, addr, session, ctx, ex.endpoint, body).await;
+        let result = attempt(shared, pool, &model.name, addr, session, ctx, ex.endpoint, body).await;
         shared
             .metrics
             .upstream_duration
@@ -132,9 +132,11 @@ fn count_error(shared: &Shared, error: &str, labels: &[&str; 2]) {
 }
 
 /// One upstream attempt: connect, send, read the response header, relay the body.
+#[allow(clippy::too_many_arguments)]
 async fn attempt(
     shared: &Shared,
     pool: &UpstreamPool,
+    model: &str,
     addr: SocketAddr,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -189,7 +191,7 @@ async fn attempt(
             }
         }
     };
-    let (relayed, reusable) = relay(shared, pool, &mut http, session, ctx, deadline).await;
+    let (relayed, reusable) = relay(shared, pool, model, &mut http, session, ctx, deadline).await;
     if reusable {
         shared
             .connector
@@ -226,6 +228,7 @@ const STREAM_ERROR: &[u8] = b"data: {\"error\":{\"message\":\"The upstream conne
 async fn relay(
     shared: &Shared,
     pool: &UpstreamPool,
+    model: &str,
     http: &mut HttpSession,
     session: &mut Session,
     ctx: &mut RequestCtx,
@@ -296,12 +299,8 @@ async fn relay(
         }
     };
     ctx.usage = scanner.usage();
-    let model = ctx
-        .model
-        .and_then(|m| ctx.state.as_ref().map(|s| s.config.models[m].name.clone()))
-        .unwrap_or_default();
     if let Some(kind) = upstream_failure {
-        let labels = [model.as_str(), pool.cfg.name.as_str()];
+        let labels = [model, pool.cfg.name.as_str()];
         count_error(shared, kind, &labels);
         shared
             .metrics

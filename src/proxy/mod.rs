@@ -280,9 +280,9 @@ impl Gateway {
         let listener = &cfg.server.listeners[ctx
             .listener
             .min(cfg.server.listeners.len().saturating_sub(1))];
-        let path = session.req_header().uri.path().to_string();
         let method = session.req_header().method.clone();
-        match route::classify(cfg, &path) {
+        let target = route::classify(cfg, session.req_header().uri.path());
+        match target {
             Target::Passthrough(i, rest) => {
                 ctx.route = Some(i);
                 let raw_target =
@@ -345,7 +345,7 @@ impl Gateway {
                     exchange::Relayed::Truncated => Ok(Handled::Abort),
                 }
             }
-            Target::Unknown => Err(GatewayError::NotFound(path)),
+            Target::Unknown => Err(GatewayError::NotFound(session.req_header().uri.path().to_string())),
         }
     }
 
