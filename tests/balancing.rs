@@ -175,5 +175,6 @@ async fn connect_failure_falls_through_to_the_next_deployment() {
         &[("error", "connect"), ("upstream", "dead")],
     )
     .unwrap();
-    assert!(refused >= 5.0, "connect errors counted: {refused}");
+    // The dead deployment cools down after 3 failures (the default cooldown), so it is tried 3 times.
+    assert!(refused >= 3.0, "connect errors counted: {refused}");
 }

@@ -8,19 +8,23 @@
 //! and health of the upstreams themselves live in [`UpstreamPool`]. `least_busy` counts requests in
 //! flight per deployment.
 
+pub mod connect_proxy;
 pub mod health;
 pub mod upstream;
 
 pub use upstream::UpstreamPool;
 
+use crate::config::models::CooldownPolicy;
 use crate::config::{Model, Strategy};
 use pingora::lb::selection::weighted::Weighted;
 use pingora::lb::selection::{algorithms, BackendIter, BackendSelection};
 use pingora::lb::Backend;
 use std::collections::BTreeSet;
+use std::collections::VecDeque;
 use std::net::SocketAddr;
-use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::atomic::{AtomicU64, AtomicUsize, Ordering};
+use std::sync::{Arc, Mutex, OnceLock};
+use std::time::{Duration, Instant};
 
 enum Selector {
     RoundRobin(Arc<Weighted<algorithms::RoundRobin>>),
@@ -32,6 +36,65 @@ enum Selector {
 pub struct DeploymentState {
     pub upstream_idx: usize,
     pub in_flight: AtomicUsize,
+    /// Cooling down until this many ms after [`epoch`] (0: not cooling). Read lock-free on every pick.
+    cool_until_ms: AtomicU64,
+    /// Recent failure times, for the `allowed_fails` within `window` rule (failure path only).
+    fails: Mutex<VecDeque<Instant>>,
+}
+
+fn epoch() -> Instant {
+    static EPOCH: OnceLock<Instant> = OnceLock::new();
+    *EPOCH.get_or_init(Instant::now)
+}
+
+fn now_ms() -> u64 {
+    epoch().elapsed().as_millis() as u64 + 1
+}
+
+impl DeploymentState {
+    /// Whether the deployment is cooling down now.
+    pub fn cooling(&self) -> bool {
+        let until = self.cool_until_ms.load(Ordering::Relaxed);
+        until != 0 && now_ms() < until
+    }
+
+    /// How long the cooldown still lasts.
+    pub fn cooldown_left(&self) -> Option<Duration> {
+        let until = self.cool_until_ms.load(Ordering::Relaxed);
+        let now = now_ms();
+        (until > now).then(|| Duration::from_millis(until - now))
+    }
+
+    /// Take the deployment out for `d` (a cooldown, or an upstream's `Retry-After`).
+    pub fn cool_for(&self, d: Duration) {
+        let until = now_ms() + d.as_millis() as u64;
+        self.cool_until_ms.fetch_max(until, Ordering::Relaxed);
+    }
+
+    /// Count a failure; returns true when it starts a cooldown.
+    pub fn record_failure(&self, policy: Option<&CooldownPolicy>) -> bool {
+        let Some(p) = policy else {
+            return false;
+        };
+        let now = Instant::now();
+        let Ok(mut fails) = self.fails.lock() else {
+            return false;
+        };
+        while fails
+            .front()
+            .is_some_and(|t| now.duration_since(*t) > p.window)
+        {
+            fails.pop_front();
+        }
+        fails.push_back(now);
+        if fails.len() >= p.allowed_fails {
+            fails.clear();
+            drop(fails);
+            self.cool_for(p.duration);
+            return true;
+        }
+        false
+    }
 }
 
 pub struct Balancer {
@@ -93,20 +156,28 @@ impl Balancer {
                 .map(|d| DeploymentState {
                     upstream_idx: d.upstream_idx,
                     in_flight: AtomicUsize::new(0),
+                    cool_until_ms: AtomicU64::new(0),
+                    fails: Mutex::new(VecDeque::new()),
                 })
                 .collect(),
         }
     }
 
-    /// Pick a deployment whose upstream is healthy and that `tried` does not contain.
+    /// Pick a deployment whose upstream is healthy and that `tried` does not contain, preferring
+    /// deployments that are not cooling down (when all are, cooldown is ignored rather than failing).
     pub fn pick(&self, upstreams: &[Arc<UpstreamPool>], tried: &[usize]) -> Option<usize> {
-        let eligible = |i: usize| {
+        let usable = |i: usize| {
             i < self.deployments.len()
                 && !tried.contains(&i)
                 && upstreams
                     .get(self.deployments[i].upstream_idx)
                     .is_some_and(|u| u.healthy())
         };
+        self.pick_with(|i| usable(i) && !self.deployments[i].cooling())
+            .or_else(|| self.pick_with(usable))
+    }
+
+    fn pick_with(&self, eligible: impl Fn(usize) -> bool) -> Option<usize> {
         let n = self.deployments.len();
         match &self.selector {
             Selector::RoundRobin(w) => first_eligible(w.iter(b""), n, eligible),

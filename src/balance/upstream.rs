@@ -28,31 +28,37 @@ pub struct UpstreamPool {
     template: HttpPeer,
 }
 
-/// Resolves the upstream host (an IP literal needs no lookup).
+/// Resolves the upstream host (an IP literal needs no lookup). Behind an outbound proxy the proxy
+/// resolves the name, so one placeholder address stands for the upstream.
 struct DnsDiscovery {
     host: String,
     port: u16,
+    via_proxy: bool,
     last_error: Arc<Mutex<Option<String>>>,
 }
 
 #[async_trait]
 impl ServiceDiscovery for DnsDiscovery {
     async fn discover(&self) -> Result<(BTreeSet<Backend>, HashMap<u64, bool>)> {
-        let addrs: Vec<SocketAddr> = match self.host.parse::<std::net::IpAddr>() {
-            Ok(ip) => vec![SocketAddr::new(ip, self.port)],
-            Err(_) => match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
-                Ok(a) => a.collect(),
-                Err(e) => {
-                    set(
-                        &self.last_error,
-                        format!("dns lookup of {} failed: {e}", self.host),
-                    );
-                    return Error::e_explain(
-                        ConnectNoRoute,
-                        format!("dns lookup of {} failed", self.host),
-                    );
-                }
-            },
+        let addrs: Vec<SocketAddr> = if self.via_proxy {
+            vec![SocketAddr::from(([0, 0, 0, 0], self.port))]
+        } else {
+            match self.host.parse::<std::net::IpAddr>() {
+                Ok(ip) => vec![SocketAddr::new(ip, self.port)],
+                Err(_) => match tokio::net::lookup_host((self.host.as_str(), self.port)).await {
+                    Ok(a) => a.collect(),
+                    Err(e) => {
+                        set(
+                            &self.last_error,
+                            format!("dns lookup of {} failed: {e}", self.host),
+                        );
+                        return Error::e_explain(
+                            ConnectNoRoute,
+                            format!("dns lookup of {} failed", self.host),
+                        );
+                    }
+                },
+            }
         };
         let set: BTreeSet<Backend> = addrs
             .into_iter()
@@ -124,8 +130,17 @@ impl UpstreamPool {
         let discovery = DnsDiscovery {
             host: cfg.url.host.clone(),
             port: cfg.url.port,
+            via_proxy: cfg.client.proxy.is_some(),
             last_error: last_error.clone(),
         };
+        let custom_l4: Option<Arc<dyn pingora::connectors::L4Connect + Send + Sync>> =
+            cfg.client.proxy.as_ref().map(|p| {
+                Arc::new(super::connect_proxy::ConnectProxy {
+                    proxy: p.clone(),
+                    target: format!("{}:{}", cfg.url.host, cfg.url.port),
+                    timeout: cfg.client.connect_timeout,
+                }) as Arc<dyn pingora::connectors::L4Connect + Send + Sync>
+            });
         let mut backends = Backends::new(Box::new(discovery));
         let hc = &cfg.health_check;
         if hc.interval.is_some() {
@@ -142,6 +157,7 @@ impl UpstreamPool {
             check.consecutive_failure = hc.unhealthy_after;
             check.consecutive_success = hc.healthy_after;
             check.reuse_connection = false;
+            check.peer_template.options.custom_l4 = custom_l4.clone();
             let path = format!("{}{}", cfg.url.base_path, hc.path);
             let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
             req.insert_header(http::header::HOST, cfg.url.authority.as_str())?;
@@ -165,7 +181,8 @@ impl UpstreamPool {
         }
         let mut lb = LoadBalancer::<RoundRobin>::from_backends(backends);
         lb.health_check_frequency = hc.interval;
-        let literal_ip = cfg.url.host.parse::<std::net::IpAddr>().is_ok();
+        let literal_ip =
+            cfg.url.host.parse::<std::net::IpAddr>().is_ok() || cfg.client.proxy.is_some();
         lb.update_frequency = if literal_ip { None } else { Some(DNS_REFRESH) };
         lb.parallel_health_check = true;
 
@@ -184,6 +201,7 @@ impl UpstreamPool {
         template.options.read_timeout = Some(c.request_timeout);
         template.options.write_timeout = Some(c.request_timeout);
         template.options.idle_timeout = Some(c.idle_timeout);
+        template.options.custom_l4 = custom_l4;
         template.options.tcp_keepalive = c.tcp_keepalive.map(|idle| TcpKeepalive {
             idle,
             interval: Duration::from_secs(10),

@@ -145,6 +145,7 @@ fn resolve(
     };
 
     let mut model_names: HashMap<String, String> = HashMap::new();
+    let mut pending_fallbacks = Vec::new();
     for (i, model) in models.iter_mut().enumerate() {
         let path = format!("models[{i}]");
         for (j, name) in std::iter::once(&model.name)
@@ -159,6 +160,12 @@ fn resolve(
             if let Some(prev) = model_names.insert(name.clone(), p.clone()) {
                 r.error(&p, format!("`{name}` is already used at {prev}"));
             }
+        }
+        for (key, list) in [
+            ("fallbacks", &model.fallbacks),
+            ("context_window_fallbacks", &model.context_window_fallbacks),
+        ] {
+            pending_fallbacks.push((format!("{path}.{key}"), model.name.clone(), list.clone()));
         }
         for (j, d) in model.deployments.iter_mut().enumerate() {
             match upstream_idx.get(&d.upstream) {
@@ -176,6 +183,24 @@ fn resolve(
         }
     }
     let known: Vec<&str> = model_names.keys().map(String::as_str).collect();
+    for (path, own, list) in pending_fallbacks {
+        for (j, f) in list.iter().enumerate() {
+            if !model_names.contains_key(f) {
+                let hint = reader::nearest(f, &known)
+                    .map(|s| format!(" (did you mean `{s}`?)"))
+                    .unwrap_or_default();
+                r.error(
+                    &format!("{path}[{j}]"),
+                    format!("unknown model `{f}`{hint}"),
+                );
+            } else if *f == own {
+                r.error(
+                    &format!("{path}[{j}]"),
+                    "a model cannot fall back to itself",
+                );
+            }
+        }
+    }
     let mut listener_names = HashMap::new();
     let mut addrs = HashMap::new();
     for (i, l) in server.listeners.iter().enumerate() {

@@ -1,6 +1,7 @@
 //! `models:` — what clients ask for (names and aliases) and the deployments that serve it.
 
 use super::reader::{Node, Reader};
+use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Strategy {
@@ -31,30 +32,74 @@ pub struct Deployment {
     pub weight: usize,
 }
 
+/// Which failures are retried.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct RetryOn {
+    pub connect: bool,
+    pub timeout: bool,
+    pub rate_limited: bool,
+    pub server_error: bool,
+}
+
+/// `models[].retry`: attempts in all (the first included), exponential backoff with jitter.
+#[derive(Debug, Clone, PartialEq)]
+pub struct RetryPolicy {
+    pub attempts: usize,
+    pub backoff: Duration,
+    pub max_backoff: Duration,
+    pub on: RetryOn,
+}
+
+/// `models[].cooldown`: `allowed_fails` failures within `window` take a deployment out for `duration`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct CooldownPolicy {
+    pub allowed_fails: usize,
+    pub window: Duration,
+    pub duration: Duration,
+}
+
+impl Default for CooldownPolicy {
+    /// LiteLLM's defaults: 3 fails; a short cooldown so a flapping deployment returns quickly.
+    fn default() -> Self {
+        CooldownPolicy {
+            allowed_fails: 3,
+            window: Duration::from_secs(60),
+            duration: Duration::from_secs(5),
+        }
+    }
+}
+
 #[derive(Debug, Clone)]
 pub struct Model {
     pub name: String,
     pub aliases: Vec<String>,
     pub strategy: Strategy,
     pub deployments: Vec<Deployment>,
+    pub retry: RetryPolicy,
+    /// `None`: cooldown disabled (`cooldown: {allowed_fails: 0}`).
+    pub cooldown: Option<CooldownPolicy>,
+    /// Model names tried in order when every deployment failed (resolved at validation).
+    pub fallbacks: Vec<String>,
+    pub context_window_fallbacks: Vec<String>,
+    /// Whole-request limit for this model; per-request `request_timeout` may lower it.
+    pub timeout: Option<Duration>,
 }
 
 /// Keys of the reference that later features implement.
-const NOT_YET: &[&str] = &[
-    "drop_params",
-    "queue",
-    "retry",
-    "cooldown",
-    "fallbacks",
-    "context_window_fallbacks",
-    "timeout",
-    "cache",
-    "batch",
-    "pricing",
-];
+const NOT_YET: &[&str] = &["drop_params", "queue", "cache", "batch", "pricing"];
 
 pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
-    let mut allowed = vec!["name", "aliases", "strategy", "deployments"];
+    let mut allowed = vec![
+        "name",
+        "aliases",
+        "strategy",
+        "deployments",
+        "retry",
+        "cooldown",
+        "fallbacks",
+        "context_window_fallbacks",
+        "timeout",
+    ];
     allowed.extend_from_slice(NOT_YET);
     let m = node.map(r, &allowed)?;
     m.not_yet(r, NOT_YET);
@@ -80,11 +125,115 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
             Some(n.non_empty_list(r, read_deployment))
         })
         .unwrap_or_default();
+    let n_deployments = deployments.len().max(1);
+    let retry = m
+        .with(r, "retry", read_retry)
+        .unwrap_or_else(|| default_retry(n_deployments));
+    let cooldown = match m.with(r, "cooldown", read_cooldown) {
+        Some(c) if c.allowed_fails == 0 => None,
+        Some(c) => Some(c),
+        None => Some(CooldownPolicy::default()),
+    };
+    let fallbacks = m
+        .with(r, "fallbacks", |r, n| Some(n.list_of_strings(r)))
+        .unwrap_or_default();
+    let context_window_fallbacks = m
+        .with(r, "context_window_fallbacks", |r, n| {
+            Some(n.list_of_strings(r))
+        })
+        .unwrap_or_default();
+    let timeout = m.with(r, "timeout", |r, n| n.duration(r));
     Some(Model {
         name: name?,
         aliases,
         strategy,
         deployments,
+        retry,
+        cooldown,
+        fallbacks,
+        context_window_fallbacks,
+        timeout,
+    })
+}
+
+/// Without a `retry` section: each deployment is tried once when connects fail (nothing was sent, so
+/// that is always safe); upstream answers are relayed as they are.
+pub fn default_retry(deployments: usize) -> RetryPolicy {
+    RetryPolicy {
+        attempts: deployments,
+        backoff: Duration::ZERO,
+        max_backoff: Duration::ZERO,
+        on: RetryOn {
+            connect: true,
+            ..RetryOn::default()
+        },
+    }
+}
+
+fn read_retry(r: &mut Reader, n: Node) -> Option<RetryPolicy> {
+    let m = n.map(r, &["attempts", "backoff", "max_backoff", "on"])?;
+    let attempts = m.with(r, "attempts", |r, n| n.u64(r)).unwrap_or(3);
+    if !(1..=20).contains(&attempts) {
+        r.error(
+            &format!("{}.attempts", m.path()),
+            "attempts must be between 1 and 20",
+        );
+    }
+    let backoff = m
+        .with(r, "backoff", |r, n| n.duration(r))
+        .unwrap_or(Duration::from_millis(500));
+    let max_backoff = m
+        .with(r, "max_backoff", |r, n| n.duration(r))
+        .unwrap_or(Duration::from_secs(8));
+    if max_backoff < backoff {
+        r.error(
+            &format!("{}.max_backoff", m.path()),
+            "max_backoff must not be below backoff",
+        );
+    }
+    let on = match m.with(r, "on", |r, n| {
+        Some(n.list(r, |r, n| {
+            n.choice(
+                r,
+                &[("connect", 0u8), ("timeout", 1), ("429", 2), ("5xx", 3)],
+            )
+        }))
+    }) {
+        Some(kinds) => RetryOn {
+            connect: kinds.contains(&0),
+            timeout: kinds.contains(&1),
+            rate_limited: kinds.contains(&2),
+            server_error: kinds.contains(&3),
+        },
+        None => RetryOn {
+            connect: true,
+            timeout: true,
+            rate_limited: true,
+            server_error: true,
+        },
+    };
+    Some(RetryPolicy {
+        attempts: attempts.clamp(1, 20) as usize,
+        backoff,
+        max_backoff: max_backoff.max(backoff),
+        on,
+    })
+}
+
+fn read_cooldown(r: &mut Reader, n: Node) -> Option<CooldownPolicy> {
+    let m = n.map(r, &["allowed_fails", "window", "duration"])?;
+    let d = CooldownPolicy::default();
+    Some(CooldownPolicy {
+        allowed_fails: m
+            .with(r, "allowed_fails", |r, n| n.u64(r))
+            .map(|v| v as usize)
+            .unwrap_or(d.allowed_fails),
+        window: m
+            .with(r, "window", |r, n| n.duration(r))
+            .unwrap_or(d.window),
+        duration: m
+            .with(r, "duration", |r, n| n.duration(r))
+            .unwrap_or(d.duration),
     })
 }
 

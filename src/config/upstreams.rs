@@ -61,9 +61,22 @@ pub struct HeaderOp {
     pub value: Option<http::HeaderValue>,
 }
 
+/// An outbound HTTP proxy reached with `CONNECT` (seed 001).
+#[derive(Debug, Clone)]
+pub struct OutboundProxy {
+    pub host: String,
+    pub port: u16,
+    /// `Proxy-Authorization: Basic ...` when the URL carries credentials.
+    pub authorization: Option<Secret>,
+}
+
 #[derive(Debug, Clone)]
 pub struct ClientSettings {
     pub connect_timeout: Duration,
+    /// From sending the request to the first response body byte.
+    pub first_byte_timeout: Duration,
+    /// Longest silence between two response chunks.
+    pub stream_idle_timeout: Duration,
     /// Whole request, first byte sent to last byte received.
     pub request_timeout: Duration,
     /// How long a pooled upstream connection may sit idle.
@@ -72,16 +85,20 @@ pub struct ClientSettings {
     pub tcp_keepalive: Option<Duration>,
     /// Replaces the client's `User-Agent` when set.
     pub user_agent: Option<String>,
+    pub proxy: Option<OutboundProxy>,
 }
 
 impl Default for ClientSettings {
     fn default() -> Self {
         ClientSettings {
             connect_timeout: Duration::from_secs(10),
+            first_byte_timeout: Duration::from_secs(300),
+            stream_idle_timeout: Duration::from_secs(300),
             request_timeout: Duration::from_secs(300),
             idle_timeout: Duration::from_secs(60),
             tcp_keepalive: Some(Duration::from_secs(60)),
             user_agent: None,
+            proxy: None,
         }
     }
 }
@@ -353,6 +370,8 @@ fn read_client(r: &mut Reader, n: Node) -> Option<ClientSettings> {
         r,
         &[
             "connect_timeout",
+            "first_byte_timeout",
+            "stream_idle_timeout",
             "request_timeout",
             "idle_timeout",
             "tcp_keepalive",
@@ -361,14 +380,16 @@ fn read_client(r: &mut Reader, n: Node) -> Option<ClientSettings> {
         ],
     )?;
     let d = ClientSettings::default();
-    if let Some(p) = m.with(r, "proxy", |r, n| n.string(r)) {
-        if !p.is_empty() {
-            r.error(
-                &format!("{}.proxy", m.path()),
-                "outbound proxies are not implemented by this version of llmproxy yet",
-            );
+    let proxy = m.with(r, "proxy", |r, n| {
+        let s = n.string(r)?;
+        if s.is_empty() {
+            return None;
         }
-    }
+        parse_proxy(&s).map_err(|e| r.error(n.path, e)).ok()
+    });
+    let request_timeout = m
+        .with(r, "request_timeout", |r, n| n.duration(r))
+        .unwrap_or(d.request_timeout);
     let keepalive = m
         .with(r, "tcp_keepalive", |r, n| n.duration(r))
         .unwrap_or(Duration::from_secs(60));
@@ -376,9 +397,13 @@ fn read_client(r: &mut Reader, n: Node) -> Option<ClientSettings> {
         connect_timeout: m
             .with(r, "connect_timeout", |r, n| n.duration(r))
             .unwrap_or(d.connect_timeout),
-        request_timeout: m
-            .with(r, "request_timeout", |r, n| n.duration(r))
-            .unwrap_or(d.request_timeout),
+        first_byte_timeout: m
+            .with(r, "first_byte_timeout", |r, n| n.duration(r))
+            .unwrap_or(request_timeout),
+        stream_idle_timeout: m
+            .with(r, "stream_idle_timeout", |r, n| n.duration(r))
+            .unwrap_or(request_timeout),
+        request_timeout,
         idle_timeout: m
             .with(r, "idle_timeout", |r, n| n.duration(r))
             .unwrap_or(d.idle_timeout),
@@ -386,6 +411,44 @@ fn read_client(r: &mut Reader, n: Node) -> Option<ClientSettings> {
         user_agent: m
             .with(r, "user_agent", |r, n| n.string(r))
             .filter(|s| !s.is_empty()),
+        proxy,
+    })
+}
+
+/// `http://[user:pass@]host:port` → where to send `CONNECT`.
+pub fn parse_proxy(s: &str) -> Result<OutboundProxy, String> {
+    let rest = s
+        .strip_prefix("http://")
+        .ok_or_else(|| "the proxy must be an http:// URL (HTTP CONNECT)".to_string())?;
+    let rest = rest.trim_end_matches('/');
+    let (userinfo, hostport) = match rest.rsplit_once('@') {
+        Some((u, h)) => (Some(u), h),
+        None => (None, rest),
+    };
+    let (host, port) = match hostport.rsplit_once(':') {
+        Some((h, p)) => (
+            h,
+            p.parse::<u16>()
+                .map_err(|_| "invalid proxy port".to_string())?,
+        ),
+        None => (hostport, 80),
+    };
+    if host.is_empty() || hostport.contains('/') {
+        return Err("invalid proxy URL; expected http://[user:pass@]host:port".into());
+    }
+    let authorization = userinfo.map(|u| {
+        Secret::new(format!(
+            "Basic {}",
+            base64::engine::general_purpose::STANDARD.encode(u)
+        ))
+    });
+    Ok(OutboundProxy {
+        host: host
+            .trim_start_matches('[')
+            .trim_end_matches(']')
+            .to_string(),
+        port,
+        authorization,
     })
 }
 

@@ -5,8 +5,7 @@
 //! listener name and `path` the route template, never a raw URL.
 
 use prometheus::{
-    Encoder, GaugeVec, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry,
-    TextEncoder,
+    Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
 /// Latency buckets (seconds) suited to both fast non-LLM calls and long generations.
@@ -28,7 +27,8 @@ pub struct Metrics {
     pub ttft: HistogramVec,
     pub upstream_healthy: IntGaugeVec,
     pub stream_errors: IntCounterVec,
-    pub in_flight: GaugeVec,
+    pub retries: IntCounterVec,
+    pub fallbacks: IntCounterVec,
 }
 
 fn counter(
@@ -67,14 +67,6 @@ impl Metrics {
             &["upstream"],
         )?;
         r.register(Box::new(upstream_healthy.clone()))?;
-        let in_flight = GaugeVec::new(
-            Opts::new(
-                "llmproxy_upstream_in_flight",
-                "Requests in flight per deployment",
-            ),
-            &["group", "upstream"],
-        )?;
-        r.register(Box::new(in_flight.clone()))?;
         Ok(Metrics {
             upstream_requests: counter(
                 &r,
@@ -136,8 +128,19 @@ impl Metrics {
                 "Streams ended by an upstream failure after their first byte",
                 &["group", "upstream"],
             )?,
+            retries: counter(
+                &r,
+                "llmproxy_retries_total",
+                "Upstream attempts after the first, per model",
+                &["group"],
+            )?,
+            fallbacks: counter(
+                &r,
+                "llmproxy_fallbacks_total",
+                "Requests handed to a fallback model",
+                &["group", "fallback"],
+            )?,
             upstream_healthy,
-            in_flight,
             registry: r,
         })
     }

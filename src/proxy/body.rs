@@ -69,11 +69,32 @@ pub struct JsonBody<'a> {
     fields: Vec<(String, &'a RawValue)>,
 }
 
+/// Per-request overrides in the body (seed 002), removed before forwarding; the exchange caps them
+/// at the configured limits.
+#[derive(Debug, Default, Clone, PartialEq)]
+pub struct Overrides {
+    pub num_retries: Option<usize>,
+    pub request_timeout: Option<std::time::Duration>,
+    pub fallbacks: Option<Vec<String>>,
+    pub context_window_fallbacks: Option<Vec<String>>,
+}
+
+/// Body fields that control the gateway and never reach an upstream.
+pub const CONTROL_FIELDS: &[&str] = &[
+    "num_retries",
+    "request_timeout",
+    "fallbacks",
+    "context_window_fallbacks",
+];
+
 /// What the gateway needs from a model request.
 pub struct ModelRequest<'a> {
     pub body: JsonBody<'a>,
     pub model: String,
     pub stream: bool,
+    pub overrides: Overrides,
+    /// Whether the body has gateway control fields (then it must be re-serialised without them).
+    pub has_controls: bool,
 }
 
 impl<'a> JsonBody<'a> {
@@ -102,13 +123,16 @@ impl<'a> JsonBody<'a> {
             .map(|(_, v)| *v)
     }
 
-    /// Serialise with `model` replaced by `model`.
+    /// Serialise with `model` replaced by `model` and the gateway's control fields removed.
     pub fn with_model(&self, model: &str, size_hint: usize) -> Bytes {
         let mut out = Vec::with_capacity(size_hint + model.len() + 16);
         out.push(b'{');
         let mut model_written = false;
         let mut first = true;
         for (k, v) in &self.fields {
+            if CONTROL_FIELDS.contains(&k.as_str()) {
+                continue;
+            }
             if k == "model" {
                 if model_written {
                     continue;
@@ -169,10 +193,55 @@ impl<'a> ModelRequest<'a> {
                 ))
             }
         };
+        let overrides = Overrides::parse(&body)?;
+        let has_controls = CONTROL_FIELDS.iter().any(|f| body.get(f).is_some());
         Ok(ModelRequest {
             body,
             model,
             stream,
+            overrides,
+            has_controls,
+        })
+    }
+}
+
+impl Overrides {
+    fn parse(body: &JsonBody) -> Result<Overrides, GatewayError> {
+        fn value<T: serde::de::DeserializeOwned>(
+            body: &JsonBody,
+            key: &'static str,
+            what: &str,
+        ) -> Result<Option<T>, GatewayError> {
+            match body.get(key) {
+                None => Ok(None),
+                Some(raw) if raw.get() == "null" => Ok(None),
+                Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| {
+                    GatewayError::invalid(format!("`{key}` must be {what}"), Some(key))
+                }),
+            }
+        }
+        let request_timeout: Option<f64> = value(body, "request_timeout", "a number of seconds")?;
+        let request_timeout = match request_timeout {
+            Some(t) if t.is_finite() && t > 0.0 => {
+                Some(std::time::Duration::from_secs_f64(t.min(86_400.0)))
+            }
+            Some(_) => {
+                return Err(GatewayError::invalid(
+                    "`request_timeout` must be a positive number of seconds",
+                    Some("request_timeout"),
+                ))
+            }
+            None => None,
+        };
+        Ok(Overrides {
+            num_retries: value(body, "num_retries", "a non-negative integer")?,
+            request_timeout,
+            fallbacks: value(body, "fallbacks", "a list of model names")?,
+            context_window_fallbacks: value(
+                body,
+                "context_window_fallbacks",
+                "a list of model names",
+            )?,
         })
     }
 }
@@ -210,6 +279,27 @@ mod tests {
         assert_eq!(v["model"], "gpt-4o-2024");
         assert_eq!(v["messages"][0]["content"], "hi \"model\"");
         assert_eq!(v["stream"], true);
+    }
+
+    #[test]
+    fn overrides_are_parsed_and_removed() {
+        let b = br#"{"model":"m","num_retries":1,"request_timeout":2.5,"fallbacks":["a","b"],"messages":[]}"#;
+        let r = ModelRequest::parse(b).unwrap();
+        assert!(r.has_controls);
+        assert_eq!(r.overrides.num_retries, Some(1));
+        assert_eq!(
+            r.overrides.request_timeout,
+            Some(std::time::Duration::from_millis(2500))
+        );
+        assert_eq!(
+            r.overrides.fallbacks,
+            Some(vec!["a".to_string(), "b".to_string()])
+        );
+        let out: serde_json::Value = serde_json::from_slice(&r.body.with_model("x", 10)).unwrap();
+        assert_eq!(out, serde_json::json!({"model": "x", "messages": []}));
+        assert!(ModelRequest::parse(br#"{"model":"m","num_retries":-1}"#).is_err());
+        assert!(ModelRequest::parse(br#"{"model":"m","fallbacks":"a"}"#).is_err());
+        assert!(ModelRequest::parse(br#"{"model":"m","request_timeout":0}"#).is_err());
     }
 
     #[test]

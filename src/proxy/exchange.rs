@@ -2,39 +2,52 @@
 //!
 //! Why not Pingora's proxy loop: routing needs `model` from the body, and Pingora 0.9 can only replay a
 //! body it buffered itself, up to 64 KiB. Holding the body as `Bytes` here lets every attempt (the next
-//! deployment after a refused connect, and the retries and fallbacks of later features) resend bodies
-//! of any size up to `server.max_request_body`, through one code path. The response is relayed chunk
-//! by chunk as it arrives (each chunk is written and flushed before the next read), so SSE pacing and
-//! bytes are preserved; usage is read from a bounded tail of the body.
+//! deployment after a refused connect, retries after a 429 or 5xx, fallbacks to other models) resend
+//! bodies of any size up to `server.max_request_body`, through one code path.
+//!
+//! Order of events for one request:
+//! 1. models: the requested one, then its `fallbacks` (or the request's own `fallbacks`); an upstream
+//!    that says the context is too long switches to `context_window_fallbacks` at once;
+//! 2. per model, up to `retry.attempts` attempts, each on a deployment not tried yet when one is left,
+//!    with exponential backoff and jitter (an upstream's `Retry-After` cools that deployment instead of
+//!    making the client wait when another deployment can answer);
+//! 3. per attempt: connect, send, read the response header and the first body chunk. Until that first
+//!    chunk is written to the client a failure can still move to another attempt; after it, an upstream
+//!    failure ends an SSE stream with an error event and `[DONE]` (never a silent truncation).
+//!
+//! The response is relayed chunk by chunk as it arrives (each chunk written and flushed before the next
+//! read), so SSE pacing and bytes are preserved; usage is read from a bounded tail of the body. A client
+//! that goes away is noticed while waiting on the upstream, and the upstream connection is dropped so the
+//! provider stops generating.
 
 use super::body::ModelRequest;
 use super::ctx::RequestCtx;
 use crate::balance::UpstreamPool;
+use crate::config::Model;
 use crate::error::GatewayError;
 use crate::providers::usage::UsageScanner;
 use crate::providers::{openai, relayable};
-use crate::route::Endpoint;
+use crate::route::{self, Endpoint};
 use crate::state::{Shared, State};
-use bytes::Bytes;
+use bytes::{Bytes, BytesMut};
 use pingora::prelude::*;
 use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
+use rand::Rng;
 use std::net::SocketAddr;
-use std::time::Instant;
+use std::time::{Duration, Instant};
+use tokio::time::Instant as TokioInstant;
 
-/// How an attempt ended when nothing reached the client yet.
-enum AttemptError {
-    /// Nothing was sent upstream: safe to try the next deployment.
-    Connect(String),
-    /// The request reached the upstream: answer the client with this error.
-    Fatal(GatewayError),
-}
+/// Error bodies up to this size are buffered to decide on a retry or a context-window fallback.
+const ERROR_BODY_LIMIT: usize = 64 * 1024;
+/// At most this many fallback models per request (configured or per-request).
+const MAX_FALLBACKS: usize = 5;
 
 /// How a relay ended once the response header was written.
 pub enum Relayed {
     Complete,
-    /// The upstream broke a non-SSE body midway: the client connection must be dropped, not finished,
-    /// so the client sees the truncation.
+    /// The response broke off midway (upstream failure on a non-SSE body, or the client left): the
+    /// client connection must be dropped, not finished, so a truncation is visible.
     Truncated,
 }
 
@@ -46,8 +59,44 @@ pub struct Exchange<'r, 'b> {
     pub raw: &'r Bytes,
 }
 
-/// Forward a model request, trying the next deployment when a connect fails. `Err` means nothing was
-/// written to the client yet.
+/// An upstream answer held back (an error status) until the gateway decides to retry or relay it.
+struct Buffered {
+    header: ResponseHeader,
+    body: Bytes,
+    upstream: usize,
+}
+
+/// Why a model could not answer.
+enum Failure {
+    Error(GatewayError),
+    /// The last upstream answer, relayed as it is when nothing else works.
+    Upstream(Buffered),
+    /// The upstream said the context is too long.
+    ContextWindow(Buffered),
+    ClientGone,
+}
+
+/// One attempt's outcome.
+enum Outcome {
+    Done(Relayed),
+    ClientGone,
+    /// Nothing was sent upstream.
+    Connect(String),
+    /// No response (or first byte) within the first-byte timeout or the request deadline.
+    Timeout,
+    /// The upstream closed or broke before the first byte reached the client.
+    Broken(String),
+    /// An error status, buffered; with the upstream's `Retry-After`.
+    Status(Buffered, Option<Duration>),
+}
+
+/// Time limits of one request.
+#[derive(Clone, Copy)]
+struct Deadlines {
+    total: TokioInstant,
+}
+
+/// Forward a model request with retries and fallbacks. `Err` means nothing was written to the client.
 pub async fn forward(
     shared: &Shared,
     state: &State,
@@ -55,31 +104,162 @@ pub async fn forward(
     ctx: &mut RequestCtx,
     ex: Exchange<'_, '_>,
 ) -> Result<Relayed, GatewayError> {
-    let model = &state.config.models[ex.model_idx];
-    let balancer = &state.balancers[ex.model_idx];
+    let cfg = &state.config;
+    let primary = &cfg.models[ex.model_idx];
+    let o = &ex.req.overrides;
+    let fallbacks = resolve_list(
+        state,
+        ctx,
+        o.fallbacks.as_ref(),
+        &primary.fallbacks,
+        "fallbacks",
+    )?;
+    let cw_fallbacks = resolve_list(
+        state,
+        ctx,
+        o.context_window_fallbacks.as_ref(),
+        &primary.context_window_fallbacks,
+        "context_window_fallbacks",
+    )?;
+    // The whole-request limit: the model's `timeout` (default: its first upstream's request timeout),
+    // lowered by the request's own `request_timeout`.
+    let model_limit = primary.timeout.unwrap_or_else(|| {
+        primary
+            .deployments
+            .first()
+            .map(|d| cfg.upstreams[d.upstream_idx].client.request_timeout)
+            .unwrap_or(Duration::from_secs(300))
+    });
+    let limit = o
+        .request_timeout
+        .map_or(model_limit, |t| t.min(model_limit));
+    let deadlines = Deadlines {
+        total: TokioInstant::from_std(ctx.start) + limit,
+    };
+
+    let mut chain: Vec<usize> = std::iter::once(ex.model_idx).chain(fallbacks).collect();
+    let mut next = 0;
+    let mut in_context_fallback = false;
+    let mut last: Option<Failure> = None;
+    while next < chain.len() {
+        let m = chain[next];
+        next += 1;
+        if next > 1 {
+            shared
+                .metrics
+                .fallbacks
+                .with_label_values(&[primary.name.as_str(), cfg.models[m].name.as_str()])
+                .inc();
+        }
+        match try_model(shared, state, session, ctx, &ex, m, deadlines).await {
+            Ok(relayed) => return Ok(relayed),
+            Err(Failure::ClientGone) => return Ok(Relayed::Truncated),
+            Err(Failure::ContextWindow(b)) if !in_context_fallback => {
+                in_context_fallback = true;
+                chain = cw_fallbacks.clone();
+                next = 0;
+                last = Some(Failure::ContextWindow(b));
+            }
+            Err(f) => last = Some(f),
+        }
+        if TokioInstant::now() >= deadlines.total {
+            break;
+        }
+    }
+    match last {
+        Some(Failure::Upstream(b)) | Some(Failure::ContextWindow(b)) => {
+            Ok(relay_buffered(state, session, ctx, b).await)
+        }
+        Some(Failure::Error(e)) => Err(e),
+        Some(Failure::ClientGone) => Ok(Relayed::Truncated),
+        None => Err(GatewayError::UpstreamTimeout(format!(
+            "No answer for model `{}` within {limit:?}",
+            primary.name
+        ))),
+    }
+}
+
+/// Per-request fallbacks (checked against the listener's scope, capped) or the configured ones.
+fn resolve_list(
+    state: &State,
+    ctx: &RequestCtx,
+    requested: Option<&Vec<String>>,
+    configured: &[String],
+    param: &'static str,
+) -> Result<Vec<usize>, GatewayError> {
+    let cfg = &state.config;
+    let listener = &cfg.server.listeners[ctx
+        .listener
+        .min(cfg.server.listeners.len().saturating_sub(1))];
+    let names: &[String] = requested.map(|v| v.as_slice()).unwrap_or(configured);
+    let mut out = Vec::with_capacity(names.len());
+    for name in names.iter().take(MAX_FALLBACKS) {
+        match state.router.lookup(name) {
+            Some(i) if route::allowed(cfg, listener, i) => out.push(i),
+            _ if requested.is_some() => {
+                return Err(GatewayError::invalid(
+                    format!("`{param}` names an unknown or not allowed model `{name}`"),
+                    Some(param),
+                ))
+            }
+            _ => {}
+        }
+    }
+    Ok(out)
+}
+
+/// Try one model: attempts over its deployments under its retry policy.
+async fn try_model(
+    shared: &Shared,
+    state: &State,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    ex: &Exchange<'_, '_>,
+    m: usize,
+    deadlines: Deadlines,
+) -> Result<Relayed, Failure> {
+    let model = &state.config.models[m];
+    let balancer = &state.balancers[m];
+    let policy = &model.retry;
+    let attempts = match ex.req.overrides.num_retries {
+        Some(n) => (n + 1).min(policy.attempts),
+        None => policy.attempts,
+    };
     let mut tried: Vec<usize> = Vec::with_capacity(2);
-    let mut last_connect_error: Option<String> = None;
-    loop {
-        let Some(d) = balancer.pick(&state.upstreams, &tried) else {
-            return Err(match last_connect_error {
-                Some(e) => GatewayError::UpstreamError(format!(
-                    "Could not connect to any deployment of `{}`: {e}",
-                    model.name
-                )),
-                None => GatewayError::NoHealthyUpstream(format!(
-                    "No healthy deployment for model `{}`",
-                    model.name
-                )),
-            });
+    let mut last: Option<Failure> = None;
+    let mut retry_after: Option<Duration> = None;
+    for attempt in 0..attempts {
+        let picked = balancer.pick(&state.upstreams, &tried).or_else(|| {
+            // Every deployment was tried once: start over (retries may go back to one).
+            tried.clear();
+            balancer.pick(&state.upstreams, &[])
+        });
+        let Some(d) = picked else {
+            break;
         };
+        if attempt > 0 {
+            let delay = backoff(model, attempt, retry_after.take());
+            if TokioInstant::now() + delay >= deadlines.total {
+                break;
+            }
+            shared
+                .metrics
+                .retries
+                .with_label_values(&[model.name.as_str()])
+                .inc();
+            if !delay.is_zero() && wait_or_client_gone(session, delay).await {
+                return Err(Failure::ClientGone);
+            }
+        }
         tried.push(d);
         let dep = &model.deployments[d];
         let pool = &state.upstreams[dep.upstream_idx];
         let Some(addr) = pool.pick(&[]) else {
             continue;
         };
+        ctx.model = Some(m);
         ctx.upstream = Some(dep.upstream_idx);
-        let body = if dep.model == ex.req.model {
+        let body = if dep.model == ex.req.model && !ex.req.has_controls {
             ex.raw.clone()
         } else {
             ex.req.body.with_model(&dep.model, ex.raw.len())
@@ -92,34 +272,128 @@ pub async fn forward(
             .with_label_values(&labels)
             .inc();
         let started = Instant::now();
-        let result = attempt(shared, pool, &model.name, addr, session, ctx, ex.endpoint, body).await;
+        let target = Target {
+            pool,
+            upstream_idx: dep.upstream_idx,
+            model,
+            addr,
+        };
+        let outcome =
+            attempt_once(shared, &target, session, ctx, ex.endpoint, body, deadlines).await;
         shared
             .metrics
             .upstream_duration
             .with_label_values(&labels)
             .observe(started.elapsed().as_secs_f64());
-        match result {
-            Ok(relayed) => return Ok(relayed),
-            Err(AttemptError::Connect(msg)) => {
+        let state_d = &balancer.deployments[d];
+        let (failure, retryable) = match outcome {
+            Outcome::Done(relayed) => return Ok(relayed),
+            Outcome::ClientGone => return Err(Failure::ClientGone),
+            Outcome::Connect(msg) => {
                 count_error(shared, "connect", &labels);
                 log::warn!(
-                    "request {}: connect to upstream {} ({addr}) failed: {msg}",
+                    "request {}: connect to {} ({addr}) failed: {msg}",
                     ctx.request_id,
                     pool.cfg.name
                 );
                 pool.note_error(format!("connect to {addr}: {msg}"));
-                last_connect_error = Some(format!("{}: {msg}", pool.cfg.name));
+                state_d.record_failure(model.cooldown.as_ref());
+                let e = GatewayError::UpstreamError(format!(
+                    "Could not connect to a deployment of `{}` ({}): {msg}",
+                    model.name, pool.cfg.name
+                ));
+                (Failure::Error(e), policy.on.connect)
             }
-            Err(AttemptError::Fatal(e)) => {
-                count_error(
-                    shared,
-                    if e.status() == 504 { "timeout" } else { "read" },
-                    &labels,
-                );
-                pool.note_error(e.message());
-                return Err(e);
+            Outcome::Timeout => {
+                count_error(shared, "timeout", &labels);
+                pool.note_error("timed out waiting for the response".into());
+                state_d.record_failure(model.cooldown.as_ref());
+                let e = GatewayError::UpstreamTimeout(format!(
+                    "Upstream `{}` did not answer model `{}` in time",
+                    pool.cfg.name, model.name
+                ));
+                (Failure::Error(e), policy.on.timeout)
             }
+            Outcome::Broken(msg) => {
+                count_error(shared, "closed", &labels);
+                pool.note_error(msg.clone());
+                state_d.record_failure(model.cooldown.as_ref());
+                let e = GatewayError::UpstreamError(format!(
+                    "Upstream `{}` failed: {msg}",
+                    pool.cfg.name
+                ));
+                (Failure::Error(e), policy.on.server_error)
+            }
+            Outcome::Status(b, after) => {
+                let status = b.header.status.as_u16();
+                if is_context_window_error(status, &b.body) {
+                    count_error(shared, "context_window", &labels);
+                    return Err(Failure::ContextWindow(b));
+                }
+                match status {
+                    429 => {
+                        count_error(shared, "rate_limited", &labels);
+                        match after {
+                            // The upstream said when: take it out that long, try another meanwhile.
+                            Some(d) => state_d.cool_for(d),
+                            None => {
+                                state_d.record_failure(model.cooldown.as_ref());
+                            }
+                        }
+                        retry_after = after;
+                        (Failure::Upstream(b), policy.on.rate_limited)
+                    }
+                    500..=599 => {
+                        count_error(shared, "server_error", &labels);
+                        pool.note_error(format!("answered {status}"));
+                        state_d.record_failure(model.cooldown.as_ref());
+                        retry_after = after;
+                        (Failure::Upstream(b), policy.on.server_error)
+                    }
+                    // Any other error status is the client's problem: relay it as it is.
+                    _ => return Ok(relay_buffered(state, session, ctx, b).await),
+                }
+            }
+        };
+        last = Some(failure);
+        if !retryable {
+            break;
         }
+    }
+    Err(last.unwrap_or_else(|| {
+        Failure::Error(GatewayError::NoHealthyUpstream(format!(
+            "No healthy deployment for model `{}`",
+            model.name
+        )))
+    }))
+}
+
+/// Exponential backoff with equal jitter, at least the upstream's `Retry-After`, at most
+/// `max_backoff`.
+fn backoff(model: &Model, attempt: usize, retry_after: Option<Duration>) -> Duration {
+    let p = &model.retry;
+    let exp = p
+        .backoff
+        .saturating_mul(1u32 << (attempt - 1).min(16) as u32);
+    let capped = exp.min(p.max_backoff);
+    let jittered = if capped.is_zero() {
+        capped
+    } else {
+        let half = capped / 2;
+        half + Duration::from_secs_f64(rand::thread_rng().gen::<f64>() * half.as_secs_f64())
+    };
+    match retry_after {
+        // Honour it only up to max_backoff: beyond that the deployment is cooling and another is used.
+        Some(ra) if ra <= p.max_backoff => jittered.max(ra),
+        _ => jittered,
+    }
+}
+
+/// Sleep for `d`, returning early with `true` if the client disconnects meanwhile.
+async fn wait_or_client_gone(session: &mut Session, d: Duration) -> bool {
+    tokio::select! {
+        _ = tokio::time::sleep(d) => false,
+        _ = session.as_downstream_mut().read_body_or_idle(true) => true,
     }
 }
 
@@ -131,82 +405,151 @@ fn count_error(shared: &Shared, error: &str, labels: &[&str; 2]) {
         .inc();
 }
 
-/// One upstream attempt: connect, send, read the response header, relay the body.
-#[allow(clippy::too_many_arguments)]
-async fn attempt(
-    shared: &Shared,
-    pool: &UpstreamPool,
-    model: &str,
+/// `context_length_exceeded` and its kin, from OpenAI, Azure, Anthropic, vLLM and llama.cpp.
+fn is_context_window_error(status: u16, body: &[u8]) -> bool {
+    if !matches!(status, 400 | 413 | 422) {
+        return false;
+    }
+    const MARKERS: &[&[u8]] = &[
+        b"context_length_exceeded",
+        b"maximum context length",
+        b"prompt is too long",
+        b"context window",
+        b"exceeds the context",
+        b"input is too long",
+    ];
+    let lower = body.to_ascii_lowercase();
+    MARKERS
+        .iter()
+        .any(|m| lower.windows(m.len()).any(|w| w == *m))
+}
+
+/// Where one attempt goes.
+struct Target<'a> {
+    pool: &'a UpstreamPool,
+    upstream_idx: usize,
+    model: &'a Model,
     addr: SocketAddr,
+}
+
+/// One upstream attempt: connect, send, read the header and first chunk, relay the rest.
+async fn attempt_once(
+    shared: &Shared,
+    t: &Target<'_>,
     session: &mut Session,
     ctx: &mut RequestCtx,
     endpoint: Endpoint,
     body: Bytes,
-) -> Result<Relayed, AttemptError> {
-    let peer = pool.peer(addr);
-    let deadline = tokio::time::Instant::now() + pool.cfg.client.request_timeout;
-    let header = openai::request_header(
+    deadlines: Deadlines,
+) -> Outcome {
+    let pool = t.pool;
+    let client = &pool.cfg.client;
+    let peer = pool.peer(t.addr);
+    let header = match openai::request_header(
         &pool.cfg,
         endpoint,
         session.req_header(),
         body.len(),
         &ctx.request_id,
-    )
-    .map_err(|e| {
-        AttemptError::Fatal(GatewayError::UpstreamError(format!(
-            "building the upstream request: {e}"
-        )))
-    })?;
+    ) {
+        Ok(h) => h,
+        Err(e) => return Outcome::Broken(format!("building the upstream request: {e}")),
+    };
+    let first_byte = deadlines
+        .total
+        .min(TokioInstant::now() + client.first_byte_timeout);
 
     // A pooled connection the upstream already closed fails on first use; that is not the upstream's
     // fault, so it is retried on a fresh connection (bounded).
     let mut stale_retries = 0;
     let mut http = loop {
-        let (mut http, reused) = shared
-            .connector
-            .get_http_session(&peer)
-            .await
-            .map_err(|e| AttemptError::Connect(e.to_string()))?;
-        match send(&mut http, &header, &body, deadline).await {
+        let (mut http, reused) = match shared.connector.get_http_session(&peer).await {
+            Ok(s) => s,
+            Err(e) => return Outcome::Connect(e.to_string()),
+        };
+        let sent = tokio::select! {
+            biased;
+            r = send(&mut http, &header, &body, first_byte) => r,
+            _ = session.as_downstream_mut().read_body_or_idle(true) => return Outcome::ClientGone,
+        };
+        match sent {
             Ok(()) => break http,
-            Err(e) if reused && stale_retries < 2 && e.etype() != &ReadTimedout => {
+            Err(e) if e.etype() == &ReadTimedout => return Outcome::Timeout,
+            Err(e) if reused && stale_retries < 2 => {
                 stale_retries += 1;
                 log::debug!(
                     "request {}: stale pooled connection ({e}), retrying",
                     ctx.request_id
                 );
             }
-            Err(e) => {
-                return Err(AttemptError::Fatal(match e.etype() {
-                    ReadTimedout => GatewayError::UpstreamTimeout(format!(
-                        "Upstream `{}` did not answer within {:?}",
-                        pool.cfg.name, pool.cfg.client.request_timeout
-                    )),
-                    _ => GatewayError::UpstreamError(format!(
-                        "Upstream `{}` failed: {}",
-                        pool.cfg.name,
-                        e.etype().as_str()
-                    )),
-                }))
-            }
+            Err(e) => return Outcome::Broken(e.to_string()),
         }
     };
-    let (relayed, reusable) = relay(shared, pool, model, &mut http, session, ctx, deadline).await;
+    let Some(up) = http.response_header() else {
+        return Outcome::Broken("no response header".into());
+    };
+    let status = up.status.as_u16();
+    if status >= 400 {
+        return buffer_error(shared, t, http, &peer, session, ctx, first_byte).await;
+    }
+
+    // Read the first chunk before answering the client: until then, a failure can still fail over.
+    http.set_read_timeout(Some(
+        first_byte.saturating_duration_since(TokioInstant::now()),
+    ));
+    let first = tokio::select! {
+        biased;
+        r = http.read_response_body() => r,
+        _ = session.as_downstream_mut().read_body_or_idle(true) => return Outcome::ClientGone,
+    };
+    let first = match first {
+        Ok(c) => c,
+        Err(e) if e.etype() == &ReadTimedout => return Outcome::Timeout,
+        Err(e) => {
+            return Outcome::Broken(format!(
+                "closed before the first byte: {}",
+                e.etype().as_str()
+            ))
+        }
+    };
+    let Some(up) = http.response_header() else {
+        return Outcome::Broken("no response header".into());
+    };
+    let is_sse = up
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    let resp = match downstream_header(up, ctx, &pool.cfg.name, &t.model.name, None) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Broken(format!("building the response header: {e}")),
+    };
+    ctx.status = status;
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+    {
+        ctx.error = Some("client_closed");
+        return Outcome::ClientGone;
+    }
+    http.set_read_timeout(Some(client.stream_idle_timeout));
+    let (relayed, reusable) =
+        relay(shared, t, &mut http, session, ctx, first, is_sse, deadlines).await;
     if reusable {
         shared
             .connector
-            .release_http_session(http, &peer, Some(pool.cfg.client.idle_timeout))
+            .release_http_session(http, &peer, Some(client.idle_timeout))
             .await;
     }
-    Ok(relayed)
+    Outcome::Done(relayed)
 }
 
-/// Write the request and read the response header, within the request deadline.
+/// Write the request and read the response header by `deadline`.
 async fn send(
     http: &mut HttpSession,
     header: &RequestHeader,
     body: &Bytes,
-    deadline: tokio::time::Instant,
+    deadline: TokioInstant,
 ) -> Result<()> {
     let io = async {
         http.write_request_header(Box::new(header.clone())).await?;
@@ -216,82 +559,218 @@ async fn send(
     };
     match tokio::time::timeout_at(deadline, io).await {
         Ok(r) => r,
-        Err(_) => Error::e_explain(ReadTimedout, "request deadline"),
+        Err(_) => Error::e_explain(ReadTimedout, "waiting for the response header"),
     }
 }
 
-/// The SSE event that ends a stream whose upstream failed after the first byte.
-const STREAM_ERROR: &[u8] = b"data: {\"error\":{\"message\":\"The upstream connection failed during the stream\",\"type\":\"api_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\ndata: [DONE]\n\n";
-
-/// Relay the upstream response to the client. Returns how it ended and whether the upstream
-/// connection can go back to the pool.
-async fn relay(
+/// Read an error response's body (bounded) so the gateway can decide to retry or relay it. A body over
+/// the limit is relayed at once as it streams.
+async fn buffer_error(
     shared: &Shared,
-    pool: &UpstreamPool,
-    model: &str,
-    http: &mut HttpSession,
+    t: &Target<'_>,
+    mut http: HttpSession,
+    peer: &HttpPeer,
     session: &mut Session,
     ctx: &mut RequestCtx,
-    deadline: tokio::time::Instant,
-) -> (Relayed, bool) {
+    deadline: TokioInstant,
+) -> Outcome {
     let Some(up) = http.response_header() else {
-        return (Relayed::Truncated, false);
+        return Outcome::Broken("no response header".into());
     };
-    let status = up.status.as_u16();
-    let is_sse = up
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let resp = match downstream_header(up, ctx, &pool.cfg.name) {
+    let header = up.clone();
+    let retry_after = retry_after(&header);
+    let mut buf = BytesMut::new();
+    loop {
+        let r = match tokio::time::timeout_at(deadline, http.read_response_body()).await {
+            Ok(r) => r,
+            Err(_) => return Outcome::Timeout,
+        };
+        match r {
+            Ok(Some(chunk)) => {
+                buf.extend_from_slice(&chunk);
+                if buf.len() > ERROR_BODY_LIMIT {
+                    // Too large to hold: relay it as it comes.
+                    let b = Buffered {
+                        header,
+                        body: buf.freeze(),
+                        upstream: t.upstream_idx,
+                    };
+                    let relayed =
+                        relay_large_error(shared, t, &mut http, session, ctx, b, deadline).await;
+                    return Outcome::Done(relayed);
+                }
+            }
+            Ok(None) => break,
+            Err(e) => {
+                return Outcome::Broken(format!("error body broke off: {}", e.etype().as_str()))
+            }
+        }
+    }
+    shared
+        .connector
+        .release_http_session(http, peer, Some(t.pool.cfg.client.idle_timeout))
+        .await;
+    Outcome::Status(
+        Buffered {
+            header,
+            body: buf.freeze(),
+            upstream: t.upstream_idx,
+        },
+        retry_after,
+    )
+}
+
+/// `Retry-After` (seconds) or `retry-after-ms`, capped at an hour.
+fn retry_after(h: &ResponseHeader) -> Option<Duration> {
+    let get = |name: &str| {
+        h.headers
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<f64>().ok())
+    };
+    let d = get("retry-after-ms")
+        .map(|ms| ms / 1000.0)
+        .or_else(|| get("retry-after"))?;
+    (d.is_finite() && d >= 0.0).then(|| Duration::from_secs_f64(d.min(3600.0)))
+}
+
+/// Relay a buffered upstream answer as it is.
+async fn relay_buffered(
+    state: &State,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    b: Buffered,
+) -> Relayed {
+    let upstream = state
+        .upstreams
+        .get(b.upstream)
+        .map(|u| u.cfg.name.as_str())
+        .unwrap_or("");
+    let model = ctx
+        .model
+        .and_then(|m| state.config.models.get(m))
+        .map(|m| m.name.as_str())
+        .unwrap_or("");
+    ctx.upstream = Some(b.upstream);
+    ctx.status = b.header.status.as_u16();
+    let resp = match downstream_header(&b.header, ctx, upstream, model, Some(b.body.len())) {
         Ok(r) => r,
         Err(e) => {
             log::error!(
                 "request {}: building the response header failed: {e}",
                 ctx.request_id
             );
-            return (Relayed::Truncated, false);
+            return Relayed::Truncated;
         }
     };
-    ctx.status = status;
-    if let Err(e) = session.write_response_header(Box::new(resp), false).await {
-        log::debug!("request {}: client went away: {e}", ctx.request_id);
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+        || session
+            .write_response_body(Some(b.body), true)
+            .await
+            .is_err()
+    {
         ctx.error = Some("client_closed");
-        return (Relayed::Truncated, false);
+        return Relayed::Truncated;
     }
+    Relayed::Complete
+}
+
+/// An error answer too large to buffer: what was read, then the rest as it streams.
+async fn relay_large_error(
+    shared: &Shared,
+    t: &Target<'_>,
+    http: &mut HttpSession,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    b: Buffered,
+    deadline: TokioInstant,
+) -> Relayed {
+    ctx.status = b.header.status.as_u16();
+    let resp = match downstream_header(&b.header, ctx, &t.pool.cfg.name, &t.model.name, None) {
+        Ok(r) => r,
+        Err(_) => return Relayed::Truncated,
+    };
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+    {
+        return Relayed::Truncated;
+    }
+    let deadlines = Deadlines { total: deadline };
+    relay(
+        shared,
+        t,
+        http,
+        session,
+        ctx,
+        Some(b.body),
+        false,
+        deadlines,
+    )
+    .await
+    .0
+}
+
+/// The SSE event that ends a stream whose upstream failed after the first byte.
+const STREAM_ERROR: &[u8] = b"data: {\"error\":{\"message\":\"The upstream connection failed during the stream\",\"type\":\"api_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\ndata: [DONE]\n\n";
+
+/// Relay the rest of the response, starting with `first`. Returns how it ended and whether the
+/// upstream connection can go back to the pool.
+#[allow(clippy::too_many_arguments)]
+async fn relay(
+    shared: &Shared,
+    t: &Target<'_>,
+    http: &mut HttpSession,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    first: Option<Bytes>,
+    is_sse: bool,
+    deadlines: Deadlines,
+) -> (Relayed, bool) {
     let mut scanner = UsageScanner::default();
-    let timeout = tokio::time::sleep_until(deadline);
+    let timeout = tokio::time::sleep_until(deadlines.total);
     tokio::pin!(timeout);
+    let mut next = first;
     let upstream_failure = loop {
-        let chunk = tokio::select! {
+        let Some(chunk) = next.take() else {
+            break None;
+        };
+        if ctx.first_byte.is_none() {
+            ctx.first_byte = Some(Instant::now());
+        }
+        scanner.feed(&chunk);
+        if session
+            .write_response_body(Some(chunk), false)
+            .await
+            .is_err()
+        {
+            // The client left: dropping the upstream connection stops the generation.
+            ctx.error = Some("client_closed");
+            return (Relayed::Truncated, false);
+        }
+        let read = tokio::select! {
             biased;
             r = http.read_response_body() => r,
             _ = &mut timeout => break Some("timeout"),
-        };
-        match chunk {
-            Ok(Some(chunk)) => {
-                if ctx.first_byte.is_none() {
-                    ctx.first_byte = Some(Instant::now());
-                }
-                scanner.feed(&chunk);
-                if let Err(e) = session.write_response_body(Some(chunk), false).await {
-                    // The client left: dropping the upstream connection stops the generation.
-                    log::debug!(
-                        "request {}: client went away mid-response: {e}",
-                        ctx.request_id
-                    );
-                    ctx.error = Some("client_closed");
-                    return (Relayed::Truncated, false);
-                }
+            _ = session.as_downstream_mut().read_body_or_idle(true) => {
+                ctx.error = Some("client_closed");
+                return (Relayed::Truncated, false);
             }
-            Ok(None) => break None,
+        };
+        match read {
+            Ok(c) => next = c,
             Err(e) => {
                 log::warn!(
                     "request {}: upstream {} failed mid-response: {e}",
                     ctx.request_id,
-                    pool.cfg.name
+                    t.pool.cfg.name
                 );
                 break Some(if e.etype() == &ReadTimedout {
-                    "timeout"
+                    "stream_timeout"
                 } else {
                     "stream_interrupted"
                 });
@@ -300,55 +779,88 @@ async fn relay(
     };
     ctx.usage = scanner.usage();
     if let Some(kind) = upstream_failure {
-        let labels = [model, pool.cfg.name.as_str()];
+        let labels = [t.model.name.as_str(), t.pool.cfg.name.as_str()];
         count_error(shared, kind, &labels);
         shared
             .metrics
             .stream_errors
             .with_label_values(&labels)
             .inc();
-        pool.note_error(format!("response from upstream broke off: {kind}"));
+        t.pool.note_error(format!("response broke off: {kind}"));
         ctx.error = Some("upstream_stream_error");
         if !is_sse {
             return (Relayed::Truncated, false);
         }
         // Never a silent truncation: tell the client in the stream's own format.
-        if session
+        let ok = session
             .write_response_body(Some(Bytes::from_static(STREAM_ERROR)), true)
             .await
-            .is_err()
-        {
-            return (Relayed::Truncated, false);
-        }
-        return (Relayed::Complete, false);
-    }
-    if let Err(e) = session.write_response_body(None, true).await {
-        log::debug!(
-            "request {}: finishing the response failed: {e}",
-            ctx.request_id
+            .is_ok();
+        return (
+            if ok {
+                Relayed::Complete
+            } else {
+                Relayed::Truncated
+            },
+            false,
         );
+    }
+    if session.write_response_body(None, true).await.is_err() {
         return (Relayed::Truncated, true);
     }
     (Relayed::Complete, true)
 }
 
 /// The client's response header: the upstream's status and headers (hop-by-hop removed), plus the
-/// request id and which upstream answered.
+/// request id, the upstream and the model that answered.
 fn downstream_header(
     up: &ResponseHeader,
     ctx: &RequestCtx,
     upstream: &str,
+    model: &str,
+    content_length: Option<usize>,
 ) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(up.status, Some(up.headers.len() + 3))?;
+    let mut resp = ResponseHeader::build(up.status, Some(up.headers.len() + 4))?;
     for (name, value) in up.headers.iter() {
         if relayable(name) {
             resp.append_header(name.clone(), value.clone())?;
         }
     }
-    if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
+    if let Some(len) = content_length {
+        resp.insert_header(http::header::CONTENT_LENGTH, len)?;
+    } else if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
         resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
     }
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     resp.insert_header("x-llmproxy-deployment", upstream)?;
+    resp.insert_header("x-llmproxy-model", model)?;
     Ok(resp)
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    #[test]
+    fn detects_context_window_errors() {
+        assert!(is_context_window_error(
+            400,
+            br#"{"error":{"code":"context_length_exceeded","message":"This model's maximum context length is 8192 tokens"}}"#
+        ));
+        assert!(is_context_window_error(400, br#"{"type":"error","error":{"type":"invalid_request_error","message":"prompt is too long: 210000 tokens > 200000 maximum"}}"#));
+        assert!(!is_context_window_error(
+            400,
+            br#"{"error":{"message":"bad"}}"#
+        ));
+        assert!(!is_context_window_error(500, b"maximum context length"));
+    }
+
+    #[test]
+    fn parses_retry_after() {
+        let mut h = ResponseHeader::build(429, None).unwrap();
+        h.insert_header("retry-after", "2").unwrap();
+        assert_eq!(retry_after(&h), Some(Duration::from_secs(2)));
+        h.insert_header("retry-after-ms", "150").unwrap();
+        assert_eq!(retry_after(&h), Some(Duration::from_millis(150)));
+    }
 }

@@ -345,7 +345,9 @@ impl Gateway {
                     exchange::Relayed::Truncated => Ok(Handled::Abort),
                 }
             }
-            Target::Unknown => Err(GatewayError::NotFound(session.req_header().uri.path().to_string())),
+            Target::Unknown => Err(GatewayError::NotFound(
+                session.req_header().uri.path().to_string(),
+            )),
         }
     }
 
