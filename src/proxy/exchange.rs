@@ -87,7 +87,7 @@ enum Outcome {
     /// The upstream closed or broke before the first byte reached the client.
     Broken(String),
     /// An error status, buffered; with the upstream's `Retry-After`.
-    Status(Buffered, Option<Duration>),
+    Status(Box<Buffered>, Option<Duration>),
 }
 
 /// Time limits of one request.
@@ -326,6 +326,7 @@ async fn try_model(
             }
             Outcome::Status(b, after) => {
                 let status = b.header.status.as_u16();
+                let b = *b;
                 if is_context_window_error(status, &b.body) {
                     count_error(shared, "context_window", &labels);
                     return Err(Failure::ContextWindow(b));
@@ -611,11 +612,11 @@ async fn buffer_error(
         .release_http_session(http, peer, Some(t.pool.cfg.client.idle_timeout))
         .await;
     Outcome::Status(
-        Buffered {
+        Box::new(Buffered {
             header,
             body: buf.freeze(),
             upstream: t.upstream_idx,
-        },
+        }),
         retry_after,
     )
 }
