@@ -57,11 +57,21 @@ impl Shared {
     /// Refresh gauges that are read rather than counted (`llmproxy_upstream_healthy`).
     pub fn refresh_gauges(&self) {
         let state = self.state.load();
-        for u in &state.upstreams {
+        for (ui, u) in state.upstreams.iter().enumerate() {
+            // Unhealthy when its health checks fail, or when every deployment on it is cooling down.
+            let mut deployments = state
+                .config
+                .models
+                .iter()
+                .zip(&state.balancers)
+                .flat_map(|(m, b)| m.deployments.iter().zip(&b.deployments))
+                .filter(|(d, _)| d.upstream_idx == ui)
+                .peekable();
+            let all_cooling = deployments.peek().is_some() && deployments.all(|(_, s)| s.cooling());
             self.metrics
                 .upstream_healthy
                 .with_label_values(&[u.cfg.name.as_str()])
-                .set(i64::from(u.healthy()));
+                .set(i64::from(u.healthy() && !all_cooling));
         }
     }
 }

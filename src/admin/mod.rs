@@ -54,16 +54,18 @@ impl Admin {
     fn upstreams(&self) -> serde_json::Value {
         let state = self.shared.state.load();
         let (mut healthy, mut unhealthy) = (Vec::new(), Vec::new());
-        for model in &state.config.models {
-            for d in &model.deployments {
+        for (mi, model) in state.config.models.iter().enumerate() {
+            for (di, d) in model.deployments.iter().enumerate() {
                 let pool = &state.upstreams[d.upstream_idx];
-                let ok = pool.healthy();
+                let cooldown = state.balancers[mi].deployments[di].cooldown_left();
+                let ok = pool.healthy() && cooldown.is_none();
                 let entry = json!({
                     "model": model.name,
                     "deployment_model": d.model,
                     "upstream": pool.cfg.name,
                     "api_base": pool.cfg.url.raw,
                     "healthy": ok,
+                    "cooldown_remaining_ms": cooldown.map(|c| c.as_millis() as u64),
                     "last_error": pool.last_error(),
                 });
                 if ok {

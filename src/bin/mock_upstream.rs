@@ -36,6 +36,9 @@
 //!   filler content, spread across the content events of a stream.
 //! * `--fail-status` (default 0 = never): initial value of the global failure
 //!   status (see `POST /__mock/fail`).
+//! * `--fail-code`, `--fail-message`: the `error.code` / `error.message` of every
+//!   failure answer (e.g. `--fail-status 400 --fail-code context_length_exceeded`);
+//!   `--retry-after N` adds `Retry-After: N` to failure answers.
 //! * `--embedding-dim` (default 8): length of every embedding vector.
 //! * `--no-record`: do not record requests for `GET /__mock/requests`
 //!   (recording is on by default; turn it off for load tests).
@@ -178,6 +181,15 @@ struct Cli {
     /// Fail every request with this status; 0 = never.
     #[arg(long, default_value_t = 0)]
     fail_status: u16,
+    /// `error.code` of the failure answers (default `mock_<status>`), e.g. `context_length_exceeded`.
+    #[arg(long)]
+    fail_code: Option<String>,
+    /// `error.message` of the failure answers (default "mock error").
+    #[arg(long)]
+    fail_message: Option<String>,
+    /// Send `Retry-After: N` (seconds) with failure answers.
+    #[arg(long)]
+    retry_after: Option<u64>,
     /// Embedding vector length.
     #[arg(long, default_value_t = 8)]
     embedding_dim: usize,
@@ -200,6 +212,9 @@ struct Recorded {
 
 struct State {
     name: HeaderValue,
+    fail_code: Option<String>,
+    fail_message: Option<String>,
+    retry_after: Option<u64>,
     ttft_ms: u64,
     chunks: u64,
     chunk_interval_ms: Option<u64>,
@@ -440,8 +455,17 @@ fn error_response(
 }
 
 fn mock_error(state: &State, status: StatusCode) -> Response<MockBody> {
-    let code = format!("mock_{}", status.as_u16());
-    error_response(state, status, "mock error", "mock_error", &code)
+    let code = state
+        .fail_code
+        .clone()
+        .unwrap_or_else(|| format!("mock_{}", status.as_u16()));
+    let message = state.fail_message.as_deref().unwrap_or("mock error");
+    let mut resp = error_response(state, status, message, "mock_error", &code);
+    if let Some(secs) = state.retry_after {
+        resp.headers_mut()
+            .insert("retry-after", HeaderValue::from(secs));
+    }
+    resp
 }
 
 /// A failure status worth honouring (>= 400, valid).
@@ -1112,6 +1136,9 @@ async fn serve(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         record: !cli.no_record,
         latency_ms: AtomicU64::new(cli.latency_ms),
         fail_status: AtomicU16::new(cli.fail_status),
+        fail_code: cli.fail_code.clone(),
+        fail_message: cli.fail_message.clone(),
+        retry_after: cli.retry_after,
         ids: AtomicU64::new(0),
         requests: AtomicU64::new(0),
         in_flight: AtomicI64::new(0),

@@ -80,8 +80,8 @@ enum Failure {
 enum Outcome {
     Done(Relayed),
     ClientGone,
-    /// Nothing was sent upstream.
-    Connect(String),
+    /// Nothing was sent upstream; `true` when the connect timed out.
+    Connect(String, bool),
     /// No response (or first byte) within the first-byte timeout or the request deadline.
     Timeout,
     /// The upstream closed or broke before the first byte reached the client.
@@ -289,8 +289,16 @@ async fn try_model(
         let (failure, retryable) = match outcome {
             Outcome::Done(relayed) => return Ok(relayed),
             Outcome::ClientGone => return Err(Failure::ClientGone),
-            Outcome::Connect(msg) => {
-                count_error(shared, "connect", &labels);
+            Outcome::Connect(msg, timed_out) => {
+                count_error(
+                    shared,
+                    if timed_out {
+                        "connect_timeout"
+                    } else {
+                        "connect"
+                    },
+                    &labels,
+                );
                 log::warn!(
                     "request {}: connect to {} ({addr}) failed: {msg}",
                     ctx.request_id,
@@ -298,10 +306,12 @@ async fn try_model(
                 );
                 pool.note_error(format!("connect to {addr}: {msg}"));
                 state_d.record_failure(model.cooldown.as_ref());
-                let e = GatewayError::UpstreamError(format!(
-                    "Could not connect to a deployment of `{}` ({}): {msg}",
-                    model.name, pool.cfg.name
-                ));
+                let what = format!("a deployment of `{}` ({})", model.name, pool.cfg.name);
+                let e = if timed_out {
+                    GatewayError::UpstreamTimeout(format!("Connecting to {what} timed out"))
+                } else {
+                    GatewayError::UpstreamError(format!("Could not connect to {what}: {msg}"))
+                };
                 (Failure::Error(e), policy.on.connect)
             }
             Outcome::Timeout => {
@@ -466,7 +476,7 @@ async fn attempt_once(
     let mut http = loop {
         let (mut http, reused) = match shared.connector.get_http_session(&peer).await {
             Ok(s) => s,
-            Err(e) => return Outcome::Connect(e.to_string()),
+            Err(e) => return Outcome::Connect(e.to_string(), e.etype() == &ConnectTimedout),
         };
         let sent = tokio::select! {
             biased;
