@@ -23,7 +23,9 @@ async fn tinyproxy(basic_auth: Option<(&str, &str)>) -> Tinyproxy {
     let port = free_port();
     let log = tmp_path("tinyproxy.log");
     let conf = tmp_path("tinyproxy.conf");
-    let auth = basic_auth.map(|(u, p)| format!("BasicAuth {u} {p}\n")).unwrap_or_default();
+    let auth = basic_auth
+        .map(|(u, p)| format!("BasicAuth {u} {p}\n"))
+        .unwrap_or_default();
     // No ConnectPort line: CONNECT to any port is allowed (the mock listens on an ephemeral one).
     std::fs::write(
         &conf,
@@ -38,7 +40,10 @@ async fn tinyproxy(basic_auth: Option<(&str, &str)>) -> Tinyproxy {
         .expect("tinyproxy (apt-get install tinyproxy; scripts/install-deps --test does it)");
     let t = Instant::now();
     while std::net::TcpStream::connect(("127.0.0.1", port)).is_err() {
-        assert!(t.elapsed() < Duration::from_secs(10), "tinyproxy did not start");
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "tinyproxy did not start"
+        );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     Tinyproxy { child, port, log }
@@ -62,7 +67,8 @@ async fn requests_go_through_the_connect_proxy() {
     let log = std::fs::read_to_string(&proxy.log).unwrap_or_default();
     let target = format!("127.0.0.1:{}", a.port);
     assert!(
-        log.lines().any(|l| l.contains("CONNECT") && l.contains(&target)),
+        log.lines()
+            .any(|l| l.contains("CONNECT") && l.contains(&target)),
         "tinyproxy saw no CONNECT to the mock:\n{log}"
     );
     // Health checks went through the proxy too.

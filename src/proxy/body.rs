@@ -97,11 +97,58 @@ pub struct ModelRequest<'a> {
     pub has_controls: bool,
 }
 
+/// Deeper JSON is refused: nothing legitimate nests this far, and later stages (token counting,
+/// cache keys) walk the tree.
+pub const MAX_JSON_DEPTH: usize = 64;
+
+/// Whether `bytes` nests arrays/objects deeper than `max` (strings are skipped). Cheap pre-check: a
+/// body with at most `max` opening brackets cannot be that deep.
+fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
+    if memchr::memchr2_iter(b'[', b'{', bytes)
+        .take(max + 1)
+        .count()
+        <= max
+    {
+        return false;
+    }
+    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
+    for &b in bytes {
+        if in_string {
+            if escaped {
+                escaped = false;
+            } else if b == b'\\' {
+                escaped = true;
+            } else if b == b'"' {
+                in_string = false;
+            }
+            continue;
+        }
+        match b {
+            b'"' => in_string = true,
+            b'[' | b'{' => {
+                depth += 1;
+                if depth > max {
+                    return true;
+                }
+            }
+            b']' | b'}' => depth = depth.saturating_sub(1),
+            _ => {}
+        }
+    }
+    false
+}
+
 impl<'a> JsonBody<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<JsonBody<'a>, GatewayError> {
         if bytes.is_empty() {
             return Err(GatewayError::invalid(
                 "The request body is empty; expected a JSON object",
+                None,
+            ));
+        }
+        if nesting_exceeds(bytes, MAX_JSON_DEPTH) {
+            return Err(GatewayError::invalid(
+                format!("The request body nests JSON deeper than {MAX_JSON_DEPTH} levels"),
                 None,
             ));
         }
@@ -300,6 +347,29 @@ mod tests {
         assert!(ModelRequest::parse(br#"{"model":"m","num_retries":-1}"#).is_err());
         assert!(ModelRequest::parse(br#"{"model":"m","fallbacks":"a"}"#).is_err());
         assert!(ModelRequest::parse(br#"{"model":"m","request_timeout":0}"#).is_err());
+    }
+
+    #[test]
+    fn nesting_limit() {
+        let ok = format!(
+            "{{\"model\":\"m\",\"x\":{}{}}}",
+            "[".repeat(60),
+            "]".repeat(60)
+        );
+        assert!(ModelRequest::parse(ok.as_bytes()).is_ok());
+        let deep = format!(
+            "{{\"model\":\"m\",\"x\":{}{}}}",
+            "[".repeat(70),
+            "]".repeat(70)
+        );
+        assert!(ModelRequest::parse(deep.as_bytes()).is_err());
+        // Brackets inside strings do not count.
+        let s = format!(
+            "{{\"model\":\"m\",\"x\":\"{}\\\"{}\"}}",
+            "[".repeat(100),
+            "{".repeat(100)
+        );
+        assert!(ModelRequest::parse(s.as_bytes()).is_ok(), "{s}");
     }
 
     #[test]
