@@ -6,8 +6,8 @@
 //! `"usage": {` object found there when the body ends. A `"usage"` inside message text is escaped
 //! (`\"usage\"`), so the unescaped key can only be a real JSON key.
 
-/// Bytes of the body tail kept for the usage search.
-pub const WINDOW: usize = 16 * 1024;
+/// Bytes of the body tail kept for the usage search (a usage object and what may follow it).
+pub const WINDOW: usize = 4 * 1024;
 
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
@@ -15,40 +15,34 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
+/// Keeps the last [`WINDOW`] bytes of a body. The buffer is allocated once, on the first chunk, and
+/// never zero-filled: only bytes copied in are touched.
+#[derive(Default)]
 pub struct UsageScanner {
-    tail: Box<[u8; WINDOW]>,
-    len: usize,
-}
-
-impl Default for UsageScanner {
-    fn default() -> Self {
-        UsageScanner {
-            tail: Box::new([0; WINDOW]),
-            len: 0,
-        }
-    }
+    tail: Vec<u8>,
 }
 
 impl UsageScanner {
     /// Feed the next body chunk.
     pub fn feed(&mut self, chunk: &[u8]) {
+        if self.tail.capacity() == 0 {
+            self.tail.reserve_exact(WINDOW);
+        }
         if chunk.len() >= WINDOW {
-            self.tail.copy_from_slice(&chunk[chunk.len() - WINDOW..]);
-            self.len = WINDOW;
-        } else if self.len + chunk.len() <= WINDOW {
-            self.tail[self.len..self.len + chunk.len()].copy_from_slice(chunk);
-            self.len += chunk.len();
+            self.tail.clear();
+            self.tail.extend_from_slice(&chunk[chunk.len() - WINDOW..]);
         } else {
-            let keep = WINDOW - chunk.len();
-            self.tail.copy_within(self.len - keep..self.len, 0);
-            self.tail[keep..].copy_from_slice(chunk);
-            self.len = WINDOW;
+            let overflow = (self.tail.len() + chunk.len()).saturating_sub(WINDOW);
+            if overflow > 0 {
+                self.tail.drain(..overflow);
+            }
+            self.tail.extend_from_slice(chunk);
         }
     }
 
     /// The usage in the body seen so far, if any.
     pub fn usage(&self) -> Option<Usage> {
-        find_usage(&self.tail[..self.len])
+        find_usage(&self.tail)
     }
 }
 
