@@ -1,19 +1,23 @@
 //! Validated config → Pingora server: the proxy service (one per process, every listener on it), the
-//! admin service, and the health background service.
+//! admin service, and the background services (health checks, SIGHUP reload, readiness).
 
 use crate::admin::Admin;
 use crate::balance::health::HealthService;
-use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
+use crate::reload::{ReloadService, Reloader, Source};
 use crate::state::{Shared, State};
+use async_trait::async_trait;
 use pingora::connectors::http::Connector;
 use pingora::connectors::ConnectorOptions;
 use pingora::listeners::ListenerConfig;
 use pingora::prelude::*;
 use pingora::protocols::l4::stream::L4BufferSettings;
 use pingora::server::configuration::ServerConf;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
+use std::net::SocketAddr;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -24,8 +28,6 @@ pub struct ProcessOptions {
     pub upgrade: bool,
 }
 
-/// Seconds a SIGTERM waits for in-flight requests before the runtime stops (Pingora's default is 300).
-const GRACE_PERIOD_SECS: u64 = 30;
 /// Pooled idle upstream connections per worker thread.
 const UPSTREAM_POOL_PER_THREAD: usize = 256;
 /// Client connections read straight into Pingora's header and body buffers instead of through its
@@ -36,15 +38,22 @@ const CLIENT_L4_READ_BUFFER: usize = 0;
 /// Pingora's default write buffer: about one MSS.
 const CLIENT_L4_WRITE_BUFFER: usize = 1460;
 
-/// Build the server for `config` and run it until shutdown.
-pub fn run(config: Config, process: ProcessOptions) -> Result<(), String> {
-    let config = Arc::new(config);
+/// Build the server for the config from `source` and run it until shutdown.
+pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
+    let config = Arc::new(
+        source
+            .load()
+            .map_err(|e| format!("invalid configuration:\n{e}"))?,
+    );
+    let s = &config.server;
     let conf = ServerConf {
-        threads: config.server.threads,
-        grace_period_seconds: Some(GRACE_PERIOD_SECS),
+        threads: s.threads,
+        grace_period_seconds: Some(s.grace_period.as_secs()),
         graceful_shutdown_timeout_seconds: Some(5),
         upstream_keepalive_pool_size: UPSTREAM_POOL_PER_THREAD,
         daemon: process.daemon,
+        upgrade_sock: s.upgrade_sock.clone(),
+        pid_file: s.pid_file.clone(),
         ..Default::default()
     };
     let opt = Opt {
@@ -58,18 +67,19 @@ pub fn run(config: Config, process: ProcessOptions) -> Result<(), String> {
     server.bootstrap();
 
     let state =
-        State::build(config.clone()).map_err(|e| format!("building upstream pools: {e}"))?;
+        State::build(config.clone(), None).map_err(|e| format!("building upstream pools: {e}"))?;
     resolve_upstreams(&state);
     let metrics = Metrics::new().map_err(|e| format!("registering metrics: {e}"))?;
-    let connector = Connector::new(Some(ConnectorOptions::new(
-        UPSTREAM_POOL_PER_THREAD * config.server.threads,
-    )));
     for l in &config.server.listeners {
         // Export every listener's rate-limit counter from the start, at 0.
         metrics.ratelimit.with_label_values(&[l.name.as_str()]);
     }
-    let pools = state.upstreams.clone();
+    let connector = Connector::new(Some(ConnectorOptions::new(
+        UPSTREAM_POOL_PER_THREAD * s.threads,
+    )));
+    let (pools_tx, pools_rx) = tokio::sync::watch::channel(state.upstreams.clone());
     let shared = Arc::new(Shared::new(state, metrics, connector));
+    let reloader = Arc::new(Reloader::new(source, shared.clone(), pools_tx));
 
     let mut proxy = pingora::proxy::http_proxy_service_with_name(
         &server.configuration,
@@ -78,33 +88,48 @@ pub fn run(config: Config, process: ProcessOptions) -> Result<(), String> {
         },
         "llmproxy",
     );
-    for l in &config.server.listeners {
+    for l in &s.listeners {
         proxy.add_listener(ListenerConfig::tcp(l.listen.to_string()).l4_buffer(
             L4BufferSettings::new(CLIENT_L4_READ_BUFFER, CLIENT_L4_WRITE_BUFFER),
         ));
     }
-    proxy.threads = Some(config.server.threads);
+    proxy.threads = Some(s.threads);
 
-    let mut admin = Service::new("llmproxy admin".to_string(), Admin { shared });
+    let mut admin = Service::new(
+        "llmproxy admin".to_string(),
+        Admin {
+            shared,
+            reloader: reloader.clone(),
+        },
+    );
     admin.add_tcp(&config.admin.listen.to_string());
     admin.threads = Some(1);
 
-    let health = background_service("llmproxy health", HealthService { pools });
-
     server.add_service(proxy);
     server.add_service(admin);
-    server.add_service(health);
+    server.add_service(background_service(
+        "llmproxy health",
+        HealthService { pools: pools_rx },
+    ));
+    server.add_service(background_service(
+        "llmproxy reload",
+        ReloadService { reloader },
+    ));
+    let mut probe: Vec<SocketAddr> = s.listeners.iter().map(|l| l.listen).collect();
+    probe.push(config.admin.listen);
+    server.add_service(background_service(
+        "llmproxy ready",
+        Readiness { listeners: probe },
+    ));
     log::info!(
         "llmproxy listening on {} (admin {}), {} worker threads",
-        config
-            .server
-            .listeners
+        s.listeners
             .iter()
             .map(|l| format!("{}={}", l.name, l.listen))
             .collect::<Vec<_>>()
             .join(", "),
         config.admin.listen,
-        config.server.threads
+        s.threads
     );
     server.run_forever()
 }
@@ -135,4 +160,40 @@ fn resolve_upstreams(state: &State) {
             log::warn!("resolving upstreams took over 10s; the health service keeps trying");
         }
     });
+}
+
+/// Tells systemd (`Type=notify`) the gateway is ready once every listener accepts connections, and
+/// that it is stopping at shutdown.
+struct Readiness {
+    listeners: Vec<SocketAddr>,
+}
+
+#[async_trait]
+impl BackgroundService for Readiness {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
+        for addr in &self.listeners {
+            // Connect to the wildcard address through loopback.
+            let target = if addr.ip().is_unspecified() {
+                SocketAddr::new(std::net::Ipv4Addr::LOCALHOST.into(), addr.port())
+            } else {
+                *addr
+            };
+            while tokio::net::TcpStream::connect(target).await.is_err() {
+                if tokio::time::Instant::now() > deadline {
+                    log::error!("listener {addr} did not come up within 60s");
+                    return;
+                }
+                tokio::time::sleep(Duration::from_millis(10)).await;
+            }
+        }
+        log::info!("ready");
+        crate::sd_notify::notify("READY=1");
+        while shutdown.changed().await.is_ok() {
+            if *shutdown.borrow() {
+                crate::sd_notify::notify("STOPPING=1");
+                return;
+            }
+        }
+    }
 }

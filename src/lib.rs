@@ -23,5 +23,7 @@ pub mod error;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;
+pub mod reload;
 pub mod route;
+pub mod sd_notify;
 pub mod state;

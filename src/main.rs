@@ -2,7 +2,8 @@
 
 use clap::{Args, Parser, Subcommand};
 use llmproxy::app::{self, ProcessOptions};
-use llmproxy::config::{self, Config};
+use llmproxy::config;
+use llmproxy::reload::Source;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -116,12 +117,20 @@ struct QuickStart {
 }
 
 fn run(args: RunArgs, quick: Option<QuickStart>) -> ExitCode {
-    let loaded = match (&quick, &args.config) {
-        (Some(q), _) => Config::quick_start(&q.model, &q.api_base, q.port, &q.admin),
-        (None, Some(path)) => config::load(path),
-        (None, None) => config::parse(config::DEFAULT_CONFIG, &config::ProcessEnv),
+    // A SIGHUP before the reload service installs its handler must not kill the process (the
+    // default action); the reload service replaces this disposition once it runs.
+    ignore_sighup();
+    let source = match (quick, &args.config) {
+        (Some(q), _) => Source::QuickStart {
+            model: q.model,
+            api_base: q.api_base,
+            port: q.port,
+            admin: q.admin,
+        },
+        (None, Some(path)) => Source::File(path.clone()),
+        (None, None) => Source::Embedded,
     };
-    let cfg = match loaded {
+    let cfg = match source.load() {
         Ok(c) => c,
         Err(errs) => {
             init_logging(log::LevelFilter::Info, false);
@@ -130,18 +139,26 @@ fn run(args: RunArgs, quick: Option<QuickStart>) -> ExitCode {
         }
     };
     init_logging(cfg.logging.level, args.debug);
-    if args.config.is_none() && quick.is_none() {
+    if matches!(source, Source::Embedded) {
         log::info!("no -c given: running the embedded default config (conf/llmproxy.yaml)");
     }
+    drop(cfg);
     let process = ProcessOptions {
         daemon: args.daemon,
         upgrade: args.upgrade,
     };
-    match app::run(cfg, process) {
+    match app::run(source, process) {
         Ok(()) => ExitCode::SUCCESS,
         Err(e) => {
             log::error!("{e}");
             ExitCode::FAILURE
         }
+    }
+}
+
+fn ignore_sighup() {
+    // SAFETY: setting a signal's disposition to SIG_IGN has no preconditions.
+    unsafe {
+        libc::signal(libc::SIGHUP, libc::SIG_IGN);
     }
 }

@@ -2,12 +2,13 @@
 //! [`State`] snapshot that each request loads once and keeps until it ends, so a config swap never
 //! changes a request midway.
 
-use crate::balance::{Balancer, UpstreamPool};
+use crate::balance::{Balancer, DeploymentLive, UpstreamPool};
 use crate::config::Config;
 use crate::metrics::Metrics;
 use crate::route::Router;
 use arc_swap::ArcSwap;
 use pingora::connectors::http::Connector;
+use std::collections::HashMap;
 use std::sync::Arc;
 
 /// Everything derived from one validated config.
@@ -21,15 +22,47 @@ pub struct State {
 }
 
 impl State {
-    pub fn build(config: Arc<Config>) -> pingora::Result<State> {
-        let upstreams = config
-            .upstreams
+    /// Build the state for `config`. With `previous`, an upstream whose settings did not change keeps
+    /// its pool (addresses, health, last error), and a deployment on it that did not change keeps its
+    /// live state (cooldown, requests in flight).
+    pub fn build(config: Arc<Config>, previous: Option<&State>) -> pingora::Result<State> {
+        let mut upstreams = Vec::with_capacity(config.upstreams.len());
+        let mut kept = Vec::with_capacity(config.upstreams.len());
+        for u in &config.upstreams {
+            let old = previous.and_then(|p| p.upstreams.iter().find(|o| *o.cfg == *u));
+            kept.push(old.is_some());
+            upstreams.push(match old {
+                Some(pool) => pool.clone(),
+                None => Arc::new(UpstreamPool::new(Arc::new(u.clone()))?),
+            });
+        }
+        // (model, upstream, deployment model) → live state, from the previous config.
+        let mut live: HashMap<(&str, &str, &str), Arc<DeploymentLive>> = HashMap::new();
+        if let Some(p) = previous {
+            for (m, b) in p.config.models.iter().zip(&p.balancers) {
+                for (d, s) in m.deployments.iter().zip(&b.deployments) {
+                    live.insert((&m.name, &d.upstream, &d.model), s.live.clone());
+                }
+            }
+        }
+        let balancers = config
+            .models
             .iter()
-            .map(|u| UpstreamPool::new(Arc::new(u.clone())).map(Arc::new))
-            .collect::<pingora::Result<Vec<_>>>()?;
+            .map(|m| {
+                let carry = |i: usize| {
+                    let d = &m.deployments[i];
+                    if !kept[d.upstream_idx] {
+                        return None;
+                    }
+                    live.get(&(m.name.as_str(), d.upstream.as_str(), d.model.as_str()))
+                        .cloned()
+                };
+                Balancer::new(m, &carry)
+            })
+            .collect();
         Ok(State {
             router: Router::new(&config),
-            balancers: config.models.iter().map(Balancer::new).collect(),
+            balancers,
             upstreams,
             config,
         })
@@ -41,7 +74,7 @@ pub struct Shared {
     pub state: ArcSwap<State>,
     pub metrics: Metrics,
     /// The upstream connection pool for model requests (one per process, so connections are reused
-    /// across requests).
+    /// across requests and config reloads).
     pub connector: Connector,
 }
 

@@ -11,6 +11,7 @@ use subtle::ConstantTimeEq;
 
 pub struct Admin {
     pub shared: Arc<Shared>,
+    pub reloader: Arc<crate::reload::Reloader>,
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
@@ -92,8 +93,24 @@ impl ServeHttp for Admin {
         }
         let method = session.req_header().method.clone();
         let path = session.req_header().uri.path().to_string();
+        if path == "/reload" {
+            if method != http::Method::POST {
+                return error(405, "method_not_allowed", "use POST /reload");
+            }
+            return match self.reloader.reload().await {
+                Ok(summary) => json_response(200, json!({"status": "ok", "summary": summary})),
+                Err(errs) => json_response(
+                    400,
+                    json!({"status": "error", "errors": errs.0.iter().map(|e| e.to_string()).collect::<Vec<_>>()}),
+                ),
+            };
+        }
         if method != http::Method::GET {
-            return error(405, "method_not_allowed", "the admin API is read-only here");
+            return error(
+                405,
+                "method_not_allowed",
+                "only GET here (and POST /reload)",
+            );
         }
         match path.as_str() {
             "/health" => json_response(200, json!({"status": "ok"})),

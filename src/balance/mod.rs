@@ -32,14 +32,28 @@ enum Selector {
     LeastBusy(AtomicUsize),
 }
 
-/// One deployment's live state.
-pub struct DeploymentState {
-    pub upstream_idx: usize,
+/// A deployment's live state: requests in flight and cooldown. Shared across config reloads for a
+/// deployment that did not change, so a reload neither forgets a cooldown nor resets `least_busy`.
+#[derive(Default)]
+pub struct DeploymentLive {
     pub in_flight: AtomicUsize,
     /// Cooling down until this many ms after [`epoch`] (0: not cooling). Read lock-free on every pick.
     cool_until_ms: AtomicU64,
     /// Recent failure times, for the `allowed_fails` within `window` rule (failure path only).
     fails: Mutex<VecDeque<Instant>>,
+}
+
+/// A deployment as this config sees it.
+pub struct DeploymentState {
+    pub upstream_idx: usize,
+    pub live: Arc<DeploymentLive>,
+}
+
+impl std::ops::Deref for DeploymentState {
+    type Target = DeploymentLive;
+    fn deref(&self) -> &DeploymentLive {
+        &self.live
+    }
 }
 
 fn epoch() -> Instant {
@@ -51,7 +65,7 @@ fn now_ms() -> u64 {
     epoch().elapsed().as_millis() as u64 + 1
 }
 
-impl DeploymentState {
+impl DeploymentLive {
     /// Whether the deployment is cooling down now.
     pub fn cooling(&self) -> bool {
         let until = self.cool_until_ms.load(Ordering::Relaxed);
@@ -135,7 +149,9 @@ fn index_of(b: &Backend) -> usize {
 }
 
 impl Balancer {
-    pub fn new(model: &Model) -> Balancer {
+    /// `carry(i)` returns the live state of deployment `i` from the previous config, when it is the
+    /// same deployment.
+    pub fn new(model: &Model, carry: &dyn Fn(usize) -> Option<Arc<DeploymentLive>>) -> Balancer {
         let selector = match model.strategy {
             Strategy::RoundRobin => {
                 Selector::RoundRobin(Arc::new(Weighted::build(&synthetic_backends(model, false))))
@@ -153,11 +169,10 @@ impl Balancer {
             deployments: model
                 .deployments
                 .iter()
-                .map(|d| DeploymentState {
+                .enumerate()
+                .map(|(i, d)| DeploymentState {
                     upstream_idx: d.upstream_idx,
-                    in_flight: AtomicUsize::new(0),
-                    cool_until_ms: AtomicU64::new(0),
-                    fails: Mutex::new(VecDeque::new()),
+                    live: carry(i).unwrap_or_default(),
                 })
                 .collect(),
         }

@@ -29,6 +29,12 @@ pub struct ServerConfig {
     pub threads: usize,
     pub max_request_body: usize,
     pub client_timeouts: ClientTimeouts,
+    /// How long SIGTERM waits for requests in flight before the process exits.
+    pub grace_period: Duration,
+    /// Unix socket through which a graceful upgrade (`-u`) takes over the listening sockets.
+    pub upgrade_sock: String,
+    /// Written in daemon mode (`-d`).
+    pub pid_file: String,
 }
 
 pub const DEFAULT_MAX_BODY: usize = 8 << 20;
@@ -59,6 +65,9 @@ pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
             "master_key",
             "trusted_proxies",
             "proxy_protocol",
+            "grace_period",
+            "upgrade_sock",
+            "pid_file",
         ],
     )?;
     let listeners = m
@@ -84,6 +93,15 @@ pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
         }
     }
     reject_non_default(r, &m);
+    let grace_period = m
+        .with(r, "grace_period", |r, n| n.duration(r))
+        .unwrap_or(Duration::from_secs(30));
+    let upgrade_sock = m
+        .with(r, "upgrade_sock", |r, n| n.string(r))
+        .unwrap_or_else(|| "/tmp/llmproxy-upgrade.sock".into());
+    let pid_file = m
+        .with(r, "pid_file", |r, n| n.string(r))
+        .unwrap_or_else(|| "/tmp/llmproxy.pid".into());
     Some(ServerConfig {
         listeners,
         threads: if threads == 0 {
@@ -93,6 +111,9 @@ pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
         },
         max_request_body,
         client_timeouts,
+        grace_period,
+        upgrade_sock,
+        pid_file,
     })
 }
 

@@ -35,7 +35,7 @@ pub struct UpstreamUrl {
 }
 
 /// How the gateway authenticates to the upstream; the client's own key never goes there.
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub enum Auth {
     None,
     /// A ready-made header (`Authorization: Bearer ...`, `Authorization: Basic ...`, or a custom one).
@@ -54,7 +54,7 @@ pub enum HeaderOpKind {
     Remove,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HeaderOp {
     pub op: HeaderOpKind,
     pub key: http::HeaderName,
@@ -62,7 +62,7 @@ pub struct HeaderOp {
 }
 
 /// An outbound HTTP proxy reached with `CONNECT` (seed 001).
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct OutboundProxy {
     pub host: String,
     pub port: u16,
@@ -70,7 +70,7 @@ pub struct OutboundProxy {
     pub authorization: Option<Secret>,
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct ClientSettings {
     pub connect_timeout: Duration,
     /// From sending the request to the first response body byte.
@@ -103,7 +103,7 @@ impl Default for ClientSettings {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct HealthCheckConfig {
     /// `None`: active checks disabled.
     pub interval: Option<Duration>,
@@ -126,7 +126,7 @@ impl Default for HealthCheckConfig {
     }
 }
 
-#[derive(Debug, Clone)]
+#[derive(Debug, Clone, PartialEq)]
 pub struct Upstream {
     pub name: String,
     pub provider: Provider,

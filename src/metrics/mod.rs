@@ -28,6 +28,7 @@ pub struct Metrics {
     pub upstream_healthy: IntGaugeVec,
     pub stream_errors: IntCounterVec,
     pub retries: IntCounterVec,
+    pub config_reloads: IntCounterVec,
     pub fallbacks: IntCounterVec,
 }
 
@@ -133,6 +134,12 @@ impl Metrics {
                 "llmproxy_retries_total",
                 "Upstream attempts after the first, per model",
                 &["group"],
+            )?,
+            config_reloads: counter(
+                &r,
+                "llmproxy_config_reloads_total",
+                "Config reloads by result",
+                &["result"],
             )?,
             fallbacks: counter(
                 &r,

@@ -162,6 +162,30 @@ pub fn upstream(name: &str, mock: &Mock) -> String {
 }
 
 impl Gateway {
+    pub fn pid(&self) -> i32 {
+        self.child.id() as i32
+    }
+
+    /// Send a signal to the gateway process.
+    pub fn signal(&self, sig: i32) {
+        // SAFETY: kill(2) on our own child's pid.
+        unsafe {
+            libc::kill(self.pid(), sig);
+        }
+    }
+
+    /// Wait (bounded) for the process to exit; its exit status when it did.
+    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+        let start = Instant::now();
+        while start.elapsed() < limit {
+            if let Ok(Some(status)) = self.child.try_wait() {
+                return Some(status);
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        None
+    }
+
     pub async fn spawn(args: &[&str], port: u16, admin_port: u16, config: PathBuf) -> Gateway {
         let child = Command::new(LLMPROXY)
             .args(args)

@@ -1,0 +1,196 @@
+//! Config reload: `SIGHUP` or `POST /reload` on the admin listener.
+//!
+//! The file is read and fully validated first; an invalid config is reported (every error, logged and
+//! returned) and the running one keeps serving. A valid one becomes a new [`State`] swapped in
+//! atomically: requests and streams in flight finish on the snapshot they started with. Upstreams whose
+//! settings did not change keep their pools (health, addresses), and unchanged deployments keep their
+//! cooldown and in-flight counts. Listener addresses and thread counts need a restart or a graceful
+//! upgrade (`SIGQUIT` + `llmproxy -u`); a reload that changes them says so in the log.
+
+use crate::balance::UpstreamPool;
+use crate::config::{self, Config, ConfigErrors};
+use crate::state::{Shared, State};
+use async_trait::async_trait;
+use pingora::server::ShutdownWatch;
+use pingora::services::background::BackgroundService;
+use std::path::PathBuf;
+use std::sync::Arc;
+use std::time::Duration;
+use tokio::sync::watch;
+
+/// Where the config comes from, to read it again on reload.
+#[derive(Debug, Clone)]
+pub enum Source {
+    File(PathBuf),
+    /// The embedded `conf/llmproxy.yaml` (environment variables are read again).
+    Embedded,
+    /// `--model/--api-base`: nothing to re-read but the environment.
+    QuickStart {
+        model: String,
+        api_base: String,
+        port: u16,
+        admin: String,
+    },
+}
+
+impl Source {
+    pub fn load(&self) -> Result<Config, ConfigErrors> {
+        match self {
+            Source::File(p) => config::load(p),
+            Source::Embedded => config::parse(config::DEFAULT_CONFIG, &config::ProcessEnv),
+            Source::QuickStart {
+                model,
+                api_base,
+                port,
+                admin,
+            } => Config::quick_start(model, api_base, *port, admin),
+        }
+    }
+}
+
+pub struct Reloader {
+    source: Source,
+    shared: Arc<Shared>,
+    pools: watch::Sender<Vec<Arc<UpstreamPool>>>,
+    /// One reload at a time.
+    lock: tokio::sync::Mutex<()>,
+}
+
+impl Reloader {
+    pub fn new(
+        source: Source,
+        shared: Arc<Shared>,
+        pools: watch::Sender<Vec<Arc<UpstreamPool>>>,
+    ) -> Reloader {
+        Reloader {
+            source,
+            shared,
+            pools,
+            lock: tokio::sync::Mutex::new(()),
+        }
+    }
+
+    /// Reload; on success returns a one-line summary, on failure every error (the old config stays).
+    pub async fn reload(&self) -> Result<String, ConfigErrors> {
+        let _one_at_a_time = self.lock.lock().await;
+        let m = &self.shared.metrics;
+        let result = self.try_reload().await;
+        match &result {
+            Ok(summary) => {
+                m.config_reloads.with_label_values(&["ok"]).inc();
+                log::info!("config reloaded: {summary}");
+            }
+            Err(errs) => {
+                m.config_reloads.with_label_values(&["error"]).inc();
+                log::error!("config reload failed, the running config stays:");
+                for e in &errs.0 {
+                    log::error!("  {e}");
+                }
+            }
+        }
+        result
+    }
+
+    async fn try_reload(&self) -> Result<String, ConfigErrors> {
+        let cfg = self.source.load()?;
+        let old = self.shared.state.load_full();
+        warn_about_restart_only_settings(&old.config, &cfg);
+        let state = State::build(Arc::new(cfg), Some(&old)).map_err(|e| {
+            let mut errs = ConfigErrors::default();
+            errs.push("", format!("building upstream pools: {e}"));
+            errs
+        })?;
+        // New upstreams get their addresses before they receive traffic.
+        let new_pools: Vec<Arc<UpstreamPool>> = state
+            .upstreams
+            .iter()
+            .filter(|p| !old.upstreams.iter().any(|o| Arc::ptr_eq(o, p)))
+            .cloned()
+            .collect();
+        let discover = async {
+            for p in &new_pools {
+                p.discover().await;
+            }
+        };
+        if tokio::time::timeout(Duration::from_secs(5), discover)
+            .await
+            .is_err()
+        {
+            log::warn!("resolving new upstreams took over 5s; the health service keeps trying");
+        }
+        for gone in old
+            .upstreams
+            .iter()
+            .filter(|o| !state.upstreams.iter().any(|n| n.cfg.name == o.cfg.name))
+        {
+            let _ = self
+                .shared
+                .metrics
+                .upstream_healthy
+                .remove_label_values(&[gone.cfg.name.as_str()]);
+        }
+        log::set_max_level(state.config.logging.level);
+        let summary = format!(
+            "{} models, {} upstreams ({} new or changed), {} routes",
+            state.config.models.len(),
+            state.upstreams.len(),
+            new_pools.len(),
+            state.config.routes.len()
+        );
+        let pools = state.upstreams.clone();
+        self.shared.state.store(Arc::new(state));
+        self.pools.send_replace(pools);
+        Ok(summary)
+    }
+}
+
+fn warn_about_restart_only_settings(old: &Config, new: &Config) {
+    let addrs = |c: &Config| {
+        c.server
+            .listeners
+            .iter()
+            .map(|l| l.listen)
+            .collect::<Vec<_>>()
+    };
+    if addrs(old) != addrs(new) {
+        log::warn!(
+            "listener addresses changed: they take effect after a restart or a graceful upgrade (SIGQUIT + `llmproxy -u`)"
+        );
+    }
+    if old.admin.listen != new.admin.listen {
+        log::warn!("admin.listen changed: it takes effect after a restart or a graceful upgrade");
+    }
+    if old.server.threads != new.server.threads {
+        log::warn!("server.threads changed: it takes effect after a restart or a graceful upgrade");
+    }
+}
+
+/// Reloads on `SIGHUP`.
+pub struct ReloadService {
+    pub reloader: Arc<Reloader>,
+}
+
+#[async_trait]
+impl BackgroundService for ReloadService {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        use tokio::signal::unix::{signal, SignalKind};
+        let mut hup = match signal(SignalKind::hangup()) {
+            Ok(s) => s,
+            Err(e) => {
+                log::error!("cannot handle SIGHUP, reload only through POST /reload: {e}");
+                return;
+            }
+        };
+        loop {
+            tokio::select! {
+                _ = hup.recv() => {
+                    log::info!("SIGHUP: reloading the config");
+                    crate::sd_notify::notify("RELOADING=1");
+                    let _ = self.reloader.reload().await;
+                    crate::sd_notify::notify("READY=1");
+                }
+                _ = shutdown.changed() => if *shutdown.borrow() { return },
+            }
+        }
+    }
+}
