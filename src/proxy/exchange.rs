@@ -400,11 +400,22 @@ fn backoff(model: &Model, attempt: usize, retry_after: Option<Duration>) -> Dura
     }
 }
 
+/// Watching the client costs a read attempt; an upstream that answers within this needs no watching.
+const PROBE_AFTER: Duration = Duration::from_millis(20);
+
+/// Resolves when the client has gone away (checked after `after`; pending while it is connected).
+async fn client_gone(session: &mut Session, after: Duration) {
+    if !after.is_zero() {
+        tokio::time::sleep(after).await;
+    }
+    let _ = session.as_downstream_mut().read_body_or_idle(true).await;
+}
+
 /// Sleep for `d`, returning early with `true` if the client disconnects meanwhile.
 async fn wait_or_client_gone(session: &mut Session, d: Duration) -> bool {
     tokio::select! {
         _ = tokio::time::sleep(d) => false,
-        _ = session.as_downstream_mut().read_body_or_idle(true) => true,
+        _ = client_gone(session, Duration::ZERO) => true,
     }
 }
 
@@ -481,7 +492,7 @@ async fn attempt_once(
         let sent = tokio::select! {
             biased;
             r = send(&mut http, &header, &body, first_byte) => r,
-            _ = session.as_downstream_mut().read_body_or_idle(true) => return Outcome::ClientGone,
+            _ = client_gone(session, PROBE_AFTER) => return Outcome::ClientGone,
         };
         match sent {
             Ok(()) => break http,
@@ -511,7 +522,7 @@ async fn attempt_once(
     let first = tokio::select! {
         biased;
         r = http.read_response_body() => r,
-        _ = session.as_downstream_mut().read_body_or_idle(true) => return Outcome::ClientGone,
+        _ = client_gone(session, PROBE_AFTER) => return Outcome::ClientGone,
     };
     let first = match first {
         Ok(c) => c,
@@ -767,7 +778,7 @@ async fn relay(
             biased;
             r = http.read_response_body() => r,
             _ = &mut timeout => break Some("timeout"),
-            _ = session.as_downstream_mut().read_body_or_idle(true) => {
+            _ = client_gone(session, PROBE_AFTER) => {
                 ctx.error = Some("client_closed");
                 return (Relayed::Truncated, false);
             }
