@@ -32,8 +32,13 @@ def main() -> None:
             panels.append(key)
     if not panels:
         return
-    fig, axes = plt.subplots(1, len(panels), figsize=(5.2 * len(panels), 4.6), squeeze=False)
-    for ax, panel in zip(axes[0], panels):
+    ncols = 2 if len(panels) == 4 else len(panels)
+    nrows = (len(panels) + ncols - 1) // ncols
+    fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.6 * nrows), squeeze=False)
+    flat = [ax for row in axes for ax in row]
+    for ax in flat[len(panels):]:
+        ax.axis("off")
+    for ax, panel in zip(flat, panels):
         if panel == "latency":
             pcts = ["p50", "p90", "p99"]
             w = 0.8 / len(pcts)
