@@ -7,11 +7,6 @@ use llmproxy::reload::Source;
 use std::path::PathBuf;
 use std::process::ExitCode;
 
-/// mimalloc instead of glibc malloc: thousands of connections allocate and free buffers of many sizes
-/// across worker threads, where glibc's per-thread arenas kept far more memory resident (loadtest/).
-#[global_allocator]
-static GLOBAL: mimalloc::MiMalloc = mimalloc::MiMalloc;
-
 #[derive(Parser)]
 #[command(
     name = "llmproxy",

@@ -15,8 +15,9 @@ pub struct Usage {
     pub completion_tokens: u64,
 }
 
-/// Keeps the last [`WINDOW`] bytes of a body. The buffer is allocated once, on the first chunk, and
-/// never zero-filled: only bytes copied in are touched.
+/// Keeps (at least) the last [`WINDOW`] bytes of a body. The buffer is allocated once, on the first
+/// chunk, never zero-filled, and compacted only when it reaches twice the window, so each body byte is
+/// copied about twice in all however small the chunks are.
 #[derive(Default)]
 pub struct UsageScanner {
     tail: Vec<u8>,
@@ -26,23 +27,24 @@ impl UsageScanner {
     /// Feed the next body chunk.
     pub fn feed(&mut self, chunk: &[u8]) {
         if self.tail.capacity() == 0 {
-            self.tail.reserve_exact(WINDOW);
+            self.tail.reserve_exact(2 * WINDOW);
         }
         if chunk.len() >= WINDOW {
             self.tail.clear();
             self.tail.extend_from_slice(&chunk[chunk.len() - WINDOW..]);
-        } else {
-            let overflow = (self.tail.len() + chunk.len()).saturating_sub(WINDOW);
-            if overflow > 0 {
-                self.tail.drain(..overflow);
-            }
-            self.tail.extend_from_slice(chunk);
+            return;
         }
+        if self.tail.len() + chunk.len() > 2 * WINDOW {
+            let keep_from = self.tail.len() - (WINDOW - chunk.len());
+            self.tail.drain(..keep_from);
+        }
+        self.tail.extend_from_slice(chunk);
     }
 
     /// The usage in the body seen so far, if any.
     pub fn usage(&self) -> Option<Usage> {
-        find_usage(&self.tail)
+        let start = self.tail.len().saturating_sub(WINDOW);
+        find_usage(&self.tail[start..])
     }
 }
 
@@ -135,6 +137,26 @@ mod tests {
                 completion_tokens: 4
             })
         );
+    }
+
+    #[test]
+    fn small_chunks_across_compactions() {
+        let mut s = UsageScanner::default();
+        for _ in 0..5000 {
+            s.feed(b"data: {\"choices\":[{\"delta\":{\"content\":\"x\"}}]}\n\n");
+        }
+        let tail = b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":9,\"completion_tokens\":5000}}\n\ndata: [DONE]\n\n";
+        for c in tail.chunks(3) {
+            s.feed(c);
+        }
+        assert_eq!(
+            s.usage(),
+            Some(Usage {
+                prompt_tokens: 9,
+                completion_tokens: 5000
+            })
+        );
+        assert!(s.tail.capacity() <= 2 * WINDOW);
     }
 
     #[test]

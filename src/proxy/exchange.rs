@@ -402,6 +402,9 @@ fn backoff(model: &Model, attempt: usize, retry_after: Option<Duration>) -> Dura
 
 /// Watching the client costs a read attempt; an upstream that answers within this needs no watching.
 const PROBE_AFTER: Duration = Duration::from_millis(20);
+/// Between stream chunks: a client that leaves a fast stream is noticed when a write fails, so only
+/// gaps longer than this are watched (well within the 1 s the gateway allows itself to notice).
+const PROBE_BETWEEN_CHUNKS: Duration = Duration::from_millis(400);
 
 /// Resolves when the client has gone away (checked after `after`; pending while it is connected).
 async fn client_gone(session: &mut Session, after: Duration) {
@@ -778,7 +781,7 @@ async fn relay(
             biased;
             r = http.read_response_body() => r,
             _ = &mut timeout => break Some("timeout"),
-            _ = client_gone(session, PROBE_AFTER) => {
+            _ = client_gone(session, PROBE_BETWEEN_CHUNKS) => {
                 ctx.error = Some("client_closed");
                 return (Relayed::Truncated, false);
             }
