@@ -6,10 +6,8 @@ use crate::balance::health::HealthService;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader, Source};
-use crate::state::{Shared, State};
+use crate::state::{Shared, State, Upstreams};
 use async_trait::async_trait;
-use pingora::connectors::http::Connector;
-use pingora::connectors::ConnectorOptions;
 use pingora::listeners::ListenerConfig;
 use pingora::prelude::*;
 use pingora::protocols::l4::stream::L4BufferSettings;
@@ -74,9 +72,7 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
         // Export every listener's rate-limit counter from the start, at 0.
         metrics.ratelimit.with_label_values(&[l.name.as_str()]);
     }
-    let connector = Connector::new(Some(ConnectorOptions::new(
-        UPSTREAM_POOL_PER_THREAD * s.threads,
-    )));
+    let connector = Upstreams::new(UPSTREAM_POOL_PER_THREAD * s.threads);
     let (pools_tx, pools_rx) = tokio::sync::watch::channel(state.upstreams.clone());
     let shared = Arc::new(Shared::new(state, metrics, connector));
     let reloader = Arc::new(Reloader::new(source, shared.clone(), pools_tx));

@@ -15,7 +15,11 @@ pub fn request_header(
     request_id: &str,
 ) -> Result<RequestHeader> {
     let path = format!("{}{}", upstream.url.base_path, endpoint.upstream_path());
-    let mut req = RequestHeader::build("POST", path.as_bytes(), Some(client.headers.len() + 4))?;
+    // No header-case map: HTTP/1.1 names are case-insensitive, and keeping one costs allocations on
+    // every request (measured with callgrind: cheaper than building with it, or cloning the client's
+    // header the way Pingora's own proxy does).
+    let mut req =
+        RequestHeader::build_no_case("POST", path.as_bytes(), Some(client.headers.len() + 4))?;
     for (name, value) in client.headers.iter() {
         if forwardable(name) {
             req.append_header(name.clone(), value.clone())?;

@@ -470,14 +470,18 @@ async fn attempt_once(
     let pool = t.pool;
     let client = &pool.cfg.client;
     let peer = pool.peer(t.addr);
-    let header = match openai::request_header(
-        &pool.cfg,
-        endpoint,
-        session.req_header(),
-        body.len(),
-        &ctx.request_id,
-    ) {
-        Ok(h) => h,
+    let build = |session: &Session| {
+        openai::request_header(
+            &pool.cfg,
+            endpoint,
+            session.req_header(),
+            body.len(),
+            &ctx.request_id,
+        )
+        .map(Box::new)
+    };
+    let mut header = match build(session) {
+        Ok(h) => Some(h),
         Err(e) => return Outcome::Broken(format!("building the upstream request: {e}")),
     };
     let first_byte = deadlines
@@ -488,13 +492,18 @@ async fn attempt_once(
     // fault, so it is retried on a fresh connection (bounded).
     let mut stale_retries = 0;
     let mut http = loop {
-        let (mut http, reused) = match shared.connector.get_http_session(&peer).await {
+        let (mut http, reused) = match shared.connector.session(&peer).await {
             Ok(s) => s,
             Err(e) => return Outcome::Connect(e.to_string(), e.etype() == &ConnectTimedout),
         };
+        // The header is sent by value; a retry on a fresh connection (rare) builds it again.
+        let h = match header.take().map(Ok).unwrap_or_else(|| build(session)) {
+            Ok(h) => h,
+            Err(e) => return Outcome::Broken(format!("building the upstream request: {e}")),
+        };
         let sent = tokio::select! {
             biased;
-            r = send(&mut http, &header, &body, first_byte) => r,
+            r = send(&mut http, h, &body, first_byte) => r,
             _ = client_gone(session, PROBE_AFTER) => return Outcome::ClientGone,
         };
         match sent {
@@ -563,7 +572,7 @@ async fn attempt_once(
     if reusable {
         shared
             .connector
-            .release_http_session(http, &peer, Some(client.idle_timeout))
+            .release(http, &peer, client.idle_timeout)
             .await;
     }
     Outcome::Done(relayed)
@@ -572,12 +581,12 @@ async fn attempt_once(
 /// Write the request and read the response header by `deadline`.
 async fn send(
     http: &mut HttpSession,
-    header: &RequestHeader,
+    header: Box<RequestHeader>,
     body: &Bytes,
     deadline: TokioInstant,
 ) -> Result<()> {
     let io = async {
-        http.write_request_header(Box::new(header.clone())).await?;
+        http.write_request_header(header).await?;
         http.write_request_body(body.clone(), true).await?;
         http.finish_request_body().await?;
         http.read_response_header().await
@@ -633,7 +642,7 @@ async fn buffer_error(
     }
     shared
         .connector
-        .release_http_session(http, peer, Some(t.pool.cfg.client.idle_timeout))
+        .release(http, peer, t.pool.cfg.client.idle_timeout)
         .await;
     Outcome::Status(
         Box::new(Buffered {
@@ -845,7 +854,7 @@ fn downstream_header(
     model: &str,
     content_length: Option<usize>,
 ) -> Result<ResponseHeader> {
-    let mut resp = ResponseHeader::build(up.status, Some(up.headers.len() + 4))?;
+    let mut resp = ResponseHeader::build_no_case(up.status, Some(up.headers.len() + 4))?;
     for (name, value) in up.headers.iter() {
         if relayable(name) {
             resp.append_header(name.clone(), value.clone())?;
