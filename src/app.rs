@@ -144,16 +144,19 @@ fn resolve_upstreams(state: &State) {
         }
     };
     rt.block_on(async {
-        let all = async {
-            for p in &state.upstreams {
-                p.discover().await;
-            }
-        };
-        if tokio::time::timeout(Duration::from_secs(10), all)
+        let mut all = tokio::task::JoinSet::new();
+        for p in &state.upstreams {
+            let p = p.clone();
+            all.spawn(async move { p.discover().await });
+        }
+        let done = async { while all.join_next().await.is_some() {} };
+        if tokio::time::timeout(Duration::from_secs(10), done)
             .await
             .is_err()
         {
-            log::warn!("resolving upstreams took over 10s; the health service keeps trying");
+            log::warn!(
+                "resolving and probing upstreams took over 10s; the health service keeps trying"
+            );
         }
     });
 }

@@ -184,3 +184,21 @@ fn every_conf_example_is_valid() {
     }
     assert!(n >= 1);
 }
+
+#[tokio::test]
+async fn an_upstream_that_never_answered_is_unhealthy_from_the_start() {
+    let dead = free_port();
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - {{name: dead, url: \"http://127.0.0.1:{dead}/v1\", health_check: {{interval: 10s, unhealthy_after: 3}}}}\nmodels:\n  - {{name: m, deployments: [{{upstream: dead, model: m}}]}}\n"
+    )))
+    .await;
+    // No waiting: the first probe ran before the listeners opened, and Pingora's "healthy until
+    // `unhealthy_after` failures" does not apply to an upstream that never answered.
+    let v = gw.upstreams().await;
+    assert_eq!(v["unhealthy_endpoints"][0]["upstream"], "dead", "{v}");
+    assert!(v["unhealthy_endpoints"][0]["last_error"]
+        .as_str()
+        .unwrap()
+        .contains("ConnectRefused"));
+    assert_openai_error(gw.chat("m").await, 503, "no_healthy_upstream").await;
+}

@@ -15,6 +15,7 @@ use pingora::prelude::*;
 use pingora::protocols::TcpKeepalive;
 use std::collections::{BTreeSet, HashMap};
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicBool, Ordering};
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
@@ -25,6 +26,11 @@ pub struct UpstreamPool {
     pub cfg: Arc<Upstream>,
     lb: LoadBalancer<RoundRobin>,
     last_error: Arc<Mutex<Option<String>>>,
+    /// Whether an active health check ever succeeded. Pingora starts every address healthy until
+    /// `unhealthy_after` failures; an upstream that never answered (no key, nothing listening) must
+    /// not receive traffic meanwhile.
+    ever_ok: Arc<AtomicBool>,
+    active_checks: bool,
     template: HttpPeer,
 }
 
@@ -76,6 +82,7 @@ impl ServiceDiscovery for DnsDiscovery {
 struct RecordingCheck {
     inner: HttpHealthCheck,
     last_error: Arc<Mutex<Option<String>>>,
+    ever_ok: Arc<AtomicBool>,
     upstream: String,
 }
 
@@ -84,7 +91,10 @@ impl HealthCheck for RecordingCheck {
     async fn check(&self, target: &Backend) -> Result<()> {
         let res = self.inner.check(target).await;
         match &res {
-            Ok(()) => clear(&self.last_error),
+            Ok(()) => {
+                self.ever_ok.store(true, Ordering::Relaxed);
+                clear(&self.last_error)
+            }
             Err(e) => set(
                 &self.last_error,
                 format!("health check of {}: {e}", target.addr),
@@ -127,6 +137,7 @@ fn clear(slot: &Mutex<Option<String>>) {
 impl UpstreamPool {
     pub fn new(cfg: Arc<Upstream>) -> Result<UpstreamPool> {
         let last_error = Arc::new(Mutex::new(None));
+        let ever_ok = Arc::new(AtomicBool::new(false));
         let discovery = DnsDiscovery {
             host: cfg.url.host.clone(),
             port: cfg.url.port,
@@ -176,6 +187,7 @@ impl UpstreamPool {
             backends.set_health_check(Box::new(RecordingCheck {
                 inner: check,
                 last_error: last_error.clone(),
+                ever_ok: ever_ok.clone(),
                 upstream: cfg.name.clone(),
             }));
         }
@@ -210,17 +222,24 @@ impl UpstreamPool {
             user_timeout: Duration::ZERO,
         });
         Ok(UpstreamPool {
+            active_checks: cfg.health_check.interval.is_some(),
             cfg,
             lb,
             last_error,
+            ever_ok,
             template,
         })
     }
 
     /// Resolve the addresses once, before the listeners open, so the first request finds them.
+    /// Resolve the addresses and, with active checks, probe them once: before the listeners open (or a
+    /// reloaded config goes live), so the first request finds addresses whose health is known.
     pub async fn discover(&self) {
         if let Err(e) = self.lb.update().await {
             log::warn!("upstream {}: {e}", self.cfg.name);
+        }
+        if self.active_checks {
+            self.lb.backends().run_health_check(true).await;
         }
     }
 
@@ -243,6 +262,9 @@ impl UpstreamPool {
     }
 
     pub fn healthy(&self) -> bool {
+        if self.active_checks && !self.ever_ok.load(Ordering::Relaxed) {
+            return false;
+        }
         let backends = self.lb.backends();
         backends.get_backend().iter().any(|b| backends.ready(b))
     }
