@@ -243,9 +243,11 @@ models:
     );
 }
 
+/// Fired at the configured time: never early (−20%), and late by at most 20% plus scheduling slack on a
+/// shared 2-core machine that runs other tests at the same time.
 fn within(elapsed: Duration, expected: Duration) -> bool {
     let lo = expected.mul_f64(0.8);
-    let hi = expected.mul_f64(1.2) + Duration::from_millis(150);
+    let hi = expected.mul_f64(1.2) + Duration::from_millis(300);
     elapsed >= lo && elapsed <= hi
 }
 
