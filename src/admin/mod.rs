@@ -124,6 +124,7 @@ impl ServeHttp for Admin {
                 )
             }
             "/config" => json_response(200, self.shared.state.load().config.redacted.clone()),
+            "/stats" => json_response(200, self.shared.metrics.stats.json()),
             _ => error(404, "not_found", "unknown admin path"),
         }
     }

@@ -4,6 +4,8 @@
 //! `llmproxy_ratelimit_total`); `group` is the model name, `upstream` the upstream name, `forward` the
 //! listener name and `path` the route template, never a raw URL.
 
+pub mod stats;
+
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
@@ -16,6 +18,8 @@ const BUCKETS: &[f64] = &[
 
 pub struct Metrics {
     pub registry: Registry,
+    /// `/stats`: counts and latency percentiles.
+    pub stats: stats::Stats,
     pub upstream_requests: IntCounterVec,
     pub upstream_duration: HistogramVec,
     pub upstream_errors: IntCounterVec,
@@ -69,6 +73,7 @@ impl Metrics {
         )?;
         r.register(Box::new(upstream_healthy.clone()))?;
         Ok(Metrics {
+            stats: stats::Stats::default(),
             upstream_requests: counter(
                 &r,
                 "llmproxy_upstream_requests_total",
