@@ -202,3 +202,40 @@ async fn an_upstream_that_never_answered_is_unhealthy_from_the_start() {
         .contains("ConnectRefused"));
     assert_openai_error(gw.chat("m").await, 503, "no_healthy_upstream").await;
 }
+
+#[test]
+fn grafana_dashboard_uses_exported_metric_names() {
+    let text = std::fs::read_to_string(concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/conf/grafana/llmproxy.json"
+    ))
+    .unwrap();
+    let v: Value = serde_json::from_str(&text).unwrap();
+    assert!(v["panels"].as_array().unwrap().len() >= 8);
+    let known = [
+        "llmproxy_http_requests_total",
+        "llmproxy_http_request_errors_total",
+        "llmproxy_http_request_duration_seconds",
+        "llmproxy_time_to_first_token_seconds",
+        "llmproxy_upstream_requests_total",
+        "llmproxy_upstream_errors_total",
+        "llmproxy_upstream_duration_seconds",
+        "llmproxy_upstream_healthy",
+        "llmproxy_tokens_total",
+        "llmproxy_retries_total",
+        "llmproxy_fallbacks_total",
+        "llmproxy_stream_errors_total",
+        "llmproxy_config_reloads_total",
+        "llmproxy_ratelimit_total",
+    ];
+    // Every metric a panel queries is one the gateway exports.
+    for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
+        if let Some(name) = word.strip_prefix("llmproxy_") {
+            let base = name.trim_end_matches("_bucket");
+            assert!(
+                known.contains(&format!("llmproxy_{base}").as_str()),
+                "unknown metric llmproxy_{name}"
+            );
+        }
+    }
+}
