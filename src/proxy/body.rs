@@ -1,5 +1,6 @@
 //! Request bodies: read with a size limit, parse the top level of the JSON object without building a
-//! tree (each field stays a borrowed `RawValue`), and re-serialise with `model` rewritten.
+//! tree (each field stays a borrowed slice of raw JSON, see [`super::json_scan`]), and re-serialise with
+//! `model` rewritten.
 //!
 //! Design choice (issue: bodies of any size): the gateway reads the whole body in `request_filter`
 //! and runs the upstream exchange itself with Pingora's `Connector` ([`super::exchange`]). Routing
@@ -11,9 +12,6 @@
 use crate::error::GatewayError;
 use bytes::{Bytes, BytesMut};
 use pingora::proxy::Session;
-use serde::de::{Deserializer, MapAccess, Visitor};
-use serde_json::value::RawValue;
-use std::fmt;
 
 /// Read the whole request body, refusing more than `limit` bytes (413).
 pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, GatewayError> {
@@ -66,7 +64,7 @@ pub async fn read(session: &mut Session, limit: usize) -> Result<Bytes, GatewayE
 
 /// The top-level fields of a JSON object request, in order, each value unparsed.
 pub struct JsonBody<'a> {
-    fields: Vec<(String, &'a RawValue)>,
+    fields: Vec<super::json_scan::Member<'a>>,
 }
 
 /// Per-request overrides in the body (seed 002), removed before forwarding; the exchange caps them
@@ -101,43 +99,6 @@ pub struct ModelRequest<'a> {
 /// cache keys) walk the tree.
 pub const MAX_JSON_DEPTH: usize = 64;
 
-/// Whether `bytes` nests arrays/objects deeper than `max` (strings are skipped). Cheap pre-check: a
-/// body with at most `max` opening brackets cannot be that deep.
-fn nesting_exceeds(bytes: &[u8], max: usize) -> bool {
-    if memchr::memchr2_iter(b'[', b'{', bytes)
-        .take(max + 1)
-        .count()
-        <= max
-    {
-        return false;
-    }
-    let (mut depth, mut in_string, mut escaped) = (0usize, false, false);
-    for &b in bytes {
-        if in_string {
-            if escaped {
-                escaped = false;
-            } else if b == b'\\' {
-                escaped = true;
-            } else if b == b'"' {
-                in_string = false;
-            }
-            continue;
-        }
-        match b {
-            b'"' => in_string = true,
-            b'[' | b'{' => {
-                depth += 1;
-                if depth > max {
-                    return true;
-                }
-            }
-            b']' | b'}' => depth = depth.saturating_sub(1),
-            _ => {}
-        }
-    }
-    false
-}
-
 impl<'a> JsonBody<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<JsonBody<'a>, GatewayError> {
         if bytes.is_empty() {
@@ -146,27 +107,30 @@ impl<'a> JsonBody<'a> {
                 None,
             ));
         }
-        if nesting_exceeds(bytes, MAX_JSON_DEPTH) {
-            return Err(GatewayError::invalid(
-                format!("The request body nests JSON deeper than {MAX_JSON_DEPTH} levels"),
-                None,
-            ));
-        }
-        let mut de = serde_json::Deserializer::from_slice(bytes);
-        let fields = de
-            .deserialize_map(FieldsVisitor)
-            .and_then(|f| de.end().map(|_| f))
-            .map_err(|e| {
-                GatewayError::invalid(format!("The request body is not valid JSON: {e}"), None)
-            })?;
+        let fields = super::json_scan::top_level(bytes, MAX_JSON_DEPTH).map_err(|e| {
+            if e.too_deep {
+                GatewayError::invalid(
+                    format!("The request body nests JSON deeper than {MAX_JSON_DEPTH} levels"),
+                    None,
+                )
+            } else {
+                GatewayError::invalid(
+                    format!(
+                        "The request body is not valid JSON: {} at byte {}",
+                        e.what, e.at
+                    ),
+                    None,
+                )
+            }
+        })?;
         Ok(JsonBody { fields })
     }
 
-    pub fn get(&self, key: &str) -> Option<&'a RawValue> {
+    pub fn get(&self, key: &str) -> Option<&'a str> {
         self.fields
             .iter()
             .rev()
-            .find(|(k, _)| k == key)
+            .find(|(k, _)| k.as_ref() == key)
             .map(|(_, v)| *v)
     }
 
@@ -177,7 +141,7 @@ impl<'a> JsonBody<'a> {
         let mut model_written = false;
         let mut first = true;
         for (k, v) in &self.fields {
-            if CONTROL_FIELDS.contains(&k.as_str()) {
+            if CONTROL_FIELDS.contains(&k.as_ref()) {
                 continue;
             }
             if k == "model" {
@@ -196,7 +160,7 @@ impl<'a> JsonBody<'a> {
             if k == "model" {
                 let _ = serde_json::to_writer(&mut out, model);
             } else {
-                out.extend_from_slice(v.get().as_bytes());
+                out.extend_from_slice(v.as_bytes());
             }
         }
         out.push(b'}');
@@ -214,7 +178,7 @@ impl<'a> ModelRequest<'a> {
                     Some("model"),
                 ))
             }
-            Some(raw) => match serde_json::from_str::<serde_json::Value>(raw.get()) {
+            Some(raw) => match serde_json::from_str::<serde_json::Value>(raw) {
                 Ok(serde_json::Value::String(s)) if !s.is_empty() => s,
                 Ok(serde_json::Value::String(_)) => {
                     return Err(GatewayError::invalid(
@@ -230,7 +194,7 @@ impl<'a> ModelRequest<'a> {
                 }
             },
         };
-        let stream = match body.get("stream").map(|r| r.get()) {
+        let stream = match body.get("stream") {
             None | Some("null") | Some("false") => false,
             Some("true") => true,
             Some(_) => {
@@ -261,8 +225,8 @@ impl Overrides {
         ) -> Result<Option<T>, GatewayError> {
             match body.get(key) {
                 None => Ok(None),
-                Some(raw) if raw.get() == "null" => Ok(None),
-                Some(raw) => serde_json::from_str(raw.get()).map(Some).map_err(|_| {
+                Some("null") => Ok(None),
+                Some(raw) => serde_json::from_str(raw).map(Some).map_err(|_| {
                     GatewayError::invalid(format!("`{key}` must be {what}"), Some(key))
                 }),
             }
@@ -290,24 +254,6 @@ impl Overrides {
                 "a list of model names",
             )?,
         })
-    }
-}
-
-struct FieldsVisitor;
-
-impl<'de> Visitor<'de> for FieldsVisitor {
-    type Value = Vec<(String, &'de RawValue)>;
-
-    fn expecting(&self, f: &mut fmt::Formatter) -> fmt::Result {
-        f.write_str("a JSON object")
-    }
-
-    fn visit_map<A: MapAccess<'de>>(self, mut map: A) -> Result<Self::Value, A::Error> {
-        let mut fields = Vec::with_capacity(map.size_hint().unwrap_or(8));
-        while let Some((k, v)) = map.next_entry::<String, &'de RawValue>()? {
-            fields.push((k, v));
-        }
-        Ok(fields)
     }
 }
 

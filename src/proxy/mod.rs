@@ -14,6 +14,7 @@
 pub mod body;
 pub mod ctx;
 pub mod exchange;
+pub mod json_scan;
 pub mod respond;
 
 use crate::config::AccessLog;
