@@ -473,13 +473,16 @@ fn access_log(
         .usage
         .map(|u| (u.prompt_tokens, u.completion_tokens))
         .unwrap_or((0, 0));
+    let ttft_ms = ctx
+        .first_byte
+        .map(|t| (t.duration_since(ctx.start).as_secs_f64() * 1e6).round() / 1000.0);
     match state.config.logging.access_log {
         AccessLog::Json => {
             let line = serde_json::json!({
                 "request_id": ctx.request_id, "listener": forward, "client": client,
                 "method": session.req_header().method.as_str(), "path": path,
                 "model": model, "upstream": upstream, "status": status,
-                "duration_ms": (ms * 1000.0).round() / 1000.0, "error": ctx.error,
+                "duration_ms": (ms * 1000.0).round() / 1000.0, "ttft_ms": ttft_ms, "error": ctx.error,
                 "prompt_tokens": pt, "completion_tokens": ct,
             });
             log::info!(target: "access", "{line}");
