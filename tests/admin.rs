@@ -239,3 +239,61 @@ fn grafana_dashboard_uses_exported_metric_names() {
         }
     }
 }
+
+#[tokio::test]
+async fn access_log_has_the_request_but_no_content_or_secret() {
+    let a = Mock::start("A");
+    let port = free_port();
+    let admin = free_port();
+    let yaml = config(&format!(
+        "upstreams:\n  - {{name: a, url: \"{}\", auth: {{type: bearer, token: sk-upstream-secret}}}}\nmodels:\n  - {{name: m, deployments: [{{upstream: a, model: m}}]}}\n",
+        a.url()
+    ))
+    .replace("access_log: off", "access_log: json")
+    .replace("level: warn", "level: info")
+    .replace("{PORT}", &port.to_string())
+    .replace("{ADMIN}", &admin.to_string());
+    let path = tmp_path("log.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let log = tmp_path("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let gw = Gateway::spawn_with_stderr(&["run", "-c", &p], port, admin, path, file.into()).await;
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", "Bearer sk-client-secret")
+        .header("x-request-id", "req-log-1")
+        .json(&serde_json::json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "PRIVATE-PROMPT-TEXT"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let _ = r.text().await.unwrap();
+    // The line is written when the request ends; wait for it (bounded).
+    let t = std::time::Instant::now();
+    let line = loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(l) = text.lines().find(|l| l.contains("req-log-1")) {
+            break l.to_string();
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "no access log line:\n{text}"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    };
+    let json: Value =
+        serde_json::from_str(line.split_once("] ").map(|x| x.1).unwrap_or(&line)).unwrap();
+    assert_eq!(json["model"], "m");
+    assert_eq!(json["upstream"], "a");
+    assert_eq!(json["status"], 200);
+    assert!(json["ttft_ms"].as_f64().is_some());
+    let all = std::fs::read_to_string(&log).unwrap();
+    for secret in [
+        "PRIVATE-PROMPT-TEXT",
+        "sk-client-secret",
+        "sk-upstream-secret",
+    ] {
+        assert!(!all.contains(secret), "`{secret}` in the log");
+    }
+}

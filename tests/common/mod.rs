@@ -187,10 +187,20 @@ impl Gateway {
     }
 
     pub async fn spawn(args: &[&str], port: u16, admin_port: u16, config: PathBuf) -> Gateway {
+        Gateway::spawn_with_stderr(args, port, admin_port, config, Stdio::inherit()).await
+    }
+
+    pub async fn spawn_with_stderr(
+        args: &[&str],
+        port: u16,
+        admin_port: u16,
+        config: PathBuf,
+        stderr: Stdio,
+    ) -> Gateway {
         let child = Command::new(LLMPROXY)
             .args(args)
             .stdout(Stdio::null())
-            .stderr(Stdio::inherit())
+            .stderr(stderr)
             .spawn()
             .expect("start llmproxy");
         let gw = Gateway {
