@@ -297,3 +297,56 @@ async fn access_log_has_the_request_but_no_content_or_secret() {
         assert!(!all.contains(secret), "`{secret}` in the log");
     }
 }
+
+#[tokio::test]
+async fn debug_logs_upstream_requests_with_credentials_masked() {
+    let a = Mock::start("A");
+    let port = free_port();
+    let admin = free_port();
+    let yaml = config(&format!(
+        "upstreams:\n  - {{name: a, url: \"{}\", auth: {{type: bearer, token: sk-upstream-secret}}}}\nmodels:\n  - {{name: m, deployments: [{{upstream: a, model: m}}]}}\n",
+        a.url()
+    ))
+    .replace("{PORT}", &port.to_string())
+    .replace("{ADMIN}", &admin.to_string());
+    let path = tmp_path("debug.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let log = tmp_path("debug.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let gw = Gateway::spawn_with_stderr(
+        &["run", "-c", &p, "--debug"],
+        port,
+        admin,
+        path,
+        file.into(),
+    )
+    .await;
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", "Bearer sk-client-secret")
+        .header("x-request-id", "req-debug-1")
+        .json(&serde_json::json!({"model": "m", "messages": []}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let t = std::time::Instant::now();
+    loop {
+        let text = std::fs::read_to_string(&log).unwrap();
+        if let Some(l) = text.lines().find(|l| l.contains("req-debug-1: upstream a")) {
+            assert!(
+                l.contains("POST /v1/chat/completions") && l.contains("authorization: ***"),
+                "{l}"
+            );
+            break;
+        }
+        assert!(
+            t.elapsed() < std::time::Duration::from_secs(10),
+            "no debug line"
+        );
+        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
+    }
+    let all = std::fs::read_to_string(&log).unwrap();
+    assert!(!all.contains("sk-upstream-secret") && !all.contains("sk-client-secret"));
+}

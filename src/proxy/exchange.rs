@@ -484,6 +484,16 @@ async fn attempt_once(
         Ok(h) => Some(h),
         Err(e) => return Outcome::Broken(format!("building the upstream request: {e}")),
     };
+    if log::log_enabled!(log::Level::Debug) {
+        if let Some(h) = header.as_deref() {
+            log::debug!(
+                "request {}: upstream {} {}",
+                ctx.request_id,
+                pool.cfg.name,
+                describe_request(h, t.addr)
+            );
+        }
+    }
     let first_byte = deadlines
         .total
         .min(TokioInstant::now() + client.first_byte_timeout);
@@ -576,6 +586,28 @@ async fn attempt_once(
             .await;
     }
     Outcome::Done(relayed)
+}
+
+/// `--debug`: the upstream request line and headers, credentials masked.
+fn describe_request(h: &RequestHeader, addr: SocketAddr) -> String {
+    let headers: Vec<String> = h
+        .headers
+        .iter()
+        .map(|(n, v)| {
+            let secret = matches!(
+                n.as_str(),
+                "authorization" | "api-key" | "x-api-key" | "proxy-authorization"
+            ) || n.as_str().contains("token")
+                || n.as_str().contains("secret");
+            let value = if secret {
+                "***"
+            } else {
+                v.to_str().unwrap_or("<binary>")
+            };
+            format!("{n}: {value}")
+        })
+        .collect();
+    format!("{addr} {} {} [{}]", h.method, h.uri, headers.join(", "))
 }
 
 /// Write the request and read the response header by `deadline`.
