@@ -240,55 +240,29 @@ fn grafana_dashboard_uses_exported_metric_names() {
     }
 }
 
-#[tokio::test]
-async fn access_log_has_the_request_but_no_content_or_secret() {
-    let a = Mock::start("A");
-    let port = free_port();
-    let admin = free_port();
-    let yaml = config(&format!(
+fn logged_upstream(a: &Mock) -> String {
+    config(&format!(
         "upstreams:\n  - {{name: a, url: \"{}\", auth: {{type: bearer, token: sk-upstream-secret}}}}\nmodels:\n  - {{name: m, deployments: [{{upstream: a, model: m}}]}}\n",
         a.url()
     ))
-    .replace("access_log: off", "access_log: json")
-    .replace("level: warn", "level: info")
-    .replace("{PORT}", &port.to_string())
-    .replace("{ADMIN}", &admin.to_string());
-    let path = tmp_path("log.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let log = tmp_path("stderr.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let p = path.to_str().unwrap().to_string();
-    let gw = Gateway::spawn_with_stderr(&["run", "-c", &p], port, admin, path, file.into()).await;
+}
+
+/// A chat request carrying a client key, a prompt and a request id.
+async fn chat_with_secrets(gw: &Gateway, request_id: &str, stream: bool) {
     let r = client()
         .post(gw.url("/v1/chat/completions"))
         .header("authorization", "Bearer sk-client-secret")
-        .header("x-request-id", "req-log-1")
-        .json(&serde_json::json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "PRIVATE-PROMPT-TEXT"}]}))
+        .header("x-request-id", request_id)
+        .json(&serde_json::json!({"model": "m", "stream": stream, "messages": [{"role": "user", "content": "PRIVATE-PROMPT-TEXT"}]}))
         .send()
         .await
         .unwrap();
     assert_eq!(r.status(), 200);
     let _ = r.text().await.unwrap();
-    // The line is written when the request ends; wait for it (bounded).
-    let t = std::time::Instant::now();
-    let line = loop {
-        let text = std::fs::read_to_string(&log).unwrap();
-        if let Some(l) = text.lines().find(|l| l.contains("req-log-1")) {
-            break l.to_string();
-        }
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(10),
-            "no access log line:\n{text}"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    };
-    let json: Value =
-        serde_json::from_str(line.split_once("] ").map(|x| x.1).unwrap_or(&line)).unwrap();
-    assert_eq!(json["model"], "m");
-    assert_eq!(json["upstream"], "a");
-    assert_eq!(json["status"], 200);
-    assert!(json["ttft_ms"].as_f64().is_some());
-    let all = std::fs::read_to_string(&log).unwrap();
+}
+
+fn assert_no_secrets(log: &std::path::Path) {
+    let all = std::fs::read_to_string(log).unwrap();
     for secret in [
         "PRIVATE-PROMPT-TEXT",
         "sk-client-secret",
@@ -299,54 +273,33 @@ async fn access_log_has_the_request_but_no_content_or_secret() {
 }
 
 #[tokio::test]
+async fn access_log_has_the_request_but_no_content_or_secret() {
+    let a = Mock::start("A");
+    let template = logged_upstream(&a)
+        .replace("access_log: off", "access_log: json")
+        .replace("level: warn", "level: info");
+    let (gw, log) = gateway_with_log(&template, &[]).await;
+    chat_with_secrets(&gw, "req-log-1", true).await;
+    // The line is written when the request ends.
+    let line = wait_for_line(&log, "req-log-1").await;
+    let json: Value =
+        serde_json::from_str(line.split_once("] ").map(|x| x.1).unwrap_or(&line)).unwrap();
+    assert_eq!(json["model"], "m");
+    assert_eq!(json["upstream"], "a");
+    assert_eq!(json["status"], 200);
+    assert!(json["ttft_ms"].as_f64().is_some());
+    assert_no_secrets(&log);
+}
+
+#[tokio::test]
 async fn debug_logs_upstream_requests_with_credentials_masked() {
     let a = Mock::start("A");
-    let port = free_port();
-    let admin = free_port();
-    let yaml = config(&format!(
-        "upstreams:\n  - {{name: a, url: \"{}\", auth: {{type: bearer, token: sk-upstream-secret}}}}\nmodels:\n  - {{name: m, deployments: [{{upstream: a, model: m}}]}}\n",
-        a.url()
-    ))
-    .replace("{PORT}", &port.to_string())
-    .replace("{ADMIN}", &admin.to_string());
-    let path = tmp_path("debug.yaml");
-    std::fs::write(&path, yaml).unwrap();
-    let log = tmp_path("debug.log");
-    let file = std::fs::File::create(&log).unwrap();
-    let p = path.to_str().unwrap().to_string();
-    let gw = Gateway::spawn_with_stderr(
-        &["run", "-c", &p, "--debug"],
-        port,
-        admin,
-        path,
-        file.into(),
-    )
-    .await;
-    let r = client()
-        .post(gw.url("/v1/chat/completions"))
-        .header("authorization", "Bearer sk-client-secret")
-        .header("x-request-id", "req-debug-1")
-        .json(&serde_json::json!({"model": "m", "messages": []}))
-        .send()
-        .await
-        .unwrap();
-    assert_eq!(r.status(), 200);
-    let t = std::time::Instant::now();
-    loop {
-        let text = std::fs::read_to_string(&log).unwrap();
-        if let Some(l) = text.lines().find(|l| l.contains("req-debug-1: upstream a")) {
-            assert!(
-                l.contains("POST /v1/chat/completions") && l.contains("authorization: ***"),
-                "{l}"
-            );
-            break;
-        }
-        assert!(
-            t.elapsed() < std::time::Duration::from_secs(10),
-            "no debug line"
-        );
-        tokio::time::sleep(std::time::Duration::from_millis(20)).await;
-    }
-    let all = std::fs::read_to_string(&log).unwrap();
-    assert!(!all.contains("sk-upstream-secret") && !all.contains("sk-client-secret"));
+    let (gw, log) = gateway_with_log(&logged_upstream(&a), &["--debug"]).await;
+    chat_with_secrets(&gw, "req-debug-1", false).await;
+    let line = wait_for_line(&log, "req-debug-1: upstream a").await;
+    assert!(
+        line.contains("POST /v1/chat/completions") && line.contains("authorization: ***"),
+        "{line}"
+    );
+    assert_no_secrets(&log);
 }

@@ -135,6 +135,18 @@ pub struct Gateway {
 
 /// Fill `{PORT}` and `{ADMIN}` in a config template and start the gateway on it.
 pub async fn gateway(template: &str) -> Gateway {
+    gateway_with(template, &[], Stdio::inherit()).await
+}
+
+/// Like [`gateway`], with extra command-line arguments and the gateway's stderr written to a file
+/// (returned), for tests that read the log.
+pub async fn gateway_with_log(template: &str, extra_args: &[&str]) -> (Gateway, PathBuf) {
+    let log = tmp_path("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    (gateway_with(template, extra_args, file.into()).await, log)
+}
+
+async fn gateway_with(template: &str, extra_args: &[&str], stderr: Stdio) -> Gateway {
     let port = free_port();
     let admin = free_port();
     let yaml = template
@@ -143,7 +155,25 @@ pub async fn gateway(template: &str) -> Gateway {
     let path = tmp_path("llmproxy.yaml");
     std::fs::write(&path, yaml).unwrap();
     let p = path.to_str().unwrap().to_string();
-    Gateway::spawn(&["run", "-c", &p], port, admin, path).await
+    let mut args = vec!["run", "-c", p.as_str()];
+    args.extend_from_slice(extra_args);
+    Gateway::spawn_with_stderr(&args, port, admin, path, stderr).await
+}
+
+/// Wait (bounded) for a line containing `needle` in the log file; returns the line.
+pub async fn wait_for_line(log: &std::path::Path, needle: &str) -> String {
+    let t = Instant::now();
+    loop {
+        let text = std::fs::read_to_string(log).unwrap();
+        if let Some(l) = text.lines().find(|l| l.contains(needle)) {
+            return l.to_string();
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "no log line with `{needle}`:\n{text}"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
 }
 
 /// A config with one `main` listener and the admin port, plus `rest` (upstreams, models, ...).
