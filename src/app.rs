@@ -3,6 +3,7 @@
 
 use crate::admin::Admin;
 use crate::balance::health::HealthService;
+use crate::listener::Draining;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader, Source};
@@ -77,12 +78,15 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
     let shared = Arc::new(Shared::new(state, metrics, connector));
     let reloader = Arc::new(Reloader::new(source, shared.clone(), pools_tx));
 
-    let mut proxy = pingora::proxy::http_proxy_service_with_name(
+    let gateway = pingora::proxy::http_proxy(
         &server.configuration,
         Gateway {
             shared: shared.clone(),
         },
-        "llmproxy",
+    );
+    let mut proxy = Service::new(
+        "llmproxy".to_string(),
+        Draining::new(gateway, Duration::from_secs(s.grace_period.as_secs())),
     );
     for l in &s.listeners {
         proxy.add_listener(ListenerConfig::tcp(l.listen.to_string()).l4_buffer(

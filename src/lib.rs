@@ -20,6 +20,7 @@ pub mod app;
 pub mod balance;
 pub mod config;
 pub mod error;
+pub mod listener;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;

@@ -63,7 +63,7 @@ fn start_load(port: u16, workers: usize, streamers: usize, fresh: bool) -> Load 
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                     Err(e) => {
-                        eprintln!("request failed: {e}");
+                        eprintln!("request failed: {e:?}");
                         failed.fetch_add(1, Ordering::Relaxed);
                     }
                 }
@@ -316,7 +316,7 @@ async fn sigterm_drains_streams_and_refuses_new_connections() {
         assert_eq!(text.matches("tok").count(), 10, "{text}");
         assert!(text.ends_with("data: [DONE]\n\n"));
     }
-    let status = gw.wait_exit(Duration::from_secs(15)).expect("exited");
+    let status = gw.wait_exit(Duration::from_secs(15)).await.expect("exited");
     let took = term.elapsed();
     eprintln!("SIGTERM: exited {status:?} after {took:?}");
     assert!(
@@ -336,12 +336,12 @@ async fn graceful_upgrade_hands_over_listeners_without_failures() {
     .replace(
         "  threads: 2\n",
         &format!(
-            "  threads: 2\n  grace_period: 2s\n  upgrade_sock: \"{}\"\n",
+            "  threads: 2\n  grace_period: 4s\n  upgrade_sock: \"{}\"\n",
             sock.display()
         ),
     );
     let mut old = gateway(&template).await;
-    let load = start_load(old.port, 4, 2, true);
+    let load = start_load(old.port, 4, 2, false);
     load.progress(100).await;
     // The new process waits for the listening sockets of the old one.
     let cfg = old.config.to_str().unwrap().to_string();
@@ -362,7 +362,7 @@ async fn graceful_upgrade_hands_over_listeners_without_failures() {
     }
     old.signal(libc::SIGQUIT);
     assert!(
-        old.wait_exit(Duration::from_secs(20)).is_some(),
+        old.wait_exit(Duration::from_secs(20)).await.is_some(),
         "old process did not exit"
     );
     load.progress(200).await;

@@ -60,7 +60,12 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let t = self.shared.state.load().config.server.client_timeouts;
         session.set_read_timeout(Some(t.header));
-        session.set_keepalive(Some(t.idle.as_secs()));
+        // Pingora turns keep-alive off when the client asks for `Connection: close` and for every
+        // request read after a shutdown or upgrade began (the answer then says `Connection: close`,
+        // so the client reconnects to the new process); only lengthen what is still on.
+        if session.get_keepalive().is_some() {
+            session.set_keepalive(Some(t.idle.as_secs()));
+        }
         Ok(())
     }
 

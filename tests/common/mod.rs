@@ -205,13 +205,15 @@ impl Gateway {
     }
 
     /// Wait (bounded) for the process to exit; its exit status when it did.
-    pub fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
+    /// Poll (without blocking the test's runtime: its load tasks must keep running) until the
+    /// gateway exits or `limit` passes.
+    pub async fn wait_exit(&mut self, limit: Duration) -> Option<std::process::ExitStatus> {
         let start = Instant::now();
         while start.elapsed() < limit {
             if let Ok(Some(status)) = self.child.try_wait() {
                 return Some(status);
             }
-            std::thread::sleep(Duration::from_millis(20));
+            tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
     }
