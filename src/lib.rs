@@ -26,5 +26,6 @@ pub mod providers;
 pub mod proxy;
 pub mod reload;
 pub mod route;
+pub mod sched;
 pub mod sd_notify;
 pub mod state;
