@@ -12,6 +12,7 @@
 //!               [--chunk-interval-ms N] [--tokens-per-sec N]
 //!               [--response-bytes N] [--fail-status CODE]
 //!               [--embedding-dim N] [--no-record]
+//!               [--rpm N] [--tpm N] [--default-max-tokens N]
 //! ```
 //!
 //! * `--listen` (default `127.0.0.1:0`): after binding, exactly one line
@@ -42,6 +43,13 @@
 //! * `--embedding-dim` (default 8): length of every embedding vector.
 //! * `--no-record`: do not record requests for `GET /__mock/requests`
 //!   (recording is on by default; turn it off for load tests).
+//! * `--rpm N`, `--tpm N` (default 0 = unlimited): requests / tokens per minute,
+//!   enforced as OpenAI documents it ("a per-minute limit may be enforced over
+//!   shorter periods"); see *Rate limits* below. Changeable at runtime with
+//!   `POST /__mock/limits`.
+//! * `--default-max-tokens N` (default 1024): the output allowance charged
+//!   against `--tpm` when a request sets no `max_tokens` /
+//!   `max_completion_tokens` / `max_output_tokens`.
 //!
 //! # Per-request override headers (win over the CLI / runtime defaults)
 //!
@@ -80,6 +88,37 @@
 //! * Unknown path: 404; known path with the wrong method: 405; malformed JSON
 //!   body on a POST endpoint: 400 — all with OpenAI-shaped error bodies.
 //!
+//! # Rate limits (`--rpm`, `--tpm`, `POST /__mock/limits`)
+//!
+//! Two token buckets per process, shared by `POST` to the chat, completions,
+//! embeddings and responses endpoints (with or without `/v1`). Each refills
+//! continuously at `limit / 60` per second up to a capacity of `limit / 60`
+//! (one second's worth; the request bucket holds at least 1). A request costs
+//! 1 request and its token estimate (`llmproxy::sched::tokens::estimate_raw`:
+//! prompt tokens by the body's `model` plus its max output, or
+//! `--default-max-tokens`; an unparsable body costs 0 tokens). It is admitted
+//! when each limited bucket holds at least its cost or is completely full (a
+//! full bucket may go negative, so a request larger than one second's budget
+//! passes only from a full bucket). The check happens when the request has
+//! been read, before any latency, fail status or `x-mock-status`; a rejected
+//! request consumes nothing and is answered at once (no latency) with 429
+//! `{"error":{"message":"Rate limit reached for requests|tokens per min ...",
+//! "type":"requests"|"tokens","param":null,"code":"rate_limit_exceeded"}}`
+//! plus `retry-after` (whole seconds, rounded up, at least 1) and
+//! `retry-after-ms` (rounded up, at least 1): the time until both buckets
+//! would admit it. When both buckets refuse, `type` names the one with the
+//! longer wait.
+//!
+//! While a limit is set, every non-`/__mock` response carries, per limited
+//! bucket (an unlimited bucket sends none), `x-ratelimit-limit-requests` (the
+//! per-minute limit), `x-ratelimit-remaining-requests` (whole requests in the
+//! bucket now, i.e. what could be sent right away; 0 when negative) and
+//! `x-ratelimit-reset-requests` (time until the bucket is full again, in
+//! OpenAI's format: `250ms`, `1s`, `1.5s`, `6m0s`), and the same three
+//! `-tokens` headers. The values are taken at the admission check (after this
+//! request's charge). With no limit set the mock computes no estimate and takes
+//! no lock.
+//!
 //! Usage accounting: `P = max(1, request body length / 4)` prompt tokens;
 //! completion tokens `C = max(1, chunks)`, or `max(1, response_bytes / 4)` when
 //! response-bytes is set; `total = P + C`. Embeddings report `P` for both.
@@ -90,15 +129,27 @@
 //!   `{"method","path","query","headers":{name: value (repeats joined with ", ")},
 //!   "body_len","model","stream","body_prefix"}` (`body_prefix` = first 200
 //!   body bytes, lossy UTF-8).
-//! * `GET /__mock/stats`: `{"requests","in_flight","by_path":{path: count}}`.
-//!   `in_flight` counts requests whose response body has not finished yet
-//!   (so open streams count).
-//! * `POST /__mock/reset`: clear recorded requests and counters (does not
-//!   change the fail status or latency).
+//! * `GET /__mock/stats`: `{"requests","in_flight","by_path":{path: count},
+//!   "rate_limited","admitted","admitted_tokens"}`. `in_flight` counts requests
+//!   whose response body has not finished yet (so open streams count).
+//!   `rate_limited` counts 429s from the rate limits; `admitted` and
+//!   `admitted_tokens` count the requests that passed them and the sum of their
+//!   token estimates (both only while a limit is set).
+//! * `GET /__mock/admissions`: JSON array (oldest first, the last 100,000) of
+//!   the requests admitted while a limit was set:
+//!   `{"t_ms","priority","seq","tokens"}` — `t_ms` = ms since the mock started
+//!   at the admission check, `priority` / `seq` = the `x-llmproxy-priority` /
+//!   `x-test-seq` request header as a string (`null` when absent), `tokens` =
+//!   the token estimate charged.
+//! * `POST /__mock/reset`: clear recorded requests, admissions and counters
+//!   (does not change the fail status, latency, limits or bucket levels).
 //! * `POST /__mock/fail?status=CODE`: every subsequent non-`/__mock` request
 //!   answers CODE (>= 400) with an OpenAI error body; `status=0` restores normal
 //!   behaviour.
 //! * `POST /__mock/latency?ms=N`: set the default latency at runtime.
+//! * `POST /__mock/limits?rpm=N&tpm=N`: set the rate limits (0 = unlimited; a
+//!   parameter left out keeps its value) and refill both buckets; answers
+//!   `{"ok":true,"rpm":N,"tpm":N}`, 400 on a malformed value.
 
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -109,7 +160,7 @@ use std::future::Future;
 use std::io::Write as _;
 use std::net::SocketAddr;
 use std::pin::Pin;
-use std::sync::atomic::{AtomicI64, AtomicU16, AtomicU64, Ordering};
+use std::sync::atomic::{AtomicBool, AtomicI64, AtomicU16, AtomicU64, Ordering};
 use std::sync::{Arc, Mutex};
 use std::task::{Context, Poll};
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
@@ -130,6 +181,7 @@ use tokio::time::{Instant, Sleep};
 
 const MAX_RECORDS: usize = 10_000;
 const MAX_OTHER_PATHS: usize = 10_000;
+const MAX_ADMISSIONS: usize = 100_000;
 const BODY_PREFIX_LEN: usize = 200;
 const DEFAULT_CONTENT: &str = "Hello from mock";
 const FILLER: &[u8] = b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod ";
@@ -196,6 +248,15 @@ struct Cli {
     /// Do not record requests (for load tests).
     #[arg(long)]
     no_record: bool,
+    /// Requests per minute, enforced per second; 0 = unlimited.
+    #[arg(long, default_value_t = 0)]
+    rpm: u64,
+    /// Tokens per minute (estimated), enforced per second; 0 = unlimited.
+    #[arg(long, default_value_t = 0)]
+    tpm: u64,
+    /// Output tokens charged against --tpm when a request sets no maximum.
+    #[arg(long, default_value_t = 1024)]
+    default_max_tokens: u64,
 }
 
 #[derive(Serialize)]
@@ -230,6 +291,15 @@ struct State {
     path_counts: [AtomicU64; KNOWN_PATHS.len()],
     other_paths: Mutex<HashMap<String, u64>>,
     records: Mutex<VecDeque<Recorded>>,
+    /// Rate limits: `start` is time zero of the buckets and of `Admission::t_ms`.
+    start: std::time::Instant,
+    default_max_tokens: u64,
+    /// Whether a limit is set (read without the lock on the hot path).
+    limits_on: AtomicBool,
+    limiter: Mutex<Limiter>,
+    rate_limited: AtomicU64,
+    admitted: AtomicU64,
+    admitted_tokens: AtomicU64,
 }
 
 /// Decrements `in_flight` when the response body is dropped.
@@ -830,6 +900,385 @@ fn responses(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> {
 const MODELS_BODY: &str = r#"{"object":"list","data":[{"id":"mock-model","object":"model","created":0,"owned_by":"mock"}]}"#;
 
 // ---------------------------------------------------------------------------
+// Rate limits
+// ---------------------------------------------------------------------------
+
+const NS_PER_SEC: i128 = 1_000_000_000;
+/// Fixed-point units per request / token: refilling `limit` per minute is then
+/// exactly `limit` units per nanosecond, so the arithmetic is exact.
+const UNIT: i128 = 60 * NS_PER_SEC;
+
+/// A token bucket refilling continuously at `limit / 60` per second up to
+/// `limit / 60` (at least `min_capacity`). Time is passed in (`now` = time
+/// since an arbitrary origin), so the logic is deterministic.
+#[derive(Debug, Clone)]
+struct Bucket {
+    /// Per minute; 0 = unlimited.
+    limit: u64,
+    capacity: i128,
+    /// May go negative (a request larger than the capacity, from a full bucket).
+    level: i128,
+    last: Duration,
+}
+
+impl Bucket {
+    fn new(limit: u64, min_capacity: u64, now: Duration) -> Self {
+        let capacity = (i128::from(limit) * NS_PER_SEC).max(i128::from(min_capacity) * UNIT);
+        Bucket {
+            limit,
+            capacity,
+            level: capacity,
+            last: now,
+        }
+    }
+
+    fn unlimited(&self) -> bool {
+        self.limit == 0
+    }
+
+    fn refill(&mut self, now: Duration) {
+        if now > self.last {
+            let dt = i128::try_from((now - self.last).as_nanos()).unwrap_or(i128::MAX);
+            self.level = self
+                .level
+                .saturating_add(dt.saturating_mul(i128::from(self.limit)))
+                .min(self.capacity);
+            self.last = now;
+        }
+    }
+
+    fn is_full(&self) -> bool {
+        self.level >= self.capacity
+    }
+
+    fn cost(n: u64) -> i128 {
+        i128::from(n) * UNIT
+    }
+
+    /// Whether a request costing `n` may pass now.
+    fn admits(&self, n: u64) -> bool {
+        self.unlimited() || self.is_full() || self.level >= Self::cost(n)
+    }
+
+    fn take(&mut self, n: u64) {
+        if !self.unlimited() {
+            self.level -= Self::cost(n);
+        }
+    }
+
+    /// Time until a request costing `n` would pass (zero if it passes now).
+    fn wait(&self, n: u64) -> Duration {
+        if self.admits(n) {
+            return Duration::ZERO;
+        }
+        let target = Self::cost(n).min(self.capacity);
+        ns_duration(ceil_div(target - self.level, i128::from(self.limit)))
+    }
+
+    /// Whole units in the bucket now (0 when empty or negative).
+    fn remaining(&self) -> u64 {
+        u64::try_from(self.level.max(0) / UNIT).unwrap_or(u64::MAX)
+    }
+
+    /// Time until the bucket is full again.
+    fn reset_in(&self) -> Duration {
+        if self.unlimited() || self.is_full() {
+            return Duration::ZERO;
+        }
+        ns_duration(ceil_div(self.capacity - self.level, i128::from(self.limit)))
+    }
+
+    fn header(&self) -> Option<RateHeader> {
+        (!self.unlimited()).then(|| RateHeader {
+            limit: self.limit,
+            remaining: self.remaining(),
+            reset: self.reset_in(),
+        })
+    }
+}
+
+fn ceil_div(a: i128, b: i128) -> i128 {
+    if b <= 0 {
+        return 0;
+    }
+    (a + b - 1).div_euclid(b)
+}
+
+fn ns_duration(ns: i128) -> Duration {
+    Duration::from_nanos(u64::try_from(ns.max(0)).unwrap_or(u64::MAX))
+}
+
+/// One `x-ratelimit-*-{requests,tokens}` triple.
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct RateHeader {
+    limit: u64,
+    remaining: u64,
+    reset: Duration,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Default)]
+struct RateHeaders {
+    requests: Option<RateHeader>,
+    tokens: Option<RateHeader>,
+}
+
+impl RateHeaders {
+    fn apply(&self, h: &mut HeaderMap) {
+        for (kind, rh) in [("requests", &self.requests), ("tokens", &self.tokens)] {
+            if let Some(rh) = rh {
+                let name = |what: &str| format!("x-ratelimit-{what}-{kind}");
+                if let Ok(n) = http::header::HeaderName::try_from(name("limit")) {
+                    h.insert(n, HeaderValue::from(rh.limit));
+                }
+                if let Ok(n) = http::header::HeaderName::try_from(name("remaining")) {
+                    h.insert(n, HeaderValue::from(rh.remaining));
+                }
+                if let (Ok(n), Ok(v)) = (
+                    http::header::HeaderName::try_from(name("reset")),
+                    HeaderValue::from_str(&openai_duration(rh.reset)),
+                ) {
+                    h.insert(n, v);
+                }
+            }
+        }
+    }
+}
+
+/// A duration as OpenAI writes it in `x-ratelimit-reset-*` (Go style, ms
+/// resolution, rounded up): `0s`, `250ms`, `1s`, `1.5s`, `6m0s`, `1h2m3s`.
+fn openai_duration(d: Duration) -> String {
+    let ms = d.as_nanos().div_ceil(1_000_000);
+    if ms == 0 {
+        return "0s".to_owned();
+    }
+    if ms < 1000 {
+        return format!("{ms}ms");
+    }
+    let (h, m, s, frac) = (ms / 3_600_000, ms / 60_000 % 60, ms / 1000 % 60, ms % 1000);
+    let mut secs = s.to_string();
+    if frac > 0 {
+        let f = format!("{frac:03}");
+        secs.push('.');
+        secs.push_str(f.trim_end_matches('0'));
+    }
+    if h > 0 {
+        format!("{h}h{m}m{secs}s")
+    } else if m > 0 {
+        format!("{m}m{secs}s")
+    } else {
+        format!("{secs}s")
+    }
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum LimitKind {
+    Requests,
+    Tokens,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq)]
+struct Rejection {
+    kind: LimitKind,
+    /// Time until both buckets would admit the request.
+    wait: Duration,
+    /// The refusing bucket's per-minute limit, level and the cost asked.
+    limit: u64,
+    remaining: u64,
+    requested: u64,
+}
+
+/// An admitted request, for `GET /__mock/admissions`.
+#[derive(Serialize, Debug, Clone, PartialEq)]
+struct Admission {
+    t_ms: u64,
+    priority: Option<String>,
+    seq: Option<String>,
+    tokens: u64,
+}
+
+#[derive(Debug)]
+struct Limiter {
+    requests: Bucket,
+    tokens: Bucket,
+    admissions: VecDeque<Admission>,
+}
+
+impl Limiter {
+    fn new(rpm: u64, tpm: u64, now: Duration) -> Self {
+        Limiter {
+            requests: Bucket::new(rpm, 1, now),
+            tokens: Bucket::new(tpm, 0, now),
+            admissions: VecDeque::new(),
+        }
+    }
+
+    fn enabled(&self) -> bool {
+        !self.requests.unlimited() || !self.tokens.unlimited()
+    }
+
+    /// Replace the limits, with both buckets full.
+    fn set(&mut self, rpm: u64, tpm: u64, now: Duration) {
+        self.requests = Bucket::new(rpm, 1, now);
+        self.tokens = Bucket::new(tpm, 0, now);
+    }
+
+    fn refill(&mut self, now: Duration) {
+        self.requests.refill(now);
+        self.tokens.refill(now);
+    }
+
+    /// Charge one request costing `tokens` at `now`, or say why not (then
+    /// nothing is charged).
+    fn check(&mut self, tokens: u64, now: Duration) -> Result<(), Rejection> {
+        self.refill(now);
+        let r_ok = self.requests.admits(1);
+        let t_ok = self.tokens.admits(tokens);
+        if r_ok && t_ok {
+            self.requests.take(1);
+            self.tokens.take(tokens);
+            return Ok(());
+        }
+        let (rw, tw) = (self.requests.wait(1), self.tokens.wait(tokens));
+        let (kind, bucket, requested) = if !r_ok && (t_ok || rw >= tw) {
+            (LimitKind::Requests, &self.requests, 1)
+        } else {
+            (LimitKind::Tokens, &self.tokens, tokens)
+        };
+        Err(Rejection {
+            kind,
+            wait: rw.max(tw),
+            limit: bucket.limit,
+            remaining: bucket.remaining(),
+            requested,
+        })
+    }
+
+    fn headers(&self) -> RateHeaders {
+        RateHeaders {
+            requests: self.requests.header(),
+            tokens: self.tokens.header(),
+        }
+    }
+
+    fn record(&mut self, a: Admission) {
+        if self.admissions.len() >= MAX_ADMISSIONS {
+            self.admissions.pop_front();
+        }
+        self.admissions.push_back(a);
+    }
+}
+
+fn hdr_string(h: &HeaderMap, name: &str) -> Option<String> {
+    h.get(name)
+        .map(|v| String::from_utf8_lossy(v.as_bytes()).into_owned())
+}
+
+/// Load the tokenizer vocabularies so the first limited request does not pay
+/// for it (a few hundred ms).
+fn warm_up_estimator() {
+    use llmproxy::sched::tokens::Counter;
+    Counter::warm_up(&[Counter::O200k, Counter::Cl100k]);
+}
+
+/// The 429 answer for a rejected request.
+fn rate_limited_response(state: &State, r: &Rejection, rh: &RateHeaders) -> Response<MockBody> {
+    let (what, unit) = match r.kind {
+        LimitKind::Requests => ("requests", "RPM"),
+        LimitKind::Tokens => ("tokens", "TPM"),
+    };
+    let message = format!(
+        "Rate limit reached for {what} per min ({unit}): Limit {}, Remaining {}, Requested {}. Please try again in {}.",
+        r.limit,
+        r.remaining,
+        r.requested,
+        openai_duration(r.wait)
+    );
+    let mut resp = error_response(
+        state,
+        StatusCode::TOO_MANY_REQUESTS,
+        &message,
+        what,
+        "rate_limit_exceeded",
+    );
+    let ms = r.wait.as_nanos().div_ceil(1_000_000).max(1);
+    let secs = ms.div_ceil(1000).max(1);
+    let h = resp.headers_mut();
+    h.insert(
+        "retry-after",
+        HeaderValue::from(u64::try_from(secs).unwrap_or(u64::MAX)),
+    );
+    h.insert(
+        "retry-after-ms",
+        HeaderValue::from(u64::try_from(ms).unwrap_or(u64::MAX)),
+    );
+    rh.apply(h);
+    resp
+}
+
+/// Apply the rate limits to a request that has just been read. `Ok(None)`:
+/// no limit set (no lock taken, nothing estimated); `Ok(Some(headers))`: go
+/// on, sending these headers; `Err(resp)`: answer 429 now.
+fn rate_limit(
+    state: &State,
+    method: &Method,
+    headers: &HeaderMap,
+    endpoint: Option<Endpoint>,
+    body: &[u8],
+    parsed: Option<&ReqBody>,
+) -> Result<Option<RateHeaders>, Box<Response<MockBody>>> {
+    if !state.limits_on.load(Ordering::Relaxed) {
+        return Ok(None);
+    }
+    use llmproxy::route::Endpoint as Ep;
+    let ep = match endpoint {
+        _ if *method != Method::POST => None,
+        Some(Endpoint::Chat) => Some(Ep::ChatCompletions),
+        Some(Endpoint::Completions) => Some(Ep::Completions),
+        Some(Endpoint::Embeddings) => Some(Ep::Embeddings),
+        Some(Endpoint::Responses) => Some(Ep::Responses),
+        Some(Endpoint::Models) | None => None,
+    };
+    let Some(ep) = ep else {
+        // Not a limited request: only report the buckets.
+        let Ok(mut l) = state.limiter.lock() else {
+            return Ok(None);
+        };
+        l.refill(state.start.elapsed());
+        return Ok(Some(l.headers()));
+    };
+    let model = parsed.and_then(|p| p.model.as_str()).unwrap_or("");
+    let tokens =
+        llmproxy::sched::tokens::estimate_raw(ep, body, model, state.default_max_tokens).total();
+    let Ok(mut l) = state.limiter.lock() else {
+        return Ok(None);
+    };
+    let now = state.start.elapsed();
+    match l.check(tokens, now) {
+        Ok(()) => {
+            let rh = l.headers();
+            if l.enabled() {
+                l.record(Admission {
+                    t_ms: u64::try_from(now.as_millis()).unwrap_or(u64::MAX),
+                    priority: hdr_string(headers, "x-llmproxy-priority"),
+                    seq: hdr_string(headers, "x-test-seq"),
+                    tokens,
+                });
+                drop(l);
+                state.admitted.fetch_add(1, Ordering::Relaxed);
+                state.admitted_tokens.fetch_add(tokens, Ordering::Relaxed);
+            }
+            Ok(Some(rh))
+        }
+        Err(r) => {
+            let rh = l.headers();
+            drop(l);
+            state.rate_limited.fetch_add(1, Ordering::Relaxed);
+            Err(Box::new(rate_limited_response(state, &r, &rh)))
+        }
+    }
+}
+
+// ---------------------------------------------------------------------------
 // Control endpoints
 // ---------------------------------------------------------------------------
 
@@ -859,6 +1308,9 @@ fn control(state: &State, path: &str, query: Option<&str>) -> Response<MockBody>
                 "requests": state.requests.load(Ordering::Relaxed),
                 "in_flight": state.in_flight.load(Ordering::Relaxed),
                 "by_path": by_path,
+                "rate_limited": state.rate_limited.load(Ordering::Relaxed),
+                "admitted": state.admitted.load(Ordering::Relaxed),
+                "admitted_tokens": state.admitted_tokens.load(Ordering::Relaxed),
             });
             json_response(state, StatusCode::OK, body.to_string())
         }
@@ -873,7 +1325,63 @@ fn control(state: &State, path: &str, query: Option<&str>) -> Response<MockBody>
                 c.store(0, Ordering::Relaxed);
             }
             state.requests.store(0, Ordering::Relaxed);
+            if let Ok(mut l) = state.limiter.lock() {
+                l.admissions.clear();
+            }
+            state.rate_limited.store(0, Ordering::Relaxed);
+            state.admitted.store(0, Ordering::Relaxed);
+            state.admitted_tokens.store(0, Ordering::Relaxed);
             json_response(state, StatusCode::OK, r#"{"ok":true}"#)
+        }
+        "/__mock/admissions" => {
+            let body = match state.limiter.lock() {
+                Ok(l) => serde_json::to_string(&l.admissions).unwrap_or_else(|_| "[]".to_owned()),
+                Err(_) => "[]".to_owned(),
+            };
+            json_response(state, StatusCode::OK, body)
+        }
+        "/__mock/limits" => {
+            let param = |key: &str| match query_param(query, key) {
+                None => Ok(None),
+                Some(v) => v.parse::<u64>().map(Some).map_err(|_| key.to_owned()),
+            };
+            let (rpm, tpm) = match (param("rpm"), param("tpm")) {
+                (Ok(r), Ok(t)) => (r, t),
+                (Err(k), _) | (_, Err(k)) => {
+                    return error_response(
+                        state,
+                        StatusCode::BAD_REQUEST,
+                        &format!("{k} must be a non-negative integer"),
+                        "invalid_request_error",
+                        &format!("bad_{k}"),
+                    )
+                }
+            };
+            if rpm.is_some_and(|n| n > 0)
+                || tpm.is_some_and(|n| n > 0)
+                || state.limits_on.load(Ordering::Relaxed)
+            {
+                warm_up_estimator();
+            }
+            let Ok(mut l) = state.limiter.lock() else {
+                return error_response(
+                    state,
+                    StatusCode::INTERNAL_SERVER_ERROR,
+                    "limiter lock poisoned",
+                    "server_error",
+                    "poisoned",
+                );
+            };
+            let rpm = rpm.unwrap_or(l.requests.limit);
+            let tpm = tpm.unwrap_or(l.tokens.limit);
+            l.set(rpm, tpm, state.start.elapsed());
+            state.limits_on.store(l.enabled(), Ordering::Relaxed);
+            drop(l);
+            json_response(
+                state,
+                StatusCode::OK,
+                format!(r#"{{"ok":true,"rpm":{rpm},"tpm":{tpm}}}"#),
+            )
         }
         "/__mock/fail" => match query_param(query, "status").and_then(|s| s.parse::<u16>().ok()) {
             Some(code) if code == 0 || fail_code(u64::from(code)).is_some() => {
@@ -1027,6 +1535,21 @@ async fn handle(
         );
     }
 
+    let rate_headers = match rate_limit(
+        &state,
+        &parts.method,
+        &parts.headers,
+        endpoint,
+        &body,
+        parsed.as_ref().and_then(|r| r.as_ref().ok()),
+    ) {
+        Ok(rh) => rh,
+        Err(mut resp) => {
+            resp.body_mut()._guard = Some(guard);
+            return Ok(*resp);
+        }
+    };
+
     let latency = hdr_u64(&parts.headers, "x-mock-latency-ms")
         .unwrap_or_else(|| state.latency_ms.load(Ordering::Relaxed));
     if latency > 0 {
@@ -1042,6 +1565,9 @@ async fn handle(
         body.len(),
         parsed,
     );
+    if let Some(rh) = rate_headers {
+        rh.apply(resp.headers_mut());
+    }
     resp.body_mut()._guard = Some(guard);
     Ok(resp)
 }
@@ -1145,7 +1671,17 @@ async fn serve(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         path_counts: Default::default(),
         other_paths: Mutex::new(HashMap::new()),
         records: Mutex::new(VecDeque::new()),
+        start: std::time::Instant::now(),
+        default_max_tokens: cli.default_max_tokens,
+        limits_on: AtomicBool::new(cli.rpm > 0 || cli.tpm > 0),
+        limiter: Mutex::new(Limiter::new(cli.rpm, cli.tpm, Duration::ZERO)),
+        rate_limited: AtomicU64::new(0),
+        admitted: AtomicU64::new(0),
+        admitted_tokens: AtomicU64::new(0),
     });
+    if cli.rpm > 0 || cli.tpm > 0 {
+        warm_up_estimator();
+    }
 
     {
         let mut out = std::io::stdout().lock();
@@ -1182,4 +1718,202 @@ fn main() -> Result<(), Box<dyn std::error::Error>> {
         .enable_all()
         .build()?;
     rt.block_on(serve(cli))
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn ms(n: u64) -> Duration {
+        Duration::from_millis(n)
+    }
+
+    #[test]
+    fn bucket_capacity_is_one_second_worth() {
+        let b = Bucket::new(60_000, 1, ms(0));
+        assert_eq!(b.remaining(), 1000);
+        assert!(b.is_full());
+        // rpm below 60: the request bucket still holds one request.
+        let b = Bucket::new(6, 1, ms(0));
+        assert_eq!(b.remaining(), 1);
+        // tpm below 60: capacity is a fraction of a token.
+        let b = Bucket::new(30, 0, ms(0));
+        assert_eq!(b.remaining(), 0);
+        assert!(b.is_full());
+    }
+
+    #[test]
+    fn bucket_drains_and_refills_continuously() {
+        let mut b = Bucket::new(60_000, 1, ms(0)); // 1000/s, capacity 1000
+        for _ in 0..1000 {
+            assert!(b.admits(1));
+            b.take(1);
+        }
+        assert_eq!(b.remaining(), 0);
+        assert!(!b.admits(1));
+        assert_eq!(b.wait(1), ms(1));
+        assert_eq!(b.reset_in(), ms(1000));
+        b.refill(ms(1));
+        assert_eq!(b.remaining(), 1);
+        assert!(b.admits(1));
+        b.refill(ms(250));
+        assert_eq!(b.remaining(), 250);
+        assert_eq!(b.reset_in(), ms(750));
+        // Never above capacity.
+        b.refill(ms(10_000));
+        assert_eq!(b.remaining(), 1000);
+        assert!(b.is_full());
+        assert_eq!(b.reset_in(), Duration::ZERO);
+        // Time going backwards changes nothing.
+        b.take(500);
+        b.refill(ms(5_000));
+        assert_eq!(b.remaining(), 500);
+    }
+
+    #[test]
+    fn bucket_fractional_refill_is_exact() {
+        // 6 rpm: 0.1 request per second, capacity 1.
+        let mut b = Bucket::new(6, 1, ms(0));
+        b.take(1);
+        assert!(!b.admits(1));
+        assert_eq!(b.wait(1), ms(10_000));
+        b.refill(ms(9_999));
+        assert!(!b.admits(1));
+        b.refill(ms(10_000));
+        assert!(b.admits(1));
+        assert!(b.is_full());
+    }
+
+    #[test]
+    fn oversized_request_passes_only_from_full_bucket() {
+        // 6000 tpm: 100 tokens/s, capacity 100.
+        let mut b = Bucket::new(6_000, 0, ms(0));
+        assert!(b.admits(250));
+        b.take(250);
+        assert_eq!(b.remaining(), 0);
+        assert!(!b.admits(1));
+        // From -150 back to 1 token takes 1.51 s; to full 2.5 s.
+        assert_eq!(b.wait(1), ms(1_510));
+        assert_eq!(b.wait(250), ms(2_500));
+        assert_eq!(b.reset_in(), ms(2_500));
+        b.refill(ms(2_499));
+        assert!(b.admits(50));
+        assert!(!b.admits(250));
+        b.refill(ms(2_500));
+        assert!(b.admits(250));
+    }
+
+    #[test]
+    fn unlimited_bucket_admits_everything() {
+        let mut b = Bucket::new(0, 1, ms(0));
+        assert!(b.unlimited());
+        b.take(u64::MAX);
+        assert!(b.admits(u64::MAX));
+        assert_eq!(b.wait(1), Duration::ZERO);
+        assert_eq!(b.header(), None);
+    }
+
+    #[test]
+    fn limiter_rejection_consumes_nothing() {
+        // 120 rpm (2/s, capacity 2), 600 tpm (10/s, capacity 10).
+        let mut l = Limiter::new(120, 600, ms(0));
+        assert!(l.enabled());
+        assert_eq!(l.check(4, ms(0)), Ok(()));
+        // Tokens: 6 left; a 7-token request is refused on tokens.
+        let r = l.check(7, ms(0)).unwrap_err();
+        assert_eq!(r.kind, LimitKind::Tokens);
+        assert_eq!(r.wait, ms(100));
+        assert_eq!((r.limit, r.remaining, r.requested), (600, 6, 7));
+        let h = l.headers();
+        assert_eq!(
+            h.requests,
+            Some(RateHeader {
+                limit: 120,
+                remaining: 1,
+                reset: ms(500)
+            })
+        );
+        assert_eq!(
+            h.tokens,
+            Some(RateHeader {
+                limit: 600,
+                remaining: 6,
+                reset: ms(400)
+            })
+        );
+        assert_eq!(l.check(6, ms(0)), Ok(()));
+        // Requests now empty: refused on requests (wait 500 ms > tokens' 100 ms).
+        let r = l.check(1, ms(0)).unwrap_err();
+        assert_eq!(r.kind, LimitKind::Requests);
+        assert_eq!(r.wait, ms(500));
+        assert_eq!(l.check(1, ms(500)), Ok(()));
+    }
+
+    #[test]
+    fn limiter_both_refusing_reports_longer_wait() {
+        let mut l = Limiter::new(60, 60, ms(0)); // 1 req/s, 1 token/s
+        assert_eq!(l.check(1, ms(0)), Ok(()));
+        // Requests wait 1 s, tokens (needs 1 from 0) 1 s, ties go to requests.
+        assert_eq!(l.check(1, ms(0)).unwrap_err().kind, LimitKind::Requests);
+        let mut l = Limiter::new(60, 60, ms(0));
+        assert_eq!(l.check(5, ms(0)), Ok(())); // full token bucket: goes to -4
+        let r = l.check(1, ms(0)).unwrap_err();
+        assert_eq!(r.kind, LimitKind::Tokens);
+        assert_eq!(r.wait, ms(5_000));
+    }
+
+    #[test]
+    fn limiter_single_limit() {
+        let mut l = Limiter::new(0, 6_000, ms(0));
+        assert_eq!(l.headers().requests, None);
+        for _ in 0..10 {
+            assert_eq!(l.check(10, ms(0)), Ok(()));
+        }
+        assert!(l.check(10, ms(0)).is_err());
+        l.set(0, 0, ms(0));
+        assert!(!l.enabled());
+        assert_eq!(l.check(1_000_000, ms(0)), Ok(()));
+        l.set(60, 0, ms(0));
+        assert_eq!(l.check(1_000_000, ms(0)), Ok(()));
+        assert_eq!(l.check(0, ms(999)).unwrap_err().kind, LimitKind::Requests);
+        assert_eq!(l.check(0, ms(1_000)), Ok(()));
+    }
+
+    #[test]
+    fn admissions_are_bounded() {
+        let mut l = Limiter::new(1, 0, ms(0));
+        for i in 0..(MAX_ADMISSIONS as u64 + 5) {
+            l.record(Admission {
+                t_ms: i,
+                priority: None,
+                seq: None,
+                tokens: 0,
+            });
+        }
+        assert_eq!(l.admissions.len(), MAX_ADMISSIONS);
+        assert_eq!(l.admissions.front().map(|a| a.t_ms), Some(5));
+    }
+
+    #[test]
+    fn reset_durations_in_openai_format() {
+        assert_eq!(openai_duration(Duration::ZERO), "0s");
+        assert_eq!(openai_duration(Duration::from_micros(1)), "1ms");
+        assert_eq!(openai_duration(ms(250)), "250ms");
+        assert_eq!(openai_duration(ms(1_000)), "1s");
+        assert_eq!(openai_duration(ms(1_500)), "1.5s");
+        assert_eq!(openai_duration(ms(17_565)), "17.565s");
+        assert_eq!(openai_duration(ms(360_000)), "6m0s");
+        assert_eq!(openai_duration(ms(90_250)), "1m30.25s");
+        assert_eq!(openai_duration(ms(3_723_000)), "1h2m3s");
+    }
+
+    #[test]
+    fn headers_are_written() {
+        let mut h = HeaderMap::new();
+        Limiter::new(0, 600, ms(0)).headers().apply(&mut h);
+        assert_eq!(h.get("x-ratelimit-limit-tokens").unwrap(), "600");
+        assert_eq!(h.get("x-ratelimit-remaining-tokens").unwrap(), "10");
+        assert_eq!(h.get("x-ratelimit-reset-tokens").unwrap(), "0s");
+        assert!(h.get("x-ratelimit-limit-requests").is_none());
+    }
 }

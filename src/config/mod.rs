@@ -12,6 +12,7 @@ pub mod reader;
 pub mod routes;
 pub mod secret;
 pub mod server;
+pub mod state;
 pub mod upstreams;
 
 pub use admin::AdminConfig;
@@ -39,6 +40,7 @@ pub struct Config {
     pub models: Vec<Model>,
     pub routes: Vec<Route>,
     pub logging: LoggingConfig,
+    pub state: state::StateConfig,
     /// The parsed YAML with secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
 }
@@ -92,7 +94,7 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
 fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let root = Node::new(value, "");
     let m = root.map(r, TOP_KEYS)?;
-    m.not_yet(r, &["state", "cache", "tracing"]);
+    m.not_yet(r, &["cache", "tracing"]);
     let server = m.required(r, "server", server::read);
     let admin = m.with(r, "admin", admin::read).unwrap_or_default();
     let mut upstreams = m
@@ -105,6 +107,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
         .with(r, "routes", |r, n| Some(n.list(r, routes::read)))
         .unwrap_or_default();
     let logging = m.with(r, "logging", logging::read).unwrap_or_default();
+    let state = m.with(r, "state", state::read).unwrap_or_default();
     let server = server?;
     resolve(r, &server, &mut upstreams, &mut models, &mut routes);
     let redacted = serde_json::to_value(secret::redact(value)).unwrap_or_default();
@@ -115,6 +118,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
         models,
         routes,
         logging,
+        state,
         redacted,
     })
 }

@@ -30,6 +30,41 @@ pub struct Deployment {
     pub upstream_idx: usize,
     pub model: String,
     pub weight: usize,
+    /// Requests per minute this deployment may be sent (seed 000); `None`: unlimited.
+    pub rpm: Option<u64>,
+    /// Tokens per minute, counted the way the provider counts (prompt + max output at admission).
+    pub tpm: Option<u64>,
+}
+
+/// `models[].queue`: how requests wait for budget (seed 000 scheduler).
+#[derive(Debug, Clone, PartialEq)]
+pub struct QueuePolicy {
+    /// Waiting requests beyond this get 429 at once.
+    pub max_size: usize,
+    /// A request that cannot start within this gets 429 with `Retry-After`.
+    pub max_wait: Duration,
+    pub scheduling: Scheduling,
+    /// Output tokens charged at admission when the client sets no maximum.
+    pub default_max_tokens: u64,
+}
+
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Scheduling {
+    /// Strict arrival order.
+    Fifo,
+    /// `x-llmproxy-priority` 9 first; round robin across keys within a priority.
+    Priority,
+}
+
+impl Default for QueuePolicy {
+    fn default() -> Self {
+        QueuePolicy {
+            max_size: 100,
+            max_wait: Duration::from_secs(30),
+            scheduling: Scheduling::Fifo,
+            default_max_tokens: 1024,
+        }
+    }
 }
 
 /// Which failures are retried.
@@ -83,10 +118,11 @@ pub struct Model {
     pub context_window_fallbacks: Vec<String>,
     /// Whole-request limit for this model; per-request `request_timeout` may lower it.
     pub timeout: Option<Duration>,
+    pub queue: QueuePolicy,
 }
 
 /// Keys of the reference that later features implement.
-const NOT_YET: &[&str] = &["drop_params", "queue", "cache", "batch", "pricing"];
+const NOT_YET: &[&str] = &["drop_params", "cache", "batch", "pricing"];
 
 pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
     let mut allowed = vec![
@@ -99,6 +135,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         "fallbacks",
         "context_window_fallbacks",
         "timeout",
+        "queue",
     ];
     allowed.extend_from_slice(NOT_YET);
     let m = node.map(r, &allowed)?;
@@ -143,6 +180,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         })
         .unwrap_or_default();
     let timeout = m.with(r, "timeout", |r, n| n.duration(r));
+    let queue = m.with(r, "queue", read_queue).unwrap_or_default();
     Some(Model {
         name: name?,
         aliases,
@@ -153,7 +191,53 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         fallbacks,
         context_window_fallbacks,
         timeout,
+        queue,
     })
+}
+
+fn read_queue(r: &mut Reader, n: Node) -> Option<QueuePolicy> {
+    let m = n.map(
+        r,
+        &["max_size", "max_wait", "scheduling", "default_max_tokens"],
+    )?;
+    let d = QueuePolicy::default();
+    let max_size = m.with(r, "max_size", |r, n| n.u64(r)).unwrap_or(100);
+    if max_size > 1_000_000 {
+        r.error(
+            &format!("{}.max_size", m.path()),
+            "max_size must be at most 1000000",
+        );
+    }
+    Some(QueuePolicy {
+        max_size: max_size.min(1_000_000) as usize,
+        max_wait: m
+            .with(r, "max_wait", |r, n| n.duration(r))
+            .unwrap_or(d.max_wait),
+        scheduling: m
+            .with(r, "scheduling", |r, n| {
+                n.choice(
+                    r,
+                    &[("fifo", Scheduling::Fifo), ("priority", Scheduling::Priority)],
+                )
+            })
+            .unwrap_or(d.scheduling),
+        default_max_tokens: m
+            .with(r, "default_max_tokens", |r, n| n.u64(r))
+            .unwrap_or(d.default_max_tokens),
+    })
+}
+
+/// An optional positive per-minute limit at `key` (0 is an error: leave the key out for none).
+pub fn per_minute(r: &mut Reader, m: &super::reader::Map, key: &str) -> Option<u64> {
+    let v = m.with(r, key, |r, n| n.u64(r))?;
+    if v == 0 {
+        r.error(
+            &format!("{}.{key}", m.path()),
+            "must be a positive number per minute (leave the key out for no limit)",
+        );
+        return None;
+    }
+    Some(v)
 }
 
 /// Without a `retry` section: each deployment is tried once when connects fail (nothing was sent, so
@@ -239,7 +323,7 @@ fn read_cooldown(r: &mut Reader, n: Node) -> Option<CooldownPolicy> {
 
 fn read_deployment(r: &mut Reader, n: Node) -> Option<Deployment> {
     let m = n.map(r, &["upstream", "model", "weight", "rpm", "tpm", "params"])?;
-    m.not_yet(r, &["rpm", "tpm", "params"]);
+    m.not_yet(r, &["params"]);
     let upstream = m.required(r, "upstream", |r, n| n.string(r));
     let model = m.required(r, "model", |r, n| n.string(r));
     let weight = m.with(r, "weight", |r, n| n.u64(r)).unwrap_or(1);
@@ -254,5 +338,7 @@ fn read_deployment(r: &mut Reader, n: Node) -> Option<Deployment> {
         upstream_idx: usize::MAX,
         model: model?,
         weight: weight.clamp(1, 1000) as usize,
+        rpm: per_minute(r, &m, "rpm"),
+        tpm: per_minute(r, &m, "tpm"),
     })
 }

@@ -11,6 +11,16 @@ pub struct Listener {
     pub listen: SocketAddr,
     /// Model names (or aliases) this listener serves; empty = all.
     pub models: Vec<String>,
+    /// Per-client-IP token bucket (seed 001).
+    pub client_ratelimit: Option<ClientRateLimit>,
+}
+
+/// `listeners[].client_ratelimit`: each client IP may send `per_second` requests on average and
+/// `burst` at once.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct ClientRateLimit {
+    pub per_second: f64,
+    pub burst: f64,
 }
 
 /// Timeouts applied to client connections.
@@ -137,7 +147,7 @@ fn reject_non_default(r: &mut Reader, m: &Map) {
 
 fn read_listener(r: &mut Reader, n: Node) -> Option<Listener> {
     let m = n.map(r, &["name", "listen", "models", "client_ratelimit", "tls"])?;
-    m.not_yet(r, &["client_ratelimit", "tls"]);
+    m.not_yet(r, &["tls"]);
     let name = m.required(r, "name", |r, n| n.string(r));
     let listen = m.required(r, "listen", |r, n| {
         let s = n.string(r)?;
@@ -152,10 +162,33 @@ fn read_listener(r: &mut Reader, n: Node) -> Option<Listener> {
     let models = m
         .with(r, "models", |r, n| Some(n.list_of_strings(r)))
         .unwrap_or_default();
+    let client_ratelimit = m.with(r, "client_ratelimit", read_client_ratelimit);
     Some(Listener {
         name: name?,
         listen: listen?,
         models,
+        client_ratelimit,
+    })
+}
+
+fn read_client_ratelimit(r: &mut Reader, n: Node) -> Option<ClientRateLimit> {
+    let m = n.map(r, &["per_second", "burst"])?;
+    let per_second = m.required(r, "per_second", |r, n| n.u64(r))?;
+    if per_second == 0 {
+        r.error(
+            &format!("{}.per_second", m.path()),
+            "per_second must be positive (leave client_ratelimit out for no limit)",
+        );
+        return None;
+    }
+    let burst = m.with(r, "burst", |r, n| n.u64(r)).unwrap_or(per_second);
+    if burst == 0 {
+        r.error(&format!("{}.burst", m.path()), "burst must be positive");
+        return None;
+    }
+    Some(ClientRateLimit {
+        per_second: per_second as f64,
+        burst: burst as f64,
     })
 }
 

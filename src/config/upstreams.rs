@@ -135,6 +135,23 @@ pub struct Upstream {
     pub headers: Vec<HeaderOp>,
     pub client: ClientSettings,
     pub health_check: HealthCheckConfig,
+    /// Account-wide limits shared by all deployments on this upstream.
+    pub limits: Limits,
+}
+
+/// Per-minute request and token limits (`None`: unlimited).
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub struct Limits {
+    pub rpm: Option<u64>,
+    pub tpm: Option<u64>,
+}
+
+pub fn read_limits(r: &mut Reader, n: Node) -> Option<Limits> {
+    let m = n.map(r, &["rpm", "tpm"])?;
+    Some(Limits {
+        rpm: super::models::per_minute(r, &m, "rpm"),
+        tpm: super::models::per_minute(r, &m, "tpm"),
+    })
 }
 
 pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
@@ -152,7 +169,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
             "health_check",
         ],
     )?;
-    m.not_yet(r, &["limits", "api_version"]);
+    m.not_yet(r, &["api_version"]);
     let name = m.required(r, "name", |r, n| n.string(r));
     let provider = m
         .with(r, "provider", |r, n| {
@@ -181,6 +198,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
         .unwrap_or_default();
     let client = m.with(r, "client", read_client).unwrap_or_default();
     let health_check = m.with(r, "health_check", read_health).unwrap_or_default();
+    let limits = m.with(r, "limits", read_limits).unwrap_or_default();
     Some(Upstream {
         name: name?,
         provider,
@@ -189,6 +207,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
         headers,
         client,
         health_check,
+        limits,
     })
 }
 

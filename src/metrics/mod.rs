@@ -34,6 +34,11 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub fallbacks: IntCounterVec,
+    pub queue_depth: IntGaugeVec,
+    pub queue_wait: HistogramVec,
+    pub queue_rejections: IntCounterVec,
+    pub state_errors: IntCounterVec,
+    pub token_estimate_error: HistogramVec,
 }
 
 fn counter(
@@ -72,7 +77,41 @@ impl Metrics {
             &["upstream"],
         )?;
         r.register(Box::new(upstream_healthy.clone()))?;
+        let queue_depth = IntGaugeVec::new(
+            Opts::new("llmproxy_queue_depth", "Requests waiting for rate budget"),
+            &["model"],
+        )?;
+        r.register(Box::new(queue_depth.clone()))?;
+        let token_estimate_error = HistogramVec::new(
+            HistogramOpts::new(
+                "llmproxy_token_estimate_error_ratio",
+                "(estimated - actual) / actual prompt tokens, per answered request",
+            )
+            .buckets(vec![-0.5, -0.2, -0.1, -0.05, -0.01, 0.01, 0.05, 0.1, 0.2, 0.5]),
+            &["model"],
+        )?;
+        r.register(Box::new(token_estimate_error.clone()))?;
         Ok(Metrics {
+            queue_depth,
+            token_estimate_error,
+            queue_wait: histogram(
+                &r,
+                "llmproxy_queue_wait_seconds",
+                "Time requests waited in the scheduler's queue",
+                &["model"],
+            )?,
+            queue_rejections: counter(
+                &r,
+                "llmproxy_queue_rejections_total",
+                "Requests the scheduler refused, by reason (queue_full, max_wait, state_unavailable)",
+                &["model", "reason"],
+            )?,
+            state_errors: counter(
+                &r,
+                "llmproxy_state_errors_total",
+                "Failed calls to shared state (Redis)",
+                &["backend"],
+            )?,
             stats: stats::Stats::default(),
             upstream_requests: counter(
                 &r,
