@@ -65,10 +65,10 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
     let mut server = Server::new_with_opt_and_conf(opt, conf);
     server.bootstrap();
 
-    let state =
-        State::build(config.clone(), None).map_err(|e| format!("building upstream pools: {e}"))?;
-    resolve_upstreams(&state);
     let metrics = Metrics::new().map_err(|e| format!("registering metrics: {e}"))?;
+    let state = State::build(config.clone(), None, Some(&metrics))
+        .map_err(|e| format!("building upstream pools: {e}"))?;
+    resolve_upstreams(&state);
     for l in &config.server.listeners {
         // Export every listener's rate-limit counter from the start, at 0.
         metrics.ratelimit.with_label_values(&[l.name.as_str()]);

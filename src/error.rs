@@ -36,6 +36,13 @@ pub enum GatewayError {
     UpstreamTimeout(String),
     /// Connect failures after every deployment was tried, or a broken upstream exchange.
     UpstreamError(String),
+    /// Client-IP limit, key limit, queue full or queue wait exceeded.
+    RateLimited {
+        message: String,
+        retry_after: std::time::Duration,
+    },
+    /// Shared state (Redis) unreachable with `state.redis_failure: closed`.
+    StateUnavailable(String),
 }
 
 impl GatewayError {
@@ -58,6 +65,8 @@ impl GatewayError {
             GatewayError::UpstreamError(_) => 502,
             GatewayError::NoHealthyUpstream(_) => 503,
             GatewayError::UpstreamTimeout(_) => 504,
+            GatewayError::RateLimited { .. } => 429,
+            GatewayError::StateUnavailable(_) => 503,
         }
     }
 
@@ -74,6 +83,8 @@ impl GatewayError {
             GatewayError::NoHealthyUpstream(_) => "no_healthy_upstream",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::UpstreamError(_) => "upstream_error",
+            GatewayError::RateLimited { .. } => "rate_limited",
+            GatewayError::StateUnavailable(_) => "state_unavailable",
         }
     }
 
@@ -89,7 +100,9 @@ impl GatewayError {
             GatewayError::ModelNotAllowed(_) => "permission_error",
             GatewayError::NoHealthyUpstream(_)
             | GatewayError::UpstreamTimeout(_)
-            | GatewayError::UpstreamError(_) => "api_error",
+            | GatewayError::UpstreamError(_)
+            | GatewayError::StateUnavailable(_) => "api_error",
+            GatewayError::RateLimited { .. } => "rate_limit_error",
         }
     }
 
@@ -100,7 +113,9 @@ impl GatewayError {
             | GatewayError::ModelNotAllowed(m)
             | GatewayError::NoHealthyUpstream(m)
             | GatewayError::UpstreamTimeout(m)
-            | GatewayError::UpstreamError(m) => m.clone(),
+            | GatewayError::UpstreamError(m)
+            | GatewayError::StateUnavailable(m) => m.clone(),
+            GatewayError::RateLimited { message, .. } => message.clone(),
             GatewayError::ModelNotFound { model, available } => format!(
                 "The model `{model}` does not exist or you do not have access to it. Available models: {}",
                 if available.is_empty() {
@@ -121,6 +136,14 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { param, .. } => *param,
             GatewayError::ModelNotFound { .. } | GatewayError::ModelNotAllowed(_) => Some("model"),
+            _ => None,
+        }
+    }
+
+    /// `Retry-After` for the answer, when the client should come back later.
+    pub fn retry_after(&self) -> Option<std::time::Duration> {
+        match self {
+            GatewayError::RateLimited { retry_after, .. } => Some(*retry_after),
             _ => None,
         }
     }

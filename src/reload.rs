@@ -95,11 +95,12 @@ impl Reloader {
         let cfg = self.source.load()?;
         let old = self.shared.state.load_full();
         warn_about_restart_only_settings(&old.config, &cfg);
-        let state = State::build(Arc::new(cfg), Some(&old)).map_err(|e| {
-            let mut errs = ConfigErrors::default();
-            errs.push("", format!("building upstream pools: {e}"));
-            errs
-        })?;
+        let state =
+            State::build(Arc::new(cfg), Some(&old), Some(&self.shared.metrics)).map_err(|e| {
+                let mut errs = ConfigErrors::default();
+                errs.push("", format!("building upstream pools: {e}"));
+                errs
+            })?;
         // New upstreams get their addresses before they receive traffic.
         let new_pools: Vec<Arc<UpstreamPool>> = state
             .upstreams

@@ -23,13 +23,21 @@ pub struct State {
     pub balancers: Vec<Balancer>,
     /// One per `config.upstreams` entry.
     pub upstreams: Vec<Arc<UpstreamPool>>,
+    /// Rate budgets and queues, one per `config.models` entry.
+    pub sched: crate::sched::Scheduler,
 }
 
 impl State {
     /// Build the state for `config`. With `previous`, an upstream whose settings did not change keeps
     /// its pool (addresses, health, last error), and a deployment on it that did not change keeps its
     /// live state (cooldown, requests in flight).
-    pub fn build(config: Arc<Config>, previous: Option<&State>) -> pingora::Result<State> {
+    pub fn build(
+        config: Arc<Config>,
+        previous: Option<&State>,
+        metrics: Option<&crate::metrics::Metrics>,
+    ) -> pingora::Result<State> {
+        let sched = crate::sched::Scheduler::build(&config, previous.map(|p| &p.sched), metrics)
+            .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?;
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         let mut kept = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
@@ -68,6 +76,7 @@ impl State {
             router: Router::new(&config),
             balancers,
             upstreams,
+            sched,
             config,
         })
     }
@@ -80,6 +89,8 @@ pub struct Shared {
     /// The upstream connection pool for model requests (one per process, so connections are reused
     /// across requests and config reloads).
     pub connector: Upstreams,
+    /// Per-client-IP token buckets (`listeners[].client_ratelimit`), kept across reloads.
+    pub client_buckets: crate::sched::store::LocalStore,
 }
 
 /// The upstream connection pool (HTTP/1.1), shared by every request.
@@ -122,6 +133,7 @@ impl Shared {
             state: ArcSwap::from_pointee(state),
             metrics,
             connector,
+            client_buckets: Default::default(),
         }
     }
 

@@ -124,7 +124,13 @@ impl ServeHttp for Admin {
                 )
             }
             "/config" => json_response(200, self.shared.state.load().config.redacted.clone()),
-            "/stats" => json_response(200, self.shared.metrics.stats.json()),
+            "/stats" => {
+                let mut v = self.shared.metrics.stats.json();
+                if let Some(map) = v.as_object_mut() {
+                    map.insert("scheduler".into(), self.shared.state.load().sched.stats());
+                }
+                json_response(200, v)
+            }
             _ => error(404, "not_found", "unknown admin path"),
         }
     }

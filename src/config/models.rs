@@ -217,7 +217,10 @@ fn read_queue(r: &mut Reader, n: Node) -> Option<QueuePolicy> {
             .with(r, "scheduling", |r, n| {
                 n.choice(
                     r,
-                    &[("fifo", Scheduling::Fifo), ("priority", Scheduling::Priority)],
+                    &[
+                        ("fifo", Scheduling::Fifo),
+                        ("priority", Scheduling::Priority),
+                    ],
                 )
             })
             .unwrap_or(d.scheduling),

@@ -51,7 +51,10 @@ pub fn read(r: &mut Reader, node: Node) -> Option<StateConfig> {
         .with(r, "redis_failure", |r, n| {
             n.choice(
                 r,
-                &[("open", RedisFailure::Open), ("closed", RedisFailure::Closed)],
+                &[
+                    ("open", RedisFailure::Open),
+                    ("closed", RedisFailure::Closed),
+                ],
             )
         })
         .unwrap_or(RedisFailure::Open);

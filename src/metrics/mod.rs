@@ -87,7 +87,9 @@ impl Metrics {
                 "llmproxy_token_estimate_error_ratio",
                 "(estimated - actual) / actual prompt tokens, per answered request",
             )
-            .buckets(vec![-0.5, -0.2, -0.1, -0.05, -0.01, 0.01, 0.05, 0.1, 0.2, 0.5]),
+            .buckets(vec![
+                -0.5, -0.2, -0.1, -0.05, -0.01, 0.01, 0.05, 0.1, 0.2, 0.5,
+            ]),
             &["model"],
         )?;
         r.register(Box::new(token_estimate_error.clone()))?;

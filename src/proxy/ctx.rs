@@ -34,6 +34,19 @@ pub struct RequestCtx {
     /// The passthrough route matched by the path (set even when the request is then refused).
     pub route: Option<usize>,
     pub passthrough: Option<Passthrough>,
+    /// The scheduler's admission of the attempt that answered (for feedback and reconciliation).
+    pub admission: Option<Admission>,
+    /// Time spent waiting in scheduler queues, all attempts together.
+    pub queue_wait: std::time::Duration,
+    /// A stable identity of the caller's API key (a hash; never the key).
+    pub key_id: Option<std::sync::Arc<str>>,
+}
+
+/// What the scheduler charged a request's current attempt.
+pub struct Admission {
+    pub sched: std::sync::Arc<crate::sched::ModelSched>,
+    pub deployment: usize,
+    pub estimate: crate::sched::tokens::Estimate,
 }
 
 impl RequestCtx {
@@ -52,6 +65,9 @@ impl RequestCtx {
             first_byte: None,
             route: None,
             passthrough: None,
+            admission: None,
+            queue_wait: std::time::Duration::ZERO,
+            key_id: None,
         }
     }
 }

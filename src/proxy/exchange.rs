@@ -234,7 +234,7 @@ async fn try_model(
             tried.clear();
             balancer.pick(&state.upstreams, &[])
         });
-        let Some(d) = picked else {
+        let Some(mut d) = picked else {
             break;
         };
         if attempt > 0 {
@@ -249,6 +249,13 @@ async fn try_model(
                 .inc();
             if !delay.is_zero() && wait_or_client_gone(session, delay).await {
                 return Err(Failure::ClientGone);
+            }
+        }
+        let sched = &state.sched.models[m];
+        if sched.active() {
+            match admit(state, session, ctx, ex, m, d, &tried, deadlines).await {
+                Ok(admitted) => d = admitted,
+                Err(f) => return Err(f),
             }
         }
         tried.push(d);
@@ -377,6 +384,116 @@ async fn try_model(
             model.name
         )))
     }))
+}
+
+/// Wait for rate budget (seed 000): the balancer's pick `first` is preferred, any other usable
+/// deployment of the model that has budget will do. Charges the request; refuses with 429 when the
+/// model's queue is full or the wait would pass `queue.max_wait` (or the request's deadline).
+#[allow(clippy::too_many_arguments)]
+async fn admit(
+    state: &State,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    ex: &Exchange<'_, '_>,
+    m: usize,
+    first: usize,
+    tried: &[usize],
+    deadlines: Deadlines,
+) -> Result<usize, Failure> {
+    let sched = &state.sched.models[m];
+    let balancer = &state.balancers[m];
+    let mut candidates = vec![first];
+    let usable = |i: usize| {
+        state
+            .upstreams
+            .get(balancer.deployments[i].upstream_idx)
+            .is_some_and(|u| u.healthy())
+            && !balancer.deployments[i].cooling()
+    };
+    candidates.extend(
+        (0..balancer.deployments.len()).filter(|&i| i != first && !tried.contains(&i) && usable(i)),
+    );
+    let estimate = if sched.needs_tokens() {
+        crate::sched::tokens::estimate(
+            ex.endpoint,
+            &ex.req.body,
+            sched.counter,
+            sched.policy.default_max_tokens,
+        )
+    } else {
+        crate::sched::tokens::Estimate::default()
+    };
+    let priority = session
+        .req_header()
+        .headers
+        .get("x-llmproxy-priority")
+        .and_then(|v| v.to_str().ok())
+        .and_then(|v| v.trim().parse::<u8>().ok())
+        .unwrap_or(0);
+    if ctx.key_id.is_none()
+        && sched.policy.scheduling == crate::config::models::Scheduling::Priority
+    {
+        let h = &session.req_header().headers;
+        ctx.key_id = ["authorization", "x-api-key", "api-key"]
+            .iter()
+            .find_map(|k| h.get(*k))
+            .map(|v| crate::sched::key_identity(v.as_bytes()));
+    }
+    let ask = crate::sched::Ask {
+        tokens: estimate.total() as f64,
+        priority,
+        key: ctx.key_id.clone(),
+        key_requests: None,
+        key_tokens: None,
+    };
+    let remaining = deadlines
+        .total
+        .saturating_duration_since(TokioInstant::now());
+    let acquired = tokio::select! {
+        biased;
+        r = tokio::time::timeout(remaining, sched.acquire(candidates, ask)) => r,
+        _ = client_gone(session, PROBE_AFTER) => return Err(Failure::ClientGone),
+    };
+    let model = &sched.name;
+    match acquired {
+        Ok(Ok(ticket)) => {
+            ctx.queue_wait += ticket.waited;
+            ctx.admission = Some(super::ctx::Admission {
+                sched: sched.clone(),
+                deployment: ticket.deployment,
+                estimate,
+            });
+            Ok(ticket.deployment)
+        }
+        Ok(Err(crate::sched::Refusal::StateUnavailable)) => Err(Failure::Error(
+            GatewayError::StateUnavailable(format!(
+                "Rate budgets for model `{model}` are unavailable (shared state unreachable); try again shortly"
+            )),
+        )),
+        Ok(Err(crate::sched::Refusal::QueueFull { retry_after })) => {
+            Err(Failure::Error(GatewayError::RateLimited {
+                message: format!(
+                    "Model `{model}` is at its rate limit and its queue is full; retry after {}s",
+                    retry_after.as_secs()
+                ),
+                retry_after,
+            }))
+        }
+        Ok(Err(crate::sched::Refusal::Timeout { .. })) | Err(_) => {
+            let retry_after = match acquired {
+                Ok(Err(crate::sched::Refusal::Timeout { retry_after })) => retry_after,
+                _ => Duration::from_secs(1),
+            };
+            ctx.queue_wait += sched.policy.max_wait.min(remaining);
+            Err(Failure::Error(GatewayError::RateLimited {
+                message: format!(
+                    "Model `{model}` is at its rate limit and the request could not start within its queue's max_wait; retry after {}s",
+                    retry_after.as_secs()
+                ),
+                retry_after,
+            }))
+        }
+    }
 }
 
 /// Exponential backoff with equal jitter, at least the upstream's `Retry-After`, at most
@@ -533,6 +650,9 @@ async fn attempt_once(
         return Outcome::Broken("no response header".into());
     };
     let status = up.status.as_u16();
+    if let Some(a) = &ctx.admission {
+        a.sched.feedback(a.deployment, status, &up.headers);
+    }
     if status >= 400 {
         return buffer_error(shared, t, http, &peer, session, ctx, first_byte).await;
     }
@@ -900,6 +1020,9 @@ fn downstream_header(
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
     resp.insert_header("x-llmproxy-deployment", upstream)?;
     resp.insert_header("x-llmproxy-model", model)?;
+    if !ctx.queue_wait.is_zero() {
+        resp.insert_header("x-llmproxy-queue-ms", ctx.queue_wait.as_millis() as u64)?;
+    }
     Ok(resp)
 }
 

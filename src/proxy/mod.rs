@@ -80,6 +80,10 @@ impl ProxyHttp for Gateway {
                 .map(|v| v.as_bytes()),
         );
         ctx.listener = listener_index(&state, session);
+        if let Some(e) = self.client_limited(&state, session, ctx) {
+            respond::error(session, ctx, &e).await;
+            return Ok(true);
+        }
         match self.handle(&state, session, ctx).await {
             Ok(Handled::Done) => Ok(true),
             Ok(Handled::Proxy) => Ok(false),
@@ -374,6 +378,47 @@ impl Gateway {
     }
 
     /// Metrics and the access log, once per request.
+    /// `listeners[].client_ratelimit`: a token bucket per client IP (exact: `burst` at once, then
+    /// `per_second`). Refused requests are counted in `llmproxy_ratelimit_total{forward}`.
+    fn client_limited(
+        &self,
+        state: &State,
+        session: &Session,
+        ctx: &RequestCtx,
+    ) -> Option<GatewayError> {
+        let l = state.config.server.listeners.get(ctx.listener)?;
+        let limit = l.client_ratelimit?;
+        let ip = session.client_addr()?.as_inet()?.ip();
+        let budget = crate::sched::store::Budget {
+            id: format!("{}|{ip}", l.name).into(),
+            rate: crate::sched::bucket::Rate {
+                unit_secs: 1.0 / limit.per_second,
+                tolerance_secs: limit.burst / limit.per_second,
+            },
+        };
+        let charge = [crate::sched::store::Charge {
+            budget: &budget,
+            cost: 1.0,
+        }];
+        match self.shared.client_buckets.try_admit(&charge) {
+            crate::sched::store::Verdict::Admitted => None,
+            crate::sched::store::Verdict::Wait(w) => {
+                self.shared
+                    .metrics
+                    .ratelimit
+                    .with_label_values(&[l.name.as_str()])
+                    .inc();
+                Some(GatewayError::RateLimited {
+                    message: format!(
+                        "Too many requests from this client on listener `{}` (limit {} per second, burst {})",
+                        l.name, limit.per_second, limit.burst
+                    ),
+                    retry_after: Duration::from_secs_f64(w),
+                })
+            }
+        }
+    }
+
     fn record(&self, session: &Session, ctx: &RequestCtx) {
         let Some(state) = ctx.state.as_ref() else {
             return;
@@ -432,6 +477,19 @@ impl Gateway {
                 .with_label_values(&[model, "completion"])
                 .inc_by(u.completion_tokens);
         }
+        if let (Some(a), Some(u)) = (&ctx.admission, ctx.usage) {
+            if a.estimate.prompt > 0 && u.prompt_tokens > 0 {
+                let actual = u.prompt_tokens as f64;
+                m.token_estimate_error
+                    .with_label_values(&[a.sched.name.as_str()])
+                    .observe((a.estimate.prompt as f64 - actual) / actual);
+            }
+            a.sched.reconcile(
+                a.deployment,
+                a.estimate.total() as f64,
+                (u.prompt_tokens + u.completion_tokens) as f64,
+            );
+        }
         if state.config.logging.access_log != AccessLog::Off {
             access_log(state, session, ctx, forward, path, status, elapsed, model);
         }
@@ -489,6 +547,7 @@ fn access_log(
                 "model": model, "upstream": upstream, "status": status,
                 "duration_ms": (ms * 1000.0).round() / 1000.0, "ttft_ms": ttft_ms, "error": ctx.error,
                 "prompt_tokens": pt, "completion_tokens": ct,
+                "queue_ms": ctx.queue_wait.as_millis() as u64, "key_id": ctx.key_id.as_deref(),
             });
             log::info!(target: "access", "{line}");
         }

@@ -13,8 +13,25 @@ pub async fn json(
     status: u16,
     body: Bytes,
 ) -> Result<()> {
+    json_with(session, ctx, status, body, None).await
+}
+
+async fn json_with(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    status: u16,
+    body: Bytes,
+    retry_after: Option<std::time::Duration>,
+) -> Result<()> {
     ctx.status = status;
-    let mut resp = ResponseHeader::build(status, Some(4))?;
+    let mut resp = ResponseHeader::build(status, Some(6))?;
+    if let Some(ra) = retry_after {
+        let secs = ra.as_secs() + u64::from(ra.subsec_nanos() > 0);
+        resp.insert_header(http::header::RETRY_AFTER, secs.max(1))?;
+    }
+    if !ctx.queue_wait.is_zero() {
+        resp.insert_header("x-llmproxy-queue-ms", ctx.queue_wait.as_millis() as u64)?;
+    }
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
     resp.insert_header("x-request-id", ctx.request_id.as_str())?;
@@ -28,7 +45,7 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
     if matches!(e, GatewayError::RequestTooLarge { .. }) {
         session.set_keepalive(None);
     }
-    if let Err(err) = json(session, ctx, e.status(), e.body()).await {
+    if let Err(err) = json_with(session, ctx, e.status(), e.body(), e.retry_after()).await {
         log::debug!(
             "request {}: writing error response failed: {err}",
             ctx.request_id

@@ -140,7 +140,11 @@ impl ModelSched {
     }
 
     /// Try each candidate deployment in order; the first with budget is charged.
-    async fn try_now(&self, candidates: &[usize], ask: &Ask) -> Result<Result<usize, f64>, StateUnavailable> {
+    async fn try_now(
+        &self,
+        candidates: &[usize],
+        ask: &Ask,
+    ) -> Result<Result<usize, f64>, StateUnavailable> {
         let mut wait = f64::MAX;
         for &d in candidates {
             let charges = self.charges(d, ask);
@@ -179,7 +183,11 @@ impl ModelSched {
 
     /// Admit a request to one of `candidates` (deployment indexes, preferred first), waiting in the
     /// queue for budget if needed. Dropping the future leaves the queue (a client that went away).
-    pub async fn acquire(self: &Arc<Self>, candidates: Vec<usize>, ask: Ask) -> Result<Ticket, Refusal> {
+    pub async fn acquire(
+        self: &Arc<Self>,
+        candidates: Vec<usize>,
+        ask: Ask,
+    ) -> Result<Ticket, Refusal> {
         let start = Instant::now();
         if candidates.is_empty() {
             return Err(self.refuse(Refusal::Timeout {
@@ -283,7 +291,7 @@ impl ModelSched {
             };
             match self.try_now(&candidates, &ask).await {
                 Ok(Ok(d)) => {
-                    let waiter = self.lock().remove(seq);
+                    let waiter = self.lock().admit(seq);
                     let delivered = waiter.is_some_and(|w| w.tx.send(Ok(d)).is_ok());
                     if !delivered {
                         // It left (timeout, client gone) while we charged for it.
@@ -415,11 +423,7 @@ impl Feedback {
                 .and_then(|v| v.to_str().ok())
                 .and_then(|v| v.trim().parse::<f64>().ok())
         };
-        let dur = |k: &str| {
-            h.get(k)
-                .and_then(|v| v.to_str().ok())
-                .and_then(parse_reset)
-        };
+        let dur = |k: &str| h.get(k).and_then(|v| v.to_str().ok()).and_then(parse_reset);
         let mut fb = Feedback::default();
         if status == 429 {
             let after = num("retry-after-ms")
@@ -525,7 +529,11 @@ impl Scheduler {
         Ok(Scheduler { store, models })
     }
 
-    fn store_matches(&self, redis: Option<&str>, failure: crate::config::state::RedisFailure) -> bool {
+    fn store_matches(
+        &self,
+        redis: Option<&str>,
+        failure: crate::config::state::RedisFailure,
+    ) -> bool {
         self.store.matches(redis, failure)
     }
 

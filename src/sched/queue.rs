@@ -80,9 +80,17 @@ impl Queue {
         l.per_key.get(key)?.front()
     }
 
-    /// Take a waiter out (admitted or gone). Admitting the head of a key's line moves that key to
-    /// the back of its level's rotation.
+    /// Take out a waiter that is being admitted: its key goes to the back of its level's rotation.
+    pub fn admit(&mut self, seq: u64) -> Option<Waiter> {
+        self.take(seq, true)
+    }
+
+    /// Take out a waiter that stopped waiting (timed out, client gone): the rotation stays.
     pub fn remove(&mut self, seq: u64) -> Option<Waiter> {
+        self.take(seq, false)
+    }
+
+    fn take(&mut self, seq: u64, served: bool) -> Option<Waiter> {
         let (level, key) = self.index.remove(&seq)?;
         let l = &mut self.levels[level as usize];
         let q = l.per_key.get_mut(&key)?;
@@ -93,7 +101,7 @@ impl Queue {
         if now_empty {
             l.per_key.remove(&key);
             l.order.retain(|k| k != &key);
-        } else if pos == 0 && was_front_key {
+        } else if served && was_front_key {
             // Served the head of the current key: next key's turn.
             l.order.rotate_left(1);
         }
@@ -105,7 +113,10 @@ impl Queue {
 mod tests {
     use super::*;
 
-    fn waiter(priority: u8, key: &str) -> (Waiter, oneshot::Receiver<Result<usize, StateUnavailable>>) {
+    fn waiter(
+        priority: u8,
+        key: &str,
+    ) -> (Waiter, oneshot::Receiver<Result<usize, StateUnavailable>>) {
         let (tx, rx) = oneshot::channel();
         (
             Waiter {
@@ -123,7 +134,7 @@ mod tests {
     fn drain(q: &mut Queue) -> Vec<u64> {
         let mut out = Vec::new();
         while let Some(seq) = q.peek().map(|w| w.seq) {
-            q.remove(seq);
+            q.admit(seq);
             out.push(seq);
         }
         out

@@ -298,7 +298,10 @@ impl Store {
         if let Some(c) = self.error_counter.get() {
             c.inc();
         }
-        let mut last = self.last_error_log.lock().unwrap_or_else(|p| p.into_inner());
+        let mut last = self
+            .last_error_log
+            .lock()
+            .unwrap_or_else(|p| p.into_inner());
         if last.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
             *last = Some(Instant::now());
             log::error!(
@@ -379,7 +382,10 @@ mod tests {
         let tpm = budget("d:tpm", 600); // 8 at once
         let c = |cost| {
             [
-                Charge { budget: &rpm, cost: 1.0 },
+                Charge {
+                    budget: &rpm,
+                    cost: 1.0,
+                },
                 Charge { budget: &tpm, cost },
             ]
         };
@@ -396,7 +402,10 @@ mod tests {
         let s = LocalStore::default();
         let rpm = budget("d:rpm", 6000);
         s.block(&rpm, 2.0);
-        match s.try_admit(&[Charge { budget: &rpm, cost: 1.0 }]) {
+        match s.try_admit(&[Charge {
+            budget: &rpm,
+            cost: 1.0,
+        }]) {
             Verdict::Wait(w) => assert!(w > 1.9 && w < 2.1, "{w}"),
             v => panic!("{v:?}"),
         }

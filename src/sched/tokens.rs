@@ -91,8 +91,16 @@ impl Estimate {
 }
 
 /// Estimate the tokens a request costs. `default_max` is charged when the client sets no maximum.
-pub fn estimate(endpoint: Endpoint, body: &JsonBody, counter: Counter, default_max: u64) -> Estimate {
-    let field = |k: &str| body.get(k).and_then(|raw| serde_json::from_str::<Value>(raw).ok());
+pub fn estimate(
+    endpoint: Endpoint,
+    body: &JsonBody,
+    counter: Counter,
+    default_max: u64,
+) -> Estimate {
+    let field = |k: &str| {
+        body.get(k)
+            .and_then(|raw| serde_json::from_str::<Value>(raw).ok())
+    };
     let max_of = |keys: &[&str]| {
         keys.iter()
             .find_map(|k| body.get(k).and_then(|raw| raw.trim().parse::<u64>().ok()))
@@ -215,7 +223,10 @@ mod tests {
         assert_eq!(Counter::for_model("gpt-4o-2024-08-06"), Counter::O200k);
         assert_eq!(Counter::for_model("gpt-4"), Counter::Cl100k);
         assert_eq!(Counter::for_model("gpt-3.5-turbo"), Counter::Cl100k);
-        assert_eq!(Counter::for_model("text-embedding-3-small"), Counter::Cl100k);
+        assert_eq!(
+            Counter::for_model("text-embedding-3-small"),
+            Counter::Cl100k
+        );
         assert_eq!(Counter::for_model("llama-3.1-8b"), Counter::Bytes);
     }
 
@@ -235,12 +246,32 @@ mod tests {
     #[test]
     fn default_max_and_other_endpoints() {
         let e = est(Endpoint::ChatCompletions, r#"{"messages":[]}"#, "gpt-4o");
-        assert_eq!(e, Estimate { prompt: 3, max_output: 256 });
-        let e = est(Endpoint::Embeddings, r#"{"input":["a b","c"]}"#, "text-embedding-3-small");
+        assert_eq!(
+            e,
+            Estimate {
+                prompt: 3,
+                max_output: 256
+            }
+        );
+        let e = est(
+            Endpoint::Embeddings,
+            r#"{"input":["a b","c"]}"#,
+            "text-embedding-3-small",
+        );
         assert_eq!(e.max_output, 0);
         assert!(e.prompt >= 2);
-        let e = est(Endpoint::Completions, r#"{"prompt":"abcdef","max_tokens":7}"#, "llama");
-        assert_eq!(e, Estimate { prompt: 2, max_output: 7 });
+        let e = est(
+            Endpoint::Completions,
+            r#"{"prompt":"abcdef","max_tokens":7}"#,
+            "llama",
+        );
+        assert_eq!(
+            e,
+            Estimate {
+                prompt: 2,
+                max_output: 7
+            }
+        );
         let e = est(
             Endpoint::Responses,
             r#"{"input":"hi there","max_output_tokens":9}"#,
@@ -257,7 +288,7 @@ mod tests {
             r#"{"messages":[{"role":"user","content":[{"type":"text","text":"hi"},{"type":"image_url","image_url":{"url":"data:..."}}]}],"max_tokens":1}"#,
             "gpt-4o",
         );
-        assert!(e.prompt >= IMAGE_TOKENS + 3 + 3 + 1);
+        assert!(e.prompt > IMAGE_TOKENS + 3 + 3);
         assert!(e.prompt < IMAGE_TOKENS + 20);
     }
 }

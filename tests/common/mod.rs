@@ -108,6 +108,30 @@ impl Mock {
             .unwrap();
     }
 
+    /// `GET /__mock/stats`.
+    pub async fn stats(&self) -> Value {
+        client()
+            .get(format!("{}/__mock/stats", self.base()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /__mock/admissions`: requests admitted by the mock's rate limiter, in order.
+    pub async fn admissions(&self) -> Vec<Value> {
+        client()
+            .get(format!("{}/__mock/admissions", self.base()))
+            .send()
+            .await
+            .unwrap()
+            .json()
+            .await
+            .unwrap()
+    }
+
     /// Make every request fail with `status` (0 restores).
     pub async fn fail(&self, status: u16) {
         let r = client()
@@ -374,4 +398,63 @@ pub fn served_by(resp: &reqwest::Response) -> String {
         .get("x-mock-name")
         .map(|v| v.to_str().unwrap().to_string())
         .unwrap_or_default()
+}
+
+/// A throwaway `redis-server` on a free loopback port, without persistence; killed on drop.
+pub struct Redis {
+    child: Child,
+    pub port: u16,
+}
+
+impl Redis {
+    pub fn start() -> Redis {
+        let port = free_port();
+        let child = Command::new("redis-server")
+            .args([
+                "--port",
+                &port.to_string(),
+                "--bind",
+                "127.0.0.1",
+                "--save",
+                "",
+                "--appendonly",
+                "no",
+            ])
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("redis-server (scripts/install-deps --test installs it)");
+        let t = Instant::now();
+        loop {
+            if let Ok(mut s) = std::net::TcpStream::connect(("127.0.0.1", port)) {
+                use std::io::{Read, Write};
+                let _ = s.write_all(b"PING\r\n");
+                let mut buf = [0u8; 7];
+                if s.read_exact(&mut buf).is_ok() && &buf == b"+PONG\r\n" {
+                    break;
+                }
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "redis-server did not start"
+            );
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        Redis { child, port }
+    }
+
+    pub fn url(&self) -> String {
+        format!("redis://127.0.0.1:{}/0", self.port)
+    }
+
+    pub fn kill(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
+
+impl Drop for Redis {
+    fn drop(&mut self) {
+        self.kill();
+    }
 }
