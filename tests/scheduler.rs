@@ -378,12 +378,34 @@ async fn priority_goes_first_and_keys_share_fairly() {
 
 #[tokio::test]
 async fn streamed_usage_is_reconciled_and_the_estimate_error_reported() {
-    let mock = Mock::start_with("A", &["--no-record"]);
+    let mock = Mock::start("A");
     let gw = gateway(&config(&format!(
         "upstreams:\n{}models:\n  - {{name: m, deployments: [{{upstream: a, model: gpt-4o-mini, tpm: 600000}}]}}\n",
         upstream("a", &mock)
     )))
     .await;
+    // The client does not ask for usage: the gateway asks the (self-hosted, reconciled) upstream
+    // for it and removes the extra event from the client's stream.
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "m", "stream": true,
+            "messages": [{"role": "user", "content": "count my tokens please"}], "max_tokens": 20}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    // (Chunks say `"usage":null`, as OpenAI's do with include_usage; the usage event is gone.)
+    assert!(!text.contains("\"usage\":{"), "{text}");
+    assert!(!text.contains("\"choices\":[]"), "{text}");
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(text.matches("data: {").count() >= 2, "{text}");
+    let sent = mock.requests_to("/v1/chat/completions").await;
+    let prefix = sent[0]["body_prefix"].as_str().unwrap();
+    assert!(
+        prefix.contains("\"stream_options\":{\"include_usage\":true}"),
+        "{prefix}"
+    );
     let r = client()
         .post(gw.url("/v1/chat/completions"))
         .json(
@@ -403,7 +425,7 @@ async fn streamed_usage_is_reconciled_and_the_estimate_error_reported() {
         &[("model", "m")],
     )
     .unwrap_or(0.0);
-    assert_eq!(n, 1.0, "{m}");
+    assert_eq!(n, 2.0, "{m}");
     let st: Value = client()
         .get(gw.admin("/stats"))
         .send()

@@ -172,3 +172,90 @@ data: {"type":"response.completed","response":{"usage":{"input_tokens":7,"output
         );
     }
 }
+
+/// Removes the usage-only event (`"choices":[]` with `"usage"`) from an SSE stream, for streams
+/// where the gateway asked the upstream for `stream_options.include_usage` on its own behalf (to
+/// reconcile budgets) and the client did not ask for it. Chunks that hold no such event and end on
+/// an event boundary pass through untouched; only a chunk that splits an event is held back until
+/// the event is complete.
+#[derive(Default)]
+pub struct UsageEventStrip {
+    carry: Vec<u8>,
+}
+
+fn is_usage_event(ev: &[u8]) -> bool {
+    (memchr::memmem::find(ev, b"\"choices\":[]").is_some()
+        || memchr::memmem::find(ev, b"\"choices\": []").is_some())
+        && memchr::memmem::find(ev, b"\"usage\"").is_some()
+}
+
+impl UsageEventStrip {
+    /// The part of `chunk` to send on (`None`: nothing yet).
+    pub fn filter(&mut self, chunk: bytes::Bytes) -> Option<bytes::Bytes> {
+        if self.carry.is_empty() && chunk.ends_with(b"\n\n") && !is_usage_event(&chunk) {
+            return Some(chunk);
+        }
+        self.carry.extend_from_slice(&chunk);
+        let Some(end) = memchr::memmem::rfind(&self.carry, b"\n\n") else {
+            return None;
+        };
+        let complete: Vec<u8> = self.carry.drain(..end + 2).collect();
+        let mut out = Vec::with_capacity(complete.len());
+        for ev in complete
+            .split_inclusive(|&b| b == b'\n')
+            .collect::<Vec<_>>()
+            .split(|l| *l == b"\n")
+        {
+            let event: Vec<u8> = ev.concat();
+            if event.is_empty() || is_usage_event(&event) {
+                continue;
+            }
+            out.extend_from_slice(&event);
+            out.extend_from_slice(b"\n");
+        }
+        (!out.is_empty()).then(|| bytes::Bytes::from(out))
+    }
+
+    /// What is still held back when the stream ends.
+    pub fn finish(&mut self) -> Option<bytes::Bytes> {
+        if self.carry.is_empty() || is_usage_event(&self.carry) {
+            return None;
+        }
+        Some(bytes::Bytes::from(std::mem::take(&mut self.carry)))
+    }
+}
+
+#[cfg(test)]
+mod strip_tests {
+    use super::*;
+    use bytes::Bytes;
+
+    #[test]
+    fn drops_only_the_usage_event() {
+        let mut s = UsageEventStrip::default();
+        let a = Bytes::from_static(b"data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}]}\n\n");
+        assert_eq!(s.filter(a.clone()), Some(a));
+        let tail = Bytes::from_static(
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n",
+        );
+        assert_eq!(s.filter(tail).as_deref(), Some(&b"data: [DONE]\n\n"[..]));
+        assert_eq!(s.finish(), None);
+    }
+
+    #[test]
+    fn events_split_across_chunks() {
+        let mut s = UsageEventStrip::default();
+        assert_eq!(
+            s.filter(Bytes::from_static(b"data: {\"choices\":[],\"us")),
+            None
+        );
+        assert_eq!(
+            s.filter(Bytes::from_static(b"age\":{}}\n\ndata: [DO")),
+            None
+        );
+        assert_eq!(
+            s.filter(Bytes::from_static(b"NE]\n\n")).as_deref(),
+            Some(&b"data: [DONE]\n\n"[..])
+        );
+    }
+}

@@ -136,7 +136,19 @@ impl<'a> JsonBody<'a> {
 
     /// Serialise with `model` replaced by `model` and the gateway's control fields removed.
     pub fn with_model(&self, model: &str, size_hint: usize) -> Bytes {
-        let mut out = Vec::with_capacity(size_hint + model.len() + 16);
+        self.with_model_and(model, size_hint, None)
+    }
+
+    /// Like [`Self::with_model`], also setting top-level field `set.0` to the raw JSON `set.1`
+    /// (replacing it when present).
+    pub fn with_model_and(
+        &self,
+        model: &str,
+        size_hint: usize,
+        set: Option<(&str, &str)>,
+    ) -> Bytes {
+        let mut out = Vec::with_capacity(size_hint + model.len() + 64);
+        let mut set_written = false;
         out.push(b'{');
         let mut model_written = false;
         let mut first = true;
@@ -150,6 +162,13 @@ impl<'a> JsonBody<'a> {
                 }
                 model_written = true;
             }
+            let replace = set.filter(|(key, _)| k == key);
+            if replace.is_some() {
+                if set_written {
+                    continue;
+                }
+                set_written = true;
+            }
             if !first {
                 out.push(b',');
             }
@@ -159,9 +178,19 @@ impl<'a> JsonBody<'a> {
             out.push(b':');
             if k == "model" {
                 let _ = serde_json::to_writer(&mut out, model);
+            } else if let Some((_, raw)) = replace {
+                out.extend_from_slice(raw.as_bytes());
             } else {
                 out.extend_from_slice(v.as_bytes());
             }
+        }
+        if let (Some((key, raw)), false) = (set, set_written) {
+            if !first {
+                out.push(b',');
+            }
+            let _ = serde_json::to_writer(&mut out, key);
+            out.push(b':');
+            out.extend_from_slice(raw.as_bytes());
         }
         out.push(b'}');
         Bytes::from(out)

@@ -40,6 +40,9 @@ pub struct RequestCtx {
     pub queue_wait: std::time::Duration,
     /// A stable identity of the caller's API key (a hash; never the key).
     pub key_id: Option<std::sync::Arc<str>>,
+    /// The gateway asked the upstream for stream usage the client did not ask for: remove the
+    /// usage event from what the client receives.
+    pub strip_usage: bool,
 }
 
 /// What the scheduler charged a request's current attempt.
@@ -68,6 +71,7 @@ impl RequestCtx {
             admission: None,
             queue_wait: std::time::Duration::ZERO,
             key_id: None,
+            strip_usage: false,
         }
     }
 }

@@ -25,7 +25,7 @@ use super::ctx::RequestCtx;
 use crate::balance::UpstreamPool;
 use crate::config::Model;
 use crate::error::GatewayError;
-use crate::providers::usage::UsageScanner;
+use crate::providers::usage::{UsageEventStrip, UsageScanner};
 use crate::providers::{openai, relayable};
 use crate::route::{self, Endpoint};
 use crate::state::{Shared, State};
@@ -266,7 +266,22 @@ async fn try_model(
         };
         ctx.model = Some(m);
         ctx.upstream = Some(dep.upstream_idx);
-        let body = if dep.model == ex.req.model && !ex.req.has_controls {
+        // Reconciling a stream's tokens needs its usage: ask for it when the client did not, and
+        // take the extra event out of the client's stream.
+        ctx.strip_usage = ex.req.stream
+            && matches!(
+                ex.endpoint,
+                Endpoint::ChatCompletions | Endpoint::Completions
+            )
+            && state.sched.models[m].needs_usage(d)
+            && !client_asked_usage(&ex.req.body);
+        let body = if ctx.strip_usage {
+            ex.req.body.with_model_and(
+                &dep.model,
+                ex.raw.len(),
+                Some(("stream_options", r#"{"include_usage":true}"#)),
+            )
+        } else if dep.model == ex.req.model && !ex.req.has_controls {
             ex.raw.clone()
         } else {
             ex.req.body.with_model(&dep.model, ex.raw.len())
@@ -494,6 +509,13 @@ async fn admit(
             }))
         }
     }
+}
+
+/// Whether the request asks for `stream_options.include_usage: true` itself.
+fn client_asked_usage(body: &super::body::JsonBody) -> bool {
+    body.get("stream_options")
+        .and_then(|raw| serde_json::from_str::<serde_json::Value>(raw).ok())
+        .is_some_and(|v| v["include_usage"] == serde_json::Value::Bool(true))
 }
 
 /// Exponential backoff with equal jitter, at least the upstream's `Retry-After`, at most
@@ -918,22 +940,26 @@ async fn relay(
     deadlines: Deadlines,
 ) -> (Relayed, bool) {
     let mut scanner = UsageScanner::default();
+    let mut strip = (ctx.strip_usage && is_sse).then(UsageEventStrip::default);
     let timeout = tokio::time::sleep_until(deadlines.total);
     tokio::pin!(timeout);
     let mut next = first;
     let upstream_failure = loop {
         let Some(chunk) = next.take() else {
+            if let Some(rest) = strip.as_mut().and_then(|s| s.finish()) {
+                let _ = session.write_response_body(Some(rest), false).await;
+            }
             break None;
         };
         if ctx.first_byte.is_none() {
             ctx.first_byte = Some(Instant::now());
         }
         scanner.feed(&chunk);
-        if session
-            .write_response_body(Some(chunk), false)
-            .await
-            .is_err()
-        {
+        let chunk = match strip.as_mut() {
+            None => Some(chunk),
+            Some(s) => s.filter(chunk),
+        };
+        if chunk.is_some() && session.write_response_body(chunk, false).await.is_err() {
             // The client left: dropping the upstream connection stops the generation.
             ctx.error = Some("client_closed");
             return (Relayed::Truncated, false);
