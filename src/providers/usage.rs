@@ -196,9 +196,7 @@ impl UsageEventStrip {
             return Some(chunk);
         }
         self.carry.extend_from_slice(&chunk);
-        let Some(end) = memchr::memmem::rfind(&self.carry, b"\n\n") else {
-            return None;
-        };
+        let end = memchr::memmem::rfind(&self.carry, b"\n\n")?;
         let complete: Vec<u8> = self.carry.drain(..end + 2).collect();
         let mut out = Vec::with_capacity(complete.len());
         for ev in complete
