@@ -284,7 +284,16 @@ impl Config {
             let deps: Vec<String> = m
                 .deployments
                 .iter()
-                .map(|d| format!("{}/{} w{}", d.upstream, d.model, d.weight))
+                .map(|d| {
+                    let mut x = format!("{}/{} w{}", d.upstream, d.model, d.weight);
+                    if let Some(rpm) = d.rpm {
+                        x.push_str(&format!(" rpm {rpm}"));
+                    }
+                    if let Some(tpm) = d.tpm {
+                        x.push_str(&format!(" tpm {tpm}"));
+                    }
+                    x
+                })
                 .collect();
             let aliases = if m.aliases.is_empty() {
                 String::new()
@@ -301,7 +310,17 @@ impl Config {
         for r in &self.routes {
             s.push_str(&format!("route     {}/* -> {}\n", r.prefix, r.upstream));
         }
-        s.push_str("state     in-process (no external services)\n");
+        match &self.state.redis {
+            Some(url) => s.push_str(&format!(
+                "state     redis {} (on failure: {})\n",
+                secret::redact_url(url.expose()),
+                match self.state.redis_failure {
+                    state::RedisFailure::Open => "open",
+                    state::RedisFailure::Closed => "closed",
+                }
+            )),
+            None => s.push_str("state     in-process (no external services)\n"),
+        }
         s
     }
 }

@@ -90,7 +90,7 @@ fn redact_in(v: &serde_yaml::Value, parent_key: Option<&str>) -> serde_yaml::Val
 }
 
 /// `scheme://user:password@host` → `scheme://user:***@host`.
-fn redact_url(s: &str) -> String {
+pub fn redact_url(s: &str) -> String {
     if let Some(scheme_end) = s.find("://") {
         let rest = &s[scheme_end + 3..];
         let authority_end = rest.find('/').unwrap_or(rest.len());
