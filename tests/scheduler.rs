@@ -566,3 +566,30 @@ async fn client_ip_limit_counts_exactly() {
     let limited = metric(&m, "llmproxy_ratelimit_total", &[("forward", "main")]).unwrap();
     assert_eq!(limited as usize, 10 + (10 - ok));
 }
+
+#[test]
+fn check_reports_bad_scheduler_settings_with_their_paths() {
+    let path = tmp_path("bad-sched.yaml");
+    std::fs::write(
+        &path,
+        "server: {listeners: [{name: main, listen: \"127.0.0.1:4000\", client_ratelimit: {per_second: 0}}]}\nstate: {redis: \"http://127.0.0.1:6379\", redis_failure: opne}\nupstreams: [{name: a, url: \"http://127.0.0.1:1/v1\", limits: {rpm: 0}}]\nmodels: [{name: m, queue: {scheduling: lifo}, deployments: [{upstream: a, model: m, rpm: 0, tpm: many}]}]\n",
+    )
+    .unwrap();
+    let out = std::process::Command::new(LLMPROXY)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert_eq!(out.status.code(), Some(1));
+    let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    for needle in [
+        "server.listeners[0].client_ratelimit.per_second",
+        "state.redis: must be a redis://",
+        "state.redis_failure",
+        "upstreams[0].limits.rpm",
+        "models[0].queue.scheduling",
+        "models[0].deployments[0].rpm",
+        "models[0].deployments[0].tpm",
+    ] {
+        assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
+    }
+}
