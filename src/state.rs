@@ -25,6 +25,8 @@ pub struct State {
     pub upstreams: Vec<Arc<UpstreamPool>>,
     /// Rate budgets and queues, one per `config.models` entry.
     pub sched: crate::sched::Scheduler,
+    /// The response cache (kept across reloads while its settings stay the same).
+    pub cache: Arc<crate::cache::Cache>,
 }
 
 impl State {
@@ -38,6 +40,14 @@ impl State {
     ) -> pingora::Result<State> {
         let sched = crate::sched::Scheduler::build(&config, previous.map(|p| &p.sched), metrics)
             .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?;
+        let redis_url = config.state.redis.as_ref().map(|s| s.expose());
+        let cache = match previous {
+            Some(p) if p.cache.matches(&config.cache, redis_url) => p.cache.clone(),
+            _ => Arc::new(
+                crate::cache::Cache::new(&config.cache, redis_url, metrics)
+                    .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?,
+            ),
+        };
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         let mut kept = Vec::with_capacity(config.upstreams.len());
         for u in &config.upstreams {
@@ -77,6 +87,7 @@ impl State {
             balancers,
             upstreams,
             sched,
+            cache,
             config,
         })
     }

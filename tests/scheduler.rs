@@ -580,7 +580,8 @@ fn check_reports_bad_scheduler_settings_with_their_paths() {
         .output()
         .unwrap();
     assert_eq!(out.status.code(), Some(1));
-    let err = String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
+    let err =
+        String::from_utf8_lossy(&out.stderr).to_string() + &String::from_utf8_lossy(&out.stdout);
     for needle in [
         "server.listeners[0].client_ratelimit.per_second",
         "state.redis: must be a redis://",

@@ -127,7 +127,9 @@ impl ServeHttp for Admin {
             "/stats" => {
                 let mut v = self.shared.metrics.stats.json();
                 if let Some(map) = v.as_object_mut() {
-                    map.insert("scheduler".into(), self.shared.state.load().sched.stats());
+                    let state = self.shared.state.load();
+                    map.insert("scheduler".into(), state.sched.stats());
+                    map.insert("cache".into(), state.cache.stats());
                 }
                 json_response(200, v)
             }

@@ -6,6 +6,7 @@
 //! Cross references (a deployment's upstream, a route's upstream, a listener's models) are checked here.
 
 pub mod admin;
+pub mod cache;
 pub mod logging;
 pub mod models;
 pub mod reader;
@@ -41,6 +42,7 @@ pub struct Config {
     pub routes: Vec<Route>,
     pub logging: LoggingConfig,
     pub state: state::StateConfig,
+    pub cache: cache::CacheConfig,
     /// The parsed YAML with secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
 }
@@ -94,7 +96,7 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
 fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let root = Node::new(value, "");
     let m = root.map(r, TOP_KEYS)?;
-    m.not_yet(r, &["cache", "tracing"]);
+    m.not_yet(r, &["tracing"]);
     let server = m.required(r, "server", server::read);
     let admin = m.with(r, "admin", admin::read).unwrap_or_default();
     let mut upstreams = m
@@ -108,6 +110,10 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
         .unwrap_or_default();
     let logging = m.with(r, "logging", logging::read).unwrap_or_default();
     let state = m.with(r, "state", state::read).unwrap_or_default();
+    let cache = m.with(r, "cache", cache::read).unwrap_or_default();
+    if cache.backend == cache::Backend::Redis && state.redis.is_none() {
+        r.error("cache.backend", "`redis` needs state.redis to be set");
+    }
     let server = server?;
     resolve(r, &server, &mut upstreams, &mut models, &mut routes);
     let redacted = serde_json::to_value(secret::redact(value)).unwrap_or_default();
@@ -119,6 +125,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
         routes,
         logging,
         state,
+        cache,
         redacted,
     })
 }

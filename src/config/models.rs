@@ -119,10 +119,11 @@ pub struct Model {
     /// Whole-request limit for this model; per-request `request_timeout` may lower it.
     pub timeout: Option<Duration>,
     pub queue: QueuePolicy,
+    pub cache: super::cache::ModelCache,
 }
 
 /// Keys of the reference that later features implement.
-const NOT_YET: &[&str] = &["drop_params", "cache", "batch", "pricing"];
+const NOT_YET: &[&str] = &["drop_params", "batch", "pricing"];
 
 pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
     let mut allowed = vec![
@@ -136,6 +137,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         "context_window_fallbacks",
         "timeout",
         "queue",
+        "cache",
     ];
     allowed.extend_from_slice(NOT_YET);
     let m = node.map(r, &allowed)?;
@@ -181,6 +183,9 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         .unwrap_or_default();
     let timeout = m.with(r, "timeout", |r, n| n.duration(r));
     let queue = m.with(r, "queue", read_queue).unwrap_or_default();
+    let cache = m
+        .with(r, "cache", super::cache::read_model)
+        .unwrap_or_default();
     Some(Model {
         name: name?,
         aliases,
@@ -192,6 +197,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         context_window_fallbacks,
         timeout,
         queue,
+        cache,
     })
 }
 

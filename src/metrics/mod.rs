@@ -39,6 +39,7 @@ pub struct Metrics {
     pub queue_rejections: IntCounterVec,
     pub state_errors: IntCounterVec,
     pub token_estimate_error: HistogramVec,
+    pub cache_requests: IntCounterVec,
 }
 
 fn counter(
@@ -107,6 +108,12 @@ impl Metrics {
                 "llmproxy_queue_rejections_total",
                 "Requests the scheduler refused, by reason (queue_full, max_wait, state_unavailable)",
                 &["model", "reason"],
+            )?,
+            cache_requests: counter(
+                &r,
+                "llmproxy_cache_requests_total",
+                "Response cache lookups by result (hit, miss, bypass, error)",
+                &["result"],
             )?,
             state_errors: counter(
                 &r,

@@ -79,6 +79,8 @@ pub struct Overrides {
 
 /// Body fields that control the gateway and never reach an upstream.
 pub const CONTROL_FIELDS: &[&str] = &[
+    "caching",
+    "cache",
     "num_retries",
     "request_timeout",
     "fallbacks",
@@ -124,6 +126,11 @@ impl<'a> JsonBody<'a> {
             }
         })?;
         Ok(JsonBody { fields })
+    }
+
+    /// Every top-level field, in order (a repeated key appears each time).
+    pub fn fields(&self) -> impl Iterator<Item = (&str, &'a str)> + '_ {
+        self.fields.iter().map(|(k, v)| (k.as_ref(), *v))
     }
 
     pub fn get(&self, key: &str) -> Option<&'a str> {

@@ -43,6 +43,10 @@ pub struct RequestCtx {
     /// The gateway asked the upstream for stream usage the client did not ask for: remove the
     /// usage event from what the client receives.
     pub strip_usage: bool,
+    /// Recording the answer for the response cache (a cacheable miss).
+    pub cache_record: Option<crate::cache::Recorder>,
+    /// `x-llmproxy-cache` of the answer: hit | miss | bypass.
+    pub cache: Option<&'static str>,
 }
 
 /// What the scheduler charged a request's current attempt.
@@ -72,6 +76,8 @@ impl RequestCtx {
             queue_wait: std::time::Duration::ZERO,
             key_id: None,
             strip_usage: false,
+            cache_record: None,
+            cache: None,
         }
     }
 }

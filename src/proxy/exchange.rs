@@ -44,6 +44,7 @@ const ERROR_BODY_LIMIT: usize = 64 * 1024;
 const MAX_FALLBACKS: usize = 5;
 
 /// How a relay ended once the response header was written.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Relayed {
     Complete,
     /// The response broke off midway (upstream failure on a non-SSE body, or the client left): the
@@ -947,6 +948,9 @@ async fn relay(
     let upstream_failure = loop {
         let Some(chunk) = next.take() else {
             if let Some(rest) = strip.as_mut().and_then(|s| s.finish()) {
+                if let Some(rec) = ctx.cache_record.as_mut() {
+                    rec.push(&rest);
+                }
                 let _ = session.write_response_body(Some(rest), false).await;
             }
             break None;
@@ -959,6 +963,12 @@ async fn relay(
             None => Some(chunk),
             Some(s) => s.filter(chunk),
         };
+        if let (Some(rec), Some(c)) = (ctx.cache_record.as_mut(), chunk.as_ref()) {
+            if ctx.status < 300 {
+                rec.sse = is_sse;
+                rec.push(c);
+            }
+        }
         if chunk.is_some() && session.write_response_body(chunk, false).await.is_err() {
             // The client left: dropping the upstream connection stops the generation.
             ctx.error = Some("client_closed");
@@ -990,6 +1000,10 @@ async fn relay(
         }
     };
     ctx.usage = scanner.usage();
+    if upstream_failure.is_some() || ctx.status >= 300 {
+        // Only complete successful answers are cached.
+        ctx.cache_record = None;
+    }
     if let Some(kind) = upstream_failure {
         let labels = [t.model.name.as_str(), t.pool.cfg.name.as_str()];
         count_error(shared, kind, &labels);
@@ -1048,6 +1062,9 @@ fn downstream_header(
     resp.insert_header("x-llmproxy-model", model)?;
     if !ctx.queue_wait.is_zero() {
         resp.insert_header("x-llmproxy-queue-ms", ctx.queue_wait.as_millis() as u64)?;
+    }
+    if let Some(c) = ctx.cache {
+        resp.insert_header("x-llmproxy-cache", c)?;
     }
     Ok(resp)
 }

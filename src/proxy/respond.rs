@@ -53,3 +53,37 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
     }
     ctx.status = e.status();
 }
+
+/// Answer from the response cache: JSON in one body, or SSE replayed chunk by chunk as recorded.
+pub async fn cached(
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    sse: bool,
+    chunks: Vec<Bytes>,
+    model: &str,
+) -> Result<()> {
+    ctx.status = 200;
+    ctx.first_byte = Some(std::time::Instant::now());
+    let mut resp = ResponseHeader::build_no_case(200, Some(6))?;
+    if sse {
+        resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
+        resp.insert_header(http::header::CACHE_CONTROL, "no-cache")?;
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    } else {
+        let len: usize = chunks.iter().map(|c| c.len()).sum();
+        resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
+        resp.insert_header(http::header::CONTENT_LENGTH, len)?;
+    }
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header("x-llmproxy-cache", "hit")?;
+    resp.insert_header("x-llmproxy-model", model)?;
+    session.write_response_header(Box::new(resp), false).await?;
+    let n = chunks.len();
+    for (i, c) in chunks.into_iter().enumerate() {
+        session.write_response_body(Some(c), i + 1 == n).await?;
+    }
+    if n == 0 {
+        session.write_response_body(None, true).await?;
+    }
+    Ok(())
+}

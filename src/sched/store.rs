@@ -158,16 +158,9 @@ redis.call('SET', KEYS[1], string.format('%.6f', new), 'PX', math.ceil((new - no
 return '0'
 "#;
 
-/// How long a Redis call may take before the failure mode applies.
-const REDIS_TIMEOUT: Duration = Duration::from_millis(250);
-/// After a failed connect, how long before the next attempt (requests meanwhile use the failure mode).
-const RECONNECT_AFTER: Duration = Duration::from_secs(1);
-
 /// Budgets in Redis, shared by every instance.
 pub struct RedisStore {
-    url: String,
-    client: redis::Client,
-    conn: tokio::sync::OnceCell<redis::aio::ConnectionManager>,
+    conn: crate::redis_conn::RedisConn,
     admit: redis::Script,
     adjust: redis::Script,
     prefix: String,
@@ -175,30 +168,12 @@ pub struct RedisStore {
 
 impl RedisStore {
     pub fn new(url: &str) -> Result<RedisStore, String> {
-        let client = redis::Client::open(url).map_err(|e| format!("state.redis: {e}"))?;
         Ok(RedisStore {
-            url: url.to_string(),
-            client,
-            conn: tokio::sync::OnceCell::new(),
+            conn: crate::redis_conn::RedisConn::new(url)?,
             admit: redis::Script::new(ADMIT),
             adjust: redis::Script::new(ADJUST),
             prefix: "llmproxy:budget:".to_string(),
         })
-    }
-
-    async fn conn(&self) -> redis::RedisResult<redis::aio::ConnectionManager> {
-        let c = self
-            .conn
-            .get_or_try_init(|| async {
-                let cfg = redis::aio::ConnectionManagerConfig::new()
-                    .set_connection_timeout(Some(REDIS_TIMEOUT))
-                    .set_response_timeout(Some(REDIS_TIMEOUT))
-                    .set_number_of_retries(1)
-                    .set_max_delay(RECONNECT_AFTER);
-                redis::aio::ConnectionManager::new_lazy_with_config(self.client.clone(), cfg)
-            })
-            .await?;
-        Ok(c.clone())
     }
 
     fn key(&self, b: &Budget) -> String {
@@ -206,7 +181,7 @@ impl RedisStore {
     }
 
     pub async fn try_admit(&self, charges: &[Charge<'_>]) -> redis::RedisResult<Verdict> {
-        let mut conn = self.conn().await?;
+        let mut conn = self.conn.get().await?;
         let mut inv = self.admit.prepare_invoke();
         for c in charges {
             inv.key(self.key(c.budget));
@@ -216,9 +191,7 @@ impl RedisStore {
                 .arg(c.budget.rate.tolerance_secs)
                 .arg(c.cost);
         }
-        let reply: String = tokio::time::timeout(REDIS_TIMEOUT, inv.invoke_async(&mut conn))
-            .await
-            .map_err(|_| timeout_error())??;
+        let reply: String = crate::redis_conn::timed(inv.invoke_async(&mut conn)).await?;
         let wait: f64 = reply.parse().unwrap_or(0.0);
         Ok(if wait > 0.0 {
             Verdict::Wait(wait)
@@ -228,9 +201,8 @@ impl RedisStore {
     }
 
     pub async fn adjust(&self, b: &Budget, units: f64, block_secs: f64) -> redis::RedisResult<()> {
-        let mut conn = self.conn().await?;
-        let _: String = tokio::time::timeout(
-            REDIS_TIMEOUT,
+        let mut conn = self.conn.get().await?;
+        let _: String = crate::redis_conn::timed(
             self.adjust
                 .key(self.key(b))
                 .arg(b.rate.unit_secs)
@@ -239,17 +211,9 @@ impl RedisStore {
                 .arg(block_secs)
                 .invoke_async(&mut conn),
         )
-        .await
-        .map_err(|_| timeout_error())??;
+        .await?;
         Ok(())
     }
-}
-
-fn timeout_error() -> redis::RedisError {
-    redis::RedisError::from(std::io::Error::new(
-        std::io::ErrorKind::TimedOut,
-        "redis call timed out",
-    ))
 }
 
 /// Admission failed because the shared state is unreachable and the failure mode is `closed`.
@@ -284,7 +248,7 @@ impl Store {
         self.failure == failure
             && match (&self.redis, redis_url) {
                 (None, None) => true,
-                (Some(r), Some(u)) => r.url == u,
+                (Some(r), Some(u)) => r.conn.url == u,
                 _ => false,
             }
     }
