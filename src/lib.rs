@@ -18,12 +18,14 @@
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod cache;
 pub mod config;
 pub mod error;
 pub mod listener;
 pub mod metrics;
 pub mod providers;
 pub mod proxy;
+pub mod redis_conn;
 pub mod reload;
 pub mod route;
 pub mod sched;
