@@ -594,3 +594,36 @@ fn check_reports_bad_scheduler_settings_with_their_paths() {
         assert!(err.contains(needle), "missing `{needle}` in:\n{err}");
     }
 }
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn leased_shared_budgets_never_overrun_the_upstream() {
+    // rpm 3000 = 50/s: large enough that each instance takes budget from Redis in leases of 4.
+    let redis = Redis::start();
+    let mock = Mock::start_with("A", &["--no-record", "--rpm", "3000"]);
+    let template = config(&format!(
+        "state: {{redis: \"{}\"}}\nupstreams:\n{}models:\n  - {{name: m, queue: {{max_size: 200, max_wait: 5s}}, deployments: [{{upstream: a, model: gpt-4o-mini, rpm: 3000}}]}}\n",
+        redis.url(),
+        openai_upstream("a", &mock)
+    ));
+    let g1 = gateway(&template).await;
+    let g2 = gateway(&template).await;
+    let run = Duration::from_secs(8);
+    let outcomes = open_loop(
+        &[g1.port, g2.port],
+        &[Class {
+            key: "k",
+            priority: 0,
+            rate: 100.0,
+        }],
+        run,
+        json!({"model": "m", "messages": [], "max_tokens": 5}),
+    )
+    .await;
+    report("two instances, leased budget", &outcomes);
+    let stats = mock.stats().await;
+    assert_eq!(stats["rate_limited"], 0, "the upstream said 429: {stats}");
+    let (served, _) = admitted_within(&mock.admissions().await, run);
+    let utilisation = served as f64 / (50.0 * run.as_secs_f64());
+    eprintln!("leased: utilisation {:.1}%", utilisation * 100.0);
+    assert!(utilisation >= 0.95, "utilisation {utilisation}");
+}

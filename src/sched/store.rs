@@ -229,6 +229,33 @@ pub struct Store {
     pub errors: AtomicU64,
     pub error_counter: OnceLock<prometheus::IntCounter>,
     last_error_log: Mutex<Option<Instant>>,
+    /// Budget this instance took from Redis ahead of need, per budget (see [`Lease`]).
+    leases: Mutex<HashMap<Arc<str>, Lease>>,
+}
+
+/// Units of a shared budget already charged in Redis and held by this instance, so that a busy
+/// instance calls Redis once per lease instead of once per request. A lease is a tenth of the
+/// budget's one-second capacity (none below 2 units: tight budgets are admitted one by one, exactly)
+/// and lapses after [`LEASE_TTL`]. Safe for 429 avoidance: leased units were charged in the global
+/// budget before they are used, so the provider's counter only gains from the delay.
+#[derive(Debug, Clone, Copy)]
+struct Lease {
+    units: f64,
+    until: Instant,
+}
+
+/// How long leased units stay usable.
+const LEASE_TTL: Duration = Duration::from_secs(1);
+/// A lease is this fraction of a budget's capacity.
+const LEASE_FRACTION: f64 = 0.1;
+
+fn lease_size(b: &Budget) -> f64 {
+    let n = (b.rate.capacity() * LEASE_FRACTION).floor();
+    if n >= 2.0 {
+        n
+    } else {
+        0.0
+    }
 }
 
 impl Store {
@@ -240,6 +267,7 @@ impl Store {
             errors: AtomicU64::new(0),
             error_counter: OnceLock::new(),
             last_error_log: Mutex::new(None),
+            leases: Mutex::new(HashMap::new()),
         })
     }
 
@@ -282,7 +310,7 @@ impl Store {
         let Some(redis) = &self.redis else {
             return Ok(self.local.try_admit(charges));
         };
-        match redis.try_admit(charges).await {
+        match self.admit_leased(redis, charges).await {
             Ok(v) => Ok(v),
             Err(e) => {
                 self.failed("admission", &e);
@@ -294,22 +322,125 @@ impl Store {
         }
     }
 
-    pub async fn adjust(&self, budget: &Budget, units: f64) {
-        match &self.redis {
-            None => self.local.adjust(budget, units),
-            Some(r) => {
-                if let Err(e) = r.adjust(budget, units, 0.0).await {
-                    self.failed("adjust", &e);
-                    self.local.adjust(budget, units);
+    fn lock_leases(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Lease>> {
+        self.leases.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// Admission against Redis, from this instance's leases when they cover the request.
+    async fn admit_leased(
+        &self,
+        redis: &RedisStore,
+        charges: &[Charge<'_>],
+    ) -> redis::RedisResult<Verdict> {
+        let now = Instant::now();
+        // Take what the leases hold for these budgets (a concurrent request then refills its own).
+        let held: Vec<f64> = {
+            let mut leases = self.lock_leases();
+            let covered = charges.iter().all(|c| {
+                leases
+                    .get(&c.budget.id)
+                    .is_some_and(|l| l.until > now && l.units >= c.cost)
+            });
+            if covered {
+                for c in charges {
+                    if let Some(l) = leases.get_mut(&c.budget.id) {
+                        l.units -= c.cost;
+                    }
+                }
+                return Ok(Verdict::Admitted);
+            }
+            charges
+                .iter()
+                .map(|c| match leases.get_mut(&c.budget.id) {
+                    Some(l) if l.until > now => std::mem::take(&mut l.units),
+                    // A lapsed lease may still carry a debt (a reconciliation charge).
+                    Some(l) => std::mem::take(&mut l.units).min(0.0),
+                    None => 0.0,
+                })
+                .collect()
+        };
+        let ask = |extra: bool| -> Vec<Charge<'_>> {
+            charges
+                .iter()
+                .zip(&held)
+                .map(|(c, h)| Charge {
+                    budget: c.budget,
+                    cost: (c.cost - h).max(0.0) + if extra { lease_size(c.budget) } else { 0.0 },
+                })
+                .filter(|c| c.cost > 0.0)
+                .collect()
+        };
+        let put_back = |asked: &[Charge<'_>]| {
+            let mut leases = self.lock_leases();
+            for (c, h) in charges.iter().zip(&held) {
+                let got = asked
+                    .iter()
+                    .find(|a| a.budget.id == c.budget.id)
+                    .map_or(0.0, |a| a.cost);
+                let l = leases.entry(c.budget.id.clone()).or_insert(Lease {
+                    units: 0.0,
+                    until: now,
+                });
+                l.units += h + got - c.cost;
+                l.until = now + LEASE_TTL;
+            }
+        };
+        let with_lease = ask(true);
+        let first = if with_lease.is_empty() {
+            Verdict::Admitted
+        } else {
+            redis.try_admit(&with_lease).await?
+        };
+        if first == Verdict::Admitted {
+            put_back(&with_lease);
+            return Ok(Verdict::Admitted);
+        }
+        // Not enough for a lease: is there enough for this request alone?
+        let exact = ask(false);
+        let second = if exact.len() == with_lease.len()
+            && exact.iter().zip(&with_lease).all(|(a, b)| a.cost == b.cost)
+        {
+            first
+        } else if exact.is_empty() {
+            Verdict::Admitted
+        } else {
+            redis.try_admit(&exact).await?
+        };
+        if second == Verdict::Admitted {
+            put_back(&exact);
+        } else {
+            // Refused: the held units go back to their leases.
+            let mut leases = self.lock_leases();
+            for (c, h) in charges.iter().zip(&held) {
+                if let Some(l) = leases.get_mut(&c.budget.id) {
+                    l.units += h;
                 }
             }
         }
+        Ok(second)
+    }
+
+    /// Charge (`units` > 0) or refund (< 0) after the fact. With Redis this settles against this
+    /// instance's lease — a refund adds to it, an extra charge is a debt the next refill pays — so
+    /// reconciliation costs no Redis call.
+    pub async fn adjust(&self, budget: &Budget, units: f64) {
+        if self.redis.is_none() {
+            self.local.adjust(budget, units);
+            return;
+        }
+        let mut leases = self.lock_leases();
+        let l = leases.entry(budget.id.clone()).or_insert(Lease {
+            units: 0.0,
+            until: Instant::now() + LEASE_TTL,
+        });
+        l.units -= units;
     }
 
     pub async fn block(&self, budget: &Budget, secs: f64) {
         match &self.redis {
             None => self.local.block(budget, secs),
             Some(r) => {
+                self.lock_leases().remove(&budget.id);
                 if let Err(e) = r.adjust(budget, 0.0, secs).await {
                     self.failed("block", &e);
                 }
