@@ -21,6 +21,7 @@ pub mod balance;
 pub mod cache;
 pub mod config;
 pub mod error;
+pub mod keys;
 pub mod listener;
 pub mod metrics;
 pub mod providers;
