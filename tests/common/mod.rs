@@ -458,3 +458,173 @@ impl Drop for Redis {
         self.kill();
     }
 }
+
+/// A throwaway PostgreSQL server (Debian's `postgresql` package, binaries in
+/// /usr/lib/postgresql/*/bin) on a free loopback port, trust authentication, no fsync; killed and
+/// its directory removed on drop. Postgres refuses to run as root, so it runs as user `postgres`
+/// (via `runuser`) in a temporary directory owned by that user.
+pub struct Postgres {
+    child: Child,
+    pub port: u16,
+    dir: PathBuf,
+    bin: PathBuf,
+}
+
+impl Postgres {
+    fn bin_dir() -> PathBuf {
+        let mut versions: Vec<(u32, PathBuf)> = std::fs::read_dir("/usr/lib/postgresql")
+            .expect("/usr/lib/postgresql (scripts/install-deps --test installs postgresql)")
+            .filter_map(|e| e.ok())
+            .filter_map(|e| {
+                let v = e.file_name().to_str()?.parse::<u32>().ok()?;
+                let bin = e.path().join("bin");
+                bin.join("postgres").exists().then_some((v, bin))
+            })
+            .collect();
+        versions.sort();
+        versions
+            .pop()
+            .expect("no postgres binary in /usr/lib/postgresql/*/bin")
+            .1
+    }
+
+    /// Runs a postgres tool as user `postgres`; panics with its output on failure.
+    fn as_postgres(&self, tool: &str, args: &[&str]) {
+        let out = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(self.bin.join(tool))
+            .args(args)
+            .output()
+            .expect("runuser");
+        assert!(
+            out.status.success(),
+            "{tool} {args:?}: {}{}",
+            String::from_utf8_lossy(&out.stdout),
+            String::from_utf8_lossy(&out.stderr)
+        );
+    }
+
+    pub fn start() -> Postgres {
+        static N: AtomicUsize = AtomicUsize::new(0);
+        let bin = Postgres::bin_dir();
+        let dir = std::env::temp_dir().join(format!(
+            "llmproxy-pg-{}-{}",
+            std::process::id(),
+            N.fetch_add(1, Ordering::Relaxed)
+        ));
+        let _ = std::fs::remove_dir_all(&dir);
+        std::fs::create_dir_all(dir.join("sock")).unwrap();
+        let st = Command::new("chown")
+            .args(["-R", "postgres:postgres"])
+            .arg(&dir)
+            .status()
+            .unwrap();
+        assert!(st.success(), "chown {}", dir.display());
+        let data = dir.join("data");
+        let sock = dir.join("sock");
+        let port = free_port();
+        let mut pg = Postgres {
+            // Replaced below; a placeholder child keeps Drop simple if initdb panics.
+            child: Command::new("true").spawn().unwrap(),
+            port,
+            dir: dir.clone(),
+            bin: bin.clone(),
+        };
+        pg.as_postgres(
+            "initdb",
+            &[
+                "-D",
+                data.to_str().unwrap(),
+                "-U",
+                "postgres",
+                "-A",
+                "trust",
+                "-E",
+                "UTF8",
+                "--no-sync",
+            ],
+        );
+        let log = std::fs::File::create(dir.join("postgres.log")).unwrap();
+        let _ = pg.child.wait();
+        pg.child = Command::new("runuser")
+            .args(["-u", "postgres", "--"])
+            .arg(bin.join("postgres"))
+            .args(["-D", data.to_str().unwrap()])
+            .args(["-p", &port.to_string()])
+            .args(["-k", sock.to_str().unwrap()])
+            .args(["-c", "listen_addresses=127.0.0.1"])
+            .args(["-c", "fsync=off", "-c", "full_page_writes=off"])
+            .stdout(Stdio::null())
+            .stderr(log)
+            .spawn()
+            .expect("runuser postgres");
+        let t = Instant::now();
+        loop {
+            let ready = Command::new(bin.join("pg_isready"))
+                .args(["-h", "127.0.0.1", "-p", &port.to_string(), "-q"])
+                .status()
+                .map(|s| s.success())
+                .unwrap_or(false);
+            if ready {
+                break;
+            }
+            if let Ok(Some(st)) = pg.child.try_wait() {
+                panic!(
+                    "postgres exited ({st}): {}",
+                    std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default()
+                );
+            }
+            assert!(
+                t.elapsed() < Duration::from_secs(30),
+                "postgres did not become ready: {}",
+                std::fs::read_to_string(dir.join("postgres.log")).unwrap_or_default()
+            );
+            std::thread::sleep(Duration::from_millis(50));
+        }
+        pg
+    }
+
+    /// Creates a database and returns its URL.
+    pub fn create_db(&self, name: &str) -> String {
+        self.as_postgres(
+            "createdb",
+            &[
+                "-h",
+                "127.0.0.1",
+                "-p",
+                &self.port.to_string(),
+                "-U",
+                "postgres",
+                name,
+            ],
+        );
+        self.url(name)
+    }
+
+    pub fn url(&self, db: &str) -> String {
+        format!("postgres://postgres@127.0.0.1:{}/{db}", self.port)
+    }
+}
+
+impl Drop for Postgres {
+    fn drop(&mut self) {
+        // SIGQUIT to the postmaster: immediate shutdown (runuser is only its parent; killing runuser
+        // alone could leave the server running).
+        let pid = std::fs::read_to_string(self.dir.join("data/postmaster.pid"))
+            .ok()
+            .and_then(|s| s.lines().next().map(str::to_string));
+        if let Some(pid) = pid {
+            let _ = Command::new("kill").args(["-QUIT", &pid]).status();
+        }
+        let t = Instant::now();
+        while t.elapsed() < Duration::from_secs(10) {
+            if let Ok(Some(_)) = self.child.try_wait() {
+                break;
+            }
+            std::thread::sleep(Duration::from_millis(20));
+        }
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+        let _ = std::fs::remove_dir_all(&self.dir);
+    }
+}
