@@ -3,12 +3,15 @@
 
 use crate::admin::Admin;
 use crate::balance::health::HealthService;
+use crate::listener::proxy_protocol::ProxyProtocol;
+use crate::listener::tls::CertStore;
 use crate::listener::Draining;
 use crate::metrics::Metrics;
 use crate::proxy::Gateway;
 use crate::reload::{ReloadService, Reloader, Source};
 use crate::state::{Shared, State, Upstreams};
 use async_trait::async_trait;
+use pingora::listeners::tls::TlsSettings;
 use pingora::listeners::ListenerConfig;
 use pingora::prelude::*;
 use pingora::protocols::l4::stream::L4BufferSettings;
@@ -75,8 +78,10 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
     }
     let connector = Upstreams::new(UPSTREAM_POOL_PER_THREAD * s.threads);
     let (pools_tx, pools_rx) = tokio::sync::watch::channel(state.upstreams.clone());
-    let shared = Arc::new(Shared::new(state, metrics, connector));
-    let reloader = Arc::new(Reloader::new(source, shared.clone(), pools_tx));
+    let mut shared = Shared::new(state, metrics, connector);
+    shared.keys = open_keys(&config)?;
+    let keys = shared.keys.clone();
+    let shared = Arc::new(shared);
 
     let gateway = pingora::proxy::http_proxy(
         &server.configuration,
@@ -84,16 +89,37 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
             shared: shared.clone(),
         },
     );
+    let proxy_protocol = s
+        .proxy_protocol
+        .then(|| Arc::new(ProxyProtocol::new(shared.clone(), s.client_timeouts.header)));
     let mut proxy = Service::new(
         "llmproxy".to_string(),
-        Draining::new(gateway, Duration::from_secs(s.grace_period.as_secs())),
+        Draining::new(
+            gateway,
+            Duration::from_secs(s.grace_period.as_secs()),
+            proxy_protocol.clone(),
+        ),
     );
+    let mut certificates = Vec::new();
     for l in &s.listeners {
-        proxy.add_listener(ListenerConfig::tcp(l.listen.to_string()).l4_buffer(
+        let mut listener = ListenerConfig::tcp(l.listen.to_string()).l4_buffer(
             L4BufferSettings::new(CLIENT_L4_READ_BUFFER, CLIENT_L4_WRITE_BUFFER),
-        ));
+        );
+        if let Some(tls) = &l.tls {
+            let store =
+                Arc::new(CertStore::new(tls).map_err(|e| format!("listener `{}`: {e}", l.name))?);
+            listener = listener.tls(tls_settings(store.clone())?);
+            certificates.push((l.listen, store));
+        }
+        proxy.add_listener(listener);
+    }
+    if let Some(pp) = proxy_protocol {
+        // TLS listeners: the header precedes the handshake.
+        proxy.endpoints().set_pre_tls_callback(pp);
     }
     proxy.threads = Some(s.threads);
+    let reloader =
+        Arc::new(Reloader::new(source, shared.clone(), pools_tx).with_certificates(certificates));
 
     let mut admin = Service::new(
         "llmproxy admin".to_string(),
@@ -115,6 +141,9 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
         "llmproxy reload",
         ReloadService { reloader },
     ));
+    if let Some(keys) = keys {
+        server.add_service(background_service("llmproxy keys", KeysService { keys }));
+    }
     let mut probe: Vec<SocketAddr> = s.listeners.iter().map(|l| l.listen).collect();
     probe.push(config.admin.listen);
     server.add_service(background_service(
@@ -132,6 +161,17 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
         s.threads
     );
     server.run_forever()
+}
+
+/// HTTPS with HTTP/2 offered first by ALPN (HTTP/1.1 otherwise), Mozilla's intermediate profile
+/// (TLS 1.2 and 1.3), the certificate from `store` on each handshake (so reloads replace it).
+fn tls_settings(store: Arc<CertStore>) -> Result<TlsSettings, String> {
+    // The paths are unused: a certificate resolver takes their place.
+    let mut settings =
+        TlsSettings::intermediate("", "").map_err(|e| format!("TLS settings: {e}"))?;
+    settings.set_cert_resolver(store);
+    settings.enable_h2();
+    Ok(settings)
 }
 
 /// Resolve every upstream once before the listeners open (bounded), so the first request finds
@@ -198,5 +238,44 @@ impl BackgroundService for Readiness {
                 return;
             }
         }
+    }
+}
+
+/// With `server.master_key`, open the keys database (`state.database`) and load the keys; without it,
+/// client auth is off (said loudly: anyone who reaches a listener may use every model).
+fn open_keys(config: &crate::config::Config) -> Result<Option<Arc<crate::keys::Keys>>, String> {
+    if config.server.master_key.is_none() {
+        log::warn!(
+            "server.master_key is not set: client authentication is OFF, every caller may use every model"
+        );
+        return Ok(None);
+    }
+    let url = config.state.database.expose();
+    let options = crate::keys::KeysOptions {
+        refresh: config.state.key_refresh,
+        ..Default::default()
+    };
+    let keys = crate::keys::Keys::open_blocking(url, options).map_err(|e| {
+        format!(
+            "state.database ({}): {e}",
+            crate::config::secret::redact_url(url)
+        )
+    })?;
+    log::info!(
+        "client authentication on: master key and virtual keys from {}",
+        crate::config::secret::redact_url(url)
+    );
+    Ok(Some(keys))
+}
+
+/// Refreshes the key view and writes pending spend (a final flush at shutdown).
+struct KeysService {
+    keys: Arc<crate::keys::Keys>,
+}
+
+#[async_trait]
+impl BackgroundService for KeysService {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.keys.run(shutdown).await;
     }
 }

@@ -43,6 +43,10 @@ pub enum GatewayError {
     },
     /// Shared state (Redis) unreachable with `state.redis_failure: closed`.
     StateUnavailable(String),
+    /// The caller's key spent its `max_budget`.
+    BudgetExceeded(String),
+    /// Only the master key may do this.
+    MasterKeyRequired(String),
 }
 
 impl GatewayError {
@@ -67,6 +71,8 @@ impl GatewayError {
             GatewayError::UpstreamTimeout(_) => 504,
             GatewayError::RateLimited { .. } => 429,
             GatewayError::StateUnavailable(_) => 503,
+            GatewayError::BudgetExceeded(_) => 429,
+            GatewayError::MasterKeyRequired(_) => 403,
         }
     }
 
@@ -85,6 +91,8 @@ impl GatewayError {
             GatewayError::UpstreamError(_) => "upstream_error",
             GatewayError::RateLimited { .. } => "rate_limited",
             GatewayError::StateUnavailable(_) => "state_unavailable",
+            GatewayError::BudgetExceeded(_) => "budget_exceeded",
+            GatewayError::MasterKeyRequired(_) => "master_key_required",
         }
     }
 
@@ -102,7 +110,10 @@ impl GatewayError {
             | GatewayError::UpstreamTimeout(_)
             | GatewayError::UpstreamError(_)
             | GatewayError::StateUnavailable(_) => "api_error",
-            GatewayError::RateLimited { .. } => "rate_limit_error",
+            GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded(_) => {
+                "rate_limit_error"
+            }
+            GatewayError::MasterKeyRequired(_) => "permission_error",
         }
     }
 
@@ -114,7 +125,9 @@ impl GatewayError {
             | GatewayError::NoHealthyUpstream(m)
             | GatewayError::UpstreamTimeout(m)
             | GatewayError::UpstreamError(m)
-            | GatewayError::StateUnavailable(m) => m.clone(),
+            | GatewayError::StateUnavailable(m)
+            | GatewayError::BudgetExceeded(m)
+            | GatewayError::MasterKeyRequired(m) => m.clone(),
             GatewayError::RateLimited { message, .. } => message.clone(),
             GatewayError::ModelNotFound { model, available } => format!(
                 "The model `{model}` does not exist or you do not have access to it. Available models: {}",

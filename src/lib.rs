@@ -24,6 +24,7 @@ pub mod error;
 pub mod keys;
 pub mod listener;
 pub mod metrics;
+pub mod otel;
 pub mod providers;
 pub mod proxy;
 pub mod redis_conn;

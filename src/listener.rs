@@ -1,5 +1,6 @@
-//! The client-connection layer between Pingora's listeners and the proxy: it counts open client
-//! connections so a shutdown or upgrade can drain them instead of cutting them.
+//! The client-connection layer between Pingora's listeners and the proxy: it reads PROXY protocol
+//! headers ([`proxy_protocol`]), serves TLS with reloadable certificates ([`tls`]), and counts open
+//! client connections so a shutdown or upgrade can drain them instead of cutting them.
 //!
 //! Pingora's proxy drops every idle keep-alive connection the moment a shutdown starts. A client
 //! that just picked such a connection from its pool and wrote a request on it then sees the
@@ -10,10 +11,14 @@
 //! reconnects to the new process, and only connections the clients left idle all that time are
 //! closed. The rest of the grace period is left for the requests and streams that were started.
 
+pub mod proxy_protocol;
+pub mod tls;
+
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
+use proxy_protocol::ProxyProtocol;
 use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
@@ -29,15 +34,18 @@ pub struct Draining<A> {
     open: AtomicUsize,
     changed: Notify,
     grace: Duration,
+    /// `server.proxy_protocol`: read each plain connection's header before serving it.
+    proxy_protocol: Option<Arc<ProxyProtocol>>,
 }
 
 impl<A> Draining<A> {
-    pub fn new(inner: A, grace: Duration) -> Self {
+    pub fn new(inner: A, grace: Duration, proxy_protocol: Option<Arc<ProxyProtocol>>) -> Self {
         Draining {
             inner: Arc::new(inner),
             open: AtomicUsize::new(0),
             changed: Notify::new(),
             grace,
+            proxy_protocol,
         }
     }
 
@@ -73,7 +81,16 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = OpenGuard::new(self);
-        self.inner.process_new(stream, shutdown).await
+        let Some(pp) = &self.proxy_protocol else {
+            return self.inner.process_new(stream, shutdown).await;
+        };
+        // The header opens the connection, not each request: read it once, then serve the
+        // connection's requests here (the loop Pingora would otherwise run around this call).
+        let mut next = pp.accept_plain(stream).await;
+        while let Some(stream) = next {
+            next = self.inner.process_new(stream, shutdown).await;
+        }
+        None
     }
 
     /// Called once the listeners stopped accepting: wait until every client connection finished

@@ -4,15 +4,20 @@
 //! returned) and the running one keeps serving. A valid one becomes a new [`State`] swapped in
 //! atomically: requests and streams in flight finish on the snapshot they started with. Upstreams whose
 //! settings did not change keep their pools (health, addresses), and unchanged deployments keep their
-//! cooldown and in-flight counts. Listener addresses and thread counts need a restart or a graceful
-//! upgrade (`SIGQUIT` + `llmproxy -u`); a reload that changes them says so in the log.
+//! cooldown and in-flight counts. TLS listeners re-read their certificate and key files (a changed
+//! path or changed contents) and present them on new handshakes; open connections are untouched.
+//! Listener addresses, thread counts, `server.proxy_protocol` and turning TLS on or off for a
+//! listener need a restart or a graceful upgrade (`SIGQUIT` + `llmproxy -u`); a reload that changes
+//! them says so in the log.
 
 use crate::balance::UpstreamPool;
 use crate::config::{self, Config, ConfigErrors};
+use crate::listener::tls::CertStore;
 use crate::state::{Shared, State};
 use async_trait::async_trait;
 use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
+use std::net::SocketAddr;
 use std::path::PathBuf;
 use std::sync::Arc;
 use std::time::Duration;
@@ -54,6 +59,8 @@ pub struct Reloader {
     pools: watch::Sender<Vec<Arc<UpstreamPool>>>,
     /// One reload at a time.
     lock: tokio::sync::Mutex<()>,
+    /// The certificate of each TLS listener, by listen address.
+    certificates: Vec<(SocketAddr, Arc<CertStore>)>,
 }
 
 impl Reloader {
@@ -67,7 +74,14 @@ impl Reloader {
             shared,
             pools,
             lock: tokio::sync::Mutex::new(()),
+            certificates: Vec::new(),
         }
+    }
+
+    /// The TLS listeners' certificates, re-read on each reload.
+    pub fn with_certificates(mut self, certificates: Vec<(SocketAddr, Arc<CertStore>)>) -> Self {
+        self.certificates = certificates;
+        self
     }
 
     /// Reload; on success returns a one-line summary, on failure every error (the old config stays).
@@ -95,6 +109,24 @@ impl Reloader {
         let cfg = self.source.load()?;
         let old = self.shared.state.load_full();
         warn_about_restart_only_settings(&old.config, &cfg);
+        // Read every certificate first: a file that went bad since `check` fails the whole reload.
+        let mut certificates = Vec::new();
+        let mut errs = ConfigErrors::default();
+        for (i, l) in cfg.server.listeners.iter().enumerate() {
+            let (Some(tls), Some((_, store))) = (
+                &l.tls,
+                self.certificates.iter().find(|(a, _)| *a == l.listen),
+            ) else {
+                continue;
+            };
+            match crate::listener::tls::load(tls) {
+                Ok(key) => certificates.push((store.clone(), key)),
+                Err(e) => errs.push(&format!("server.listeners[{i}].tls"), e),
+            }
+        }
+        if !errs.0.is_empty() {
+            return Err(errs);
+        }
         let state =
             State::build(Arc::new(cfg), Some(&old), Some(&self.shared.metrics)).map_err(|e| {
                 let mut errs = ConfigErrors::default();
@@ -139,6 +171,15 @@ impl Reloader {
             state.config.routes.len()
         );
         let pools = state.upstreams.clone();
+        let renewed = certificates.len();
+        for (store, key) in certificates {
+            store.replace(key);
+        }
+        let summary = if renewed > 0 {
+            format!("{summary}, {renewed} TLS certificates re-read")
+        } else {
+            summary
+        };
         self.shared.state.store(Arc::new(state));
         self.pools.send_replace(pools);
         Ok(summary)
@@ -163,6 +204,20 @@ fn warn_about_restart_only_settings(old: &Config, new: &Config) {
     }
     if old.server.threads != new.server.threads {
         log::warn!("server.threads changed: it takes effect after a restart or a graceful upgrade");
+    }
+    if old.server.proxy_protocol != new.server.proxy_protocol {
+        log::warn!(
+            "server.proxy_protocol changed: it takes effect after a restart or a graceful upgrade"
+        );
+    }
+    for l in &new.server.listeners {
+        let before = old.server.listeners.iter().find(|o| o.listen == l.listen);
+        if before.is_some_and(|o| o.tls.is_some() != l.tls.is_some()) {
+            log::warn!(
+                "listener `{}`: turning TLS on or off takes effect after a restart or a graceful upgrade",
+                l.name
+            );
+        }
     }
 }
 

@@ -27,6 +27,8 @@ pub struct State {
     pub sched: crate::sched::Scheduler,
     /// The response cache (kept across reloads while its settings stay the same).
     pub cache: Arc<crate::cache::Cache>,
+    /// OpenTelemetry export, when `tracing.otlp_endpoint` is set.
+    pub tracing: Option<Arc<crate::otel::Tracing>>,
 }
 
 impl State {
@@ -82,8 +84,15 @@ impl State {
                 Balancer::new(m, &carry)
             })
             .collect();
+        let tracing = match previous.and_then(|p| p.tracing.as_ref()) {
+            Some(t) if t.cfg == config.tracing => Some(t.clone()),
+            _ => crate::otel::Tracing::new(&config.tracing)
+                .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?
+                .map(Arc::new),
+        };
         Ok(State {
             router: Router::new(&config),
+            tracing,
             balancers,
             upstreams,
             sched,
@@ -102,6 +111,8 @@ pub struct Shared {
     pub connector: Upstreams,
     /// Per-client-IP token buckets (`listeners[].client_ratelimit`), kept across reloads.
     pub client_buckets: crate::sched::store::LocalStore,
+    /// Virtual keys and spend, when `server.master_key` is set (opened once, at start).
+    pub keys: Option<Arc<crate::keys::Keys>>,
 }
 
 /// The upstream connection pool (HTTP/1.1), shared by every request.
@@ -145,6 +156,7 @@ impl Shared {
             metrics,
             connector,
             client_buckets: Default::default(),
+            keys: None,
         }
     }
 

@@ -14,6 +14,7 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod state;
+pub mod tracing;
 pub mod upstreams;
 
 pub use admin::AdminConfig;
@@ -43,6 +44,7 @@ pub struct Config {
     pub logging: LoggingConfig,
     pub state: state::StateConfig,
     pub cache: cache::CacheConfig,
+    pub tracing: tracing::TracingConfig,
     /// The parsed YAML with secrets redacted, for `GET /config`.
     pub redacted: serde_json::Value,
 }
@@ -96,7 +98,6 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
 fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let root = Node::new(value, "");
     let m = root.map(r, TOP_KEYS)?;
-    m.not_yet(r, &["tracing"]);
     let server = m.required(r, "server", server::read);
     let admin = m.with(r, "admin", admin::read).unwrap_or_default();
     let mut upstreams = m
@@ -111,6 +112,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let logging = m.with(r, "logging", logging::read).unwrap_or_default();
     let state = m.with(r, "state", state::read).unwrap_or_default();
     let cache = m.with(r, "cache", cache::read).unwrap_or_default();
+    let tracing = m.with(r, "tracing", tracing::read).unwrap_or_default();
     if cache.backend == cache::Backend::Redis && state.redis.is_none() {
         r.error("cache.backend", "`redis` needs state.redis to be set");
     }
@@ -126,6 +128,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
         logging,
         state,
         cache,
+        tracing,
         redacted,
     })
 }

@@ -120,10 +120,21 @@ pub struct Model {
     pub timeout: Option<Duration>,
     pub queue: QueuePolicy,
     pub cache: super::cache::ModelCache,
+    /// USD per million tokens, for spend; `None`: requests of this model cost nothing.
+    pub pricing: Option<Pricing>,
+}
+
+/// `models[].pricing`.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub struct Pricing {
+    pub input_per_mtok: f64,
+    pub output_per_mtok: f64,
+    /// Multiplier for requests served through the Batch API (OpenAI: 0.5).
+    pub batch_discount: f64,
 }
 
 /// Keys of the reference that later features implement.
-const NOT_YET: &[&str] = &["drop_params", "batch", "pricing"];
+const NOT_YET: &[&str] = &["drop_params", "batch"];
 
 pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
     let mut allowed = vec![
@@ -138,6 +149,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         "timeout",
         "queue",
         "cache",
+        "pricing",
     ];
     allowed.extend_from_slice(NOT_YET);
     let m = node.map(r, &allowed)?;
@@ -186,6 +198,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
     let cache = m
         .with(r, "cache", super::cache::read_model)
         .unwrap_or_default();
+    let pricing = m.with(r, "pricing", read_pricing);
     Some(Model {
         name: name?,
         aliases,
@@ -198,6 +211,36 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         timeout,
         queue,
         cache,
+        pricing,
+    })
+}
+
+fn read_pricing(r: &mut Reader, n: Node) -> Option<Pricing> {
+    let m = n.map(r, &["input_per_mtok", "output_per_mtok", "batch_discount"])?;
+    let price = |r: &mut Reader, key: &str, default: Option<f64>| -> Option<f64> {
+        let v = match default {
+            Some(d) => m.with(r, key, |r, n| n.f64(r)).unwrap_or(d),
+            None => m.required(r, key, |r, n| n.f64(r))?,
+        };
+        if v < 0.0 {
+            r.error(&format!("{}.{key}", m.path()), "must not be negative");
+            return None;
+        }
+        Some(v)
+    };
+    let input = price(r, "input_per_mtok", None);
+    let output = price(r, "output_per_mtok", None);
+    let discount = price(r, "batch_discount", Some(0.5));
+    if discount.is_some_and(|d| d > 1.0) {
+        r.error(
+            &format!("{}.batch_discount", m.path()),
+            "a multiplier between 0 and 1 (0.5 = half price)",
+        );
+    }
+    Some(Pricing {
+        input_per_mtok: input?,
+        output_per_mtok: output?,
+        batch_discount: discount?.min(1.0),
     })
 }
 

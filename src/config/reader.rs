@@ -290,6 +290,25 @@ impl<'a> Node<'a> {
         }
     }
 
+    /// A finite number (integer or decimal).
+    pub fn f64(&self, r: &mut Reader) -> Option<f64> {
+        let v = match self.value {
+            Value::Number(n) => n.as_f64(),
+            Value::String(_) => self.string(r)?.trim().parse::<f64>().ok(),
+            _ => None,
+        };
+        match v {
+            Some(v) if v.is_finite() => Some(v),
+            _ => {
+                r.error(
+                    self.path,
+                    format!("expected a number, found {}", kind(self.value)),
+                );
+                None
+            }
+        }
+    }
+
     /// A duration with a unit: `250ms`, `10s`, `5m`, `1h`, `1d`.
     pub fn duration(&self, r: &mut Reader) -> Option<Duration> {
         if let Value::Number(_) = self.value {

@@ -1,7 +1,10 @@
-//! `server:` — client listeners, worker threads, body limit and client timeouts.
+//! `server:` — client listeners (with optional TLS), worker threads, body limit, client timeouts,
+//! and how client addresses are learnt behind a load balancer (PROXY protocol, trusted proxies).
 
-use super::reader::{Map, Node, Reader};
-use std::net::SocketAddr;
+use super::reader::{Node, Reader};
+use ipnet::IpNet;
+use std::net::{IpAddr, SocketAddr};
+use std::path::PathBuf;
 use std::time::Duration;
 
 /// One OpenAI-compatible listener (a seed-001 "forward").
@@ -13,6 +16,43 @@ pub struct Listener {
     pub models: Vec<String>,
     /// Per-client-IP token bucket (seed 001).
     pub client_ratelimit: Option<ClientRateLimit>,
+    /// HTTPS on this listener (HTTP/2 by ALPN).
+    pub tls: Option<ListenerTls>,
+}
+
+/// `listeners[].tls`: PEM files, read at start and again on every reload.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct ListenerTls {
+    /// The certificate chain (leaf first).
+    pub cert: PathBuf,
+    pub key: PathBuf,
+}
+
+/// `server.trusted_proxies`: the load balancers and reverse proxies whose word about the client's
+/// address (a PROXY protocol header, an `X-Forwarded-For` header) is believed.
+#[derive(Debug, Clone, Default, PartialEq, Eq)]
+pub struct TrustedProxies(pub Vec<IpNet>);
+
+impl TrustedProxies {
+    pub fn contains(&self, ip: IpAddr) -> bool {
+        let ip = canonical(ip);
+        self.0.iter().any(|net| net.contains(&ip))
+    }
+
+    pub fn is_empty(&self) -> bool {
+        self.0.is_empty()
+    }
+}
+
+/// IPv4-mapped IPv6 addresses (`::ffff:10.0.0.1`, what a dual-stack socket reports) as IPv4.
+pub fn canonical(ip: IpAddr) -> IpAddr {
+    match ip {
+        IpAddr::V6(v6) => v6
+            .to_ipv4_mapped()
+            .map(IpAddr::V4)
+            .unwrap_or(IpAddr::V6(v6)),
+        v4 => v4,
+    }
 }
 
 /// `listeners[].client_ratelimit`: each client IP may send `per_second` requests on average and
@@ -35,6 +75,8 @@ pub struct ClientTimeouts {
 #[derive(Debug, Clone)]
 pub struct ServerConfig {
     pub listeners: Vec<Listener>,
+    /// When set, every client call needs it or a valid virtual key.
+    pub master_key: Option<super::secret::Secret>,
     /// Worker threads (resolved: never 0).
     pub threads: usize,
     pub max_request_body: usize,
@@ -45,6 +87,10 @@ pub struct ServerConfig {
     pub upgrade_sock: String,
     /// Written in daemon mode (`-d`).
     pub pid_file: String,
+    /// Every client connection starts with a PROXY protocol (v1 or v2) header naming the client.
+    pub proxy_protocol: bool,
+    /// Peers allowed to send PROXY headers (when non-empty) and whose `X-Forwarded-For` is read.
+    pub trusted_proxies: TrustedProxies,
 }
 
 pub const DEFAULT_MAX_BODY: usize = 8 << 20;
@@ -92,17 +138,24 @@ pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
     let client_timeouts = m
         .with(r, "client_timeouts", read_client_timeouts)
         .unwrap_or_default();
-    // master_key: empty (the default `${LLMPROXY_MASTER_KEY:-}`) means "auth off"; a value needs the
-    // keys feature, which this build does not have yet.
-    if let Some(key) = m.with(r, "master_key", |r, n| n.string(r)) {
-        if !key.is_empty() {
-            r.error(
-                &format!("{}.master_key", m.path()),
-                "client authentication is not implemented by this version of llmproxy yet",
-            );
-        }
+    // master_key: empty (the default `${LLMPROXY_MASTER_KEY:-}`) means "auth off" (warned at start).
+    let master_key = m
+        .with(r, "master_key", |r, n| n.string(r))
+        .filter(|k| !k.is_empty())
+        .map(super::secret::Secret::new);
+    if master_key.as_ref().is_some_and(|k| k.expose().len() < 8) {
+        r.error(
+            &format!("{}.master_key", m.path()),
+            "must be at least 8 characters (it guards every client call and the key API)",
+        );
     }
-    reject_non_default(r, &m);
+    let proxy_protocol = m
+        .with(r, "proxy_protocol", |r, n| n.bool(r))
+        .unwrap_or(false);
+    let trusted_proxies = TrustedProxies(
+        m.with(r, "trusted_proxies", |r, n| Some(n.list(r, read_cidr)))
+            .unwrap_or_default(),
+    );
     let grace_period = m
         .with(r, "grace_period", |r, n| n.duration(r))
         .unwrap_or(Duration::from_secs(30));
@@ -124,30 +177,32 @@ pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
         grace_period,
         upgrade_sock,
         pid_file,
+        proxy_protocol,
+        trusted_proxies,
+        master_key,
     })
 }
 
-fn reject_non_default(r: &mut Reader, m: &Map) {
-    if m.with(r, "proxy_protocol", |r, n| n.bool(r)) == Some(true) {
-        r.error(
-            &format!("{}.proxy_protocol", m.path()),
-            "PROXY protocol is not implemented by this version of llmproxy yet",
-        );
-    }
-    let cidrs = m
-        .with(r, "trusted_proxies", |r, n| Some(n.list_of_strings(r)))
-        .unwrap_or_default();
-    if !cidrs.is_empty() {
-        r.error(
-            &format!("{}.trusted_proxies", m.path()),
-            "trusted proxies are not implemented by this version of llmproxy yet",
-        );
+/// A CIDR (`10.0.0.0/8`, `2001:db8::/32`) or a single address (`127.0.0.1`, as a /32 or /128).
+fn read_cidr(r: &mut Reader, n: Node) -> Option<IpNet> {
+    let s = n.string(r)?;
+    let parsed = s
+        .parse::<IpNet>()
+        .or_else(|_| s.parse::<IpAddr>().map(IpNet::from));
+    match parsed {
+        Ok(net) => Some(net.trunc()),
+        Err(_) => {
+            r.error(
+                n.path,
+                format!("`{s}` is not a CIDR (like 10.0.0.0/8) or an IP address"),
+            );
+            None
+        }
     }
 }
 
 fn read_listener(r: &mut Reader, n: Node) -> Option<Listener> {
     let m = n.map(r, &["name", "listen", "models", "client_ratelimit", "tls"])?;
-    m.not_yet(r, &["tls"]);
     let name = m.required(r, "name", |r, n| n.string(r));
     let listen = m.required(r, "listen", |r, n| {
         let s = n.string(r)?;
@@ -163,12 +218,31 @@ fn read_listener(r: &mut Reader, n: Node) -> Option<Listener> {
         .with(r, "models", |r, n| Some(n.list_of_strings(r)))
         .unwrap_or_default();
     let client_ratelimit = m.with(r, "client_ratelimit", read_client_ratelimit);
+    let tls = m.with(r, "tls", read_tls);
     Some(Listener {
         name: name?,
         listen: listen?,
         models,
         client_ratelimit,
+        tls,
     })
+}
+
+/// `tls: {cert, key}`: both files must be readable PEM, the key must match the certificate (the
+/// same loading the listener does, so `check` catches what would fail at start or reload).
+fn read_tls(r: &mut Reader, n: Node) -> Option<ListenerTls> {
+    let m = n.map(r, &["cert", "key"])?;
+    let cert = m.required(r, "cert", |r, n| n.string(r));
+    let key = m.required(r, "key", |r, n| n.string(r));
+    let tls = ListenerTls {
+        cert: cert?.into(),
+        key: key?.into(),
+    };
+    if let Err(e) = crate::listener::tls::load(&tls) {
+        r.error(m.path(), e);
+        return None;
+    }
+    Some(tls)
 }
 
 fn read_client_ratelimit(r: &mut Reader, n: Node) -> Option<ClientRateLimit> {

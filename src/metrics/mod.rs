@@ -40,6 +40,7 @@ pub struct Metrics {
     pub state_errors: IntCounterVec,
     pub token_estimate_error: HistogramVec,
     pub cache_requests: IntCounterVec,
+    pub spend: prometheus::CounterVec,
 }
 
 fn counter(
@@ -94,7 +95,16 @@ impl Metrics {
             &["model"],
         )?;
         r.register(Box::new(token_estimate_error.clone()))?;
+        let spend = prometheus::CounterVec::new(
+            Opts::new(
+                "llmproxy_spend_usd_total",
+                "Spend in USD: usage priced with models[].pricing (cache hits cost nothing)",
+            ),
+            &["model"],
+        )?;
+        r.register(Box::new(spend.clone()))?;
         Ok(Metrics {
+            spend,
             queue_depth,
             token_estimate_error,
             queue_wait: histogram(

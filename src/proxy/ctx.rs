@@ -47,6 +47,37 @@ pub struct RequestCtx {
     pub cache_record: Option<crate::cache::Recorder>,
     /// `x-llmproxy-cache` of the answer: hit | miss | bypass.
     pub cache: Option<&'static str>,
+    /// The request body, kept only when `tracing.include_content` is on.
+    pub traced_body: Option<bytes::Bytes>,
+    /// Who is calling (with `server.master_key` set).
+    pub caller: Caller,
+}
+
+/// The authenticated caller.
+#[derive(Clone, Default)]
+pub enum Caller {
+    /// Auth is off (no master key configured).
+    #[default]
+    Open,
+    Master,
+    Key(std::sync::Arc<crate::keys::KeyEntry>),
+}
+
+impl Caller {
+    pub fn key(&self) -> Option<&crate::keys::KeyEntry> {
+        match self {
+            Caller::Key(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// Whether the caller may use `model` (by name) requested as `requested`.
+    pub fn allows(&self, model: &str, requested: &str) -> bool {
+        match self {
+            Caller::Key(k) => k.allows_model(model) || k.allows_model(requested),
+            _ => true,
+        }
+    }
 }
 
 /// What the scheduler charged a request's current attempt.
@@ -78,6 +109,8 @@ impl RequestCtx {
             strip_usage: false,
             cache_record: None,
             cache: None,
+            traced_body: None,
+            caller: Caller::Open,
         }
     }
 }

@@ -12,11 +12,13 @@
 //! | `logging` | metrics, access log | same |
 
 pub mod body;
+pub mod client_addr;
 pub mod ctx;
 pub mod exchange;
 pub mod json_scan;
 pub mod respond;
 
+use crate::cache;
 use crate::config::AccessLog;
 use crate::error::GatewayError;
 use crate::providers::forwardable;
@@ -36,6 +38,14 @@ pub struct Gateway {
 }
 
 /// What `request_filter` decided.
+/// The outcome of a cache lookup.
+enum Lookup {
+    /// A stored answer was sent.
+    Served,
+    /// Go upstream (holding the single-flight guard when others may wait for this answer).
+    Lead(Option<cache::FlightGuard>),
+}
+
 enum Handled {
     /// The response was written.
     Done,
@@ -81,6 +91,10 @@ impl ProxyHttp for Gateway {
         );
         ctx.listener = listener_index(&state, session);
         if let Some(e) = self.client_limited(&state, session, ctx) {
+            respond::error(session, ctx, &e).await;
+            return Ok(true);
+        }
+        if let Err(e) = self.authenticate(session, ctx) {
             respond::error(session, ctx, &e).await;
             return Ok(true);
         }
@@ -291,6 +305,16 @@ impl Gateway {
             .listener
             .min(cfg.server.listeners.len().saturating_sub(1))];
         let method = session.req_header().method.clone();
+        let path = session.req_header().uri.path();
+        if let Some(rest) = path
+            .strip_prefix("/v1")
+            .unwrap_or(path)
+            .strip_prefix("/key/")
+        {
+            ctx.path_label = "/key/*";
+            let _ = rest;
+            return self.key_api(session, ctx, &method).await;
+        }
         let target = route::classify(cfg, session.req_header().uri.path());
         match target {
             Target::Passthrough(i, rest) => {
@@ -320,6 +344,15 @@ impl Gateway {
                 require_method(&method, http::Method::GET)?;
                 let data: Vec<serde_json::Value> = route::visible_models(cfg, listener)
                     .iter()
+                    .filter(|id| {
+                        let name = state
+                            .router
+                            .resolve(cfg, listener, id)
+                            .ok()
+                            .and_then(|i| cfg.models.get(i))
+                            .map_or(id.as_str(), |m| m.name.as_str());
+                        ctx.caller.allows(name, id)
+                    })
                     .map(|id| model_object(id))
                     .collect();
                 let body = serde_json::json!({"object": "list", "data": data}).to_string();
@@ -328,7 +361,12 @@ impl Gateway {
             Target::GetModel(id) => {
                 ctx.path_label = "/v1/models/{model}";
                 require_method(&method, http::Method::GET)?;
-                state.router.resolve(cfg, listener, &id)?;
+                let i = state.router.resolve(cfg, listener, &id)?;
+                if !ctx.caller.allows(&cfg.models[i].name, &id) {
+                    return Err(GatewayError::ModelNotAllowed(format!(
+                        "This key may not use model `{id}`"
+                    )));
+                }
                 self.reply(
                     session,
                     ctx,
@@ -341,16 +379,59 @@ impl Gateway {
                 ctx.path_label = endpoint.template();
                 require_method(&method, http::Method::POST)?;
                 let raw = body::read(session, cfg.server.max_request_body).await?;
+                if state
+                    .tracing
+                    .as_ref()
+                    .is_some_and(|t| t.cfg.include_content)
+                {
+                    ctx.traced_body = Some(raw.clone());
+                }
                 let req = body::ModelRequest::parse(&raw)?;
-                let model_idx = state.router.resolve(cfg, listener, &req.model)?;
+                // A key's own aliases map the requested name first (seed 002).
+                let requested = ctx
+                    .caller
+                    .key()
+                    .map_or(req.model.as_str(), |k| k.resolve_model(&req.model))
+                    .to_string();
+                let model_idx = state.router.resolve(cfg, listener, &requested)?;
+                if !ctx.caller.allows(&cfg.models[model_idx].name, &req.model) {
+                    return Err(GatewayError::ModelNotAllowed(format!(
+                        "This key may not use model `{}`",
+                        req.model
+                    )));
+                }
                 ctx.model = Some(model_idx);
+                self.key_limits(state, session, ctx, endpoint, model_idx, &req)?;
+                // Response cache: a hit is answered here, at no rate budget or spend.
+                let plan = self.cache_plan(state, session, ctx, endpoint, model_idx, &req);
+                let mut flight = None;
+                if let Some(p) = &plan {
+                    match self.cache_lookup(state, session, ctx, p, &req).await {
+                        Lookup::Served => return Ok(Handled::Done),
+                        Lookup::Lead(guard) => flight = guard,
+                    }
+                    if p.store {
+                        ctx.cache_record =
+                            Some(cache::Recorder::new(state.cache.cfg.max_entry_bytes));
+                    }
+                }
                 let ex = exchange::Exchange {
                     endpoint,
                     model_idx,
                     req: &req,
                     raw: &raw,
                 };
-                match exchange::forward(&self.shared, state, session, ctx, ex).await? {
+                let relayed = exchange::forward(&self.shared, state, session, ctx, ex).await?;
+                if let (Some(p), Some(rec)) = (&plan, ctx.cache_record.take()) {
+                    if relayed == exchange::Relayed::Complete {
+                        if let Some(entry) = rec.finish(p.ttl) {
+                            state.cache.put(p.key, entry).await;
+                        }
+                    }
+                }
+                // Followers of this miss look again now (the answer is stored, or it failed).
+                drop(flight);
+                match relayed {
                     exchange::Relayed::Complete => Ok(Handled::Done),
                     exchange::Relayed::Truncated => Ok(Handled::Abort),
                 }
@@ -359,6 +440,282 @@ impl Gateway {
                 session.req_header().uri.path().to_string(),
             )),
         }
+    }
+
+    /// With `server.master_key` set: the caller must present the master key or a valid virtual key
+    /// (`Authorization: Bearer`, `x-api-key` or `api-key`). The key never goes further.
+    fn authenticate(
+        &self,
+        session: &Session,
+        ctx: &mut RequestCtx,
+    ) -> std::result::Result<(), GatewayError> {
+        let Some(keys) = &self.shared.keys else {
+            return Ok(());
+        };
+        let state = ctx.state.clone();
+        let Some(master) = state
+            .as_ref()
+            .and_then(|s| s.config.server.master_key.as_ref())
+        else {
+            return Ok(());
+        };
+        let Some(secret) = presented_key(session) else {
+            return Err(GatewayError::InvalidApiKey(
+                "Missing API key: send `Authorization: Bearer <key>` (or `x-api-key` / `api-key`)"
+                    .into(),
+            ));
+        };
+        let presented = crate::keys::material::digest(secret);
+        let expected = crate::keys::material::digest(master.expose());
+        if bool::from(subtle::ConstantTimeEq::ct_eq(&presented[..], &expected[..])) {
+            ctx.caller = ctx::Caller::Master;
+            return Ok(());
+        }
+        match keys.authenticate(secret) {
+            Ok(entry) => {
+                ctx.key_id = Some(entry.key_id().into());
+                ctx.caller = ctx::Caller::Key(entry);
+                Ok(())
+            }
+            Err(e) if e.status() == 429 => Err(GatewayError::BudgetExceeded(e.message().into())),
+            Err(e) => Err(GatewayError::InvalidApiKey(e.message().into())),
+        }
+    }
+
+    /// `/key/*` (LiteLLM's key management), master key only.
+    async fn key_api(
+        &self,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        method: &http::Method,
+    ) -> std::result::Result<Handled, GatewayError> {
+        let Some(keys) = self.shared.keys.clone() else {
+            return Err(GatewayError::NotFound(
+                "/key/* (key management needs server.master_key)".into(),
+            ));
+        };
+        if !matches!(ctx.caller, ctx::Caller::Master) {
+            return Err(GatewayError::MasterKeyRequired(
+                "Key management needs the master key".into(),
+            ));
+        }
+        let limit = ctx
+            .state
+            .as_ref()
+            .map_or(1 << 20, |s| s.config.server.max_request_body);
+        let body = if method == http::Method::POST {
+            body::read(session, limit).await?
+        } else {
+            Bytes::new()
+        };
+        let path = session.req_header().uri.path().to_string();
+        let query = session.req_header().uri.query().map(str::to_string);
+        let (status, v) = crate::keys::handle(&keys, method, &path, query.as_deref(), &body).await;
+        if status >= 400 {
+            ctx.error = Some("key_api");
+        }
+        self.reply(session, ctx, status, Bytes::from(v.to_string()))
+            .await
+    }
+
+    /// A key's own `rpm` / `tpm`: checked (and charged) once per request, refused at once with 429
+    /// rather than queued, so one key over its limit never holds up the model's queue.
+    fn key_limits(
+        &self,
+        state: &State,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        endpoint: crate::route::Endpoint,
+        model_idx: usize,
+        req: &body::ModelRequest<'_>,
+    ) -> std::result::Result<(), GatewayError> {
+        let Some(k) = ctx.caller.key() else {
+            return Ok(());
+        };
+        if k.rpm().is_none() && k.tpm().is_none() {
+            return Ok(());
+        }
+        let _ = session;
+        let sched = &state.sched.models[model_idx];
+        let rpm = k.rpm().map(|r| crate::sched::store::Budget {
+            id: format!("key:{}:rpm", k.key_id()).into(),
+            rate: crate::sched::bucket::Rate::per_minute(r),
+        });
+        let tpm = k.tpm().map(|t| crate::sched::store::Budget {
+            id: format!("key:{}:tpm", k.key_id()).into(),
+            rate: crate::sched::bucket::Rate::per_minute(t),
+        });
+        let tokens = if tpm.is_some() {
+            crate::sched::tokens::estimate(
+                endpoint,
+                &req.body,
+                sched.counter,
+                sched.policy.default_max_tokens,
+            )
+            .total() as f64
+        } else {
+            0.0
+        };
+        let mut charges = Vec::with_capacity(2);
+        if let Some(b) = &rpm {
+            charges.push(crate::sched::store::Charge {
+                budget: b,
+                cost: 1.0,
+            });
+        }
+        if let Some(b) = &tpm {
+            charges.push(crate::sched::store::Charge {
+                budget: b,
+                cost: tokens,
+            });
+        }
+        match state.sched.store.local.try_admit(&charges) {
+            crate::sched::store::Verdict::Admitted => Ok(()),
+            crate::sched::store::Verdict::Wait(w) => Err(GatewayError::RateLimited {
+                message: format!(
+                    "This key is over its own rate limit ({}); retry after {:.0}s",
+                    match (k.rpm(), k.tpm()) {
+                        (Some(r), Some(t)) => format!("{r} requests / {t} tokens per minute"),
+                        (Some(r), None) => format!("{r} requests per minute"),
+                        (None, Some(t)) => format!("{t} tokens per minute"),
+                        (None, None) => String::new(),
+                    },
+                    w.ceil()
+                ),
+                retry_after: Duration::from_secs_f64(w.max(1.0)),
+            }),
+        }
+    }
+
+    /// Whether and how the response cache applies to this request.
+    fn cache_plan(
+        &self,
+        state: &State,
+        session: &Session,
+        ctx: &mut RequestCtx,
+        endpoint: crate::route::Endpoint,
+        model_idx: usize,
+        req: &body::ModelRequest<'_>,
+    ) -> Option<cache::Plan> {
+        let model = &state.config.models[model_idx];
+        if !model.cache.enabled {
+            return None;
+        }
+        let controls = cache::Controls::read(&req.body, &session.req_header().headers);
+        let caller = match state.cache.cfg.scope {
+            crate::config::cache::Scope::Key => {
+                if ctx.key_id.is_none() {
+                    let h = &session.req_header().headers;
+                    ctx.key_id = ["authorization", "x-api-key", "api-key"]
+                        .iter()
+                        .find_map(|k| h.get(*k))
+                        .map(|v| crate::sched::key_identity(v.as_bytes()));
+                }
+                ctx.key_id.clone()
+            }
+            crate::config::cache::Scope::Global => None,
+        };
+        let plan = state.cache.plan(
+            &model.name,
+            &model.cache,
+            endpoint,
+            &req.body,
+            controls,
+            caller.as_deref(),
+        );
+        if plan.as_ref().is_none_or(|p| !p.read) {
+            ctx.cache = Some("bypass");
+            state.cache.count("bypass");
+        }
+        plan
+    }
+
+    /// Serve a stored answer, or wait for an identical request already fetching it, or lead.
+    async fn cache_lookup(
+        &self,
+        state: &State,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        p: &cache::Plan,
+        req: &body::ModelRequest<'_>,
+    ) -> Lookup {
+        if !p.read {
+            return Lookup::Lead(None);
+        }
+        if self.serve_cached(state, session, ctx, p, req).await {
+            return Lookup::Served;
+        }
+        let guard = if p.store {
+            match state.cache.join(p.key) {
+                cache::Join::Leader(g) => Some(g),
+                cache::Join::Follower(flight) => {
+                    flight.wait(state.cache.cfg.single_flight_wait).await;
+                    if self.serve_cached(state, session, ctx, p, req).await {
+                        return Lookup::Served;
+                    }
+                    // The leader failed or its answer was not stored: go on alone.
+                    None
+                }
+            }
+        } else {
+            None
+        };
+        ctx.cache = Some("miss");
+        state.cache.count("miss");
+        Lookup::Lead(guard)
+    }
+
+    /// Answer from the cache when an entry can serve this request's mode.
+    async fn serve_cached(
+        &self,
+        state: &State,
+        session: &mut Session,
+        ctx: &mut RequestCtx,
+        p: &cache::Plan,
+        req: &body::ModelRequest<'_>,
+    ) -> bool {
+        let Some(entry) = state.cache.get(&p.key, p.ttl).await else {
+            return false;
+        };
+        let chunks: Vec<Bytes> = match (entry.sse, req.stream) {
+            (true, true) | (false, false) => entry.chunks.clone(),
+            (false, true) => {
+                let body: Vec<u8> = entry
+                    .chunks
+                    .iter()
+                    .flat_map(|c| c.iter().copied())
+                    .collect();
+                let usage = req
+                    .body
+                    .get("stream_options")
+                    .is_some_and(|o| o.contains("\"include_usage\"") && o.contains("true"));
+                match cache::convert::json_to_sse(&body, usage) {
+                    Some(c) => c,
+                    None => return false,
+                }
+            }
+            (true, false) => match cache::convert::sse_to_json(&entry.chunks) {
+                Some(b) => vec![b],
+                None => return false,
+            },
+        };
+        ctx.cache = Some("hit");
+        state.cache.count("hit");
+        if let Err(e) = respond::cached(
+            session,
+            ctx,
+            req.stream,
+            chunks,
+            &state.config.models[ctx.model.unwrap_or(0)].name,
+        )
+        .await
+        {
+            log::debug!(
+                "request {}: writing a cached answer failed: {e}",
+                ctx.request_id
+            );
+        }
+        true
     }
 
     async fn reply(
@@ -388,7 +745,7 @@ impl Gateway {
     ) -> Option<GatewayError> {
         let l = state.config.server.listeners.get(ctx.listener)?;
         let limit = l.client_ratelimit?;
-        let ip = session.client_addr()?.as_inet()?.ip();
+        let ip = client_addr::client_ip(session, &state.config.server.trusted_proxies)?;
         let budget = crate::sched::store::Budget {
             id: format!("{}|{ip}", l.name).into(),
             rate: crate::sched::bucket::Rate {
@@ -469,6 +826,22 @@ impl Gateway {
                 .with_label_values(&[model])
                 .observe(first.duration_since(ctx.start).as_secs_f64());
         }
+        if let (Some(u), Some(mc)) = (
+            ctx.usage,
+            ctx.model.and_then(|i| state.config.models.get(i)),
+        ) {
+            if let Some(p) = mc.pricing {
+                let usd = (u.prompt_tokens as f64 * p.input_per_mtok
+                    + u.completion_tokens as f64 * p.output_per_mtok)
+                    / 1_000_000.0;
+                if usd > 0.0 {
+                    m.spend.with_label_values(&[mc.name.as_str()]).inc_by(usd);
+                    if let (Some(keys), Some(k)) = (&self.shared.keys, ctx.caller.key()) {
+                        keys.record_spend(k, &mc.name, usd);
+                    }
+                }
+            }
+        }
         if let (Some(u), Some(model)) = (ctx.usage, model) {
             m.tokens
                 .with_label_values(&[model, "prompt"])
@@ -488,6 +861,11 @@ impl Gateway {
                 a.deployment,
                 a.estimate.total() as f64,
                 (u.prompt_tokens + u.completion_tokens) as f64,
+            );
+        }
+        if let Some(t) = &state.tracing {
+            trace(
+                t, state, session, ctx, forward, path, status, elapsed, model,
             );
         }
         if state.config.logging.access_log != AccessLog::Off {
@@ -526,10 +904,8 @@ fn access_log(
         .upstream
         .and_then(|u| state.upstreams.get(u))
         .map(|u| u.cfg.name.as_str());
-    let client = session
-        .client_addr()
-        .and_then(|a| a.as_inet())
-        .map(|a| a.ip().to_string())
+    let client = client_addr::client_ip(session, &state.config.server.trusted_proxies)
+        .map(|ip| ip.to_string())
         .unwrap_or_default();
     let ms = elapsed.as_secs_f64() * 1000.0;
     let (pt, ct) = ctx
@@ -562,4 +938,92 @@ fn access_log(
         ),
         AccessLog::Off => {}
     }
+}
+
+/// One OpenTelemetry span for the finished request.
+#[allow(clippy::too_many_arguments)]
+fn trace(
+    t: &crate::otel::Tracing,
+    state: &State,
+    session: &Session,
+    ctx: &RequestCtx,
+    forward: &str,
+    path: &str,
+    status: u16,
+    elapsed: Duration,
+    model: Option<&str>,
+) {
+    use opentelemetry::KeyValue;
+    let end = std::time::SystemTime::now();
+    let start = end.checked_sub(elapsed).unwrap_or(end);
+    let method = session.req_header().method.as_str().to_string();
+    let mut a = vec![
+        KeyValue::new("llmproxy.request_id", ctx.request_id.clone()),
+        KeyValue::new("llmproxy.listener", forward.to_string()),
+        KeyValue::new("http.request.method", method.clone()),
+        KeyValue::new("http.route", path.to_string()),
+        KeyValue::new("http.response.status_code", i64::from(status)),
+        KeyValue::new("llmproxy.queue_ms", ctx.queue_wait.as_millis() as i64),
+        KeyValue::new("llmproxy.duration_ms", elapsed.as_secs_f64() * 1000.0),
+    ];
+    if let Some(m) = model {
+        a.push(KeyValue::new("gen_ai.request.model", m.to_string()));
+    }
+    if let Some(u) = ctx.upstream.and_then(|i| state.upstreams.get(i)) {
+        a.push(KeyValue::new("llmproxy.deployment", u.cfg.name.clone()));
+    }
+    if let Some(u) = ctx.usage {
+        a.push(KeyValue::new(
+            "gen_ai.usage.input_tokens",
+            u.prompt_tokens as i64,
+        ));
+        a.push(KeyValue::new(
+            "gen_ai.usage.output_tokens",
+            u.completion_tokens as i64,
+        ));
+    }
+    if let Some(first) = ctx.first_byte {
+        a.push(KeyValue::new(
+            "llmproxy.ttft_ms",
+            first.duration_since(ctx.start).as_secs_f64() * 1000.0,
+        ));
+    }
+    if let Some(c) = ctx.cache {
+        a.push(KeyValue::new("llmproxy.cache", c));
+    }
+    if let Some(k) = &ctx.key_id {
+        a.push(KeyValue::new("llmproxy.key_id", k.to_string()));
+    }
+    t.record(crate::otel::RequestSpan {
+        name: &format!("{method} {path}"),
+        start,
+        end,
+        attributes: a,
+        error: ctx.error,
+        content: ctx.traced_body.as_deref(),
+    });
+}
+
+/// The API key the client presented: `Authorization: Bearer`, `x-api-key` or `api-key`.
+fn presented_key(session: &Session) -> Option<&str> {
+    let h = &session.req_header().headers;
+    if let Some(v) = h
+        .get(http::header::AUTHORIZATION)
+        .and_then(|v| v.to_str().ok())
+    {
+        let v = v.trim();
+        let token = v
+            .strip_prefix("Bearer ")
+            .or_else(|| v.strip_prefix("bearer "))
+            .unwrap_or(v)
+            .trim();
+        if !token.is_empty() {
+            return Some(token);
+        }
+    }
+    ["x-api-key", "api-key"]
+        .iter()
+        .find_map(|k| h.get(*k).and_then(|v| v.to_str().ok()))
+        .map(str::trim)
+        .filter(|v| !v.is_empty())
 }
