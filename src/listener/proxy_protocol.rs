@@ -266,15 +266,15 @@ mod tests {
     async fn read(chunks: &[&[u8]]) -> Result<(Announced, Vec<u8>), Refused> {
         let (mut tx, mut rx) = tokio::io::duplex(1 << 16);
         let chunks: Vec<Vec<u8>> = chunks.iter().map(|c| c.to_vec()).collect();
+        // The writer hangs up after the last chunk, as a client that stops would.
         let writer = tokio::spawn(async move {
             for c in chunks {
                 tx.write_all(&c).await.unwrap();
                 tokio::task::yield_now().await;
             }
-            tx
         });
         let out = read_header(&mut rx).await;
-        drop(writer.await.unwrap());
+        writer.await.unwrap();
         out
     }
 
