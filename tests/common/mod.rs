@@ -628,3 +628,156 @@ impl Drop for Postgres {
         let _ = std::fs::remove_dir_all(&self.dir);
     }
 }
+
+/// Like [`gateway_with_log`], for gateways whose main listener a plain HTTP probe cannot use (PROXY
+/// protocol, TLS): ready once the admin listener answers and the main port accepts connections.
+pub async fn gateway_with_log_admin_ready(
+    template: &str,
+    extra_args: &[&str],
+) -> (Gateway, PathBuf) {
+    let port = free_port();
+    let admin = free_port();
+    let yaml = template
+        .replace("{PORT}", &port.to_string())
+        .replace("{ADMIN}", &admin.to_string());
+    let path = tmp_path("llmproxy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let log = tmp_path("stderr.log");
+    let file = std::fs::File::create(&log).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let mut args = vec!["run", "-c", p.as_str()];
+    args.extend_from_slice(extra_args);
+    let child = Command::new(LLMPROXY)
+        .args(&args)
+        .stdout(Stdio::null())
+        .stderr(Stdio::from(file))
+        .spawn()
+        .expect("start llmproxy");
+    let gw = Gateway {
+        child,
+        port,
+        admin_port: admin,
+        config: path,
+    };
+    let deadline = Instant::now() + Duration::from_secs(30);
+    let c = client();
+    loop {
+        let admin_up = c
+            .get(gw.admin("/health"))
+            .send()
+            .await
+            .is_ok_and(|r| r.status().is_success());
+        if admin_up
+            && tokio::net::TcpStream::connect(("127.0.0.1", port))
+                .await
+                .is_ok()
+        {
+            break;
+        }
+        assert!(
+            Instant::now() < deadline,
+            "llmproxy did not become ready:\n{}",
+            std::fs::read_to_string(&log).unwrap_or_default()
+        );
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+    (gw, log)
+}
+
+/// A self-signed certificate for `localhost` and `127.0.0.1` (openssl, RSA 2048, one day) written
+/// to `{stem}.crt` and `{stem}.key` in a fresh directory; returns both paths.
+pub fn self_signed_cert(stem: &str) -> (PathBuf, PathBuf) {
+    let dir = tmp_path("tls");
+    std::fs::create_dir_all(&dir).unwrap();
+    let (cert, key) = (
+        dir.join(format!("{stem}.crt")),
+        dir.join(format!("{stem}.key")),
+    );
+    let out = Command::new("openssl")
+        .args([
+            "req",
+            "-x509",
+            "-newkey",
+            "rsa:2048",
+            "-nodes",
+            "-subj",
+            "/CN=localhost",
+        ])
+        .args([
+            "-addext",
+            "subjectAltName=DNS:localhost,IP:127.0.0.1",
+            "-days",
+            "1",
+        ])
+        // An end-entity certificate: openssl marks self-signed ones as CAs by default, which rustls's
+        // webpki refuses as a server's own certificate.
+        .args(["-addext", "basicConstraints=critical,CA:FALSE"])
+        .arg("-keyout")
+        .arg(&key)
+        .arg("-out")
+        .arg(&cert)
+        .output()
+        .expect("openssl (scripts/install-deps --test installs it)");
+    assert!(
+        out.status.success(),
+        "openssl: {}",
+        String::from_utf8_lossy(&out.stderr)
+    );
+    (cert, key)
+}
+
+/// HAProxy (Debian's package) on a config written to a temp file, in the foreground (`-db`); killed
+/// on drop.
+pub struct Haproxy {
+    child: Child,
+    pub config: PathBuf,
+}
+
+pub const HAPROXY: &str = "/usr/sbin/haproxy";
+
+impl Haproxy {
+    /// Start HAProxy on `cfg` and wait (bounded) until each of `ports` accepts connections.
+    pub async fn start(cfg: &str, ports: &[u16]) -> Haproxy {
+        let config = tmp_path("haproxy.cfg");
+        std::fs::write(&config, cfg).unwrap();
+        let check = Command::new(HAPROXY)
+            .arg("-c")
+            .arg("-f")
+            .arg(&config)
+            .output()
+            .expect("haproxy (scripts/install-deps --test installs it)");
+        assert!(
+            check.status.success(),
+            "haproxy -c: {}{}",
+            String::from_utf8_lossy(&check.stdout),
+            String::from_utf8_lossy(&check.stderr)
+        );
+        let child = Command::new(HAPROXY)
+            .arg("-f")
+            .arg(&config)
+            .arg("-db")
+            .stdout(Stdio::null())
+            .stderr(Stdio::null())
+            .spawn()
+            .expect("start haproxy");
+        let h = Haproxy { child, config };
+        let deadline = Instant::now() + Duration::from_secs(10);
+        for p in ports {
+            while tokio::net::TcpStream::connect(("127.0.0.1", *p))
+                .await
+                .is_err()
+            {
+                assert!(Instant::now() < deadline, "haproxy did not listen on {p}");
+                tokio::time::sleep(Duration::from_millis(20)).await;
+            }
+        }
+        h
+    }
+}
+
+impl Drop for Haproxy {
+    fn drop(&mut self) {
+        let _ = self.child.kill();
+        let _ = self.child.wait();
+    }
+}
