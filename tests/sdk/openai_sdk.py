@@ -1,14 +1,26 @@
 """The official OpenAI Python SDK, unchanged but for base_url, against llmproxy (and its mock upstream).
 
-Usage: python openai_sdk.py BASE_URL MODEL EMBED_MODEL ; prints one JSON line with what it saw.
+Usage: python openai_sdk.py BASE_URL MODEL EMBED_MODEL [CA_FILE] ; prints one JSON line with what it saw.
+With CA_FILE (an https BASE_URL), the SDK's HTTP client trusts only that certificate.
 """
 import json
+import ssl
 import sys
 
+import httpx
 from openai import OpenAI
 
 base_url, model, embed_model = sys.argv[1], sys.argv[2], sys.argv[3]
-client = OpenAI(base_url=base_url, api_key="sk-client-side-anything", max_retries=0, timeout=30)
+http_client = None
+if len(sys.argv) > 4:
+    http_client = httpx.Client(verify=ssl.create_default_context(cafile=sys.argv[4]))
+client = OpenAI(
+    base_url=base_url,
+    api_key="sk-client-side-anything",
+    max_retries=0,
+    timeout=30,
+    http_client=http_client,
+)
 
 out = {}
 chat = client.chat.completions.create(model=model, messages=[{"role": "user", "content": "Say hi"}])
