@@ -30,6 +30,8 @@ def main() -> None:
     for key in ("stream1k", "stream10k"):
         if any((S[s].get(key) or {}).get("ttft_ms") for s in order):
             panels.append(key)
+    if (data.get("sched") or {}).get("summary"):
+        panels.append("sched")
     if not panels:
         return
     ncols = 2 if len(panels) == 4 else len(panels)
@@ -39,6 +41,22 @@ def main() -> None:
     for ax in flat[len(panels):]:
         ax.axis("off")
     for ax, panel in zip(flat, panels):
+        if panel == "sched":
+            ss = data["sched"]["summary"]
+            names = list(ss)
+            rps = [ss[v]["rps"] or 0 for v in names]
+            bars = ax.bar(range(len(names)), rps, 0.6, color=["#999999", "#1f77b4", "#d62728"][:len(names)])
+            ax.bar_label(bars, labels=[f"{r:,.0f}" + ("" if v == "sched-off" else f"\n{ss[v]['rps_ratio'] or 0:.3f}×")
+                                       for v, r in zip(names, rps)], fontsize=7, padding=2)
+            ax.axhline((ss["sched-off"]["rps"] or 0) * data["sched"]["min_ratio"], color="#d62728", lw=0.8, ls="--",
+                       label=f"{data['sched']['min_ratio']}× sched-off")
+            ax.set_title(f"scheduler contention, c={data['settings']['throughput_conc']} (req/s)\n"
+                         f"median of {len(data['sched']['rounds'])} rounds; × = paired ratio vs sched-off")
+            ax.legend(fontsize=7, loc="lower right")
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, fontsize=8)
+            ax.margins(y=0.22)
+            continue
         if panel == "latency":
             pcts = ["p50", "p90", "p99"]
             w = 0.8 / len(pcts)
@@ -78,7 +96,8 @@ def main() -> None:
         ax.set_xticks(range(len(order)))
         ax.set_xticklabels([LABELS[s] for s in order], fontsize=8)
         ax.margins(y=0.18)
-    fig.suptitle(f"llmproxy load test {data['started']} ({data['profile']}, {data['machine']})", fontsize=9)
+    sep = "\n" if ncols == 1 else " "  # one narrow panel: the title on two lines
+    fig.suptitle(f"llmproxy load test {data['started']}{sep}({data['profile']}, {data['machine']})", fontsize=9)
     fig.tight_layout()
     fig.savefig(sys.argv[2], dpi=110)
 
