@@ -418,3 +418,119 @@ fn reference_haproxy_config_is_valid_and_check_accepts_the_scale_out_config() {
         assert!(text.contains(needle), "{needle} missing in:\n{text}");
     }
 }
+
+/// The rest of the scale-out promise: behind HAProxy (round robin), two instances share one Redis
+/// (cache) and one PostgreSQL (keys): a key made through either is accepted by both, a deletion
+/// is honoured by both within `key_refresh`, and an answer cached by one is a hit on the other.
+#[tokio::test(flavor = "multi_thread", worker_threads = 4)]
+async fn haproxy_two_instances_share_cache_and_keys() {
+    let redis = Redis::start();
+    let pg = Postgres::start();
+    let db = pg.create_db("scaleout");
+    let mock = Mock::start("A");
+    let master = "sk-scale-out-master-000";
+    let cfg = format!(
+        "server:\n  listeners: [{{name: main, listen: \"127.0.0.1:{{PORT}}\"}}]\n  threads: 2\n  proxy_protocol: true\n  trusted_proxies: [\"127.0.0.1/32\"]\n  master_key: \"{master}\"\nadmin: {{listen: \"127.0.0.1:{{ADMIN}}\"}}\nlogging: {{level: warn, access_log: off}}\nstate: {{redis: \"{}\", database: \"{db}\", key_refresh: 200ms}}\ncache: {{backend: redis}}\nupstreams:\n{}models:\n  - {{name: m, cache: {{ttl: 1h}}, deployments: [{{upstream: a, model: gpt-4o-mini}}]}}\n",
+        redis.url(),
+        openai_upstream("a", &mock)
+    );
+    let (g1, _) = gateway_with_log_admin_ready(&cfg, &[]).await;
+    let (g2, _) = gateway_with_log_admin_ready(&cfg, &[]).await;
+    let fronts = [free_port(), free_port(), free_port()];
+    let _haproxy = Haproxy::start(
+        &haproxy_cfg(fronts, [(g1.port, g1.admin_port), (g2.port, g2.admin_port)]),
+        &fronts,
+    )
+    .await;
+    let base = format!("http://127.0.0.1:{}", fronts[2]);
+    // Fresh connections, so round robin alternates instances request by request.
+    let c = reqwest::Client::builder()
+        .pool_max_idle_per_host(0)
+        .timeout(Duration::from_secs(10))
+        .build()
+        .unwrap();
+    let gen: Value = c
+        .post(format!("{base}/key/generate"))
+        .header("authorization", format!("Bearer {master}"))
+        .json(&json!({"models": ["m"]}))
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let key = gen["key"].as_str().unwrap().to_string();
+    let ask = |body: Value| {
+        let (c, url, key) = (
+            c.clone(),
+            format!("{base}/v1/chat/completions"),
+            key.clone(),
+        );
+        async move {
+            let r = c
+                .post(url)
+                .header("authorization", format!("Bearer {key}"))
+                .json(&body)
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let cache = r
+                .headers()
+                .get("x-llmproxy-cache")
+                .map(|v| v.to_str().unwrap().to_string());
+            (status, cache)
+        }
+    };
+    // The key works on both instances (four in a row through round robin) within the bound.
+    let t = Instant::now();
+    let mut streak = 0;
+    while streak < 4 {
+        let (s, _) = ask(json!({"model": "m", "messages": [], "temperature": 0.5})).await;
+        streak = if s == 200 { streak + 1 } else { 0 };
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the key never worked on both instances"
+        );
+    }
+    // One upstream call for a deterministic request, whichever instance answers.
+    mock.reset().await;
+    let body = json!({"model": "m", "messages": [{"role": "user", "content": "shared"}], "temperature": 0});
+    let mut results = Vec::new();
+    for _ in 0..4 {
+        results.push(ask(body.clone()).await);
+    }
+    assert!(results.iter().all(|r| r.0 == 200), "{results:?}");
+    assert_eq!(
+        results
+            .iter()
+            .filter(|r| r.1.as_deref() == Some("hit"))
+            .count(),
+        3,
+        "{results:?}"
+    );
+    assert_eq!(mock.requests_to("/v1/chat/completions").await.len(), 1);
+    // Deleted through one instance: refused by both within the bound.
+    let del = c
+        .post(format!("{base}/key/delete"))
+        .header("authorization", format!("Bearer {master}"))
+        .json(&json!({"keys": [key]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(del.status(), 200);
+    let t = Instant::now();
+    let mut streak = 0;
+    while streak < 4 {
+        let (s, _) = ask(json!({"model": "m", "messages": [], "temperature": 0.5})).await;
+        streak = if s == 401 { streak + 1 } else { 0 };
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "a deleted key kept working"
+        );
+    }
+    eprintln!(
+        "deleted key refused by both instances after {:?}",
+        t.elapsed()
+    );
+}
