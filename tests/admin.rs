@@ -227,6 +227,13 @@ fn grafana_dashboard_uses_exported_metric_names() {
         "llmproxy_stream_errors_total",
         "llmproxy_config_reloads_total",
         "llmproxy_ratelimit_total",
+        "llmproxy_queue_depth",
+        "llmproxy_queue_wait_seconds",
+        "llmproxy_queue_rejections_total",
+        "llmproxy_state_errors_total",
+        "llmproxy_cache_requests_total",
+        "llmproxy_spend_usd_total",
+        "llmproxy_token_estimate_error_ratio",
     ];
     // Every metric a panel queries is one the gateway exports.
     for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {
@@ -288,6 +295,24 @@ async fn access_log_has_the_request_but_no_content_or_secret() {
     assert_eq!(json["upstream"], "a");
     assert_eq!(json["status"], 200);
     assert!(json["ttft_ms"].as_f64().is_some());
+    // Every field the operations issue asks for is there (null when it does not apply).
+    for field in [
+        "request_id",
+        "client",
+        "listener",
+        "model",
+        "upstream",
+        "status",
+        "duration_ms",
+        "ttft_ms",
+        "prompt_tokens",
+        "completion_tokens",
+        "queue_ms",
+        "key_id",
+        "cache",
+    ] {
+        assert!(json.get(field).is_some(), "no `{field}` in {line}");
+    }
     assert_no_secrets(&log);
 }
 

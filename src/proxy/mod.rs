@@ -924,6 +924,7 @@ fn access_log(
                 "duration_ms": (ms * 1000.0).round() / 1000.0, "ttft_ms": ttft_ms, "error": ctx.error,
                 "prompt_tokens": pt, "completion_tokens": ct,
                 "queue_ms": ctx.queue_wait.as_millis() as u64, "key_id": ctx.key_id.as_deref(),
+                "cache": ctx.cache,
             });
             log::info!(target: "access", "{line}");
         }
