@@ -169,7 +169,8 @@ impl UpstreamPool {
             check.consecutive_success = hc.healthy_after;
             check.reuse_connection = false;
             check.peer_template.options.custom_l4 = custom_l4.clone();
-            let path = format!("{}{}", cfg.url.base_path, hc.path);
+            // Azure: `/openai/models?api-version=...` (see `providers::health_path`).
+            let path = crate::providers::health_path(&cfg);
             let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
             req.insert_header(http::header::HOST, cfg.url.authority.as_str())?;
             apply_upstream_headers(&cfg, &mut req)?;

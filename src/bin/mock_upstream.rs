@@ -88,6 +88,31 @@
 //! * Unknown path: 404; known path with the wrong method: 405; malformed JSON
 //!   body on a POST endpoint: 400 — all with OpenAI-shaped error bodies.
 //!
+//! # Azure OpenAI dialect (paths under `/openai/`)
+//!
+//! As Azure's data-plane REST reference documents it:
+//!
+//! * `POST /openai/deployments/{deployment}/chat/completions|completions|embeddings?api-version=V`:
+//!   the same answers as the OpenAI endpoints above, with `model` = the
+//!   deployment name (Azure ignores the body's `model`).
+//! * `POST /openai/v1/responses` (also `/openai/v1/chat/completions`, ...): the
+//!   v1 surface, `api-version` optional, `model` from the body.
+//! * `GET /openai/models?api-version=V`: the model list (Azure's health probe).
+//! * Missing or empty `api-version` on a dated path, or an unknown `/openai/...`
+//!   path: 404 `{"error":{"code":"404","message":"Resource not found"}}`. Neither
+//!   `api-key` nor `Authorization`: 401 `{"error":{"code":"401","message":"Access
+//!   denied due to invalid subscription key or wrong API endpoint. ..."}}`.
+//! * A 429 (`x-mock-status`, `/__mock/fail`) is Azure-shaped:
+//!   `{"error":{"code":"429","message":"Requests to the ... Operation under Azure
+//!   OpenAI API version V have exceeded ... Please retry after N seconds. ..."}}`
+//!   with `retry-after` (`--retry-after`, or `x-mock-retry-after: N` per request,
+//!   default 1) and `x-ratelimit-remaining-requests: 0` /
+//!   `x-ratelimit-remaining-tokens: 0`. Other failures keep the OpenAI shape
+//!   (Azure relays the model's own errors in it).
+//! * Successful Azure answers carry `x-ratelimit-remaining-requests` and
+//!   `x-ratelimit-remaining-tokens` (fixed values unless `--rpm`/`--tpm` are
+//!   set, whose OpenAI-style headers then win), as Azure sends on every answer.
+//!
 //! # Rate limits (`--rpm`, `--tpm`, `POST /__mock/limits`)
 //!
 //! Two token buckets per process, shared by `POST` to the chat, completions,
@@ -522,6 +547,54 @@ fn error_response(
         r#"{{"error":{{"message":{message},"type":"{typ}","param":null,"code":"{code}"}}}}"#
     );
     json_response(state, status, body)
+}
+
+/// An Azure service-level error: `{"error":{"code":"<status>","message":...}}`.
+fn azure_error(state: &State, status: StatusCode, message: &str) -> Response<MockBody> {
+    let message = serde_json::to_string(message).unwrap_or_default();
+    let body = format!(
+        r#"{{"error":{{"code":"{}","message":{message}}}}}"#,
+        status.as_u16()
+    );
+    json_response(state, status, body)
+}
+
+/// A failure answer on an Azure path: 429 in Azure's own shape and headers, anything else as
+/// `mock_error`.
+fn azure_mock_error(
+    state: &State,
+    status: StatusCode,
+    headers: &HeaderMap,
+    az: &AzureRoute,
+) -> Response<MockBody> {
+    if status != StatusCode::TOO_MANY_REQUESTS {
+        return mock_error(state, status);
+    }
+    let secs = hdr_u64(headers, "x-mock-retry-after")
+        .or(state.retry_after)
+        .unwrap_or(1);
+    let op = match az.endpoint {
+        Some(Endpoint::Chat) => "ChatCompletions_Create",
+        Some(Endpoint::Completions) => "Completions_Create",
+        Some(Endpoint::Embeddings) => "Embeddings_Create",
+        _ => "Responses_Create",
+    };
+    let message = format!(
+        "Requests to the {op} Operation under Azure OpenAI API version {} have exceeded token rate limit of your current OpenAI S0 pricing tier. Please retry after {secs} seconds. Please go here: https://aka.ms/oai/quotaincrease if you would like to further increase the default rate limit.",
+        az.api_version.as_deref().unwrap_or("v1")
+    );
+    let mut resp = azure_error(state, status, &message);
+    let h = resp.headers_mut();
+    h.insert("retry-after", HeaderValue::from(secs));
+    h.insert(
+        "x-ratelimit-remaining-requests",
+        HeaderValue::from_static("0"),
+    );
+    h.insert(
+        "x-ratelimit-remaining-tokens",
+        HeaderValue::from_static("0"),
+    );
+    resp
 }
 
 fn mock_error(state: &State, status: StatusCode) -> Response<MockBody> {
@@ -1490,6 +1563,107 @@ enum Endpoint {
     Models,
 }
 
+/// An OpenAI path (with or without `/v1`).
+fn openai_endpoint(path: &str) -> Option<Endpoint> {
+    match path.strip_prefix("/v1").unwrap_or(path) {
+        "/chat/completions" => Some(Endpoint::Chat),
+        "/completions" => Some(Endpoint::Completions),
+        "/embeddings" => Some(Endpoint::Embeddings),
+        "/responses" => Some(Endpoint::Responses),
+        "/models" => Some(Endpoint::Models),
+        _ => None,
+    }
+}
+
+/// A request on Azure's paths (`/openai/...`).
+struct AzureRoute {
+    endpoint: Option<Endpoint>,
+    /// The deployment segment, percent-decoded.
+    deployment: Option<String>,
+    /// Dated paths need `?api-version=`; the v1 surface does not.
+    needs_version: bool,
+    api_version: Option<String>,
+}
+
+fn percent_decode(s: &str) -> String {
+    let b = s.as_bytes();
+    let mut out = Vec::with_capacity(b.len());
+    let mut i = 0;
+    while i < b.len() {
+        let hex = |c: u8| (c as char).to_digit(16);
+        if b[i] == b'%' && i + 2 < b.len() {
+            if let (Some(h), Some(l)) = (hex(b[i + 1]), hex(b[i + 2])) {
+                out.push((h * 16 + l) as u8);
+                i += 3;
+                continue;
+            }
+        }
+        out.push(b[i]);
+        i += 1;
+    }
+    String::from_utf8_lossy(&out).into_owned()
+}
+
+fn azure_route(path: &str, query: Option<&str>) -> Option<AzureRoute> {
+    if path != "/openai" && !path.starts_with("/openai/") {
+        return None;
+    }
+    let api_version = query_param(query, "api-version")
+        .filter(|v| !v.is_empty())
+        .map(str::to_owned);
+    let (endpoint, deployment, needs_version) =
+        if let Some(rest) = path.strip_prefix("/openai/deployments/") {
+            match rest.split_once('/') {
+                Some((d, op)) if !d.is_empty() => {
+                    let ep = match op {
+                        "chat/completions" => Some(Endpoint::Chat),
+                        "completions" => Some(Endpoint::Completions),
+                        "embeddings" => Some(Endpoint::Embeddings),
+                        _ => None,
+                    };
+                    (ep, Some(percent_decode(d)), true)
+                }
+                _ => (None, None, true),
+            }
+        } else if path == "/openai/models" {
+            (Some(Endpoint::Models), None, true)
+        } else if let Some(rest) = path.strip_prefix("/openai/v1") {
+            (openai_endpoint(rest), None, false)
+        } else {
+            (None, None, true)
+        };
+    Some(AzureRoute {
+        endpoint,
+        deployment,
+        needs_version,
+        api_version,
+    })
+}
+
+/// Azure's own refusals, before anything else: no `api-version` or an unknown path (404), no key
+/// (401).
+fn azure_reject(state: &State, az: &AzureRoute, headers: &HeaderMap) -> Option<Response<MockBody>> {
+    if az.endpoint.is_none() || (az.needs_version && az.api_version.is_none()) {
+        return Some(azure_error(
+            state,
+            StatusCode::NOT_FOUND,
+            "Resource not found",
+        ));
+    }
+    let has_key = headers.get("api-key").is_some_and(|v| !v.is_empty())
+        || headers
+            .get(http::header::AUTHORIZATION)
+            .is_some_and(|v| v.as_bytes().starts_with(b"Bearer "));
+    if !has_key {
+        return Some(azure_error(
+            state,
+            StatusCode::UNAUTHORIZED,
+            "Access denied due to invalid subscription key or wrong API endpoint. Make sure to provide a valid key for an active subscription and use a correct regional API endpoint for your resource.",
+        ));
+    }
+    None
+}
+
 async fn handle(
     state: Arc<State>,
     req: Request<Incoming>,
@@ -1511,13 +1685,10 @@ async fn handle(
         Err(_) => Bytes::new(),
     };
 
-    let endpoint = match path.strip_prefix("/v1").unwrap_or(path) {
-        "/chat/completions" => Some(Endpoint::Chat),
-        "/completions" => Some(Endpoint::Completions),
-        "/embeddings" => Some(Endpoint::Embeddings),
-        "/responses" => Some(Endpoint::Responses),
-        "/models" => Some(Endpoint::Models),
-        _ => None,
+    let azure = azure_route(path, parts.uri.query());
+    let endpoint = match &azure {
+        Some(az) => az.endpoint,
+        None => openai_endpoint(path),
     };
     let parsed: Option<Result<ReqBody, serde_json::Error>> = (parts.method == Method::POST
         && (endpoint.is_some_and(|e| e != Endpoint::Models) || !body.is_empty()))
@@ -1533,6 +1704,14 @@ async fn handle(
             &body,
             parsed.as_ref().and_then(|r| r.as_ref().ok()),
         );
+    }
+
+    if let Some(mut resp) = azure
+        .as_ref()
+        .and_then(|az| azure_reject(&state, az, &parts.headers))
+    {
+        resp.body_mut()._guard = Some(guard);
+        return Ok(resp);
     }
 
     let rate_headers = match rate_limit(
@@ -1561,10 +1740,23 @@ async fn handle(
         &parts.method,
         &parts.headers,
         endpoint,
+        azure.as_ref(),
         path,
         body.len(),
         parsed,
     );
+    if azure.is_some() && resp.status().is_success() {
+        // Azure sends these on every answer (no reset headers); the limiter's own, if any, win.
+        let h = resp.headers_mut();
+        h.insert(
+            "x-ratelimit-remaining-requests",
+            HeaderValue::from_static("99"),
+        );
+        h.insert(
+            "x-ratelimit-remaining-tokens",
+            HeaderValue::from_static("99000"),
+        );
+    }
     if let Some(rh) = rate_headers {
         rh.apply(resp.headers_mut());
     }
@@ -1572,20 +1764,24 @@ async fn handle(
     Ok(resp)
 }
 
+#[allow(clippy::too_many_arguments)]
 fn respond(
     state: &State,
     method: &Method,
     headers: &HeaderMap,
     endpoint: Option<Endpoint>,
+    azure: Option<&AzureRoute>,
     path: &str,
     body_len: usize,
     parsed: Option<Result<ReqBody, serde_json::Error>>,
 ) -> Response<MockBody> {
-    if let Some(code) = fail_code(u64::from(state.fail_status.load(Ordering::Relaxed))) {
-        return mock_error(state, code);
-    }
-    if let Some(code) = hdr_u64(headers, "x-mock-status").and_then(fail_code) {
-        return mock_error(state, code);
+    let fail = fail_code(u64::from(state.fail_status.load(Ordering::Relaxed)))
+        .or_else(|| hdr_u64(headers, "x-mock-status").and_then(fail_code));
+    if let Some(code) = fail {
+        return match azure {
+            Some(az) => azure_mock_error(state, code, headers, az),
+            None => mock_error(state, code),
+        };
     }
     let Some(endpoint) = endpoint else {
         return error_response(
@@ -1613,7 +1809,7 @@ fn respond(
     if endpoint == Endpoint::Models {
         return json_response(state, StatusCode::OK, MODELS_BODY);
     }
-    let req = match parsed {
+    let mut req = match parsed {
         Some(Ok(r)) => r,
         Some(Err(e)) => {
             return error_response(
@@ -1626,6 +1822,10 @@ fn respond(
         }
         None => ReqBody::default(),
     };
+    if let Some(d) = azure.and_then(|az| az.deployment.as_ref()) {
+        // Azure answers with the deployment's model whatever the body says.
+        req.model = Value::String(d.clone());
+    }
     let g = Gen::new(state, headers, body_len);
     match endpoint {
         Endpoint::Chat => chat(state, &g, &req),

@@ -9,6 +9,8 @@ use std::time::Duration;
 pub enum Provider {
     OpenAi,
     OpenAiCompatible,
+    /// Azure OpenAI: deployment paths with `?api-version=` (see `providers::azure`).
+    Azure,
 }
 
 impl Provider {
@@ -16,6 +18,7 @@ impl Provider {
         match self {
             Provider::OpenAi => "openai",
             Provider::OpenAiCompatible => "openai_compatible",
+            Provider::Azure => "azure",
         }
     }
 }
@@ -131,6 +134,8 @@ pub struct Upstream {
     pub name: String,
     pub provider: Provider,
     pub url: UpstreamUrl,
+    /// Azure's `api-version` query value (required for `provider: azure`, refused otherwise).
+    pub api_version: Option<String>,
     pub auth: Auth,
     pub headers: Vec<HeaderOp>,
     pub client: ClientSettings,
@@ -169,7 +174,6 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
             "health_check",
         ],
     )?;
-    m.not_yet(r, &["api_version"]);
     let name = m.required(r, "name", |r, n| n.string(r));
     let provider = m
         .with(r, "provider", |r, n| {
@@ -178,7 +182,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
                 &[
                     ("openai", Some(Provider::OpenAi)),
                     ("openai_compatible", Some(Provider::OpenAiCompatible)),
-                    ("azure", None),
+                    ("azure", Some(Provider::Azure)),
                     ("anthropic", None),
                 ],
             )?;
@@ -192,23 +196,88 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
         })
         .unwrap_or(Provider::OpenAiCompatible);
     let url = m.required(r, "url", read_url);
+    let api_version = read_api_version(r, &m, provider);
+    if provider == Provider::Azure {
+        if let Some(u) = &url {
+            let lower = u.base_path.to_ascii_lowercase();
+            if lower.ends_with("/openai")
+                || lower.ends_with("/openai/v1")
+                || lower.contains("/deployments")
+            {
+                r.error(
+                    &format!("{}.url", m.path()),
+                    "for provider `azure` the URL is the resource endpoint (e.g. https://NAME.openai.azure.com); the gateway adds /openai/deployments/{deployment}/... itself",
+                );
+            }
+        }
+    }
     let auth = m.with(r, "auth", read_auth).unwrap_or(Auth::None);
     let headers = m
         .with(r, "headers", |r, n| Some(n.list(r, read_header_op)))
         .unwrap_or_default();
     let client = m.with(r, "client", read_client).unwrap_or_default();
-    let health_check = m.with(r, "health_check", read_health).unwrap_or_default();
+    let default_health = HealthCheckConfig {
+        path: default_health_path(provider).to_string(),
+        ..HealthCheckConfig::default()
+    };
+    let health_check = m
+        .with(r, "health_check", |r, n| read_health(r, n, &default_health))
+        .unwrap_or(default_health);
     let limits = m.with(r, "limits", read_limits).unwrap_or_default();
     Some(Upstream {
         name: name?,
         provider,
         url: url?,
+        api_version,
         auth,
         headers,
         client,
         health_check,
         limits,
     })
+}
+
+/// The health-check path when `health_check.path` is not set: OpenAI's `GET /models`; Azure's
+/// data-plane `GET /openai/models` (its `?api-version=` is added by `providers::health_path`).
+pub fn default_health_path(provider: Provider) -> &'static str {
+    match provider {
+        Provider::Azure => "/openai/models",
+        Provider::OpenAi | Provider::OpenAiCompatible => "/models",
+    }
+}
+
+/// `api_version`: required for `provider: azure` (e.g. `"2024-10-21"`), meaningless elsewhere.
+fn read_api_version(r: &mut Reader, m: &super::reader::Map, provider: Provider) -> Option<String> {
+    let path = format!("{}.api_version", m.path());
+    let v = m.with(r, "api_version", |r, n| n.string(r));
+    match (provider, v) {
+        (Provider::Azure, None) => {
+            r.error(
+                &path,
+                "required for provider `azure`: the `api-version` Azure OpenAI expects, e.g. \"2024-10-21\"",
+            );
+            None
+        }
+        (Provider::Azure, Some(v)) => {
+            let ok = !v.is_empty()
+                && v.len() <= 64
+                && v.bytes()
+                    .all(|b| b.is_ascii_alphanumeric() || matches!(b, b'-' | b'.' | b'_'));
+            if !ok {
+                r.error(
+                    &path,
+                    format!("`{v}` is not an API version (letters, digits, `-`, `.`, `_`; e.g. \"2024-10-21\")"),
+                );
+                return None;
+            }
+            Some(v)
+        }
+        (_, Some(_)) => {
+            r.error(&path, "only used by provider `azure`");
+            None
+        }
+        (_, None) => None,
+    }
 }
 
 pub fn parse_url(s: &str) -> Result<UpstreamUrl, String> {
@@ -471,7 +540,7 @@ pub fn parse_proxy(s: &str) -> Result<OutboundProxy, String> {
     })
 }
 
-fn read_health(r: &mut Reader, n: Node) -> Option<HealthCheckConfig> {
+fn read_health(r: &mut Reader, n: Node, d: &HealthCheckConfig) -> Option<HealthCheckConfig> {
     let m = n.map(
         r,
         &[
@@ -482,9 +551,10 @@ fn read_health(r: &mut Reader, n: Node) -> Option<HealthCheckConfig> {
             "healthy_after",
         ],
     )?;
-    let d = HealthCheckConfig::default();
     let interval = m.with(r, "interval", |r, n| n.duration(r)).or(d.interval);
-    let path = m.with(r, "path", |r, n| n.string(r)).unwrap_or(d.path);
+    let path = m
+        .with(r, "path", |r, n| n.string(r))
+        .unwrap_or_else(|| d.path.clone());
     if !path.starts_with('/') {
         r.error(
             &format!("{}.path", m.path()),

@@ -1,9 +1,35 @@
 //! Provider adapters: how a request is shaped for an upstream, and how usage is read back.
 //!
-//! `openai` serves both `provider: openai` and `provider: openai_compatible` (vLLM, Ollama, ...).
+//! `openai` serves both `provider: openai` and `provider: openai_compatible` (vLLM, Ollama, ...);
+//! `azure` gives Azure OpenAI its paths and `api-version` (the wire format is OpenAI's).
 
+pub mod azure;
 pub mod openai;
 pub mod usage;
+
+use crate::config::{Provider, Upstream};
+use crate::route::Endpoint;
+
+/// The upstream request target (path and query) for a model endpoint on deployment `deployment`
+/// (the deployment's `model`).
+pub fn upstream_path(upstream: &Upstream, endpoint: Endpoint, deployment: &str) -> String {
+    match upstream.provider {
+        Provider::Azure => azure::upstream_path(upstream, endpoint, deployment),
+        Provider::OpenAi | Provider::OpenAiCompatible => {
+            format!("{}{}", upstream.url.base_path, endpoint.upstream_path())
+        }
+    }
+}
+
+/// The active health check's request target.
+pub fn health_path(upstream: &Upstream) -> String {
+    match upstream.provider {
+        Provider::Azure => azure::health_path(upstream),
+        Provider::OpenAi | Provider::OpenAiCompatible => {
+            format!("{}{}", upstream.url.base_path, upstream.health_check.path)
+        }
+    }
+}
 
 /// Client request headers never forwarded upstream: credentials (the upstream's own auth replaces
 /// them), hop-by-hop headers, framing (recomputed), gateway controls, and `accept-encoding` (usage is

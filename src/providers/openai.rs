@@ -1,20 +1,23 @@
-//! OpenAI and OpenAI-compatible upstreams: `POST {url}{endpoint}` with the upstream's auth.
+//! OpenAI and OpenAI-compatible upstreams: `POST {url}{endpoint}` with the upstream's auth. Azure
+//! OpenAI speaks the same format on its own paths (`super::upstream_path`).
 
-use super::forwardable;
+use super::{forwardable, upstream_path};
 use crate::balance::upstream::apply_upstream_headers;
 use crate::config::Upstream;
 use crate::route::Endpoint;
 use pingora::prelude::*;
 
-/// Build the upstream request header for a model endpoint.
+/// Build the upstream request header for a model endpoint; `deployment` is the deployment's `model`
+/// (Azure puts it in the path).
 pub fn request_header(
     upstream: &Upstream,
     endpoint: Endpoint,
+    deployment: &str,
     client: &RequestHeader,
     body_len: usize,
     request_id: &str,
 ) -> Result<RequestHeader> {
-    let path = format!("{}{}", upstream.url.base_path, endpoint.upstream_path());
+    let path = upstream_path(upstream, endpoint, deployment);
     // No header-case map: HTTP/1.1 names are case-insensitive, and keeping one costs allocations on
     // every request (measured with callgrind: cheaper than building with it, or cloning the client's
     // header the way Pingora's own proxy does).

@@ -299,6 +299,8 @@ async fn try_model(
             pool,
             upstream_idx: dep.upstream_idx,
             model,
+            // Upstream path: Azure puts the deployment name in it.
+            deployment: &dep.model,
             addr,
         };
         let outcome =
@@ -594,6 +596,8 @@ struct Target<'a> {
     pool: &'a UpstreamPool,
     upstream_idx: usize,
     model: &'a Model,
+    /// The deployment's upstream model name (Azure: the deployment in the upstream path).
+    deployment: &'a str,
     addr: SocketAddr,
 }
 
@@ -614,6 +618,7 @@ async fn attempt_once(
         openai::request_header(
             &pool.cfg,
             endpoint,
+            t.deployment, // upstream path: Azure's deployment segment
             session.req_header(),
             body.len(),
             &ctx.request_id,

@@ -15,7 +15,8 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
-    /// The path below the upstream's base URL (which carries the `/v1`).
+    /// The path below the upstream's base URL (which carries the `/v1`); Azure puts it below
+    /// `/openai/deployments/{deployment}` instead (`providers::azure`).
     pub fn upstream_path(&self) -> &'static str {
         match self {
             Endpoint::ChatCompletions => "/chat/completions",
