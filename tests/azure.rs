@@ -290,6 +290,42 @@ async fn azure_429_with_retry_after_is_retried_elsewhere_and_cools_the_deploymen
 }
 
 #[tokio::test]
+async fn api_version_v1_uses_the_v1_surface_for_every_endpoint() {
+    let az = Mock::start("AZ");
+    let gw = gateway(&config(&format!(
+        "upstreams:\n  - {{name: az, provider: azure, url: \"{}\", api_version: v1, auth: {KEY_AUTH}, health_check: {{interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}}}}\nmodels:\n  - {{name: m, deployments: [{{upstream: az, model: dep-v1}}]}}\n",
+        az.base()
+    )))
+    .await;
+    let r = gw.chat("m").await;
+    assert_eq!(r.status(), 200);
+    let r = client()
+        .post(gw.url("/v1/embeddings"))
+        .json(&json!({"model": "m", "input": "x"}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    for path in ["/openai/v1/chat/completions", "/openai/v1/embeddings"] {
+        let seen = posts_to(&az, path).await;
+        assert_eq!(seen.len(), 1, "{path}");
+        assert_eq!(seen[0]["query"], Value::Null, "no dated api-version on v1");
+        assert_eq!(
+            seen[0]["model"], "dep-v1",
+            "the deployment is the body's model"
+        );
+        assert_upstream_auth(&seen[0]);
+    }
+    let probe = az
+        .requests()
+        .await
+        .into_iter()
+        .find(|r| r["method"] == "GET")
+        .expect("a health check");
+    assert_eq!(probe["path"], "/openai/v1/models");
+}
+
+#[tokio::test]
 async fn the_mock_speaks_azure() {
     let az = Mock::start("AZ");
     let c = client();

@@ -8,6 +8,9 @@
 //!   deployment name as the body's `model` (which the gateway already writes there) and no dated
 //!   `api-version` (v1 accepts none, or `preview` / `latest`: those are passed when configured);
 //! - `GET {endpoint}/openai/models?api-version={v}` lists the resource's models (the health check);
+//! - `api_version: v1` (or `preview` / `latest`) selects the v1 surface for every endpoint:
+//!   `{endpoint}/openai/v1/chat/completions` etc., deployment as the body's `model`, `api-version`
+//!   only for `preview` / `latest`, health check on `/openai/v1/models`;
 //! - auth is `api-key: KEY` or `Authorization: Bearer <Entra token>` — the upstream's configured
 //!   `auth`, the client's own key never goes there;
 //! - bodies, SSE streams, errors and rate-limit headers (`x-ratelimit-remaining-*`, `retry-after`)
@@ -28,9 +31,15 @@ fn push_segment(out: &mut String, s: &str) {
     }
 }
 
-/// Whether `api_version` is one the v1 surface takes (`preview`, `latest`); dated versions are not.
+/// Whether `api_version` selects the v1 surface (`v1`, or its `preview` / `latest` channels);
+/// dated versions (`2024-10-21`) use the deployment paths.
 fn is_v1_version(v: &str) -> bool {
-    matches!(v, "preview" | "latest")
+    matches!(v, "v1" | "preview" | "latest")
+}
+
+/// The `api-version` query the v1 surface takes: none for `v1`, else the channel.
+fn v1_query(v: &str) -> Option<&str> {
+    matches!(v, "preview" | "latest").then_some(v)
 }
 
 /// The request target (path and query) for a model endpoint on deployment `deployment`.
@@ -38,14 +47,18 @@ pub fn upstream_path(upstream: &Upstream, endpoint: Endpoint, deployment: &str) 
     let version = upstream.api_version.as_deref().unwrap_or_default();
     let mut p = String::with_capacity(upstream.url.base_path.len() + deployment.len() + 72);
     p.push_str(&upstream.url.base_path);
-    match endpoint {
-        Endpoint::Responses => {
-            p.push_str("/openai/v1/responses");
-            if is_v1_version(version) {
-                p.push_str("?api-version=");
-                p.push_str(version);
-            }
+    if is_v1_version(version) || endpoint == Endpoint::Responses {
+        // The v1 surface (the only one with the Responses API): the deployment is the body's model.
+        p.push_str("/openai/v1");
+        p.push_str(endpoint.upstream_path());
+        if let Some(q) = v1_query(version) {
+            p.push_str("?api-version=");
+            p.push_str(q);
         }
+        return p;
+    }
+    match endpoint {
+        Endpoint::Responses => {}
         Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
             p.push_str("/openai/deployments/");
             push_segment(&mut p, deployment);
@@ -60,13 +73,26 @@ pub fn upstream_path(upstream: &Upstream, endpoint: Endpoint, deployment: &str) 
 /// The health-check target: `health_check.path` below the URL, with `api-version` added when the
 /// path does not carry one (Azure answers 404 without it).
 pub fn health_path(upstream: &Upstream) -> String {
-    let path = &upstream.health_check.path;
-    let mut p = format!("{}{path}", upstream.url.base_path);
     let version = upstream.api_version.as_deref().unwrap_or_default();
-    if !version.is_empty() && !path.contains("api-version=") && !path.starts_with("/openai/v1/") {
+    let v1 = is_v1_version(version);
+    let configured = upstream.health_check.path.as_str();
+    let default = crate::config::upstreams::default_health_path(crate::config::Provider::Azure);
+    // The default probe follows the surface: `/openai/v1/models` there.
+    let path = if v1 && configured == default {
+        "/openai/v1/models"
+    } else {
+        configured
+    };
+    let mut p = format!("{}{path}", upstream.url.base_path);
+    let query = if v1 || path.starts_with("/openai/v1/") {
+        v1_query(version)
+    } else {
+        Some(version).filter(|v| !v.is_empty())
+    };
+    if let Some(q) = query.filter(|_| !path.contains("api-version=")) {
         p.push(if path.contains('?') { '&' } else { '?' });
         p.push_str("api-version=");
-        p.push_str(version);
+        p.push_str(q);
     }
     p
 }
@@ -106,5 +132,37 @@ mod tests {
         assert_eq!(health_path(&u), "/openai/models?api-version=2024-10-21");
         let u = upstream(", health_check: {path: \"/openai/models?x=1\"}");
         assert_eq!(health_path(&u), "/openai/models?x=1&api-version=2024-10-21");
+    }
+
+    #[test]
+    fn v1_surface() {
+        let u = upstream("");
+        let with = |v: &str| Upstream {
+            api_version: Some(v.to_string()),
+            ..u.clone()
+        };
+        let v1 = with("v1");
+        assert_eq!(
+            upstream_path(&v1, Endpoint::ChatCompletions, "d"),
+            "/openai/v1/chat/completions"
+        );
+        assert_eq!(
+            upstream_path(&v1, Endpoint::Embeddings, "d"),
+            "/openai/v1/embeddings"
+        );
+        assert_eq!(health_path(&v1), "/openai/v1/models");
+        let preview = with("preview");
+        assert_eq!(
+            upstream_path(&preview, Endpoint::Responses, "d"),
+            "/openai/v1/responses?api-version=preview"
+        );
+        assert_eq!(
+            upstream_path(&preview, Endpoint::Completions, "d"),
+            "/openai/v1/completions?api-version=preview"
+        );
+        assert_eq!(
+            health_path(&preview),
+            "/openai/v1/models?api-version=preview"
+        );
     }
 }
