@@ -175,3 +175,36 @@ async fn quick_start_serves_one_model_without_config() {
     assert_eq!(r.status(), 200);
     assert_eq!(served_by(&r), "A");
 }
+
+#[tokio::test]
+async fn deployment_params_fill_in_what_the_client_left_out() {
+    let a = Mock::start("A");
+    let gw = gateway(&config(&format!(
+        "upstreams:\n{}models:\n  - {{name: m, deployments: [{{upstream: a, model: m, params: {{temperature: 0.2, max_tokens: 7, response_format: {{type: json_object}}}}}}]}}\n",
+        upstream("a", &a)
+    )))
+    .await;
+    for body in [
+        serde_json::json!({"model": "m", "messages": []}),
+        serde_json::json!({"model": "m", "messages": [], "temperature": 0.9}),
+    ] {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .json(&body)
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+    }
+    let sent = a.requests_to("/v1/chat/completions").await;
+    let b0: serde_json::Value =
+        serde_json::from_str(sent[0]["body_prefix"].as_str().unwrap()).unwrap();
+    let b1: serde_json::Value =
+        serde_json::from_str(sent[1]["body_prefix"].as_str().unwrap()).unwrap();
+    assert_eq!(b0["temperature"], 0.2);
+    assert_eq!(b0["max_tokens"], 7);
+    assert_eq!(b0["response_format"]["type"], "json_object");
+    // The client's own value wins.
+    assert_eq!(b1["temperature"], 0.9);
+    assert_eq!(b1["max_tokens"], 7);
+}

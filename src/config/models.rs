@@ -34,6 +34,8 @@ pub struct Deployment {
     pub rpm: Option<u64>,
     /// Tokens per minute, counted the way the provider counts (prompt + max output at admission).
     pub tpm: Option<u64>,
+    /// Body fields added when the client omits them (field, raw JSON), e.g. `temperature`.
+    pub params: Vec<(String, String)>,
 }
 
 /// `models[].queue`: how requests wait for budget (seed 000 scheduler).
@@ -373,9 +375,41 @@ fn read_cooldown(r: &mut Reader, n: Node) -> Option<CooldownPolicy> {
     })
 }
 
+/// `deployments[].params`: a map of body fields (any JSON value) merged in when the client omits
+/// them. `model`, `stream` and the gateway's controls cannot be set this way.
+fn read_params(r: &mut Reader, n: Node) -> Option<Vec<(String, String)>> {
+    let serde_yaml::Value::Mapping(map) = n.value else {
+        r.error(
+            n.path,
+            "expected a map of request fields, e.g. {temperature: 0.2}",
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    for (k, v) in map {
+        let Some(key) = k.as_str() else {
+            r.error(n.path, "field names must be strings");
+            continue;
+        };
+        if matches!(key, "model" | "stream" | "messages" | "input" | "prompt")
+            || crate::proxy::body::CONTROL_FIELDS.contains(&key)
+        {
+            r.error(
+                &format!("{}.{key}", n.path),
+                "this field cannot be a deployment default",
+            );
+            continue;
+        }
+        match serde_json::to_string(v) {
+            Ok(raw) => out.push((key.to_string(), raw)),
+            Err(e) => r.error(&format!("{}.{key}", n.path), format!("not valid JSON: {e}")),
+        }
+    }
+    Some(out)
+}
+
 fn read_deployment(r: &mut Reader, n: Node) -> Option<Deployment> {
     let m = n.map(r, &["upstream", "model", "weight", "rpm", "tpm", "params"])?;
-    m.not_yet(r, &["params"]);
     let upstream = m.required(r, "upstream", |r, n| n.string(r));
     let model = m.required(r, "model", |r, n| n.string(r));
     let weight = m.with(r, "weight", |r, n| n.u64(r)).unwrap_or(1);
@@ -392,5 +426,6 @@ fn read_deployment(r: &mut Reader, n: Node) -> Option<Deployment> {
         weight: weight.clamp(1, 1000) as usize,
         rpm: per_minute(r, &m, "rpm"),
         tpm: per_minute(r, &m, "tpm"),
+        params: m.with(r, "params", read_params).unwrap_or_default(),
     })
 }

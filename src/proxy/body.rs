@@ -143,16 +143,20 @@ impl<'a> JsonBody<'a> {
 
     /// Serialise with `model` replaced by `model` and the gateway's control fields removed.
     pub fn with_model(&self, model: &str, size_hint: usize) -> Bytes {
-        self.with_model_and(model, size_hint, None)
+        self.with_model_and(model, size_hint, None, &[])
     }
 
     /// Like [`Self::with_model`], also setting top-level field `set.0` to the raw JSON `set.1`
     /// (replacing it when present).
+    ///
+    /// `defaults` (top-level field, raw JSON) are added when the client did not send that field
+    /// (`deployments[].params`, seed 002).
     pub fn with_model_and(
         &self,
         model: &str,
         size_hint: usize,
         set: Option<(&str, &str)>,
+        defaults: &[(String, String)],
     ) -> Bytes {
         let mut out = Vec::with_capacity(size_hint + model.len() + 64);
         let mut set_written = false;
@@ -190,6 +194,18 @@ impl<'a> JsonBody<'a> {
             } else {
                 out.extend_from_slice(v.as_bytes());
             }
+        }
+        for (key, raw) in defaults {
+            if self.get(key).is_some() || set.is_some_and(|(k, _)| k == key.as_str()) {
+                continue;
+            }
+            if !first {
+                out.push(b',');
+            }
+            first = false;
+            let _ = serde_json::to_writer(&mut out, key);
+            out.push(b':');
+            out.extend_from_slice(raw.as_bytes());
         }
         if let (Some((key, raw)), false) = (set, set_written) {
             if !first {

@@ -276,11 +276,13 @@ async fn try_model(
             )
             && state.sched.models[m].needs_usage(d)
             && !client_asked_usage(&ex.req.body);
-        let body = if ctx.strip_usage {
+        let body = if ctx.strip_usage || !dep.params.is_empty() {
             ex.req.body.with_model_and(
                 &dep.model,
                 ex.raw.len(),
-                Some(("stream_options", r#"{"include_usage":true}"#)),
+                ctx.strip_usage
+                    .then_some(("stream_options", r#"{"include_usage":true}"#)),
+                &dep.params,
             )
         } else if dep.model == ex.req.model && !ex.req.has_controls {
             ex.raw.clone()
