@@ -3,6 +3,7 @@
 //! `openai` serves both `provider: openai` and `provider: openai_compatible` (vLLM, Ollama, ...);
 //! `azure` gives Azure OpenAI its paths and `api-version` (the wire format is OpenAI's).
 
+pub mod anthropic;
 pub mod azure;
 pub mod openai;
 pub mod usage;
