@@ -72,14 +72,7 @@ async fn hit_after_miss_whatever_the_key_order() {
         metric(&m, "llmproxy_cache_requests_total", &[("result", "miss")]),
         Some(2.0)
     );
-    let st: Value = client()
-        .get(gw.admin("/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st: Value = gw.stats().await;
     assert_eq!(st["cache"]["hits"], 1, "{st}");
     assert!(st["cache"]["bytes"].as_u64().unwrap() > 0);
 }
@@ -300,14 +293,7 @@ async fn large_answers_are_not_stored_and_memory_stays_bounded() {
         let b = json!({"model": "m", "temperature": 0, "messages": [{"role": "user", "content": format!("q{i}")}]});
         post(&gw, &b).await;
     }
-    let st: Value = client()
-        .get(gw.admin("/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st: Value = gw.stats().await;
     let bytes = st["cache"]["bytes"].as_u64().unwrap();
     eprintln!("cache after 10x max_bytes: {}", st["cache"]);
     assert!(bytes <= 64 * 1024, "{bytes}");

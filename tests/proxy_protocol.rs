@@ -12,13 +12,6 @@ use std::net::{IpAddr, Ipv4Addr, SocketAddr};
 use std::time::{Duration, Instant};
 use tokio::io::{AsyncReadExt, AsyncWriteExt};
 
-fn openai_upstream(name: &str, mock: &Mock) -> String {
-    format!(
-        "  - {{name: {name}, provider: openai, url: \"{}\", auth: {{type: bearer, token: sk-up-{name}}}, health_check: {{interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}}}}\n",
-        mock.url()
-    )
-}
-
 /// One instance behind the balancer: PROXY protocol from 127.0.0.1 only, a client-IP limit, the
 /// shared Redis budget, a JSON access log.
 fn instance(redis: &Redis, mock: &Mock) -> String {

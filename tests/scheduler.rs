@@ -129,14 +129,6 @@ fn percentile(mut v: Vec<u64>, p: f64) -> u64 {
     v[((v.len() - 1) as f64 * p).round() as usize]
 }
 
-/// An upstream entry with OpenAI's accounting (estimates stand; no reconciliation).
-fn openai_upstream(name: &str, mock: &Mock) -> String {
-    format!(
-        "  - {{name: {name}, provider: openai, url: \"{}\", auth: {{type: bearer, token: sk-up-{name}}}, health_check: {{interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}}}}\n",
-        mock.url()
-    )
-}
-
 /// Admissions the mock counted within `window` from its first.
 fn admitted_within(admissions: &[Value], window: Duration) -> (usize, u64) {
     let Some(t0) = admissions.first().and_then(|a| a["t_ms"].as_u64()) else {
@@ -235,14 +227,7 @@ async fn rpm_budget_is_used_fully_without_a_single_upstream_429() {
     );
     assert!(m.contains("llmproxy_queue_wait_seconds_bucket"));
     assert!(m.contains("llmproxy_queue_depth{model=\"m\"}"));
-    let st: Value = client()
-        .get(gw.admin("/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st: Value = gw.stats().await;
     assert!(
         st["scheduler"]["models"]["m"]["queue_depth"].is_u64(),
         "{st}"
@@ -426,14 +411,7 @@ async fn streamed_usage_is_reconciled_and_the_estimate_error_reported() {
     )
     .unwrap_or(0.0);
     assert_eq!(n, 2.0, "{m}");
-    let st: Value = client()
-        .get(gw.admin("/stats"))
-        .send()
-        .await
-        .unwrap()
-        .json()
-        .await
-        .unwrap();
+    let st: Value = gw.stats().await;
     assert!(
         st["scheduler"]["models"]["m"]["deployments"][0]["tokens"][0]["available_now"].is_number(),
         "{st}"

@@ -53,6 +53,20 @@ pub struct RequestCtx {
     pub caller: Caller,
 }
 
+impl RequestCtx {
+    /// The caller's key identity: the virtual key's id, or else a hash of the key it presented
+    /// (priority fairness and `cache.scope: key` without virtual keys).
+    pub fn key_identity(&mut self, headers: &http::HeaderMap) -> Option<std::sync::Arc<str>> {
+        if self.key_id.is_none() {
+            self.key_id = ["authorization", "x-api-key", "api-key"]
+                .iter()
+                .find_map(|k| headers.get(*k))
+                .map(|v| crate::sched::key_identity(v.as_bytes()));
+        }
+        self.key_id.clone()
+    }
+}
+
 /// The authenticated caller.
 #[derive(Clone, Default)]
 pub enum Caller {

@@ -450,14 +450,8 @@ async fn admit(
         .and_then(|v| v.to_str().ok())
         .and_then(|v| v.trim().parse::<u8>().ok())
         .unwrap_or(0);
-    if ctx.key_id.is_none()
-        && sched.policy.scheduling == crate::config::models::Scheduling::Priority
-    {
-        let h = &session.req_header().headers;
-        ctx.key_id = ["authorization", "x-api-key", "api-key"]
-            .iter()
-            .find_map(|k| h.get(*k))
-            .map(|v| crate::sched::key_identity(v.as_bytes()));
+    if sched.policy.scheduling == crate::config::models::Scheduling::Priority {
+        ctx.key_identity(&session.req_header().headers);
     }
     let ask = crate::sched::Ask {
         tokens: estimate.total() as f64,

@@ -603,16 +603,7 @@ impl Gateway {
         }
         let controls = cache::Controls::read(&req.body, &session.req_header().headers);
         let caller = match state.cache.cfg.scope {
-            crate::config::cache::Scope::Key => {
-                if ctx.key_id.is_none() {
-                    let h = &session.req_header().headers;
-                    ctx.key_id = ["authorization", "x-api-key", "api-key"]
-                        .iter()
-                        .find_map(|k| h.get(*k))
-                        .map(|v| crate::sched::key_identity(v.as_bytes()));
-                }
-                ctx.key_id.clone()
-            }
+            crate::config::cache::Scope::Key => ctx.key_identity(&session.req_header().headers),
             crate::config::cache::Scope::Global => None,
         };
         let plan = state.cache.plan(

@@ -207,6 +207,12 @@ pub fn config(rest: &str) -> String {
     )
 }
 
+/// An upstream entry with OpenAI's accounting (`provider: openai`: token estimates stand, no
+/// reconciliation) for a mock with fast health checks.
+pub fn openai_upstream(name: &str, mock: &Mock) -> String {
+    upstream(name, mock).replacen("{name: ", "{provider: openai, name: ", 1)
+}
+
 /// An upstream entry for a mock with fast health checks.
 pub fn upstream(name: &str, mock: &Mock) -> String {
     format!(
@@ -306,6 +312,18 @@ impl Gateway {
             .post(self.url("/v1/chat/completions"))
             .json(&serde_json::json!({"model": model, "messages": [{"role": "user", "content": "hi"}]}))
             .send()
+            .await
+            .unwrap()
+    }
+
+    /// `GET /stats` on the admin listener.
+    pub async fn stats(&self) -> Value {
+        client()
+            .get(self.admin("/stats"))
+            .send()
+            .await
+            .unwrap()
+            .json()
             .await
             .unwrap()
     }
