@@ -32,6 +32,10 @@ def main() -> None:
             panels.append(key)
     if (data.get("sched") or {}).get("summary"):
         panels.append("sched")
+    if (data.get("cache") or {}).get("summary"):
+        panels += ["cache", "cache-c1"]
+    if (data.get("vkey") or {}).get("summary"):
+        panels.append("vkey")
     if not panels:
         return
     ncols = 2 if len(panels) == 4 else len(panels)
@@ -41,6 +45,66 @@ def main() -> None:
     for ax in flat[len(panels):]:
         ax.axis("off")
     for ax, panel in zip(flat, panels):
+        if panel == "cache":
+            cd = data["cache"]
+            ss = cd["summary"]
+            names = list(ss)
+            rps = [ss[v]["rps"] or 0 for v in names]
+            bars = ax.bar(range(len(names)), rps, 0.6, color=["#999999", "#1f77b4", "#2ca02c"][:len(names)])
+            lab = [f"{r:,.0f}" for r in rps]
+            if "cache-hit" in ss:
+                h = ss["cache-hit"]
+                lab[names.index("cache-hit")] += (f"\n{h.get('rps_vs_proxied') or 0:.2f}× proxied"
+                                                  f"\n{h.get('rps_vs_direct') or 0:.2f}× direct")
+            ax.bar_label(bars, labels=lab, fontsize=7, padding=2)
+            if "proxied" in ss:
+                ax.axhline((ss["proxied"]["rps"] or 0) * cd["min_vs_proxied"], color="#d62728", lw=0.8, ls="--",
+                           label=f"{cd['min_vs_proxied']}× proxied")
+                ax.legend(fontsize=7, loc="upper left")
+            ax.set_title(f"response cache, c={data['settings']['throughput_conc']} (req/s)\n"
+                         f"median of {len(cd['rounds'])} rounds; × = paired ratio")
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, fontsize=8)
+            ax.margins(y=0.3)
+            continue
+        if panel == "cache-c1":
+            cd = data["cache"]
+            ss = cd["summary"]
+            names = list(ss)
+            pcts = [("p50", "p50"), ("p99", "p99"), ("p999", "p99.9")]
+            w = 0.8 / len(pcts)
+            for i, (k, lbl) in enumerate(pcts):
+                vals = [ss[v]["c1"].get(k) or 0 for v in names]
+                bars = ax.bar([x + (i - 1) * w for x in range(len(names))], vals, w, label=lbl,
+                              color=["#999999", "#1f77b4", "#2ca02c"][i])
+                ax.bar_label(bars, fmt="%.3f", fontsize=6, rotation=90, padding=2)
+            ax.axhline(cd["max_hit_p99_ms"], color="#d62728", lw=0.8, ls="--", label=f"{cd['max_hit_p99_ms']} ms")
+            ax.set_title("response cache, c=1 closed loop (ms)\nmedian of the rounds")
+            ax.set_ylabel("ms")
+            ax.legend(fontsize=7)
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, fontsize=8)
+            ax.margins(y=0.25)
+            continue
+        if panel == "vkey":
+            vd = data["vkey"]
+            ss = vd["summary"]
+            names = list(ss)
+            rps = [ss[v]["rps"] or 0 for v in names]
+            bars = ax.bar(range(len(names)), rps, 0.6, color=["#1f77b4", "#ff7f0e", "#999999"][:len(names)])
+            ax.bar_label(bars, labels=[f"{r:,.0f}" + ("" if v == "master" else
+                                                     f"\n{ss[v].get('rps_vs_master') or 0:.3f}×")
+                                       for v, r in zip(names, rps)], fontsize=7, padding=2)
+            if "master" in ss:
+                ax.axhline((ss["master"]["rps"] or 0) * vd["min_ratio"], color="#d62728", lw=0.8, ls="--",
+                           label=f"{vd['min_ratio']}× master")
+                ax.legend(fontsize=7, loc="lower right")
+            ax.set_title(f"virtual vs master key, c={data['settings']['throughput_conc']} (req/s)\n"
+                         f"median of {len(vd['rounds'])} rounds; × = paired ratio vs master")
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels(names, fontsize=8)
+            ax.margins(y=0.22)
+            continue
         if panel == "sched":
             ss = data["sched"]["summary"]
             names = list(ss)
