@@ -27,6 +27,8 @@ pub struct State {
     pub sched: crate::sched::Scheduler,
     /// The response cache (kept across reloads while its settings stay the same).
     pub cache: Arc<crate::cache::Cache>,
+    /// SHA-256 of `server.master_key`, hashed once per config.
+    pub master_digest: Option<[u8; 32]>,
     /// OpenTelemetry export, when `tracing.otlp_endpoint` is set.
     pub tracing: Option<Arc<crate::otel::Tracing>>,
 }
@@ -90,8 +92,14 @@ impl State {
                 .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?
                 .map(Arc::new),
         };
+        let master_digest = config
+            .server
+            .master_key
+            .as_ref()
+            .map(|k| crate::keys::material::digest(k.expose()));
         Ok(State {
             router: Router::new(&config),
+            master_digest,
             tracing,
             balancers,
             upstreams,

@@ -335,8 +335,12 @@ impl Keys {
     /// spent). One SHA-256 and one map lookup: no database access. The map is keyed by the hash, so
     /// no secret is compared byte by byte.
     pub fn authenticate(&self, secret: &str) -> Result<Arc<KeyEntry>, KeyError> {
-        let d = material::digest(secret);
-        let entry = self.view.load().get(&d).cloned().ok_or(KeyError::Unknown)?;
+        self.authenticate_digest(&material::digest(secret))
+    }
+
+    /// [`Keys::authenticate`] for a caller that already hashed the secret.
+    pub fn authenticate_digest(&self, d: &Digest32) -> Result<Arc<KeyEntry>, KeyError> {
+        let entry = self.view.load().get(d).cloned().ok_or(KeyError::Unknown)?;
         entry.check(units::now())?;
         Ok(entry)
     }

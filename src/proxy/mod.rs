@@ -452,11 +452,7 @@ impl Gateway {
         let Some(keys) = &self.shared.keys else {
             return Ok(());
         };
-        let state = ctx.state.clone();
-        let Some(master) = state
-            .as_ref()
-            .and_then(|s| s.config.server.master_key.as_ref())
-        else {
+        let Some(expected) = ctx.state.as_ref().and_then(|s| s.master_digest) else {
             return Ok(());
         };
         let Some(secret) = presented_key(session) else {
@@ -466,12 +462,11 @@ impl Gateway {
             ));
         };
         let presented = crate::keys::material::digest(secret);
-        let expected = crate::keys::material::digest(master.expose());
         if bool::from(subtle::ConstantTimeEq::ct_eq(&presented[..], &expected[..])) {
             ctx.caller = ctx::Caller::Master;
             return Ok(());
         }
-        match keys.authenticate(secret) {
+        match keys.authenticate_digest(&presented) {
             Ok(entry) => {
                 ctx.key_id = Some(entry.key_id().into());
                 ctx.caller = ctx::Caller::Key(entry);
