@@ -205,6 +205,13 @@ fn warn_about_restart_only_settings(old: &Config, new: &Config) {
     if old.server.threads != new.server.threads {
         log::warn!("server.threads changed: it takes effect after a restart or a graceful upgrade");
     }
+    if old.state.database.expose() != new.state.database.expose()
+        || (old.server.master_key.is_none() && new.server.master_key.is_some())
+    {
+        log::warn!(
+            "state.database (or turning server.master_key on) takes effect after a restart or a graceful upgrade: until then only the master key is accepted, virtual keys are not"
+        );
+    }
     if old.server.proxy_protocol != new.server.proxy_protocol {
         log::warn!(
             "server.proxy_protocol changed: it takes effect after a restart or a graceful upgrade"

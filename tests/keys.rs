@@ -321,3 +321,39 @@ async fn without_a_master_key_auth_is_off() {
         .unwrap();
     assert_openai_error(r, 404, "not_found").await;
 }
+
+#[tokio::test]
+async fn a_master_key_added_by_reload_is_enforced_at_once() {
+    let mock = Mock::start("A");
+    let gw = gateway(&config(&format!(
+        "upstreams:\n{}models:\n  - {{name: m, deployments: [{{upstream: a, model: m}}]}}\n",
+        upstream("a", &mock)
+    )))
+    .await;
+    assert_eq!(
+        call(&gw, ("x-none", String::new()), "m").await.status(),
+        200
+    );
+    let text = std::fs::read_to_string(&gw.config).unwrap();
+    std::fs::write(
+        &gw.config,
+        text.replace(
+            "  threads: 2\n",
+            &format!("  threads: 2\n  master_key: \"{MASTER}\"\n"),
+        ),
+    )
+    .unwrap();
+    gw.signal(libc::SIGHUP);
+    let t = Instant::now();
+    while call(&gw, ("x-none", String::new()), "m").await.status() != 401 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the reloaded master key was not enforced"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
+    assert_eq!(call(&gw, bearer(MASTER), "m").await.status(), 200);
+    // Virtual keys need the database, opened at the next start: any other key is refused.
+    let r = call(&gw, bearer("sk-some-other-key-0000000000"), "m").await;
+    assert_openai_error(r, 401, "invalid_api_key").await;
+}
