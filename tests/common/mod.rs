@@ -13,13 +13,21 @@ use std::time::{Duration, Instant};
 pub const LLMPROXY: &str = env!("CARGO_BIN_EXE_llmproxy");
 pub const MOCK: &str = env!("CARGO_BIN_EXE_mock_upstream");
 
-/// A port that was free a moment ago.
+/// A port that was free a moment ago, for a gateway to listen on. Chosen below the kernel's
+/// ephemeral range (32768–60999): a port from that range can be taken in the meantime as the local
+/// port of one of the many short-lived client connections the tests make (seen in CI: the gateway
+/// then failed to bind).
 pub fn free_port() -> u16 {
-    TcpListener::bind("127.0.0.1:0")
-        .unwrap()
-        .local_addr()
-        .unwrap()
-        .port()
+    use rand::Rng;
+    let mut rng = rand::thread_rng();
+    for _ in 0..1000 {
+        let p: u16 = rng.gen_range(20_000..32_000);
+        if TcpListener::bind(("0.0.0.0", p)).is_ok() && TcpListener::bind(("127.0.0.1", p)).is_ok()
+        {
+            return p;
+        }
+    }
+    panic!("no free port below the ephemeral range");
 }
 
 pub fn tmp_path(name: &str) -> PathBuf {
