@@ -89,14 +89,7 @@ impl Mock {
     }
 
     pub async fn requests(&self) -> Vec<Value> {
-        client()
-            .get(format!("{}/__mock/requests", self.base()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(format!("{}/__mock/requests", self.base())).await
     }
 
     /// The recorded requests to `path`.
@@ -118,26 +111,12 @@ impl Mock {
 
     /// `GET /__mock/stats`.
     pub async fn stats(&self) -> Value {
-        client()
-            .get(format!("{}/__mock/stats", self.base()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(format!("{}/__mock/stats", self.base())).await
     }
 
     /// `GET /__mock/admissions`: requests admitted by the mock's rate limiter, in order.
     pub async fn admissions(&self) -> Vec<Value> {
-        client()
-            .get(format!("{}/__mock/admissions", self.base()))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(format!("{}/__mock/admissions", self.base())).await
     }
 
     /// Make every request fail with `status` (0 restores).
@@ -326,14 +305,7 @@ impl Gateway {
 
     /// `GET /stats` on the admin listener.
     pub async fn stats(&self) -> Value {
-        client()
-            .get(self.admin("/stats"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(self.admin("/stats")).await
     }
 
     pub async fn metrics(&self) -> String {
@@ -348,14 +320,7 @@ impl Gateway {
     }
 
     pub async fn upstreams(&self) -> Value {
-        client()
-            .get(self.admin("/health/upstreams"))
-            .send()
-            .await
-            .unwrap()
-            .json()
-            .await
-            .unwrap()
+        get_json(self.admin("/health/upstreams")).await
     }
 
     /// Poll until `cond` holds on `/health/upstreams`, within `limit`.
@@ -379,6 +344,18 @@ impl Drop for Gateway {
         let _ = self.child.kill();
         let _ = self.child.wait();
     }
+}
+
+/// `GET url` and its JSON body.
+pub async fn get_json<T: serde::de::DeserializeOwned>(url: impl reqwest::IntoUrl) -> T {
+    client()
+        .get(url)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap()
 }
 
 pub fn client() -> reqwest::Client {
