@@ -12,7 +12,7 @@
 //!               [--chunk-interval-ms N] [--tokens-per-sec N]
 //!               [--response-bytes N] [--fail-status CODE]
 //!               [--embedding-dim N] [--no-record]
-//!               [--rpm N] [--tpm N] [--default-max-tokens N]
+//!               [--rpm N] [--tpm N] [--default-max-tokens N] [--echo]
 //! ```
 //!
 //! * `--listen` (default `127.0.0.1:0`): after binding, exactly one line
@@ -50,6 +50,11 @@
 //! * `--default-max-tokens N` (default 1024): the output allowance charged
 //!   against `--tpm` when a request sets no `max_tokens` /
 //!   `max_completion_tokens` / `max_output_tokens`.
+//! * `--echo` (default off; runtime `POST /__mock/echo?on=true|false`): chat
+//!   completions answer with the last `user` message as their content (its
+//!   string, or its `text` parts joined; spread over the chunks of a stream)
+//!   instead of `Hello from mock` / filler, so each answer can be matched to
+//!   its request. Batch lines follow the same setting.
 //!
 //! # Per-request override headers (win over the CLI / runtime defaults)
 //!
@@ -73,11 +78,17 @@
 //!   `stream_options.include_usage` is true, a `choices: []` usage chunk (and
 //!   every other chunk carries `"usage":null`, as OpenAI does); then
 //!   `data: [DONE]`.
+//!   With `x-mock-tool-call: NAME` and a non-empty `tools` naming it: one tool
+//!   call (`id: call_mock_N`, arguments = `x-mock-tool-input` (a JSON object) or
+//!   `"mock"` for each property of the function's `parameters`),
+//!   `content: null`, `finish_reason: "tool_calls"`; streamed as OpenAI does
+//!   (id, type and name first, then `arguments` pieces).
 //! * `POST /v1/completions`: legacy `text_completion` object / stream, same
 //!   shape rules as chat.
 //! * `POST /v1/embeddings`: one embedding per element when `input` is an array
 //!   of strings / token arrays (an array of numbers is a single tokenized
-//!   input), otherwise one. Values are deterministic.
+//!   input), otherwise one. Values are deterministic; `encoding_format: base64`
+//!   sends each as base64 of little-endian float32s (the SDKs' default).
 //! * `POST /v1/responses`: Responses API object, or with `"stream": true` SSE
 //!   `event:`/`data:` pairs: `response.created`, `response.output_item.added`,
 //!   `response.content_part.added`, N × `response.output_text.delta`,
@@ -158,6 +169,67 @@
 //!   (to test the scheduler's feedback); a 429 has them at 0.
 //! * Recorded like every endpoint (headers included) for `GET /__mock/requests`.
 //!
+//! # Files and Batch API (`/v1/files`, `/v1/batches`, also without `/v1`)
+//!
+//! OpenAI's shapes (API reference: Files, Batch). No auth check, as on the
+//! chat endpoint; latency, `/__mock/fail` and `x-mock-status` apply, the rate
+//! limits do not. Errors are `{"error":{"message","type":
+//! "invalid_request_error","param","code"}}`.
+//!
+//! * `POST /v1/files` (multipart/form-data: `purpose` = `batch`, `file` =
+//!   JSONL): each non-blank line must be a JSON object with a unique non-empty
+//!   `custom_id`, `method: "POST"`, `url` one of `/v1/chat/completions`,
+//!   `/v1/embeddings`, `/v1/completions`, `/v1/responses` (the same on every
+//!   line) and an object `body` with a `model` (the same on every line); at
+//!   most 50,000 lines. Otherwise 400 with `param` `file` and `code`
+//!   `invalid_json_line`, `missing_custom_id`, `duplicate_custom_id`,
+//!   `invalid_method`, `invalid_url`, `url_mismatch`, `invalid_body`,
+//!   `missing_model`, `model_mismatch`, `too_many_tasks` or `empty_file`
+//!   (messages name the line); a bad or missing `purpose` / `file`: 400
+//!   `invalid_value` / `missing_required_parameter`; not multipart: 400
+//!   `invalid_content_type`. Answers the File object `{"id":"file-...",
+//!   "object":"file","bytes","created_at","filename","purpose":"batch",
+//!   "status":"processed","expires_at":null,"status_details":null}`.
+//! * `GET /v1/files[?purpose=P]` (list), `GET /v1/files/{id}`,
+//!   `GET /v1/files/{id}/content` (the raw bytes), `DELETE /v1/files/{id}`
+//!   (`{"id","object":"file","deleted":true}`); unknown id: 404
+//!   `file_not_found`. Output and error files have purpose `batch_output`.
+//! * `POST /v1/batches` `{"input_file_id","endpoint","completion_window":"24h",
+//!   "metadata"?}` (`output_expires_after` accepted, other fields 400
+//!   `unknown_parameter`): missing field 400 `missing_required_parameter`;
+//!   bad `endpoint` / `completion_window` / `metadata` 400 `invalid_value`;
+//!   unknown file 404 `file_not_found`; `endpoint` other than the lines' `url`
+//!   400 `url_mismatch`. Answers the Batch object (status `validating`):
+//!   `id` (`batch_...`), `object: "batch"`, `endpoint`, `model`, `errors`,
+//!   `input_file_id`, `completion_window`, `status`, `output_file_id`,
+//!   `error_file_id`, `created_at`, `in_progress_at`, `expires_at` (created +
+//!   24 h), `finalizing_at`, `completed_at`, `failed_at`, `expired_at`,
+//!   `cancelling_at`, `cancelled_at` (Unix seconds or null),
+//!   `request_counts: {total, completed, failed}`, `metadata`.
+//! * `GET /v1/batches/{id}` (counted as a poll), `GET /v1/batches?limit=N&
+//!   after=ID` (newest first; `{"object":"list","data","first_id","last_id",
+//!   "has_more"}`), `POST /v1/batches/{id}/cancel` (`cancelling`, then
+//!   `cancelled` after `cancel_after_ms`; an ended batch: 400 `invalid_state`;
+//!   again: unchanged); unknown id: 404 `batch_not_found`.
+//! * Timeline (T = `complete_after_ms`, fixed at creation): `validating` until
+//!   T/10, `in_progress` until 9T/10 with the lines finishing one by one in
+//!   file order evenly over that span, `finalizing` until T, then `completed`.
+//!   `request_counts.total` is 0 while validating. Each line is answered at
+//!   creation exactly as the synchronous endpoint answers its `body` (no
+//!   override headers; prompt tokens from the compact JSON of the body): a
+//!   line of the output file is `{"id":"batch_req_...","custom_id",
+//!   "response":{"status_code":200,"request_id","body"},"error":null}`. Lines
+//!   with a non-2xx answer (`fail_custom_ids`, or `"stream": true` → 400
+//!   `unsupported_value`) go to the error file in the same shape (counted in
+//!   `failed`). Lines that never ran (expired or cancelled batch) go to the
+//!   error file as `{"id","custom_id","response":null,"error":{"code":
+//!   "batch_expired"|"batch_cancelled","message"}}` and are in neither count.
+//!   `output_file_id` / `error_file_id` stay null when that file would be
+//!   empty. Outcome `failed`: `validating` until T, then `failed` with
+//!   `errors: {"object":"list","data":[{"code":"mock_failed","message",
+//!   "param":null,"line":null}]}` and no files. Outcome `expired`: the first
+//!   half of the lines (n/2, rounded down) finish, `expired` at T.
+//!
 //! # Rate limits (`--rpm`, `--tpm`, `POST /__mock/limits`)
 //!
 //! Two token buckets per process, shared by `POST` to the chat, completions,
@@ -200,7 +272,8 @@
 //!   "body_len","model","stream","body_prefix"}` (`body_prefix` = first 200
 //!   body bytes, lossy UTF-8).
 //! * `GET /__mock/stats`: `{"requests","in_flight","by_path":{path: count},
-//!   "rate_limited","admitted","admitted_tokens"}`. `in_flight` counts requests
+//!   "rate_limited","admitted","admitted_tokens","files_uploaded",
+//!   "batches_created","batches_cancelled","batch_polls"}`. `in_flight` counts requests
 //!   whose response body has not finished yet (so open streams count).
 //!   `rate_limited` counts 429s from the rate limits; `admitted` and
 //!   `admitted_tokens` count the requests that passed them and the sum of their
@@ -211,8 +284,24 @@
 //!   at the admission check, `priority` / `seq` = the `x-llmproxy-priority` /
 //!   `x-test-seq` request header as a string (`null` when absent), `tokens` =
 //!   the token estimate charged.
-//! * `POST /__mock/reset`: clear recorded requests, admissions and counters
-//!   (does not change the fail status, latency, limits or bucket levels).
+//! * `POST /__mock/reset`: clear recorded requests, admissions and counters,
+//!   and every file, batch and batch setting (does not change the fail
+//!   status, latency, limits, bucket levels or echo mode).
+//! * `POST /__mock/batch` (JSON object, every field optional, kept until
+//!   changed or reset, `null` restores a default; each batch keeps the values
+//!   in force at its creation): `complete_after_ms` (300), `outcome`
+//!   (`completed` | `failed` | `expired`), `omit_custom_ids` (`[]`: lines left
+//!   out of both files, still counted), `fail_custom_ids` (`{}`: custom_id →
+//!   status 400..=599, answered with the mock error body of that status),
+//!   `cancel_after_ms` (50: how long `cancelling` lasts), `reverse_output`
+//!   (false: write both files in reverse file order). Unknown fields or bad
+//!   values: 400 `bad_batch_config`, nothing changed. `GET /__mock/batch` and
+//!   `POST` answer `{"ok":true,"config":{...}}`.
+//! * `GET /__mock/batches`: every batch, oldest first: `{"id","status",
+//!   "endpoint","model","input_file_id","lines","custom_ids","finished",
+//!   "polls","cancel_called","cancel_calls","output_file_id","error_file_id",
+//!   "metadata","config"}`.
+//! * `POST /__mock/echo?on=true|false`: echo mode (see `--echo`).
 //! * `POST /__mock/fail?status=CODE`: every subsequent non-`/__mock` request
 //!   answers CODE (>= 400) with an OpenAI error body; `status=0` restores normal
 //!   behaviour.
@@ -252,7 +341,7 @@ use tokio::time::{Instant, Sleep};
 const MAX_RECORDS: usize = 10_000;
 const MAX_OTHER_PATHS: usize = 10_000;
 const MAX_ADMISSIONS: usize = 100_000;
-const BODY_PREFIX_LEN: usize = 200;
+const BODY_PREFIX_LEN: usize = 4096;
 const DEFAULT_CONTENT: &str = "Hello from mock";
 const FILLER: &[u8] = b"lorem ipsum dolor sit amet consectetur adipiscing elit sed do eiusmod ";
 
@@ -327,6 +416,9 @@ struct Cli {
     /// Output tokens charged against --tpm when a request sets no maximum.
     #[arg(long, default_value_t = 1024)]
     default_max_tokens: u64,
+    /// Chat answers echo the last user message as their content.
+    #[arg(long)]
+    echo: bool,
 }
 
 #[derive(Serialize)]
@@ -370,6 +462,10 @@ struct State {
     rate_limited: AtomicU64,
     admitted: AtomicU64,
     admitted_tokens: AtomicU64,
+    /// Echo mode: chat answers carry the last user message as their content.
+    echo: AtomicBool,
+    /// Files and Batch API state, with its `/__mock/batch` settings.
+    batch: Mutex<BatchStore>,
 }
 
 /// Decrements `in_flight` when the response body is dropped.
@@ -392,6 +488,8 @@ struct ReqBody {
     stream_options: Value,
     #[serde(default)]
     input: Value,
+    #[serde(default)]
+    encoding_format: Value,
 }
 
 impl ReqBody {
@@ -684,6 +782,11 @@ struct Gen {
     drop_after: Option<usize>,
     prompt_tokens: u64,
     completion_tokens: u64,
+    /// Echo mode (chat only): the content is this text instead of the default or filler.
+    echo: Option<String>,
+    /// Chat only (`x-mock-tool-call: NAME` with a non-empty `tools`): answer with one tool call,
+    /// `(name, arguments as a JSON string)`.
+    tool_call: Option<(String, String)>,
 }
 
 impl Gen {
@@ -711,12 +814,16 @@ impl Gen {
             drop_after: hdr_u64(h, "x-mock-drop-after-chunks").map(|k| k as usize),
             prompt_tokens: (body_len as u64 / 4).max(1),
             completion_tokens,
+            echo: None,
+            tool_call: None,
         }
     }
 
     /// Full (non-stream) content.
     fn content(&self) -> String {
-        if self.response_bytes > 0 {
+        if let Some(e) = &self.echo {
+            e.clone()
+        } else if self.response_bytes > 0 {
             filler(self.response_bytes)
         } else {
             DEFAULT_CONTENT.to_owned()
@@ -725,7 +832,13 @@ impl Gen {
 
     /// Content of stream chunk `i`.
     fn chunk(&self, i: usize) -> String {
-        if self.response_bytes > 0 {
+        if let Some(e) = &self.echo {
+            // The echo spread over the chunks (trailing chunks empty when it is short).
+            split_pieces(e, self.chunks)
+                .get(i)
+                .map(|p| (*p).to_owned())
+                .unwrap_or_default()
+        } else if self.response_bytes > 0 {
             let base = self.response_bytes / self.chunks;
             let extra = usize::from(i < self.response_bytes % self.chunks);
             filler(base + extra)
@@ -795,6 +908,9 @@ fn chat(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> {
     let created = now_secs();
     let model = req.model_json();
     let (p, c) = (g.prompt_tokens, g.completion_tokens);
+    if let Some((name, args)) = &g.tool_call {
+        return chat_tool_call(state, g, req, n, name, args);
+    }
     if !req.is_stream() {
         let content = serde_json::to_string(&g.content()).unwrap_or_default();
         let body = format!(
@@ -809,8 +925,8 @@ fn chat(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> {
     for i in 0..g.chunks {
         let role = if i == 0 { r#""role":"assistant","# } else { "" };
         let json = format!(
-            r#"{{"id":"chatcmpl-mock-{n}","object":"chat.completion.chunk","created":{created},"model":{model},"choices":[{{"index":0,"delta":{{{role}"content":"{content}"}},"finish_reason":null}}]{usage_null}}}"#,
-            content = g.chunk(i)
+            r#"{{"id":"chatcmpl-mock-{n}","object":"chat.completion.chunk","created":{created},"model":{model},"choices":[{{"index":0,"delta":{{{role}"content":{content}}},"finish_reason":null}}]{usage_null}}}"#,
+            content = serde_json::to_string(&g.chunk(i)).unwrap_or_default()
         );
         frames.push(data_frame(g.delay(i), &json));
     }
@@ -827,6 +943,69 @@ fn chat(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> {
     }
     frames.push(data_frame(Duration::ZERO, "[DONE]"));
     sse_response(state, frames, g.drop_index(0))
+}
+
+/// A chat answer that is one tool call (`finish_reason: tool_calls`, `content: null`); streamed as
+/// OpenAI does: the first delta carries the call's id, type and name, the next ones pieces of
+/// `arguments`.
+fn chat_tool_call(
+    state: &State,
+    g: &Gen,
+    req: &ReqBody,
+    n: u64,
+    name: &str,
+    args: &str,
+) -> Response<MockBody> {
+    let created = now_secs();
+    let model = req.model_json();
+    let (p, c) = (g.prompt_tokens, g.completion_tokens);
+    let id = format!("call_mock_{n}");
+    let head = format!(
+        r#"{{"id":"chatcmpl-mock-{n}","object":"{{OBJ}}","created":{created},"model":{model},"choices":["#
+    );
+    if !req.is_stream() {
+        let call = serde_json::json!([{"id": id, "type": "function",
+            "function": {"name": name, "arguments": args}}]);
+        let body = format!(
+            r#"{}{{"index":0,"message":{{"role":"assistant","content":null,"tool_calls":{call}}},"finish_reason":"tool_calls"}}],"usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t}}}}}"#,
+            head.replace("{OBJ}", "chat.completion"),
+            t = p + c
+        );
+        return json_response(state, StatusCode::OK, body);
+    }
+    let head = head.replace("{OBJ}", "chat.completion.chunk");
+    let usage = req.include_usage();
+    let usage_null = if usage { r#","usage":null"# } else { "" };
+    let mut frames = Vec::with_capacity(g.chunks + 4);
+    let first = serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
+        {"index": 0, "id": id, "type": "function", "function": {"name": name, "arguments": ""}}]});
+    frames.push(data_frame(
+        g.delay(0),
+        &format!(r#"{head}{{"index":0,"delta":{first},"finish_reason":null}}]{usage_null}}}"#),
+    ));
+    for piece in split_pieces(args, g.chunks.max(1)) {
+        let delta =
+            serde_json::json!({"tool_calls": [{"index": 0, "function": {"arguments": piece}}]});
+        frames.push(data_frame(
+            g.interval,
+            &format!(r#"{head}{{"index":0,"delta":{delta},"finish_reason":null}}]{usage_null}}}"#),
+        ));
+    }
+    frames.push(data_frame(
+        Duration::ZERO,
+        &format!(r#"{head}{{"index":0,"delta":{{}},"finish_reason":"tool_calls"}}]{usage_null}}}"#),
+    ));
+    if usage {
+        frames.push(data_frame(
+            Duration::ZERO,
+            &format!(
+                r#"{head}],"usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t}}}}}"#,
+                t = p + c
+            ),
+        ));
+    }
+    frames.push(data_frame(Duration::ZERO, "[DONE]"));
+    sse_response(state, frames, g.drop_index(1))
 }
 
 fn completions(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> {
@@ -882,13 +1061,28 @@ fn embeddings(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> {
         if i > 0 {
             body.push(',');
         }
+        // Deterministic values in [-1.00, 0.99].
+        let value = |j: usize| ((i * 31 + j * 7) % 200) as i64 - 100;
+        if req.encoding_format.as_str() == Some("base64") {
+            // As OpenAI sends it (the SDKs' default): little-endian float32s, base64.
+            use base64::Engine;
+            let bytes: Vec<u8> = (0..dim)
+                .flat_map(|j| (value(j) as f32 / 100.0).to_le_bytes())
+                .collect();
+            let b64 = base64::engine::general_purpose::STANDARD.encode(bytes);
+            let _ = write!(
+                body,
+                r#"{{"object":"embedding","index":{i},"embedding":"{b64}"}}"#
+            );
+            continue;
+        }
         let _ = write!(body, r#"{{"object":"embedding","index":{i},"embedding":["#);
         for j in 0..dim {
             if j > 0 {
                 body.push(',');
             }
-            // Deterministic values in [-1.00, 0.99], printed exactly.
-            let v = ((i * 31 + j * 7) % 200) as i64 - 100;
+            // Printed exactly.
+            let v = value(j);
             let sign = if v < 0 { "-" } else { "" };
             let _ = write!(body, "{sign}{}.{:02}", v.abs() / 100, v.abs() % 100);
         }
@@ -1400,7 +1594,13 @@ fn rate_limit(
 // Control endpoints
 // ---------------------------------------------------------------------------
 
-fn control(state: &State, path: &str, query: Option<&str>) -> Response<MockBody> {
+fn control(
+    state: &State,
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    body: &[u8],
+) -> Response<MockBody> {
     match path {
         "/__mock/requests" => {
             let body = match state.records.lock() {
@@ -1422,7 +1622,7 @@ fn control(state: &State, path: &str, query: Option<&str>) -> Response<MockBody>
                     by_path.insert(p.clone(), (*c).into());
                 }
             }
-            let body = serde_json::json!({
+            let mut body = serde_json::json!({
                 "requests": state.requests.load(Ordering::Relaxed),
                 "in_flight": state.in_flight.load(Ordering::Relaxed),
                 "by_path": by_path,
@@ -1430,6 +1630,12 @@ fn control(state: &State, path: &str, query: Option<&str>) -> Response<MockBody>
                 "admitted": state.admitted.load(Ordering::Relaxed),
                 "admitted_tokens": state.admitted_tokens.load(Ordering::Relaxed),
             });
+            if let (Ok(b), Some(o)) = (state.batch.lock(), body.as_object_mut()) {
+                o.insert("files_uploaded".to_owned(), b.files_uploaded.into());
+                o.insert("batches_created".to_owned(), b.batches_created.into());
+                o.insert("batches_cancelled".to_owned(), b.batches_cancelled.into());
+                o.insert("batch_polls".to_owned(), b.batch_polls.into());
+            }
             json_response(state, StatusCode::OK, body.to_string())
         }
         "/__mock/reset" => {
@@ -1449,8 +1655,45 @@ fn control(state: &State, path: &str, query: Option<&str>) -> Response<MockBody>
             state.rate_limited.store(0, Ordering::Relaxed);
             state.admitted.store(0, Ordering::Relaxed);
             state.admitted_tokens.store(0, Ordering::Relaxed);
+            if let Ok(mut b) = state.batch.lock() {
+                // Ids stay unique across resets: a stale id held by a client never names a new
+                // object.
+                let next_id = b.next_id;
+                *b = BatchStore::default();
+                b.next_id = next_id;
+            }
             json_response(state, StatusCode::OK, r#"{"ok":true}"#)
         }
+        "/__mock/batch" => batch_control(state, method, body),
+        "/__mock/batches" => {
+            let now = mock_ms(state);
+            let list = match state.batch.lock() {
+                Ok(mut b) => {
+                    b.settle(now);
+                    b.batches.iter().map(|x| x.mock_view(now)).collect()
+                }
+                Err(_) => Vec::new(),
+            };
+            json_response(state, StatusCode::OK, Value::Array(list).to_string())
+        }
+        "/__mock/echo" => match query_param(query, "on") {
+            Some(v @ ("1" | "true" | "0" | "false")) => {
+                let on = matches!(v, "1" | "true");
+                state.echo.store(on, Ordering::Relaxed);
+                json_response(
+                    state,
+                    StatusCode::OK,
+                    format!(r#"{{"ok":true,"echo":{on}}}"#),
+                )
+            }
+            _ => error_response(
+                state,
+                StatusCode::BAD_REQUEST,
+                "on must be true or false",
+                "invalid_request_error",
+                "bad_on",
+            ),
+        },
         "/__mock/admissions" => {
             let body = match state.limiter.lock() {
                 Ok(l) => serde_json::to_string(&l.admissions).unwrap_or_else(|_| "[]".to_owned()),
@@ -1717,7 +1960,17 @@ async fn handle(
     let path = parts.uri.path();
 
     if path.starts_with("/__mock/") {
-        return Ok(control(&state, path, parts.uri.query()));
+        let body = match body.collect().await {
+            Ok(b) => b.to_bytes(),
+            Err(_) => Bytes::new(),
+        };
+        return Ok(control(
+            &state,
+            &parts.method,
+            path,
+            parts.uri.query(),
+            &body,
+        ));
     }
 
     state.requests.fetch_add(1, Ordering::Relaxed);
@@ -1740,6 +1993,10 @@ async fn handle(
     let endpoint = match &azure {
         Some(az) => az.endpoint,
         None => openai_endpoint(path),
+    };
+    let batch_route = match &azure {
+        Some(_) => None,
+        None => batch_api_route(path),
     };
     let parsed: Option<Result<ReqBody, serde_json::Error>> = (parts.method == Method::POST
         && (endpoint.is_some_and(|e| e != Endpoint::Models) || !body.is_empty()))
@@ -1786,16 +2043,26 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
 
-    let mut resp = respond(
-        &state,
-        &parts.method,
-        &parts.headers,
-        endpoint,
-        azure.as_ref(),
-        path,
-        body.len(),
-        parsed,
-    );
+    let mut resp = match batch_route {
+        Some(route) => batch_api(
+            &state,
+            &parts.method,
+            &parts.headers,
+            route,
+            parts.uri.query(),
+            &body,
+        ),
+        None => respond(
+            &state,
+            &parts.method,
+            &parts.headers,
+            endpoint,
+            azure.as_ref(),
+            path,
+            &body,
+            parsed,
+        ),
+    };
     if azure.is_some() && resp.status().is_success() {
         // Azure sends these on every answer (no reset headers); the limiter's own, if any, win.
         let h = resp.headers_mut();
@@ -1823,7 +2090,7 @@ fn respond(
     endpoint: Option<Endpoint>,
     azure: Option<&AzureRoute>,
     path: &str,
-    body_len: usize,
+    body: &[u8],
     parsed: Option<Result<ReqBody, serde_json::Error>>,
 ) -> Response<MockBody> {
     let fail = fail_code(u64::from(state.fail_status.load(Ordering::Relaxed)))
@@ -1877,7 +2144,13 @@ fn respond(
         // Azure answers with the deployment's model whatever the body says.
         req.model = Value::String(d.clone());
     }
-    let g = Gen::new(state, headers, body_len);
+    let mut g = Gen::new(state, headers, body.len());
+    if endpoint == Endpoint::Chat && state.echo.load(Ordering::Relaxed) {
+        g.echo = echo_text(body);
+    }
+    if endpoint == Endpoint::Chat {
+        g.tool_call = openai_tool_call(body, headers);
+    }
     match endpoint {
         Endpoint::Chat => chat(state, &g, &req),
         Endpoint::Completions => completions(state, &g, &req),
@@ -1885,6 +2158,1309 @@ fn respond(
         Endpoint::Responses => responses(state, &g, &req),
         Endpoint::Models => json_response(state, StatusCode::OK, MODELS_BODY),
     }
+}
+
+/// `x-mock-tool-call: NAME` on a chat request with a non-empty `tools`: the call to answer with,
+/// its arguments `x-mock-tool-input` (a JSON object) or `"mock"` for every property of the
+/// function's `parameters`.
+fn openai_tool_call(body: &[u8], headers: &HeaderMap) -> Option<(String, String)> {
+    let name = hdr_string(headers, "x-mock-tool-call")?;
+    let req: Value = serde_json::from_slice(body).ok()?;
+    let tools = req.get("tools").and_then(Value::as_array)?;
+    let tool = tools
+        .iter()
+        .find(|t| t.pointer("/function/name").and_then(Value::as_str) == Some(name.as_str()))?;
+    let args = headers
+        .get("x-mock-tool-input")
+        .and_then(|v| serde_json::from_slice::<Value>(v.as_bytes()).ok())
+        .filter(Value::is_object)
+        .unwrap_or_else(|| {
+            let mut input = serde_json::Map::new();
+            if let Some(props) = tool
+                .pointer("/function/parameters/properties")
+                .and_then(Value::as_object)
+            {
+                for k in props.keys() {
+                    input.insert(k.clone(), Value::String("mock".to_owned()));
+                }
+            }
+            Value::Object(input)
+        });
+    Some((name, args.to_string()))
+}
+
+// ---------------------------------------------------------------------------
+// Echo mode
+// ---------------------------------------------------------------------------
+
+/// The text of the last `user` message of a chat body: its string content, or its `text` parts
+/// joined. `None` when there is none (the answer keeps its default content).
+fn echo_text(body: &[u8]) -> Option<String> {
+    #[derive(Deserialize)]
+    struct Messages {
+        #[serde(default)]
+        messages: Vec<Value>,
+    }
+    let m: Messages = serde_json::from_slice(body).ok()?;
+    let last = m.messages.iter().rev().find(|m| m["role"] == "user")?;
+    match &last["content"] {
+        Value::String(s) => Some(s.clone()),
+        Value::Array(parts) => Some(
+            parts
+                .iter()
+                .filter(|p| p["type"] == "text")
+                .filter_map(|p| p["text"].as_str())
+                .collect(),
+        ),
+        _ => None,
+    }
+}
+
+// ---------------------------------------------------------------------------
+// Files and Batch API (`/v1/files`, `/v1/batches`)
+// ---------------------------------------------------------------------------
+
+/// Endpoints a batch may target (each line's `url` and the batch's `endpoint`).
+const BATCH_ENDPOINTS: [&str; 4] = [
+    "/v1/chat/completions",
+    "/v1/embeddings",
+    "/v1/completions",
+    "/v1/responses",
+];
+/// OpenAI's limit of requests in one batch input file.
+const MAX_BATCH_LINES: usize = 50_000;
+const MAX_METADATA_PAIRS: usize = 16;
+/// `expires_at` of a batch: creation + its 24 h completion window.
+const COMPLETION_WINDOW_SECS: u64 = 24 * 3600;
+
+/// How a batch ends when nobody cancels it (`POST /__mock/batch` `outcome`).
+#[derive(Clone, Copy, Debug, PartialEq, Eq, Serialize)]
+#[serde(rename_all = "lowercase")]
+enum BatchOutcome {
+    Completed,
+    Failed,
+    Expired,
+}
+
+/// `POST /__mock/batch` settings; each batch keeps the values current at its creation.
+#[derive(Clone, Debug, Serialize)]
+struct BatchConfig {
+    complete_after_ms: u64,
+    outcome: BatchOutcome,
+    omit_custom_ids: Vec<String>,
+    fail_custom_ids: BTreeMap<String, u16>,
+    cancel_after_ms: u64,
+    reverse_output: bool,
+}
+
+impl Default for BatchConfig {
+    fn default() -> Self {
+        BatchConfig {
+            complete_after_ms: 300,
+            outcome: BatchOutcome::Completed,
+            omit_custom_ids: Vec::new(),
+            fail_custom_ids: BTreeMap::new(),
+            cancel_after_ms: 50,
+            reverse_output: false,
+        }
+    }
+}
+
+impl BatchConfig {
+    /// Apply the fields of `patch` (`null` restores a field's default); nothing changes on error.
+    fn patched(&self, patch: &serde_json::Map<String, Value>) -> Result<BatchConfig, String> {
+        let d = BatchConfig::default();
+        let mut c = self.clone();
+        let ms = |k: &str, v: &Value| {
+            v.as_u64()
+                .ok_or_else(|| format!("{k} must be a non-negative integer (ms) or null"))
+        };
+        for (k, v) in patch {
+            let null = v.is_null();
+            match k.as_str() {
+                "complete_after_ms" if null => c.complete_after_ms = d.complete_after_ms,
+                "complete_after_ms" => c.complete_after_ms = ms(k, v)?,
+                "cancel_after_ms" if null => c.cancel_after_ms = d.cancel_after_ms,
+                "cancel_after_ms" => c.cancel_after_ms = ms(k, v)?,
+                "outcome" => {
+                    c.outcome = match v.as_str() {
+                        _ if null => d.outcome,
+                        Some("completed") => BatchOutcome::Completed,
+                        Some("failed") => BatchOutcome::Failed,
+                        Some("expired") => BatchOutcome::Expired,
+                        _ => return Err("outcome must be completed, failed or expired".into()),
+                    }
+                }
+                "omit_custom_ids" if null => c.omit_custom_ids = Vec::new(),
+                "omit_custom_ids" => {
+                    c.omit_custom_ids = serde_json::from_value(v.clone())
+                        .map_err(|_| "omit_custom_ids must be an array of strings".to_owned())?
+                }
+                "fail_custom_ids" if null => c.fail_custom_ids = BTreeMap::new(),
+                "fail_custom_ids" => {
+                    let m: BTreeMap<String, u16> = serde_json::from_value(v.clone())
+                        .map_err(|_| "fail_custom_ids must map custom_id to a status".to_owned())?;
+                    if let Some((id, s)) = m.iter().find(|(_, s)| !(400..=599).contains(*s)) {
+                        return Err(format!("fail_custom_ids[{id}]: {s} is not in 400..=599"));
+                    }
+                    c.fail_custom_ids = m;
+                }
+                "reverse_output" => c.reverse_output = v.as_bool().unwrap_or(d.reverse_output),
+                other => {
+                    return Err(format!(
+                        "unknown field {other} (complete_after_ms, outcome, omit_custom_ids, fail_custom_ids, cancel_after_ms, reverse_output)"
+                    ))
+                }
+            }
+        }
+        Ok(c)
+    }
+}
+
+/// A stored file: an uploaded batch input, or a batch's output / error file.
+struct StoredFile {
+    id: String,
+    filename: String,
+    purpose: &'static str,
+    created_at: u64,
+    content: Bytes,
+    /// The validated requests of a `batch` input file.
+    input: Option<Arc<BatchInput>>,
+}
+
+impl StoredFile {
+    fn object(&self) -> Value {
+        serde_json::json!({
+            "id": self.id,
+            "object": "file",
+            "bytes": self.content.len(),
+            "created_at": self.created_at,
+            "filename": self.filename,
+            "purpose": self.purpose,
+            "status": "processed",
+            "expires_at": null,
+            "status_details": null,
+        })
+    }
+}
+
+/// The requests of a validated batch input file.
+struct BatchInput {
+    url: String,
+    model: String,
+    /// `(custom_id, body)` in file order.
+    lines: Vec<(String, Value)>,
+}
+
+/// One request of a batch, answered when the batch is created and revealed as it "runs".
+struct BatchLine {
+    custom_id: String,
+    status: u16,
+    /// The answer's JSON, exactly as the synchronous endpoint would send it.
+    body: Bytes,
+    line_id: String,
+    request_id: String,
+}
+
+#[derive(Clone, Copy, PartialEq, Eq, Debug)]
+enum BatchStatus {
+    Validating,
+    Failed,
+    InProgress,
+    Finalizing,
+    Completed,
+    Expired,
+    Cancelling,
+    Cancelled,
+}
+
+impl BatchStatus {
+    fn as_str(self) -> &'static str {
+        match self {
+            BatchStatus::Validating => "validating",
+            BatchStatus::Failed => "failed",
+            BatchStatus::InProgress => "in_progress",
+            BatchStatus::Finalizing => "finalizing",
+            BatchStatus::Completed => "completed",
+            BatchStatus::Expired => "expired",
+            BatchStatus::Cancelling => "cancelling",
+            BatchStatus::Cancelled => "cancelled",
+        }
+    }
+
+    fn is_terminal(self) -> bool {
+        matches!(
+            self,
+            BatchStatus::Failed
+                | BatchStatus::Completed
+                | BatchStatus::Expired
+                | BatchStatus::Cancelled
+        )
+    }
+}
+
+/// A batch. Its progress is a pure function of the time since creation (ms on the mock's clock)
+/// and of the cancel time, so every observer sees the same consistent state; the output and error
+/// files are written on the first look after it ends (`BatchStore::settle`).
+struct Batch {
+    id: String,
+    endpoint: String,
+    input_file_id: String,
+    model: String,
+    metadata: Value,
+    /// Creation, in ms on the mock's clock and as Unix ms.
+    t0_ms: u64,
+    created_unix_ms: u64,
+    cfg: BatchConfig,
+    lines: Vec<BatchLine>,
+    /// When cancel was accepted, in ms since creation.
+    cancel_ms: Option<u64>,
+    cancel_calls: u64,
+    polls: u64,
+    settled: bool,
+    output_file_id: Option<String>,
+    error_file_id: Option<String>,
+}
+
+impl Batch {
+    fn validated_ms(&self) -> u64 {
+        self.cfg.complete_after_ms / 10
+    }
+
+    fn finalizing_ms(&self) -> u64 {
+        self.cfg.complete_after_ms * 9 / 10
+    }
+
+    /// Lines that run if nothing stops the batch: all, the first half when it expires, none when
+    /// it fails.
+    fn runnable(&self) -> usize {
+        match self.cfg.outcome {
+            BatchOutcome::Completed => self.lines.len(),
+            BatchOutcome::Expired => self.lines.len() / 2,
+            BatchOutcome::Failed => 0,
+        }
+    }
+
+    /// When runnable line `i` finishes: evenly spread, in file order, over the in-progress phase.
+    fn line_done_ms(&self, i: usize, runnable: usize) -> u64 {
+        let (v, f) = (self.validated_ms(), self.finalizing_ms());
+        v + (f - v) * (i as u64 + 1) / (runnable.max(1) as u64)
+    }
+
+    /// Lines finished at `e` ms after creation (a prefix of the file; frozen by a cancel).
+    fn finished(&self, e: u64) -> usize {
+        let stop = self.cancel_ms.map_or(e, |c| e.min(c));
+        let k = self.runnable();
+        (0..k)
+            .take_while(|&i| self.line_done_ms(i, k) <= stop)
+            .count()
+    }
+
+    /// The status nobody cancelled.
+    fn natural_status(&self, e: u64) -> BatchStatus {
+        let t = self.cfg.complete_after_ms;
+        match self.cfg.outcome {
+            _ if e >= t => match self.cfg.outcome {
+                BatchOutcome::Completed => BatchStatus::Completed,
+                BatchOutcome::Failed => BatchStatus::Failed,
+                BatchOutcome::Expired => BatchStatus::Expired,
+            },
+            BatchOutcome::Failed => BatchStatus::Validating,
+            _ if e < self.validated_ms() => BatchStatus::Validating,
+            BatchOutcome::Completed if e >= self.finalizing_ms() => BatchStatus::Finalizing,
+            _ => BatchStatus::InProgress,
+        }
+    }
+
+    fn status(&self, e: u64) -> BatchStatus {
+        match self.cancel_ms {
+            Some(c) if e >= c + self.cfg.cancel_after_ms => BatchStatus::Cancelled,
+            Some(c) if e >= c => BatchStatus::Cancelling,
+            _ => self.natural_status(e),
+        }
+    }
+
+    /// When the batch reaches its terminal status (ms since creation).
+    fn end_ms(&self) -> u64 {
+        match self.cancel_ms {
+            Some(c) => c + self.cfg.cancel_after_ms,
+            None => self.cfg.complete_after_ms,
+        }
+    }
+
+    /// `(completed, failed)` among the lines finished at `e`.
+    fn counts(&self, e: u64) -> (usize, usize) {
+        let done = &self.lines[..self.finished(e)];
+        let ok = done.iter().filter(|l| l.status < 300).count();
+        (ok, done.len() - ok)
+    }
+
+    /// The Batch object at `e` ms after creation.
+    fn object(&self, e: u64) -> Value {
+        let status = self.status(e);
+        let unix = |off: u64| Value::from((self.created_unix_ms + off) / 1000);
+        // A phase's time is set once it has been reached (and not cut off by a cancel).
+        let reached = |off: u64| off <= e && self.cancel_ms.is_none_or(|c| off <= c);
+        let stamp = |cond: bool, off: u64| {
+            if cond && reached(off) {
+                unix(off)
+            } else {
+                Value::Null
+            }
+        };
+        let t = self.cfg.complete_after_ms;
+        let outcome = self.cfg.outcome;
+        let (completed, failed) = self.counts(e);
+        let total = if matches!(status, BatchStatus::Validating | BatchStatus::Failed) {
+            0
+        } else {
+            self.lines.len()
+        };
+        let (completed, failed) = if total == 0 {
+            (0, 0)
+        } else {
+            (completed, failed)
+        };
+        let errors = if status == BatchStatus::Failed {
+            serde_json::json!({"object": "list", "data": [{
+                "code": "mock_failed",
+                "message": "The batch failed (mock outcome \"failed\").",
+                "param": null,
+                "line": null,
+            }]})
+        } else {
+            Value::Null
+        };
+        serde_json::json!({
+            "id": self.id,
+            "object": "batch",
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "errors": errors,
+            "input_file_id": self.input_file_id,
+            "completion_window": "24h",
+            "status": status.as_str(),
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "created_at": self.created_unix_ms / 1000,
+            "in_progress_at": stamp(outcome != BatchOutcome::Failed, self.validated_ms()),
+            "expires_at": self.created_unix_ms / 1000 + COMPLETION_WINDOW_SECS,
+            "finalizing_at": stamp(outcome == BatchOutcome::Completed, self.finalizing_ms()),
+            "completed_at": stamp(outcome == BatchOutcome::Completed, t),
+            "failed_at": stamp(outcome == BatchOutcome::Failed, t),
+            "expired_at": stamp(outcome == BatchOutcome::Expired, t),
+            "cancelling_at": self.cancel_ms.map_or(Value::Null, unix),
+            "cancelled_at": match self.cancel_ms {
+                Some(c) if status == BatchStatus::Cancelled => unix(c + self.cfg.cancel_after_ms),
+                _ => Value::Null,
+            },
+            "request_counts": {"total": total, "completed": completed, "failed": failed},
+            "metadata": self.metadata,
+        })
+    }
+
+    /// What `GET /__mock/batches` shows of the batch at `e`.
+    fn mock_view(&self, now: u64) -> Value {
+        let e = now.saturating_sub(self.t0_ms);
+        let (completed, failed) = self.counts(e);
+        serde_json::json!({
+            "id": self.id,
+            "status": self.status(e).as_str(),
+            "endpoint": self.endpoint,
+            "model": self.model,
+            "input_file_id": self.input_file_id,
+            "lines": self.lines.len(),
+            "custom_ids": self.lines.iter().map(|l| l.custom_id.as_str()).collect::<Vec<_>>(),
+            "finished": completed + failed,
+            "polls": self.polls,
+            "cancel_called": self.cancel_calls > 0,
+            "cancel_calls": self.cancel_calls,
+            "output_file_id": self.output_file_id,
+            "error_file_id": self.error_file_id,
+            "metadata": self.metadata,
+            "config": self.cfg,
+        })
+    }
+
+    /// The output and error files' contents once the batch has ended: lines that ran go to the
+    /// output file (2xx) or the error file (with their status and error body); lines that never
+    /// ran (expired or cancelled batch) go to the error file with `response: null`.
+    fn result_files(&self) -> (String, String) {
+        let done = self.finished(self.end_ms());
+        let never_ran = match self.status(self.end_ms()) {
+            BatchStatus::Expired => Some((
+                "batch_expired",
+                "This request could not be executed before the completion window expired.",
+            )),
+            BatchStatus::Cancelled => Some((
+                "batch_cancelled",
+                "This request was not executed because the batch was cancelled.",
+            )),
+            _ => None,
+        };
+        let (mut out, mut err) = (Vec::new(), Vec::new());
+        for (i, l) in self.lines.iter().enumerate() {
+            if self.cfg.omit_custom_ids.contains(&l.custom_id) {
+                continue;
+            }
+            let id = serde_json::to_string(&l.custom_id).unwrap_or_default();
+            if i < done {
+                let body = String::from_utf8_lossy(&l.body);
+                let line = format!(
+                    r#"{{"id":"{}","custom_id":{id},"response":{{"status_code":{},"request_id":"{}","body":{body}}},"error":null}}"#,
+                    l.line_id, l.status, l.request_id
+                );
+                if l.status < 300 {
+                    out.push(line);
+                } else {
+                    err.push(line);
+                }
+            } else if let Some((code, message)) = never_ran {
+                err.push(format!(
+                    r#"{{"id":"{}","custom_id":{id},"response":null,"error":{{"code":"{code}","message":"{message}"}}}}"#,
+                    l.line_id
+                ));
+            }
+        }
+        if self.cfg.reverse_output {
+            out.reverse();
+            err.reverse();
+        }
+        let jsonl = |v: Vec<String>| {
+            v.into_iter().fold(String::new(), |mut s, l| {
+                s.push_str(&l);
+                s.push('\n');
+                s
+            })
+        };
+        (jsonl(out), jsonl(err))
+    }
+}
+
+/// Every file and batch, the `/__mock/batch` settings and the batch figures of `/__mock/stats`.
+#[derive(Default)]
+struct BatchStore {
+    config: BatchConfig,
+    files: Vec<StoredFile>,
+    batches: Vec<Batch>,
+    next_id: u64,
+    files_uploaded: u64,
+    batches_created: u64,
+    batches_cancelled: u64,
+    batch_polls: u64,
+}
+
+impl BatchStore {
+    fn next(&mut self) -> u64 {
+        self.next_id += 1;
+        self.next_id
+    }
+
+    fn file(&self, id: &str) -> Option<&StoredFile> {
+        self.files.iter().find(|f| f.id == id)
+    }
+
+    fn batch_index(&self, id: &str) -> Option<usize> {
+        self.batches.iter().position(|b| b.id == id)
+    }
+
+    /// Write the output / error files of the batches that have ended by `now`.
+    fn settle(&mut self, now: u64) {
+        let mut new_files = Vec::new();
+        for b in self.batches.iter_mut().filter(|b| !b.settled) {
+            let e = now.saturating_sub(b.t0_ms);
+            if !b.status(e).is_terminal() {
+                continue;
+            }
+            b.settled = true;
+            let (out, err) = b.result_files();
+            let created_at = (b.created_unix_ms + b.end_ms()) / 1000;
+            for (content, kind) in [(out, "output"), (err, "error")] {
+                if content.is_empty() {
+                    continue;
+                }
+                self.next_id += 1;
+                let id = format!("file-mock{}", self.next_id);
+                if kind == "output" {
+                    b.output_file_id = Some(id.clone());
+                } else {
+                    b.error_file_id = Some(id.clone());
+                }
+                new_files.push(StoredFile {
+                    id,
+                    filename: format!("{}_{kind}.jsonl", b.id),
+                    purpose: "batch_output",
+                    created_at,
+                    content: Bytes::from(content),
+                    input: None,
+                });
+            }
+        }
+        self.files.extend(new_files);
+    }
+}
+
+/// A Files or Batch API path (with or without `/v1`).
+#[derive(Clone, Copy)]
+enum BatchRoute<'a> {
+    Files,
+    File(&'a str),
+    FileContent(&'a str),
+    Batches,
+    Batch(&'a str),
+    BatchCancel(&'a str),
+}
+
+fn batch_api_route(path: &str) -> Option<BatchRoute<'_>> {
+    let p = path.strip_prefix("/v1").unwrap_or(path);
+    let seg = |s: &str| !s.is_empty() && !s.contains('/');
+    if p == "/files" {
+        return Some(BatchRoute::Files);
+    }
+    if p == "/batches" {
+        return Some(BatchRoute::Batches);
+    }
+    if let Some(rest) = p.strip_prefix("/files/") {
+        return match rest.strip_suffix("/content") {
+            Some(id) if seg(id) => Some(BatchRoute::FileContent(id)),
+            _ if seg(rest) => Some(BatchRoute::File(rest)),
+            _ => None,
+        };
+    }
+    if let Some(rest) = p.strip_prefix("/batches/") {
+        return match rest.strip_suffix("/cancel") {
+            Some(id) if seg(id) => Some(BatchRoute::BatchCancel(id)),
+            _ if seg(rest) => Some(BatchRoute::Batch(rest)),
+            _ => None,
+        };
+    }
+    None
+}
+
+/// An `invalid_request_error` with an optional `param` and `code`.
+fn invalid(
+    state: &State,
+    status: StatusCode,
+    message: &str,
+    param: Option<&str>,
+    code: Option<&str>,
+) -> Response<MockBody> {
+    let body = serde_json::json!({"error": {
+        "message": message,
+        "type": "invalid_request_error",
+        "param": param,
+        "code": code,
+    }});
+    json_response(state, status, body.to_string())
+}
+
+/// The status and body of a fully built answer.
+fn full_body(resp: Response<MockBody>) -> (u16, Bytes) {
+    let status = resp.status().as_u16();
+    match resp.into_body().kind {
+        Kind::Full(Some(b)) => (status, b),
+        _ => (status, Bytes::new()),
+    }
+}
+
+/// A part of a `multipart/form-data` body.
+struct FormPart {
+    name: String,
+    filename: Option<String>,
+    data: Bytes,
+}
+
+/// The boundary of a `multipart/form-data` content type.
+fn multipart_boundary(content_type: &str) -> Option<&str> {
+    let (mime, params) = content_type.split_once(';')?;
+    if !mime.trim().eq_ignore_ascii_case("multipart/form-data") {
+        return None;
+    }
+    params
+        .split(';')
+        .find_map(|p| {
+            let (k, v) = p.split_once('=')?;
+            k.trim()
+                .eq_ignore_ascii_case("boundary")
+                .then(|| v.trim().trim_matches('"'))
+        })
+        .filter(|b| !b.is_empty())
+}
+
+/// `name` and `filename` of a part's `Content-Disposition: form-data; ...` header.
+fn form_disposition(head: &str) -> Option<(String, Option<String>)> {
+    let value = head.split("\r\n").find_map(|line| {
+        let (k, v) = line.split_once(':')?;
+        k.trim()
+            .eq_ignore_ascii_case("content-disposition")
+            .then_some(v)
+    })?;
+    let (mut name, mut filename) = (None, None);
+    for param in value.split(';').skip(1) {
+        if let Some((k, v)) = param.split_once('=') {
+            let v = v.trim().trim_matches('"').to_owned();
+            match k.trim() {
+                "name" => name = Some(v),
+                "filename" => filename = Some(v),
+                _ => {}
+            }
+        }
+    }
+    Some((name?, filename))
+}
+
+/// Split a `multipart/form-data` body (RFC 7578) into its parts.
+fn parse_multipart(body: &Bytes, boundary: &str) -> Result<Vec<FormPart>, String> {
+    use memchr::memmem;
+    let open = format!("--{boundary}");
+    let close = format!("\r\n--{boundary}");
+    let malformed = |what: &str| format!("Malformed multipart/form-data body: {what}.");
+    let mut pos =
+        memmem::find(body, open.as_bytes()).ok_or_else(|| malformed("no boundary"))? + open.len();
+    let mut parts = Vec::new();
+    loop {
+        let rest = &body[pos..];
+        if rest.starts_with(b"--") {
+            return Ok(parts);
+        }
+        if !rest.starts_with(b"\r\n") {
+            return Err(malformed("a boundary is not followed by CRLF"));
+        }
+        let head_end = memmem::find(rest, b"\r\n\r\n").ok_or_else(|| malformed("part headers"))?;
+        let head = std::str::from_utf8(&rest[2.min(head_end)..head_end])
+            .map_err(|_| malformed("part headers are not UTF-8"))?;
+        let data_start = pos + head_end + 4;
+        let data_len = memmem::find(&body[data_start..], close.as_bytes())
+            .ok_or_else(|| malformed("no closing boundary"))?;
+        let (name, filename) =
+            form_disposition(head).ok_or_else(|| malformed("a part has no form-data name"))?;
+        parts.push(FormPart {
+            name,
+            filename,
+            data: body.slice(data_start..data_start + data_len),
+        });
+        pos = data_start + data_len + close.len();
+    }
+}
+
+/// A rejected batch input file: message and code (`param` is `file`).
+type InputError = (String, &'static str);
+
+/// Validate a batch input file (JSONL) as OpenAI describes it: one JSON object a line with a
+/// unique `custom_id`, `method: POST`, a supported `url` (the same on every line) and a `body`
+/// with a `model` (the same on every line). Blank lines are skipped.
+fn validate_batch_input(content: &[u8]) -> Result<BatchInput, InputError> {
+    let text = std::str::from_utf8(content)
+        .map_err(|_| ("The file is not valid UTF-8.".to_owned(), "invalid_file"))?;
+    let mut seen = std::collections::HashSet::new();
+    let mut lines = Vec::new();
+    let mut first: Option<(String, String)> = None;
+    for (i, raw) in text.lines().enumerate() {
+        let n = i + 1;
+        if raw.trim().is_empty() {
+            continue;
+        }
+        let err = |m: String, code: &'static str| Err((format!("Line {n}: {m}"), code));
+        let Ok(v) = serde_json::from_str::<Value>(raw) else {
+            return err(
+                "this line is not parseable as valid JSON.".into(),
+                "invalid_json_line",
+            );
+        };
+        if !v.is_object() {
+            return err(
+                "each line must be a JSON object.".into(),
+                "invalid_json_line",
+            );
+        }
+        let custom_id = match v.get("custom_id").and_then(Value::as_str) {
+            Some(c) if !c.is_empty() => c.to_owned(),
+            _ => {
+                return err(
+                    "'custom_id' is required and must be a non-empty string.".into(),
+                    "missing_custom_id",
+                )
+            }
+        };
+        if !seen.insert(custom_id.clone()) {
+            return err(
+                format!("the custom_id '{custom_id}' is not unique in the file."),
+                "duplicate_custom_id",
+            );
+        }
+        if v.get("method").and_then(Value::as_str) != Some("POST") {
+            return err("'method' must be 'POST'.".into(), "invalid_method");
+        }
+        let url = v.get("url").and_then(Value::as_str).unwrap_or("");
+        if !BATCH_ENDPOINTS.contains(&url) {
+            return err(
+                format!("'url' must be one of {}.", BATCH_ENDPOINTS.join(", ")),
+                "invalid_url",
+            );
+        }
+        let Some(body) = v.get("body").filter(|b| b.is_object()) else {
+            return err("'body' must be a JSON object.".into(), "invalid_body");
+        };
+        let model = match body.get("model").and_then(Value::as_str) {
+            Some(m) if !m.is_empty() => m,
+            _ => return err("'body.model' is required.".into(), "missing_model"),
+        };
+        match &first {
+            None => first = Some((url.to_owned(), model.to_owned())),
+            Some((u, _)) if u != url => {
+                return err(
+                    format!("every line must have the same 'url' (the first line has '{u}')."),
+                    "url_mismatch",
+                )
+            }
+            Some((_, m)) if m != model => {
+                return err(
+                    format!(
+                        "every line must have the same 'body.model' (the first line has '{m}')."
+                    ),
+                    "model_mismatch",
+                )
+            }
+            Some(_) => {}
+        }
+        lines.push((custom_id, body.clone()));
+        if lines.len() > MAX_BATCH_LINES {
+            return Err((
+                format!("The file has more than {MAX_BATCH_LINES} requests."),
+                "too_many_tasks",
+            ));
+        }
+    }
+    let Some((url, model)) = first else {
+        return Err(("The file contains no requests.".into(), "empty_file"));
+    };
+    Ok(BatchInput { url, model, lines })
+}
+
+/// The answer the synchronous endpoint gives to `body` (no override headers), or the line's
+/// configured failure.
+fn batch_line_answer(
+    state: &State,
+    endpoint: &str,
+    custom_id: &str,
+    body: &Value,
+    cfg: &BatchConfig,
+) -> (u16, Bytes) {
+    if let Some(code) = cfg
+        .fail_custom_ids
+        .get(custom_id)
+        .and_then(|c| StatusCode::from_u16(*c).ok())
+    {
+        return full_body(mock_error(state, code));
+    }
+    if body.get("stream").and_then(Value::as_bool) == Some(true) {
+        return full_body(invalid(
+            state,
+            StatusCode::BAD_REQUEST,
+            "Streaming is not supported in the Batch API.",
+            Some("stream"),
+            Some("unsupported_value"),
+        ));
+    }
+    let raw = serde_json::to_vec(body).unwrap_or_default();
+    let req: ReqBody = serde_json::from_value(body.clone()).unwrap_or_default();
+    let mut g = Gen::new(state, &HeaderMap::new(), raw.len());
+    let resp = match endpoint {
+        "/v1/chat/completions" => {
+            if state.echo.load(Ordering::Relaxed) {
+                g.echo = echo_text(&raw);
+            }
+            chat(state, &g, &req)
+        }
+        "/v1/embeddings" => embeddings(state, &g, &req),
+        "/v1/completions" => completions(state, &g, &req),
+        _ => responses(state, &g, &req),
+    };
+    full_body(resp)
+}
+
+/// `POST /v1/files`.
+fn upload_file(
+    state: &State,
+    store: &mut BatchStore,
+    headers: &HeaderMap,
+    body: &Bytes,
+) -> Response<MockBody> {
+    let bad = |m: &str, param: &str, code: &str| {
+        invalid(state, StatusCode::BAD_REQUEST, m, Some(param), Some(code))
+    };
+    let ct = headers
+        .get(CONTENT_TYPE)
+        .and_then(|v| v.to_str().ok())
+        .unwrap_or("");
+    let Some(boundary) = multipart_boundary(ct) else {
+        return invalid(
+            state,
+            StatusCode::BAD_REQUEST,
+            "Expected a multipart/form-data body (with a boundary).",
+            None,
+            Some("invalid_content_type"),
+        );
+    };
+    let parts = match parse_multipart(body, boundary) {
+        Ok(p) => p,
+        Err(m) => {
+            return invalid(
+                state,
+                StatusCode::BAD_REQUEST,
+                &m,
+                None,
+                Some("invalid_multipart"),
+            )
+        }
+    };
+    let Some(purpose) = parts.iter().find(|p| p.name == "purpose") else {
+        return bad(
+            "Missing required parameter: 'purpose'.",
+            "purpose",
+            "missing_required_parameter",
+        );
+    };
+    let purpose = String::from_utf8_lossy(&purpose.data);
+    if purpose.trim() != "batch" {
+        return bad(
+            &format!(
+                "Invalid value for 'purpose': '{}'. This mock supports only 'batch'.",
+                purpose.trim()
+            ),
+            "purpose",
+            "invalid_value",
+        );
+    }
+    let Some(file) = parts.iter().find(|p| p.name == "file") else {
+        return bad(
+            "Missing required parameter: 'file'.",
+            "file",
+            "missing_required_parameter",
+        );
+    };
+    let input = match validate_batch_input(&file.data) {
+        Ok(i) => i,
+        Err((m, code)) => return bad(&m, "file", code),
+    };
+    let id = format!("file-mock{}", store.next());
+    let f = StoredFile {
+        id,
+        filename: file
+            .filename
+            .clone()
+            .unwrap_or_else(|| "upload.jsonl".into()),
+        purpose: "batch",
+        created_at: now_secs(),
+        content: file.data.clone(),
+        input: Some(Arc::new(input)),
+    };
+    let obj = f.object();
+    store.files.push(f);
+    store.files_uploaded += 1;
+    json_response(state, StatusCode::OK, obj.to_string())
+}
+
+/// `POST /v1/batches`.
+fn create_batch(
+    state: &State,
+    store: &mut BatchStore,
+    body: &[u8],
+    now: u64,
+) -> Response<MockBody> {
+    let bad = |status: StatusCode, m: &str, param: &str, code: &str| {
+        invalid(state, status, m, Some(param), Some(code))
+    };
+    let v: Value = match serde_json::from_slice(body) {
+        Ok(v @ Value::Object(_)) => v,
+        Ok(_) => {
+            return invalid(
+                state,
+                StatusCode::BAD_REQUEST,
+                "The body must be a JSON object.",
+                None,
+                Some("invalid_json"),
+            )
+        }
+        Err(e) => {
+            return invalid(
+                state,
+                StatusCode::BAD_REQUEST,
+                &format!("Invalid JSON body: {e}"),
+                None,
+                Some("invalid_json"),
+            )
+        }
+    };
+    if let Some(k) = v.as_object().and_then(|o| {
+        o.keys().find(|k| {
+            !matches!(
+                k.as_str(),
+                "input_file_id"
+                    | "endpoint"
+                    | "completion_window"
+                    | "metadata"
+                    | "output_expires_after"
+            )
+        })
+    }) {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            &format!("Unrecognized request argument supplied: {k}"),
+            k,
+            "unknown_parameter",
+        );
+    }
+    let field = |k: &str| v.get(k).and_then(Value::as_str);
+    let missing = |k: &str| {
+        bad(
+            StatusCode::BAD_REQUEST,
+            &format!("Missing required parameter: '{k}'."),
+            k,
+            "missing_required_parameter",
+        )
+    };
+    let Some(file_id) = field("input_file_id") else {
+        return missing("input_file_id");
+    };
+    let Some(endpoint) = field("endpoint") else {
+        return missing("endpoint");
+    };
+    let Some(window) = field("completion_window") else {
+        return missing("completion_window");
+    };
+    if !BATCH_ENDPOINTS.contains(&endpoint) {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "Invalid value for 'endpoint': '{endpoint}'. Supported: {}.",
+                BATCH_ENDPOINTS.join(", ")
+            ),
+            "endpoint",
+            "invalid_value",
+        );
+    }
+    if window != "24h" {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            &format!("Invalid value for 'completion_window': '{window}'. Supported: '24h'."),
+            "completion_window",
+            "invalid_value",
+        );
+    }
+    let metadata = v.get("metadata").cloned().unwrap_or(Value::Null);
+    let metadata_ok = match &metadata {
+        Value::Null => true,
+        Value::Object(m) => {
+            m.len() <= MAX_METADATA_PAIRS
+                && m.iter().all(|(k, v)| {
+                    k.chars().count() <= 64 && v.as_str().is_some_and(|s| s.chars().count() <= 512)
+                })
+        }
+        _ => false,
+    };
+    if !metadata_ok {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            "Invalid 'metadata': at most 16 pairs, string keys of up to 64 and string values of up to 512 characters.",
+            "metadata",
+            "invalid_value",
+        );
+    }
+    let Some(file) = store.file(file_id) else {
+        return bad(
+            StatusCode::NOT_FOUND,
+            &format!("No such File object: {file_id}"),
+            "input_file_id",
+            "file_not_found",
+        );
+    };
+    let Some(input) = file.input.clone().filter(|_| file.purpose == "batch") else {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "File {file_id} has purpose '{}'; a batch input file must be uploaded with purpose 'batch'.",
+                file.purpose
+            ),
+            "input_file_id",
+            "invalid_input_file",
+        );
+    };
+    if input.url != endpoint {
+        return bad(
+            StatusCode::BAD_REQUEST,
+            &format!(
+                "The batch endpoint '{endpoint}' does not match the url of the requests in the input file ('{}').",
+                input.url
+            ),
+            "endpoint",
+            "url_mismatch",
+        );
+    }
+    let cfg = store.config.clone();
+    let seq = store.next();
+    let lines = input
+        .lines
+        .iter()
+        .enumerate()
+        .map(|(i, (custom_id, body))| {
+            let (status, body) = batch_line_answer(state, endpoint, custom_id, body, &cfg);
+            BatchLine {
+                custom_id: custom_id.clone(),
+                status,
+                body,
+                line_id: format!("batch_req_mock{seq}_{i}"),
+                request_id: format!("req_mock{seq}_{i}"),
+            }
+        })
+        .collect();
+    let created_unix_ms = SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map_or(0, |d| u64::try_from(d.as_millis()).unwrap_or(u64::MAX));
+    let batch = Batch {
+        id: format!("batch_mock{seq}"),
+        endpoint: endpoint.to_owned(),
+        input_file_id: file_id.to_owned(),
+        model: input.model.clone(),
+        metadata,
+        t0_ms: now,
+        created_unix_ms,
+        cfg,
+        lines,
+        cancel_ms: None,
+        cancel_calls: 0,
+        polls: 0,
+        settled: false,
+        output_file_id: None,
+        error_file_id: None,
+    };
+    let obj = batch.object(0);
+    store.batches.push(batch);
+    store.batches_created += 1;
+    store.settle(now);
+    json_response(state, StatusCode::OK, obj.to_string())
+}
+
+/// `GET /v1/batches?limit=N&after=ID`: newest first.
+fn list_batches(
+    state: &State,
+    store: &BatchStore,
+    query: Option<&str>,
+    now: u64,
+) -> Response<MockBody> {
+    let limit = match query_param(query, "limit").map(str::parse::<usize>) {
+        None => 20,
+        Some(Ok(n)) if (1..=100).contains(&n) => n,
+        Some(_) => {
+            return invalid(
+                state,
+                StatusCode::BAD_REQUEST,
+                "Invalid 'limit': an integer from 1 to 100.",
+                Some("limit"),
+                Some("invalid_value"),
+            )
+        }
+    };
+    let newest_first: Vec<&Batch> = store.batches.iter().rev().collect();
+    let start = match query_param(query, "after") {
+        Some(after) => newest_first
+            .iter()
+            .position(|b| b.id == after)
+            .map_or(newest_first.len(), |i| i + 1),
+        None => 0,
+    };
+    let page = &newest_first[start..(start + limit).min(newest_first.len())];
+    let body = serde_json::json!({
+        "object": "list",
+        "data": page.iter().map(|b| b.object(now.saturating_sub(b.t0_ms))).collect::<Vec<_>>(),
+        "first_id": page.first().map(|b| b.id.as_str()),
+        "last_id": page.last().map(|b| b.id.as_str()),
+        "has_more": start + page.len() < newest_first.len(),
+    });
+    json_response(state, StatusCode::OK, body.to_string())
+}
+
+/// `POST /v1/batches/{id}/cancel`: `cancelling` now, `cancelled` `cancel_after_ms` later; the
+/// lines finished so far are the batch's output. A batch that has already ended cannot be
+/// cancelled (400); cancelling one that is cancelling or cancelled changes nothing.
+fn cancel_batch(state: &State, store: &mut BatchStore, i: usize, now: u64) -> Response<MockBody> {
+    let b = &mut store.batches[i];
+    let e = now.saturating_sub(b.t0_ms);
+    b.cancel_calls += 1;
+    if b.cancel_ms.is_none() {
+        let status = b.status(e);
+        if status.is_terminal() {
+            return invalid(
+                state,
+                StatusCode::BAD_REQUEST,
+                &format!("Cannot cancel a batch with status '{}'.", status.as_str()),
+                None,
+                Some("invalid_state"),
+            );
+        }
+        b.cancel_ms = Some(e);
+        store.batches_cancelled += 1;
+    }
+    store.settle(now);
+    let b = &store.batches[i];
+    json_response(
+        state,
+        StatusCode::OK,
+        b.object(now.saturating_sub(b.t0_ms)).to_string(),
+    )
+}
+
+/// The Files and Batch API (after the mock's latency; the failure controls apply first, as on
+/// every endpoint).
+fn batch_api(
+    state: &State,
+    method: &Method,
+    headers: &HeaderMap,
+    route: BatchRoute<'_>,
+    query: Option<&str>,
+    body: &Bytes,
+) -> Response<MockBody> {
+    let fail = fail_code(u64::from(state.fail_status.load(Ordering::Relaxed)))
+        .or_else(|| hdr_u64(headers, "x-mock-status").and_then(fail_code));
+    if let Some(code) = fail {
+        return mock_error(state, code);
+    }
+    let Ok(mut store) = state.batch.lock() else {
+        return error_response(
+            state,
+            StatusCode::INTERNAL_SERVER_ERROR,
+            "batch store lock poisoned",
+            "server_error",
+            "poisoned",
+        );
+    };
+    let now = mock_ms(state);
+    store.settle(now);
+    let no_file = |id: &str| {
+        invalid(
+            state,
+            StatusCode::NOT_FOUND,
+            &format!("No such File object: {id}"),
+            Some("id"),
+            Some("file_not_found"),
+        )
+    };
+    let no_batch = |id: &str| {
+        invalid(
+            state,
+            StatusCode::NOT_FOUND,
+            &format!("No such Batch object: {id}"),
+            Some("id"),
+            Some("batch_not_found"),
+        )
+    };
+    let not_allowed = || {
+        error_response(
+            state,
+            StatusCode::METHOD_NOT_ALLOWED,
+            &format!("Method {method} not allowed for this path"),
+            "invalid_request_error",
+            "method_not_allowed",
+        )
+    };
+    match (route, method) {
+        (BatchRoute::Files, &Method::POST) => upload_file(state, &mut store, headers, body),
+        (BatchRoute::Files, &Method::GET) => {
+            let purpose = query_param(query, "purpose");
+            let data: Vec<Value> = store
+                .files
+                .iter()
+                .rev()
+                .filter(|f| purpose.is_none_or(|p| p == f.purpose))
+                .map(StoredFile::object)
+                .collect();
+            let body = serde_json::json!({
+                "object": "list",
+                "data": data,
+                "first_id": data.first().map(|f| f["id"].clone()),
+                "last_id": data.last().map(|f| f["id"].clone()),
+                "has_more": false,
+            });
+            json_response(state, StatusCode::OK, body.to_string())
+        }
+        (BatchRoute::File(id), &Method::GET) => match store.file(id) {
+            Some(f) => json_response(state, StatusCode::OK, f.object().to_string()),
+            None => no_file(id),
+        },
+        (BatchRoute::File(id), &Method::DELETE) => {
+            match store.files.iter().position(|f| f.id == id) {
+                Some(i) => {
+                    store.files.remove(i);
+                    let body = serde_json::json!({"id": id, "object": "file", "deleted": true});
+                    json_response(state, StatusCode::OK, body.to_string())
+                }
+                None => no_file(id),
+            }
+        }
+        (BatchRoute::FileContent(id), &Method::GET) => match store.file(id) {
+            Some(f) => {
+                let mut resp = json_response(state, StatusCode::OK, f.content.clone());
+                resp.headers_mut().insert(
+                    CONTENT_TYPE,
+                    HeaderValue::from_static("application/octet-stream"),
+                );
+                resp
+            }
+            None => no_file(id),
+        },
+        (BatchRoute::Batches, &Method::POST) => create_batch(state, &mut store, body, now),
+        (BatchRoute::Batches, &Method::GET) => list_batches(state, &store, query, now),
+        (BatchRoute::Batch(id), &Method::GET) => match store.batch_index(id) {
+            Some(i) => {
+                store.batch_polls += 1;
+                let b = &mut store.batches[i];
+                b.polls += 1;
+                let obj = b.object(now.saturating_sub(b.t0_ms));
+                json_response(state, StatusCode::OK, obj.to_string())
+            }
+            None => no_batch(id),
+        },
+        (BatchRoute::BatchCancel(id), &Method::POST) => match store.batch_index(id) {
+            Some(i) => cancel_batch(state, &mut store, i, now),
+            None => no_batch(id),
+        },
+        _ => not_allowed(),
+    }
+}
+
+/// Milliseconds on the mock's clock (since it started).
+fn mock_ms(state: &State) -> u64 {
+    u64::try_from(state.start.elapsed().as_millis()).unwrap_or(u64::MAX)
+}
+
+/// `POST /__mock/batch` (a JSON object of settings to change) and `GET /__mock/batch`: both
+/// answer `{"ok":true,"config":{...}}` with the settings now in force.
+fn batch_control(state: &State, method: &Method, body: &[u8]) -> Response<MockBody> {
+    let bad = |m: &str| {
+        error_response(
+            state,
+            StatusCode::BAD_REQUEST,
+            m,
+            "invalid_request_error",
+            "bad_batch_config",
+        )
+    };
+    let Ok(mut store) = state.batch.lock() else {
+        return bad("batch store lock poisoned");
+    };
+    if *method == Method::POST && !body.is_empty() {
+        let patch = match serde_json::from_slice::<Value>(body) {
+            Ok(Value::Object(m)) => m,
+            Ok(_) => return bad("the body must be a JSON object"),
+            Err(e) => return bad(&format!("invalid JSON: {e}")),
+        };
+        match store.config.patched(&patch) {
+            Ok(c) => store.config = c,
+            Err(m) => return bad(&m),
+        }
+    }
+    let body = serde_json::json!({"ok": true, "config": store.config});
+    json_response(state, StatusCode::OK, body.to_string())
 }
 
 // ---------------------------------------------------------------------------
@@ -2573,6 +4149,140 @@ async fn anthropic_handle(
 }
 
 #[cfg(test)]
+mod batch_api_tests {
+    use super::*;
+
+    #[test]
+    fn multipart_parts_are_split() {
+        let body = Bytes::from_static(
+            b"preamble\r\n--XyZ\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--XyZ\r\ncontent-disposition: form-data; name=\"file\"; filename=\"a.jsonl\"\r\nContent-Type: application/jsonl\r\n\r\n{}\r\n--x\n{}\r\n--XyZ--\r\n",
+        );
+        let b = multipart_boundary("multipart/form-data; boundary=\"XyZ\"").unwrap();
+        let parts = parse_multipart(&body, b).unwrap();
+        assert_eq!(parts.len(), 2);
+        assert_eq!(parts[0].name, "purpose");
+        assert_eq!(&parts[0].data[..], b"batch");
+        assert_eq!(parts[1].filename.as_deref(), Some("a.jsonl"));
+        assert_eq!(&parts[1].data[..], b"{}\r\n--x\n{}");
+        assert!(multipart_boundary("application/json").is_none());
+        assert!(parse_multipart(&Bytes::from_static(b"--XyZ\r\nno end"), "XyZ").is_err());
+    }
+
+    #[test]
+    fn routes() {
+        assert!(matches!(
+            batch_api_route("/v1/files"),
+            Some(BatchRoute::Files)
+        ));
+        assert!(matches!(
+            batch_api_route("/files/f-1"),
+            Some(BatchRoute::File("f-1"))
+        ));
+        assert!(matches!(
+            batch_api_route("/v1/files/f-1/content"),
+            Some(BatchRoute::FileContent("f-1"))
+        ));
+        assert!(matches!(
+            batch_api_route("/v1/batches/b1/cancel"),
+            Some(BatchRoute::BatchCancel("b1"))
+        ));
+        assert!(batch_api_route("/v1/files/a/b").is_none());
+        assert!(batch_api_route("/v1/chat/completions").is_none());
+    }
+
+    fn batch(n: usize, cfg: BatchConfig) -> Batch {
+        Batch {
+            id: "batch_t".into(),
+            endpoint: "/v1/chat/completions".into(),
+            input_file_id: "file-t".into(),
+            model: "m".into(),
+            metadata: Value::Null,
+            t0_ms: 0,
+            created_unix_ms: 1_700_000_000_000,
+            cfg,
+            lines: (0..n)
+                .map(|i| BatchLine {
+                    custom_id: format!("c{i}"),
+                    status: 200,
+                    body: Bytes::from_static(b"{}"),
+                    line_id: format!("l{i}"),
+                    request_id: format!("r{i}"),
+                })
+                .collect(),
+            cancel_ms: None,
+            cancel_calls: 0,
+            polls: 0,
+            settled: false,
+            output_file_id: None,
+            error_file_id: None,
+        }
+    }
+
+    #[test]
+    fn timeline() {
+        let cfg = BatchConfig {
+            complete_after_ms: 1000,
+            ..BatchConfig::default()
+        };
+        let mut b = batch(10, cfg.clone());
+        let st = |b: &Batch, e| b.status(e);
+        assert_eq!(st(&b, 0), BatchStatus::Validating);
+        assert_eq!(st(&b, 100), BatchStatus::InProgress);
+        assert_eq!(b.finished(100), 0);
+        assert_eq!(b.finished(500), 5);
+        assert_eq!(b.finished(900), 10);
+        assert_eq!(st(&b, 900), BatchStatus::Finalizing);
+        assert_eq!(st(&b, 1000), BatchStatus::Completed);
+        b.cancel_ms = Some(500);
+        assert_eq!(st(&b, 520), BatchStatus::Cancelling);
+        assert_eq!(st(&b, 550), BatchStatus::Cancelled);
+        assert_eq!(b.finished(5000), 5);
+        let (out, err) = b.result_files();
+        assert_eq!(out.lines().count(), 5);
+        assert_eq!(err.lines().count(), 5);
+        assert!(err.contains("batch_cancelled"));
+
+        let b = batch(
+            5,
+            BatchConfig {
+                outcome: BatchOutcome::Expired,
+                ..cfg.clone()
+            },
+        );
+        assert_eq!(st(&b, 1000), BatchStatus::Expired);
+        assert_eq!(b.finished(1000), 2);
+        let b = batch(
+            5,
+            BatchConfig {
+                outcome: BatchOutcome::Failed,
+                ..cfg.clone()
+            },
+        );
+        assert_eq!(st(&b, 999), BatchStatus::Validating);
+        assert_eq!(st(&b, 1000), BatchStatus::Failed);
+        assert_eq!(b.object(1000)["request_counts"]["total"], 0);
+        // No delay at all: done at once.
+        let b = batch(
+            3,
+            BatchConfig {
+                complete_after_ms: 0,
+                ..cfg
+            },
+        );
+        assert_eq!(st(&b, 0), BatchStatus::Completed);
+        assert_eq!(b.finished(0), 3);
+    }
+
+    #[test]
+    fn echo_takes_the_last_user_message() {
+        let body = br#"{"messages":[{"role":"user","content":"first"},{"role":"assistant","content":"x"},{"role":"user","content":[{"type":"text","text":"a"},{"type":"image_url"},{"type":"text","text":"b"}]}]}"#;
+        assert_eq!(echo_text(body).as_deref(), Some("ab"));
+        assert_eq!(echo_text(br#"{"messages":[]}"#), None);
+        assert_eq!(echo_text(b"nope"), None);
+    }
+}
+
+#[cfg(test)]
 mod anthropic_dialect_tests {
     use super::*;
     use serde_json::json;
@@ -2731,6 +4441,8 @@ async fn serve(cli: Cli) -> Result<(), Box<dyn std::error::Error>> {
         rate_limited: AtomicU64::new(0),
         admitted: AtomicU64::new(0),
         admitted_tokens: AtomicU64::new(0),
+        echo: AtomicBool::new(cli.echo),
+        batch: Mutex::new(BatchStore::default()),
     });
     if cli.rpm > 0 || cli.tpm > 0 {
         warm_up_estimator();

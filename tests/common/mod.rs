@@ -128,6 +128,35 @@ impl Mock {
             .unwrap();
         assert!(r.status().is_success());
     }
+
+    /// `POST /__mock/batch`: change the simulated Batch API (fields left out keep their value,
+    /// `null` restores a default); returns the settings now in force.
+    pub async fn batch_config(&self, cfg: Value) -> Value {
+        let r = client()
+            .post(format!("{}/__mock/batch", self.base()))
+            .json(&cfg)
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success(), "batch config refused: {cfg}");
+        r.json::<Value>().await.unwrap()["config"].clone()
+    }
+
+    /// `GET /__mock/batches`: every batch (oldest first) with its status, custom_ids, poll count
+    /// and whether cancel was called.
+    pub async fn batches(&self) -> Vec<Value> {
+        get_json(format!("{}/__mock/batches", self.base())).await
+    }
+
+    /// Echo mode: chat answers carry the last user message as their content (sync and batch).
+    pub async fn echo(&self, on: bool) {
+        let r = client()
+            .post(format!("{}/__mock/echo?on={on}", self.base()))
+            .send()
+            .await
+            .unwrap();
+        assert!(r.status().is_success());
+    }
 }
 
 impl Drop for Mock {
