@@ -1,48 +1,482 @@
-//! Conformance: the official OpenAI Python SDK does chat (stream and non-stream), embeddings, model
-//! listing and error handling through llmproxy, over plain HTTP and over HTTPS (a TLS listener with
-//! a self-signed certificate the SDK's client trusts). `scripts/test` installs the SDK in a venv and sets
-//! LLMPROXY_SDK_PYTHON; without it this test fails (set LLMPROXY_SKIP_SDK=1 to skip knowingly).
+//! Conformance (issue 8): the official SDKs, unchanged but for their base URL, through llmproxy in front
+//! of each provider's mock.
+//!
+//! * OpenAI Python SDK (`tests/sdk/openai_sdk.py`) and OpenAI Node SDK (`tests/sdk/openai_sdk.mjs`, the
+//!   same cases, arguments and output) against `provider: openai`, `provider: azure` and `provider:
+//!   anthropic` upstreams (clients speak OpenAI chat; the gateway translates), and over a TLS listener.
+//! * Anthropic Python SDK (`tests/sdk/anthropic_sdk.py`) against `POST /v1/messages` (passthrough to
+//!   `provider: anthropic`).
+//!
+//! Each run prints one line `sdk matrix: provider=... client=... case=pass|skip(why) ...` (see it with
+//! `cargo test --test sdk -- --nocapture`): `skip(n/a)` = the provider has no such API, `skip(mock)` =
+//! the mock upstream cannot answer it yet ([`MOCK_GAPS`]). Every case not skipped must pass.
+//!
+//! `scripts/install-deps --test` installs the SDKs: a venv in `target/sdk-venv` (or the python named
+//! by `LLMPROXY_SDK_PYTHON`) and `openai` in `target/sdk-node/node_modules` (or
+//! `LLMPROXY_SDK_NODE_MODULES`; `node` from PATH or `LLMPROXY_SDK_NODE`). Without them these tests fail
+//! and say so; `LLMPROXY_SKIP_SDK=1` skips them knowingly.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 mod common;
 use common::*;
+use serde_json::Value;
+use std::path::PathBuf;
+use std::time::Duration;
 
-/// The SDK's python, or `None` when the test is knowingly skipped.
-fn sdk_python() -> Option<String> {
-    if std::env::var("LLMPROXY_SKIP_SDK").is_ok() {
-        eprintln!("LLMPROXY_SKIP_SDK set: skipping the OpenAI SDK conformance test");
+/// Every client call uses the gateway's master key; the wrong-key case must get 401.
+const MASTER: &str = "sk-master-sdk-0123456789";
+const MODEL: &str = "gpt-4o-mini";
+const EMBED_MODEL: &str = "text-embedding-3-small";
+const CLAUDE: &str = "claude-sonnet";
+const INSTALL: &str = "run `scripts/install-deps --test` (CI's scripts/test does)";
+
+/// The cases both OpenAI SDK scripts run, in order (each script checks its own; this keeps them twins).
+const OPENAI_CASES: &[&str] = &[
+    "chat",
+    "stream",
+    "tools",
+    "tools_stream",
+    "tool_result",
+    "embeddings",
+    "embeddings_base64",
+    "responses",
+    "responses_stream",
+    "models_list",
+    "models_retrieve",
+    "error_401",
+    "error_404",
+    "error_429",
+];
+
+/// Cases the OpenAI-dialect mock cannot answer yet, with what it lacks.
+const MOCK_GAPS: &[(&str, &str)] = &[];
+/// What Anthropic does not have (no embeddings API; the Responses API is OpenAI's and Azure's).
+const ANTHROPIC_NA: &[(&str, &str)] = &[
+    ("embeddings", "n/a"),
+    ("embeddings_base64", "n/a"),
+    ("responses", "n/a"),
+    ("responses_stream", "n/a"),
+];
+
+#[derive(Clone, Copy, PartialEq)]
+enum Provider {
+    OpenAi,
+    Azure,
+    Anthropic,
+}
+
+impl Provider {
+    fn name(self) -> &'static str {
+        match self {
+            Provider::OpenAi => "openai",
+            Provider::Azure => "azure",
+            Provider::Anthropic => "anthropic",
+        }
+    }
+
+    /// The chat model clients ask for.
+    fn model(self) -> &'static str {
+        match self {
+            Provider::Anthropic => CLAUDE,
+            _ => MODEL,
+        }
+    }
+
+    /// Cases the OpenAI SDK scripts skip for this provider, with why.
+    fn skips(self) -> &'static [(&'static str, &'static str)] {
+        match self {
+            Provider::Anthropic => ANTHROPIC_NA,
+            _ => MOCK_GAPS,
+        }
+    }
+
+    /// The upstream entry (named `up`) on the mock.
+    fn upstream(self, mock: &Mock) -> String {
+        let hc = "{interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}";
+        match self {
+            Provider::OpenAi => openai_upstream("up", mock),
+            Provider::Azure => format!(
+                "  - {{name: up, provider: azure, url: \"{}\", api_version: \"2024-10-21\", auth: {{type: header, name: api-key, value: az-secret-key}}, health_check: {hc}}}\n",
+                mock.base()
+            ),
+            Provider::Anthropic => format!(
+                "  - {{name: up, provider: anthropic, url: \"{}\", auth: {{type: header, name: x-api-key, value: sk-ant-upstream}}, health_check: {hc}}}\n",
+                mock.url()
+            ),
+        }
+    }
+
+    fn models(self) -> &'static [&'static str] {
+        match self {
+            Provider::Anthropic => &[CLAUDE],
+            _ => &[MODEL, EMBED_MODEL],
+        }
+    }
+
+    fn model_entries(self) -> String {
+        match self {
+            Provider::Anthropic => format!(
+                "  - {{name: {CLAUDE}, deployments: [{{upstream: up, model: claude-sonnet-4-5}}]}}\n"
+            ),
+            _ => format!(
+                "  - {{name: {MODEL}, deployments: [{{upstream: up, model: mini-dep}}]}}\n  - {{name: {EMBED_MODEL}, deployments: [{{upstream: up, model: embed-dep}}]}}\n"
+            ),
+        }
+    }
+
+    /// Paths the mock must have been sent (POST) by the runs that do not skip them.
+    fn upstream_paths(self) -> &'static [&'static str] {
+        match self {
+            Provider::OpenAi => &["/v1/chat/completions", "/v1/embeddings", "/v1/responses"],
+            Provider::Azure => &[
+                "/openai/deployments/mini-dep/chat/completions",
+                "/openai/deployments/embed-dep/embeddings",
+                "/openai/v1/responses",
+            ],
+            Provider::Anthropic => &["/v1/messages"],
+        }
+    }
+
+    /// The upstream saw its own credential, never a client's.
+    fn assert_upstream_auth(self, rec: &Value) {
+        let h = &rec["headers"];
+        match self {
+            Provider::OpenAi => assert_eq!(h["authorization"], "Bearer sk-up-up", "{rec}"),
+            Provider::Azure => {
+                assert_eq!(h["api-key"], "az-secret-key", "{rec}");
+                assert!(h.get("authorization").is_none(), "{rec}");
+            }
+            Provider::Anthropic => {
+                assert_eq!(h["x-api-key"], "sk-ant-upstream", "{rec}");
+                assert!(h.get("authorization").is_none(), "{rec}");
+            }
+        }
+    }
+
+    fn config(self, mock: &Mock) -> String {
+        config(&format!(
+            "state: {{database: \"sqlite://{}\"}}\nupstreams:\n{}models:\n{}",
+            tmp_path("sdk-keys.db").display(),
+            self.upstream(mock),
+            self.model_entries()
+        ))
+        .replace(
+            "  threads: 2\n",
+            &format!("  threads: 2\n  master_key: \"{MASTER}\"\n"),
+        )
+    }
+}
+
+#[derive(Clone, Copy)]
+enum Sdk {
+    OpenAiPython,
+    OpenAiNode,
+    AnthropicPython,
+}
+
+/// Where the SDKs are, checked before a run: a missing one fails the test with what to do.
+struct Tools {
+    python: PathBuf,
+    node: String,
+    node_modules: PathBuf,
+}
+
+fn from_manifest(rel: &str) -> PathBuf {
+    PathBuf::from(env!("CARGO_MANIFEST_DIR")).join(rel)
+}
+
+/// `None` when `LLMPROXY_SKIP_SDK` is set (a knowing skip); otherwise the SDKs `sdk` needs, or a
+/// panic saying how to install them.
+async fn tools(sdk: Sdk) -> Option<Tools> {
+    if std::env::var_os("LLMPROXY_SKIP_SDK").is_some() {
+        eprintln!("LLMPROXY_SKIP_SDK set: skipping the official SDK conformance test");
         return None;
     }
-    Some(std::env::var("LLMPROXY_SDK_PYTHON").expect(
-        "LLMPROXY_SDK_PYTHON must name a python with the openai package (scripts/test sets it)",
-    ))
+    let t = Tools {
+        python: std::env::var_os("LLMPROXY_SDK_PYTHON")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| from_manifest("target/sdk-venv/bin/python")),
+        node: std::env::var("LLMPROXY_SDK_NODE").unwrap_or_else(|_| "node".into()),
+        node_modules: std::env::var_os("LLMPROXY_SDK_NODE_MODULES")
+            .map(PathBuf::from)
+            .unwrap_or_else(|| from_manifest("target/sdk-node/node_modules")),
+    };
+    match sdk {
+        Sdk::OpenAiPython | Sdk::AnthropicPython => {
+            let module = match sdk {
+                Sdk::AnthropicPython => "anthropic",
+                _ => "openai",
+            };
+            let out = tokio::process::Command::new(&t.python)
+                .args(["-c", &format!("import {module}")])
+                .output()
+                .await;
+            let ok = out.as_ref().is_ok_and(|o| o.status.success());
+            assert!(
+                ok,
+                "the {module} Python SDK is not installed ({} -c 'import {module}': {}): {INSTALL}",
+                t.python.display(),
+                match &out {
+                    Ok(o) => String::from_utf8_lossy(&o.stderr).into_owned(),
+                    Err(e) => e.to_string(),
+                }
+            );
+        }
+        Sdk::OpenAiNode => {
+            let out = tokio::process::Command::new(&t.node)
+                .arg("--version")
+                .output()
+                .await;
+            assert!(
+                out.as_ref().is_ok_and(|o| o.status.success()),
+                "Node.js is not installed (`{} --version`: {:?}): {INSTALL}",
+                t.node,
+                out.map(|o| o.status)
+            );
+            let pkg = t.node_modules.join("openai/package.json");
+            assert!(
+                pkg.exists(),
+                "the OpenAI Node SDK is not installed ({} is missing): {INSTALL}",
+                pkg.display()
+            );
+        }
+    }
+    Some(t)
 }
 
-fn sdk_config(a: &Mock) -> String {
-    config(&format!(
-        "upstreams:\n{}models:\n  - {{name: gpt-4o-mini, deployments: [{{upstream: a, model: real-mini}}]}}\n  - {{name: text-embedding-3-small, deployments: [{{upstream: a, model: emb}}]}}\n",
-        upstream("a", a)
-    ))
+/// One script run's report: the SDK and its version, each case's result in the script's order, and
+/// what each passing case saw.
+struct Report {
+    client: String,
+    cases: Vec<(String, String)>,
+    values: Value,
+}
+
+/// Runs an SDK script with `args` (after the script's path), the master key, and `skips`; prints the
+/// matrix line; asserts every case not skipped passed (and the skipped ones were skipped).
+async fn run(
+    t: &Tools,
+    sdk: Sdk,
+    provider: &str,
+    args: &[&str],
+    skips: &[(&str, &str)],
+    ca_file: Option<&str>,
+) -> Report {
+    let (program, script) = match sdk {
+        Sdk::OpenAiPython => (t.python.as_os_str(), "tests/sdk/openai_sdk.py"),
+        Sdk::AnthropicPython => (t.python.as_os_str(), "tests/sdk/anthropic_sdk.py"),
+        Sdk::OpenAiNode => (std::ffi::OsStr::new(&t.node), "tests/sdk/openai_sdk.mjs"),
+    };
+    let skip_list: Vec<&str> = skips.iter().map(|(c, _)| *c).collect();
+    let mut cmd = tokio::process::Command::new(program);
+    cmd.arg(from_manifest(script))
+        .args(args)
+        .args(ca_file)
+        .env("LLMPROXY_SDK_KEY", MASTER)
+        .env("LLMPROXY_SDK_SKIP", skip_list.join(","))
+        .env("LLMPROXY_SDK_NODE_MODULES", &t.node_modules)
+        .kill_on_drop(true);
+    if let (Sdk::OpenAiNode, Some(ca)) = (sdk, ca_file) {
+        cmd.env("NODE_EXTRA_CA_CERTS", ca);
+    }
+    let out = tokio::time::timeout(Duration::from_secs(120), cmd.output())
+        .await
+        .expect("the SDK script did not finish within 120 s")
+        .unwrap();
+    let stdout = String::from_utf8_lossy(&out.stdout);
+    let stderr = String::from_utf8_lossy(&out.stderr);
+    let v: Value = stdout
+        .lines()
+        .last()
+        .and_then(|l| serde_json::from_str(l).ok())
+        .unwrap_or_else(|| {
+            panic!(
+                "{script} printed no report ({}):\n{stdout}\n{stderr}",
+                out.status
+            )
+        });
+    let cases: Vec<(String, String)> = v["order"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .map(|c| {
+            let c = c.as_str().unwrap().to_string();
+            let r = v["cases"][&c].as_str().unwrap_or("missing").to_string();
+            (c, r)
+        })
+        .collect();
+    if !matches!(sdk, Sdk::AnthropicPython) {
+        let order: Vec<&str> = cases.iter().map(|(c, _)| c.as_str()).collect();
+        assert_eq!(
+            order, OPENAI_CASES,
+            "{script}: the OpenAI SDK scripts' cases"
+        );
+    }
+    let report = Report {
+        client: format!(
+            "{}@{}",
+            v["sdk"].as_str().unwrap(),
+            v["version"].as_str().unwrap()
+        ),
+        cases,
+        values: v["values"].clone(),
+    };
+    let matrix: Vec<String> = report
+        .cases
+        .iter()
+        .map(|(case, r)| match skips.iter().find(|(c, _)| c == case) {
+            Some((_, why)) if r == "skip" => format!("{case}=skip({why})"),
+            _ if r.starts_with("fail") => format!("{case}=FAIL"),
+            _ => format!("{case}={r}"),
+        })
+        .collect();
+    println!(
+        "sdk matrix: provider={provider} client={} {}",
+        report.client,
+        matrix.join(" ")
+    );
+    let wrong: Vec<String> = report
+        .cases
+        .iter()
+        .filter(|(case, r)| {
+            let want = if skip_list.contains(&case.as_str()) {
+                "skip"
+            } else {
+                "pass"
+            };
+            r != want
+        })
+        .map(|(case, r)| format!("  {case}: {r}"))
+        .collect();
+    assert!(
+        wrong.is_empty() && out.status.success(),
+        "{} against provider {provider} ({}):\n{}\nstderr:\n{stderr}",
+        report.client,
+        out.status,
+        wrong.join("\n")
+    );
+    report
+}
+
+/// The OpenAI SDK (`sdk`) through the gateway in front of `provider`'s mock.
+async fn openai_sdk_against(sdk: Sdk, provider: Provider) {
+    let Some(t) = tools(sdk).await else {
+        return;
+    };
+    let mock = Mock::start("M");
+    let gw = gateway(&provider.config(&mock)).await;
+    let base = gw.url("/v1");
+    let report = run(
+        &t,
+        sdk,
+        provider.name(),
+        &[&base, provider.model(), EMBED_MODEL],
+        provider.skips(),
+        None,
+    )
+    .await;
+    assert_eq!(
+        report.values["models_list"]["ids"],
+        serde_json::json!(provider.models())
+    );
+    assert_upstream_saw(&mock, provider).await;
+}
+
+/// The mock was sent each of `provider`'s paths, always with the upstream's credential and never
+/// with a client's key.
+async fn assert_upstream_saw(mock: &Mock, provider: Provider) {
+    let seen = mock.requests().await;
+    let text = serde_json::to_string(&seen).unwrap();
+    assert!(
+        !text.contains(MASTER),
+        "the client's key reached the upstream"
+    );
+    assert!(
+        !text.contains("sk-wrong-key"),
+        "the client's key reached the upstream"
+    );
+    let posts: Vec<&Value> = seen.iter().filter(|r| r["method"] == "POST").collect();
+    for path in provider.upstream_paths() {
+        assert!(
+            posts.iter().any(|r| r["path"] == *path),
+            "no POST {path} reached the {} mock",
+            provider.name()
+        );
+    }
+    for rec in posts {
+        provider.assert_upstream_auth(rec);
+    }
 }
 
 #[tokio::test]
-async fn official_openai_python_sdk() {
-    let Some(python) = sdk_python() else {
-        return;
-    };
-    let a = Mock::start("A");
-    let gw = gateway(&sdk_config(&a)).await;
-    run_sdk(&python, &gw.url("/v1"), None, &a).await;
+async fn openai_upstream_openai_python_sdk() {
+    openai_sdk_against(Sdk::OpenAiPython, Provider::OpenAi).await;
 }
 
-/// Issue 10: the SDK over HTTPS to a TLS listener, trusting the test's self-signed certificate.
 #[tokio::test]
-async fn official_openai_python_sdk_over_tls() {
-    let Some(python) = sdk_python() else {
+async fn openai_upstream_openai_node_sdk() {
+    openai_sdk_against(Sdk::OpenAiNode, Provider::OpenAi).await;
+}
+
+#[tokio::test]
+async fn azure_upstream_openai_python_sdk() {
+    openai_sdk_against(Sdk::OpenAiPython, Provider::Azure).await;
+}
+
+#[tokio::test]
+async fn azure_upstream_openai_node_sdk() {
+    openai_sdk_against(Sdk::OpenAiNode, Provider::Azure).await;
+}
+
+/// Anthropic upstream, OpenAI-format clients (issue 8 item 2: the gateway translates chat, streams,
+/// tools and errors to and from Anthropic Messages).
+#[tokio::test]
+async fn anthropic_upstream_openai_python_sdk() {
+    openai_sdk_against(Sdk::OpenAiPython, Provider::Anthropic).await;
+}
+
+/// As [`anthropic_upstream_openai_python_sdk`], with the Node SDK.
+#[tokio::test]
+async fn anthropic_upstream_openai_node_sdk() {
+    openai_sdk_against(Sdk::OpenAiNode, Provider::Anthropic).await;
+}
+
+/// The Anthropic Python SDK on the gateway's `POST /v1/messages` (issue 8 item 3: passthrough to
+/// `provider: anthropic` deployments, with routing and keys): messages with a system prompt, tool
+/// use and a tool result, the stream helper and raw events, and 401 / 404 / 429 as the SDK's errors.
+#[tokio::test]
+async fn anthropic_messages_endpoint_anthropic_python_sdk() {
+    let Some(t) = tools(Sdk::AnthropicPython).await else {
         return;
     };
-    let a = Mock::start("A");
+    let mock = Mock::start("M");
+    let gw = gateway(&Provider::Anthropic.config(&mock)).await;
+    let base = gw.url("");
+    run(
+        &t,
+        Sdk::AnthropicPython,
+        "anthropic",
+        &[&base, CLAUDE],
+        &[],
+        None,
+    )
+    .await;
+    assert_upstream_saw(&mock, Provider::Anthropic).await;
+    let messages = mock.requests_to("/v1/messages").await;
+    assert!(
+        messages.iter().all(|r| r["model"] == "claude-sonnet-4-5"),
+        "the deployment's model name reaches the upstream: {messages:?}"
+    );
+}
+
+/// Issue 10: the OpenAI SDKs over HTTPS to a TLS listener, trusting the test's self-signed
+/// certificate (Python: its own HTTP client's trust store; Node: `NODE_EXTRA_CA_CERTS`).
+async fn openai_sdk_over_tls(sdk: Sdk) {
+    let Some(t) = tools(sdk).await else {
+        return;
+    };
+    let mock = Mock::start("M");
     let (cert, key) = self_signed_cert("sdk");
-    let template = sdk_config(&a).replace(
+    let template = Provider::OpenAi.config(&mock).replace(
         "listen: \"127.0.0.1:{PORT}\"}",
         &format!(
             "listen: \"127.0.0.1:{{PORT}}\", tls: {{cert: \"{}\", key: \"{}\"}}}}",
@@ -52,36 +486,24 @@ async fn official_openai_python_sdk_over_tls() {
     );
     let (gw, _log) = gateway_with_log_admin_ready(&template, &[]).await;
     let base = format!("https://localhost:{}/v1", gw.port);
-    run_sdk(&python, &base, Some(cert.to_str().unwrap()), &a).await;
+    run(
+        &t,
+        sdk,
+        "openai-tls",
+        &[&base, MODEL, EMBED_MODEL],
+        MOCK_GAPS,
+        Some(cert.to_str().unwrap()),
+    )
+    .await;
+    assert_upstream_saw(&mock, Provider::OpenAi).await;
 }
 
-async fn run_sdk(python: &str, base: &str, ca_file: Option<&str>, a: &Mock) {
-    let script = concat!(env!("CARGO_MANIFEST_DIR"), "/tests/sdk/openai_sdk.py");
-    let mut args = vec![script, base, "gpt-4o-mini", "text-embedding-3-small"];
-    args.extend(ca_file);
-    let out = tokio::process::Command::new(python)
-        .args(&args)
-        .output()
-        .await
-        .unwrap();
-    assert!(
-        out.status.success(),
-        "sdk script failed: {}",
-        String::from_utf8_lossy(&out.stderr)
-    );
-    let v: serde_json::Value = serde_json::from_slice(&out.stdout).unwrap();
-    assert_eq!(v["chat_content"], "Hello from mock");
-    assert!(v["chat_usage"].as_u64().unwrap() > 0);
-    assert_eq!(v["stream_content"], "tok0 tok1 tok2 tok3 tok4 ");
-    assert!(v["stream_usage"].as_u64().unwrap() > 0);
-    assert_eq!(v["embeddings"], serde_json::json!([8, 8]));
-    assert_eq!(
-        v["models"],
-        serde_json::json!(["gpt-4o-mini", "text-embedding-3-small"])
-    );
-    assert_eq!(v["not_found"], "NotFoundError");
-    // The SDK's api_key never reached the upstream.
-    assert!(!serde_json::to_string(&a.requests().await)
-        .unwrap()
-        .contains("sk-client-side-anything"));
+#[tokio::test]
+async fn tls_listener_openai_python_sdk() {
+    openai_sdk_over_tls(Sdk::OpenAiPython).await;
+}
+
+#[tokio::test]
+async fn tls_listener_openai_node_sdk() {
+    openai_sdk_over_tls(Sdk::OpenAiNode).await;
 }
