@@ -102,9 +102,12 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
     );
     let mut certificates = Vec::new();
     for l in &s.listeners {
-        let mut listener = ListenerConfig::tcp(l.listen.to_string()).l4_buffer(
-            L4BufferSettings::new(CLIENT_L4_READ_BUFFER, CLIENT_L4_WRITE_BUFFER),
-        );
+        let mut listener = ListenerConfig::tcp(l.listen.to_string())
+            .l4_buffer(L4BufferSettings::new(
+                CLIENT_L4_READ_BUFFER,
+                CLIENT_L4_WRITE_BUFFER,
+            ))
+            .tcp_socket_options(client_socket_options());
         if let Some(tls) = &l.tls {
             let store =
                 Arc::new(CertStore::new(tls).map_err(|e| format!("listener `{}`: {e}", l.name))?);
@@ -121,6 +124,9 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
     let reloader =
         Arc::new(Reloader::new(source, shared.clone(), pools_tx).with_certificates(certificates));
 
+    let batcher = crate::batch::BatchService {
+        shared: shared.clone(),
+    };
     let mut admin = Service::new(
         "llmproxy admin".to_string(),
         Admin {
@@ -141,6 +147,7 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
         "llmproxy reload",
         ReloadService { reloader },
     ));
+    server.add_service(background_service("llmproxy batch", batcher));
     if let Some(keys) = keys {
         server.add_service(background_service("llmproxy keys", KeysService { keys }));
     }
@@ -161,6 +168,21 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
         s.threads
     );
     server.run_forever()
+}
+
+/// TCP keepalive on client connections: a client waiting minutes for a batched answer (or a long
+/// generation) sends nothing, and load balancers and NATs drop connections idle for a few minutes
+/// (AWS NLB 350 s, Azure 4 min); probes every minute keep them open, and find dead peers.
+fn client_socket_options() -> pingora::listeners::TcpSocketOptions {
+    let mut o = pingora::listeners::TcpSocketOptions::default();
+    o.tcp_keepalive = Some(pingora::protocols::TcpKeepalive {
+        idle: Duration::from_secs(60),
+        interval: Duration::from_secs(10),
+        count: 6,
+        #[cfg(target_os = "linux")]
+        user_timeout: Duration::ZERO,
+    });
+    o
 }
 
 /// HTTPS with HTTP/2 offered first by ALPN (HTTP/1.1 otherwise), Mozilla's intermediate profile

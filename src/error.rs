@@ -15,6 +15,8 @@ pub enum GatewayError {
         message: String,
         param: Option<&'static str>,
     },
+    /// A parameter the model's provider has no equivalent for (`drop_params: true` drops it instead).
+    UnsupportedParameter { message: String, param: String },
     /// Missing, unknown or expired key.
     InvalidApiKey(String),
     /// The listener (or key) is not scoped to the model.
@@ -60,7 +62,7 @@ impl GatewayError {
     /// HTTP status sent to the client.
     pub fn status(&self) -> u16 {
         match self {
-            GatewayError::InvalidRequest { .. } => 400,
+            GatewayError::InvalidRequest { .. } | GatewayError::UnsupportedParameter { .. } => 400,
             GatewayError::InvalidApiKey(_) => 401,
             GatewayError::ModelNotAllowed(_) => 403,
             GatewayError::ModelNotFound { .. } | GatewayError::NotFound(_) => 404,
@@ -80,6 +82,7 @@ impl GatewayError {
     pub fn code(&self) -> &'static str {
         match self {
             GatewayError::InvalidRequest { .. } => "invalid_request",
+            GatewayError::UnsupportedParameter { .. } => "unsupported_parameter",
             GatewayError::InvalidApiKey(_) => "invalid_api_key",
             GatewayError::ModelNotAllowed(_) => "model_not_allowed",
             GatewayError::ModelNotFound { .. } => "model_not_found",
@@ -100,6 +103,7 @@ impl GatewayError {
     pub fn error_type(&self) -> &'static str {
         match self {
             GatewayError::InvalidRequest { .. }
+            | GatewayError::UnsupportedParameter { .. }
             | GatewayError::ModelNotFound { .. }
             | GatewayError::NotFound(_)
             | GatewayError::MethodNotAllowed(_)
@@ -119,7 +123,8 @@ impl GatewayError {
 
     pub fn message(&self) -> String {
         match self {
-            GatewayError::InvalidRequest { message, .. } => message.clone(),
+            GatewayError::InvalidRequest { message, .. }
+            | GatewayError::UnsupportedParameter { message, .. } => message.clone(),
             GatewayError::InvalidApiKey(m)
             | GatewayError::ModelNotAllowed(m)
             | GatewayError::NoHealthyUpstream(m)
@@ -145,9 +150,10 @@ impl GatewayError {
         }
     }
 
-    fn param(&self) -> Option<&'static str> {
+    fn param(&self) -> Option<&str> {
         match self {
             GatewayError::InvalidRequest { param, .. } => *param,
+            GatewayError::UnsupportedParameter { param, .. } => Some(param.as_str()),
             GatewayError::ModelNotFound { .. } | GatewayError::ModelNotAllowed(_) => Some("model"),
             _ => None,
         }
@@ -169,6 +175,22 @@ impl GatewayError {
             self.param(),
             self.code(),
         )
+    }
+
+    /// The same error in Anthropic's shape, for callers of `POST /v1/messages` (the Anthropic SDKs
+    /// read `error.type`): `{"type":"error","error":{"type":"...","message":"..."}}`.
+    pub fn anthropic_body(&self) -> Bytes {
+        let kind = match self.status() {
+            401 => "authentication_error",
+            403 => "permission_error",
+            404 => "not_found_error",
+            413 => "request_too_large",
+            429 => "rate_limit_error",
+            400..=499 => "invalid_request_error",
+            _ => "api_error",
+        };
+        let v = json!({"type": "error", "error": {"type": kind, "message": self.message()}});
+        Bytes::from(v.to_string())
     }
 }
 

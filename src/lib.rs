@@ -12,12 +12,14 @@
 //! | `fail_to_connect` / `fail_to_proxy` | next address; OpenAI-shaped errors | [`proxy`], [`error`] |
 //! | `logging` | metrics, access log | [`metrics`], [`proxy`] |
 //!
-//! Background services: upstream DNS refresh and active health checks ([`balance::health`]).
+//! Background services: upstream DNS refresh and active health checks ([`balance::health`]); the
+//! Batch API coalescer ([`batch`]), which answers opted-in requests from provider batch jobs.
 //! The admin listener ([`admin`]) serves health, metrics and the redacted config.
 
 pub mod admin;
 pub mod app;
 pub mod balance;
+pub mod batch;
 pub mod cache;
 pub mod config;
 pub mod error;

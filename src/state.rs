@@ -121,7 +121,16 @@ pub struct Shared {
     pub client_buckets: crate::sched::store::LocalStore,
     /// Virtual keys and spend, when `server.master_key` is set (opened once, at start).
     pub keys: Option<Arc<crate::keys::Keys>>,
+    /// Batch API coalescing: gathers batch-eligible requests into jobs (its background service).
+    pub batcher: crate::batch::Batcher,
+    /// Responses API: response id → the upstream that created it, so a request continuing it
+    /// (`previous_response_id`) goes back there (the conversation state lives upstream).
+    pub response_pins: moka::sync::Cache<String, Arc<str>>,
 }
+
+/// Response ids remembered for `previous_response_id` pinning (bounded; OpenAI keeps stored
+/// responses 30 days).
+const RESPONSE_PINS: u64 = 200_000;
 
 /// The upstream connection pool (HTTP/1.1), shared by every request.
 ///
@@ -165,6 +174,11 @@ impl Shared {
             connector,
             client_buckets: Default::default(),
             keys: None,
+            batcher: crate::batch::Batcher::new(),
+            response_pins: moka::sync::Cache::builder()
+                .max_capacity(RESPONSE_PINS)
+                .time_to_live(Duration::from_secs(30 * 24 * 3600))
+                .build(),
         }
     }
 

@@ -130,6 +130,7 @@ impl ServeHttp for Admin {
                     let state = self.shared.state.load();
                     map.insert("scheduler".into(), state.sched.stats());
                     map.insert("cache".into(), state.cache.stats());
+                    map.insert("batches".into(), self.shared.batcher.stats_json());
                 }
                 json_response(200, v)
             }

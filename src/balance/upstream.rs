@@ -295,6 +295,15 @@ pub fn apply_upstream_headers(cfg: &Upstream, req: &mut RequestHeader) -> Result
     if let Some(ua) = &cfg.client.user_agent {
         req.insert_header(http::header::USER_AGENT, ua.as_str())?;
     }
+    // Anthropic refuses requests without an API version; a client's own (Anthropic SDK) is kept.
+    if cfg.provider == crate::config::Provider::Anthropic
+        && !req.headers.contains_key("anthropic-version")
+    {
+        req.insert_header(
+            "anthropic-version",
+            crate::providers::anthropic::ANTHROPIC_VERSION,
+        )?;
+    }
     for op in &cfg.headers {
         match (op.op, &op.value) {
             (HeaderOpKind::Insert, Some(v)) => {

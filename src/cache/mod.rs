@@ -71,13 +71,27 @@ pub struct Recorder {
     bytes: usize,
     limit: usize,
     overflow: bool,
+    /// Where and how long the answer is stored.
+    key: Key,
+    ttl: Duration,
 }
 
 impl Recorder {
-    pub fn new(limit: usize) -> Recorder {
+    pub fn new(limit: usize, key: Key, ttl: Duration) -> Recorder {
         Recorder {
             limit,
+            key,
+            ttl,
             ..Default::default()
+        }
+    }
+
+    /// Store the recorded answer (complete and within the size limit), before its last byte is
+    /// written: a client that has the whole answer finds it in the cache on any instance.
+    pub async fn store(self, cache: &Cache) {
+        let (key, ttl) = (self.key, self.ttl);
+        if let Some(entry) = self.finish(ttl) {
+            cache.put(key, entry).await;
         }
     }
 
@@ -452,11 +466,11 @@ mod tests {
 
     #[test]
     fn recorder_gives_up_past_the_limit() {
-        let mut r = Recorder::new(10);
+        let mut r = Recorder::new(10, [0; 32], Duration::from_secs(1));
         r.push(&Bytes::from_static(b"12345"));
         r.push(&Bytes::from_static(b"12345"));
         assert!(r.finish(Duration::from_secs(1)).is_some());
-        let mut r = Recorder::new(10);
+        let mut r = Recorder::new(10, [0; 32], Duration::from_secs(1));
         r.push(&Bytes::from_static(b"123456"));
         r.push(&Bytes::from_static(b"123456"));
         assert!(r.finish(Duration::from_secs(1)).is_none());

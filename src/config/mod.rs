@@ -6,6 +6,7 @@
 //! Cross references (a deployment's upstream, a route's upstream, a listener's models) are checked here.
 
 pub mod admin;
+pub mod batch;
 pub mod cache;
 pub mod logging;
 pub mod models;
@@ -59,6 +60,7 @@ const TOP_KEYS: &[&str] = &[
     "cache",
     "logging",
     "tracing",
+    "drop_params",
 ];
 
 /// Read and validate a config file.
@@ -113,11 +115,17 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let state = m.with(r, "state", state::read).unwrap_or_default();
     let cache = m.with(r, "cache", cache::read).unwrap_or_default();
     let tracing = m.with(r, "tracing", tracing::read).unwrap_or_default();
+    // The default for models that do not set `drop_params` themselves (LiteLLM's global setting).
+    let drop_params = m.with(r, "drop_params", |r, n| n.bool(r)).unwrap_or(false);
+    for model in &mut models {
+        model.drop_params.get_or_insert(drop_params);
+    }
     if cache.backend == cache::Backend::Redis && state.redis.is_none() {
         r.error("cache.backend", "`redis` needs state.redis to be set");
     }
     let server = server?;
     resolve(r, &server, &mut upstreams, &mut models, &mut routes);
+    batch::check(r, &models, &upstreams);
     let redacted = serde_json::to_value(secret::redact(value)).unwrap_or_default();
     Some(Config {
         server,

@@ -124,6 +124,18 @@ pub struct Model {
     pub cache: super::cache::ModelCache,
     /// USD per million tokens, for spend; `None`: requests of this model cost nothing.
     pub pricing: Option<Pricing>,
+    /// `batch`: coalescing into the provider's Batch API (seed 004); off unless configured.
+    pub batch: super::batch::ModelBatch,
+    /// `drop_params`: parameters the provider does not support are dropped instead of refused. Set
+    /// per model, else from the top-level `drop_params` (resolved when the config is read).
+    pub drop_params: Option<bool>,
+}
+
+impl Model {
+    /// Whether unsupported parameters are dropped (`drop_params`).
+    pub fn drops_params(&self) -> bool {
+        self.drop_params.unwrap_or(false)
+    }
 }
 
 /// `models[].pricing`.
@@ -136,7 +148,7 @@ pub struct Pricing {
 }
 
 /// Keys of the reference that later features implement.
-const NOT_YET: &[&str] = &["drop_params", "batch"];
+const NOT_YET: &[&str] = &[];
 
 pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
     let mut allowed = vec![
@@ -152,6 +164,8 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         "queue",
         "cache",
         "pricing",
+        "batch",
+        "drop_params",
     ];
     allowed.extend_from_slice(NOT_YET);
     let m = node.map(r, &allowed)?;
@@ -201,6 +215,10 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         .with(r, "cache", super::cache::read_model)
         .unwrap_or_default();
     let pricing = m.with(r, "pricing", read_pricing);
+    let batch = m
+        .with(r, "batch", super::batch::read_model)
+        .unwrap_or_default();
+    let drop_params = m.with(r, "drop_params", |r, n| n.bool(r));
     Some(Model {
         name: name?,
         aliases,
@@ -214,6 +232,8 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         queue,
         cache,
         pricing,
+        batch,
+        drop_params,
     })
 }
 

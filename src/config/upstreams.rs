@@ -11,6 +11,8 @@ pub enum Provider {
     OpenAiCompatible,
     /// Azure OpenAI: deployment paths with `?api-version=` (see `providers::azure`).
     Azure,
+    /// Anthropic Messages API: OpenAI chat requests are translated (see `providers::anthropic`).
+    Anthropic,
 }
 
 impl Provider {
@@ -19,6 +21,7 @@ impl Provider {
             Provider::OpenAi => "openai",
             Provider::OpenAiCompatible => "openai_compatible",
             Provider::Azure => "azure",
+            Provider::Anthropic => "anthropic",
         }
     }
 }
@@ -177,22 +180,15 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
     let name = m.required(r, "name", |r, n| n.string(r));
     let provider = m
         .with(r, "provider", |r, n| {
-            let p = n.choice(
+            n.choice(
                 r,
                 &[
-                    ("openai", Some(Provider::OpenAi)),
-                    ("openai_compatible", Some(Provider::OpenAiCompatible)),
-                    ("azure", Some(Provider::Azure)),
-                    ("anthropic", None),
+                    ("openai", Provider::OpenAi),
+                    ("openai_compatible", Provider::OpenAiCompatible),
+                    ("azure", Provider::Azure),
+                    ("anthropic", Provider::Anthropic),
                 ],
-            )?;
-            if p.is_none() {
-                r.error(
-                    n.path,
-                    "this provider is documented in the reference but not implemented by this version of llmproxy yet",
-                );
-            }
-            p
+            )
         })
         .unwrap_or(Provider::OpenAiCompatible);
     let url = m.required(r, "url", read_url);
@@ -242,7 +238,8 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
 pub fn default_health_path(provider: Provider) -> &'static str {
     match provider {
         Provider::Azure => "/openai/models",
-        Provider::OpenAi | Provider::OpenAiCompatible => "/models",
+        // Anthropic's `GET /v1/models` (the URL carries the `/v1`, as OpenAI's does).
+        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Anthropic => "/models",
     }
 }
 

@@ -41,6 +41,10 @@ pub struct Metrics {
     pub token_estimate_error: HistogramVec,
     pub cache_requests: IntCounterVec,
     pub spend: prometheus::CounterVec,
+    /// Batch API jobs by how they ended (completed, failed, expired, cancelled, submit_error).
+    pub batch_jobs: IntCounterVec,
+    /// Batch-eligible requests by how they were answered (batched, error, fallback, client_gone).
+    pub batch_requests: IntCounterVec,
 }
 
 fn counter(
@@ -123,6 +127,18 @@ impl Metrics {
                 &r,
                 "llmproxy_cache_requests_total",
                 "Response cache lookups by result (hit, miss, bypass, error)",
+                &["result"],
+            )?,
+            batch_jobs: counter(
+                &r,
+                "llmproxy_batch_jobs_total",
+                "Batch API jobs by final status (completed, failed, expired, cancelled, submit_error)",
+                &["status"],
+            )?,
+            batch_requests: counter(
+                &r,
+                "llmproxy_batch_requests_total",
+                "Requests handed to the batcher by result (batched, error, fallback, client_gone)",
                 &["result"],
             )?,
             state_errors: counter(

@@ -154,6 +154,33 @@ pub fn chat_to_messages(
     chat_to_messages_with(body, model, default_max_tokens, false)
 }
 
+/// The upstream body for an OpenAI chat request `raw` sent to an Anthropic deployment `model`:
+/// `params` (the deployment's defaults, raw JSON values) are merged where the client did not set
+/// them, then [`chat_to_messages_with`] translates.
+pub fn request_body(
+    raw: &[u8],
+    model: &str,
+    params: &[(String, String)],
+    default_max_tokens: u64,
+    drop_unsupported: bool,
+) -> Result<Bytes, TranslateError> {
+    let mut body: Value = serde_json::from_slice(raw)
+        .map_err(|e| TranslateError::invalid("body", format!("not JSON: {e}")))?;
+    if let Value::Object(map) = &mut body {
+        for (k, v) in params {
+            if !map.contains_key(k) {
+                if let Ok(v) = serde_json::from_str::<Value>(v) {
+                    map.insert(k.clone(), v);
+                }
+            }
+        }
+    }
+    let out = chat_to_messages_with(&body, model, default_max_tokens, drop_unsupported)?;
+    serde_json::to_vec(&out)
+        .map(Bytes::from)
+        .map_err(|e| TranslateError::invalid("body", e.to_string()))
+}
+
 /// [`chat_to_messages`], dropping the unsupported fields instead of failing when
 /// `drop_unsupported` (`drop_params`). Malformed fields are an error either way.
 pub fn chat_to_messages_with(

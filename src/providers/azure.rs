@@ -58,7 +58,8 @@ pub fn upstream_path(upstream: &Upstream, endpoint: Endpoint, deployment: &str) 
         return p;
     }
     match endpoint {
-        Endpoint::Responses => {}
+        // Never sent to Azure (`providers::supports`).
+        Endpoint::Responses | Endpoint::Messages => {}
         Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
             p.push_str("/openai/deployments/");
             push_segment(&mut p, deployment);

@@ -1,7 +1,8 @@
 //! Provider adapters: how a request is shaped for an upstream, and how usage is read back.
 //!
 //! `openai` serves both `provider: openai` and `provider: openai_compatible` (vLLM, Ollama, ...);
-//! `azure` gives Azure OpenAI its paths and `api-version` (the wire format is OpenAI's).
+//! `azure` gives Azure OpenAI its paths and `api-version` (the wire format is OpenAI's);
+//! `anthropic` translates chat requests to the Messages API and back, and relays `/v1/messages`.
 
 pub mod anthropic;
 pub mod azure;
@@ -16,8 +17,21 @@ use crate::route::Endpoint;
 pub fn upstream_path(upstream: &Upstream, endpoint: Endpoint, deployment: &str) -> String {
     match upstream.provider {
         Provider::Azure => azure::upstream_path(upstream, endpoint, deployment),
+        // Chat requests are translated into Messages requests.
+        Provider::Anthropic => format!("{}/messages", upstream.url.base_path),
         Provider::OpenAi | Provider::OpenAiCompatible => {
             format!("{}{}", upstream.url.base_path, endpoint.upstream_path())
+        }
+    }
+}
+
+/// Whether a deployment on `provider` can serve `endpoint`. Anthropic has chat (translated) and its
+/// own Messages API; the OpenAI family has everything but Anthropic's Messages API.
+pub fn supports(provider: Provider, endpoint: Endpoint) -> bool {
+    match provider {
+        Provider::Anthropic => matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages),
+        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Azure => {
+            endpoint != Endpoint::Messages
         }
     }
 }
@@ -26,7 +40,7 @@ pub fn upstream_path(upstream: &Upstream, endpoint: Endpoint, deployment: &str) 
 pub fn health_path(upstream: &Upstream) -> String {
     match upstream.provider {
         Provider::Azure => azure::health_path(upstream),
-        Provider::OpenAi | Provider::OpenAiCompatible => {
+        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Anthropic => {
             format!("{}{}", upstream.url.base_path, upstream.health_check.path)
         }
     }

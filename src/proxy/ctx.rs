@@ -43,6 +43,11 @@ pub struct RequestCtx {
     /// The gateway asked the upstream for stream usage the client did not ask for: remove the
     /// usage event from what the client receives.
     pub strip_usage: bool,
+    /// The upstream reported no usage (some self-hosted servers): `usage` is the gateway's own
+    /// tiktoken estimate, marked so in the access log.
+    pub usage_estimated: bool,
+    /// The answer's text, kept to estimate its tokens when the upstream reports no usage.
+    pub estimate_text: Option<String>,
     /// Recording the answer for the response cache (a cacheable miss).
     pub cache_record: Option<crate::cache::Recorder>,
     /// `x-llmproxy-cache` of the answer: hit | miss | bypass.
@@ -51,6 +56,8 @@ pub struct RequestCtx {
     pub traced_body: Option<bytes::Bytes>,
     /// Who is calling (with `server.master_key` set).
     pub caller: Caller,
+    /// Batch API coalescing: the batch that answered, or how long the request waited for one.
+    pub batch: super::batch::BatchState,
 }
 
 impl RequestCtx {
@@ -121,10 +128,13 @@ impl RequestCtx {
             queue_wait: std::time::Duration::ZERO,
             key_id: None,
             strip_usage: false,
+            usage_estimated: false,
+            estimate_text: None,
             cache_record: None,
             cache: None,
             traced_body: None,
             caller: Caller::Open,
+            batch: Default::default(),
         }
     }
 }

@@ -24,7 +24,9 @@ use super::body::ModelRequest;
 use super::ctx::RequestCtx;
 use crate::balance::UpstreamPool;
 use crate::config::Model;
+use crate::config::Provider;
 use crate::error::GatewayError;
+use crate::providers::anthropic::{self, StreamTranslator};
 use crate::providers::usage::{UsageEventStrip, UsageScanner};
 use crate::providers::{openai, relayable};
 use crate::route::{self, Endpoint};
@@ -35,6 +37,7 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 use rand::Rng;
 use std::net::SocketAddr;
+use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::Instant as TokioInstant;
 
@@ -91,6 +94,73 @@ enum Outcome {
     Status(Box<Buffered>, Option<Duration>),
 }
 
+/// The wire format of one attempt: what is sent upstream and how the answer is read back.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Dialect {
+    /// OpenAI's format both ways (OpenAI, Azure OpenAI, OpenAI-compatible servers).
+    Native,
+    /// An OpenAI chat request answered by Anthropic: translated both ways.
+    AnthropicChat,
+    /// Anthropic's own `/v1/messages`, relayed as it is (usage read from Anthropic's events).
+    AnthropicMessages,
+}
+
+impl Dialect {
+    fn of(provider: Provider, endpoint: Endpoint) -> Dialect {
+        match (provider, endpoint) {
+            (Provider::Anthropic, Endpoint::Messages) => Dialect::AnthropicMessages,
+            (Provider::Anthropic, _) => Dialect::AnthropicChat,
+            _ => Dialect::Native,
+        }
+    }
+}
+
+/// Largest translated (non-streamed) Anthropic answer the gateway holds to convert.
+const TRANSLATED_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Deployments of `model` whose provider cannot serve `endpoint` (`providers::supports`).
+fn unsupported_deployments(state: &State, model: &Model, endpoint: Endpoint) -> Vec<usize> {
+    model
+        .deployments
+        .iter()
+        .enumerate()
+        .filter(|(_, d)| {
+            !crate::providers::supports(state.config.upstreams[d.upstream_idx].provider, endpoint)
+        })
+        .map(|(i, _)| i)
+        .collect()
+}
+
+/// The deployment of `model` on the upstream that created the request's `previous_response_id`
+/// (Responses API), if the gateway saw it created.
+fn pinned_deployment(
+    shared: &Shared,
+    state: &State,
+    model: &Model,
+    ex: &Exchange<'_, '_>,
+) -> Option<usize> {
+    if ex.endpoint != Endpoint::Responses {
+        return None;
+    }
+    let raw = ex.req.body.get("previous_response_id")?;
+    let id: String = serde_json::from_str(raw).ok()?;
+    let upstream = shared.response_pins.get(&id)?;
+    model
+        .deployments
+        .iter()
+        .position(|d| state.config.upstreams[d.upstream_idx].name == *upstream)
+}
+
+/// The `id` of a Responses API answer (`resp_...`), from its first bytes: the object itself, or
+/// the stream's first event (`response.created`).
+fn response_id(first: &[u8]) -> Option<&str> {
+    let at = memchr::memmem::find(first, b"\"id\":\"resp_")? + 6;
+    let len = memchr::memchr(b'"', &first[at..])?;
+    std::str::from_utf8(&first[at..at + len])
+        .ok()
+        .filter(|id| id.len() <= 256)
+}
+
 /// Time limits of one request.
 #[derive(Clone, Copy)]
 struct Deadlines {
@@ -135,7 +205,8 @@ pub async fn forward(
         .request_timeout
         .map_or(model_limit, |t| t.min(model_limit));
     let deadlines = Deadlines {
-        total: TokioInstant::from_std(ctx.start) + limit,
+        // After a wait for a batch that sent the request back, the limit starts anew.
+        total: TokioInstant::from_std(ctx.start) + ctx.batch.waited + limit,
     };
 
     let mut chain: Vec<usize> = std::iter::once(ex.model_idx).chain(fallbacks).collect();
@@ -226,14 +297,39 @@ async fn try_model(
         Some(n) => (n + 1).min(policy.attempts),
         None => policy.attempts,
     };
-    let mut tried: Vec<usize> = Vec::with_capacity(2);
+    // Deployments on a provider without this endpoint are never picked (a model may mix providers).
+    let unsupported = unsupported_deployments(state, model, ex.endpoint);
+    if unsupported.len() == model.deployments.len() {
+        return Err(Failure::Error(GatewayError::invalid(
+            format!(
+                "Model `{}` is not served by a provider that has {} ({})",
+                model.name,
+                ex.endpoint.template(),
+                if ex.endpoint == Endpoint::Messages {
+                    "Anthropic's Messages API needs `provider: anthropic` deployments"
+                } else {
+                    "its deployments are on `provider: anthropic`, which has chat completions only"
+                }
+            ),
+            Some("model"),
+        )));
+    }
+    let mut unsupported = unsupported;
+    // A Responses request continuing a stored response goes to the deployment that created it.
+    if let Some(pinned) = pinned_deployment(shared, state, model, ex) {
+        unsupported = (0..model.deployments.len())
+            .filter(|&i| i != pinned)
+            .collect();
+    }
+    let mut tried: Vec<usize> = unsupported.clone();
     let mut last: Option<Failure> = None;
     let mut retry_after: Option<Duration> = None;
     for attempt in 0..attempts {
         let picked = balancer.pick(&state.upstreams, &tried).or_else(|| {
             // Every deployment was tried once: start over (retries may go back to one).
             tried.clear();
-            balancer.pick(&state.upstreams, &[])
+            tried.extend_from_slice(&unsupported);
+            balancer.pick(&state.upstreams, &unsupported)
         });
         let Some(mut d) = picked else {
             break;
@@ -267,16 +363,30 @@ async fn try_model(
         };
         ctx.model = Some(m);
         ctx.upstream = Some(dep.upstream_idx);
+        let dialect = Dialect::of(pool.cfg.provider, ex.endpoint);
         // Reconciling a stream's tokens needs its usage: ask for it when the client did not, and
         // take the extra event out of the client's stream.
-        ctx.strip_usage = ex.req.stream
+        ctx.strip_usage = dialect == Dialect::Native
+            && ex.req.stream
             && matches!(
                 ex.endpoint,
                 Endpoint::ChatCompletions | Endpoint::Completions
             )
             && state.sched.models[m].needs_usage(d)
             && !client_asked_usage(&ex.req.body);
-        let body = if ctx.strip_usage || !dep.params.is_empty() {
+        let body = if dialect == Dialect::AnthropicChat {
+            match anthropic::request_body(
+                ex.raw,
+                &dep.model,
+                &dep.params,
+                anthropic::DEFAULT_MAX_TOKENS,
+                model.drops_params(),
+            ) {
+                Ok(b) => b,
+                // The client's request has no Anthropic equivalent: a 400 naming the field.
+                Err(e) => return Err(Failure::Error(translate_error(e))),
+            }
+        } else if ctx.strip_usage || !dep.params.is_empty() {
             ex.req.body.with_model_and(
                 &dep.model,
                 ex.raw.len(),
@@ -304,6 +414,15 @@ async fn try_model(
             // Upstream path: Azure puts the deployment name in it.
             deployment: &dep.model,
             addr,
+            dialect,
+            include_usage: dialect == Dialect::AnthropicChat && client_asked_usage(&ex.req.body),
+            pin_response: ex.endpoint == Endpoint::Responses,
+            // Self-hosted servers may report no usage (in streams especially): keep the text.
+            estimate_usage: pool.cfg.provider == Provider::OpenAiCompatible
+                && matches!(
+                    ex.endpoint,
+                    Endpoint::ChatCompletions | Endpoint::Completions
+                ),
         };
         let outcome =
             attempt_once(shared, &target, session, ctx, ex.endpoint, body, deadlines).await;
@@ -314,7 +433,12 @@ async fn try_model(
             .observe(started.elapsed().as_secs_f64());
         let state_d = &balancer.deployments[d];
         let (failure, retryable) = match outcome {
-            Outcome::Done(relayed) => return Ok(relayed),
+            Outcome::Done(relayed) => {
+                if let Some(text) = ctx.estimate_text.take() {
+                    estimate_usage(ctx, ex, &dep.model, text).await;
+                }
+                return Ok(relayed);
+            }
             Outcome::ClientGone => return Err(Failure::ClientGone),
             Outcome::Connect(msg, timed_out) => {
                 count_error(
@@ -510,6 +634,71 @@ async fn admit(
     }
 }
 
+/// The upstream reported no usage: estimate it with tiktoken (off the worker thread, as loading a
+/// vocabulary takes a moment), prompt from the request and completion from the answer's text.
+async fn estimate_usage(ctx: &mut RequestCtx, ex: &Exchange<'_, '_>, model: &str, text: String) {
+    let (endpoint, raw, model) = (ex.endpoint, ex.raw.clone(), model.to_string());
+    let counted = tokio::task::spawn_blocking(move || {
+        let prompt = crate::sched::tokens::estimate_raw(endpoint, &raw, &model, 0).prompt;
+        let completion = crate::sched::tokens::Counter::for_model(&model).count(&text);
+        crate::providers::usage::Usage {
+            prompt_tokens: prompt,
+            completion_tokens: completion,
+        }
+    })
+    .await;
+    if let Ok(u) = counted {
+        ctx.usage = Some(u);
+        ctx.usage_estimated = true;
+    }
+}
+
+/// The generated text of an OpenAI chat or completions answer (JSON, or SSE chunks).
+fn answer_text(body: &[u8], is_sse: bool) -> String {
+    fn push_choices(v: &serde_json::Value, out: &mut String) {
+        for c in v["choices"].as_array().map(Vec::as_slice).unwrap_or(&[]) {
+            for s in [
+                &c["delta"]["content"],
+                &c["message"]["content"],
+                &c["text"],
+                &c["delta"]["reasoning_content"],
+            ] {
+                if let Some(s) = s.as_str() {
+                    out.push_str(s);
+                }
+            }
+        }
+    }
+    let mut out = String::new();
+    if is_sse {
+        for line in body.split(|&b| b == b'\n') {
+            let Some(data) = line.strip_prefix(b"data:") else {
+                continue;
+            };
+            if let Ok(v) = serde_json::from_slice::<serde_json::Value>(data.trim_ascii()) {
+                push_choices(&v, &mut out);
+            }
+        }
+    } else if let Ok(v) = serde_json::from_slice::<serde_json::Value>(body) {
+        push_choices(&v, &mut out);
+    }
+    out
+}
+
+/// At most this much of an answer is kept to estimate its tokens.
+const ESTIMATE_BODY_LIMIT: usize = 256 * 1024;
+
+/// A request the Anthropic translation refused, as the client's 400.
+fn translate_error(e: anthropic::TranslateError) -> GatewayError {
+    match e {
+        anthropic::TranslateError::Unsupported { .. } => GatewayError::UnsupportedParameter {
+            message: format!("{e}; set `drop_params: true` on the model to drop it instead"),
+            param: e.field().to_string(),
+        },
+        anthropic::TranslateError::Invalid { .. } => GatewayError::invalid(e.to_string(), None),
+    }
+}
+
 /// Whether the request asks for `stream_options.include_usage: true` itself.
 fn client_asked_usage(body: &super::body::JsonBody) -> bool {
     body.get("stream_options")
@@ -545,7 +734,7 @@ const PROBE_AFTER: Duration = Duration::from_millis(20);
 const PROBE_BETWEEN_CHUNKS: Duration = Duration::from_millis(400);
 
 /// Resolves when the client has gone away (checked after `after`; pending while it is connected).
-async fn client_gone(session: &mut Session, after: Duration) {
+pub(super) async fn client_gone(session: &mut Session, after: Duration) {
     if !after.is_zero() {
         tokio::time::sleep(after).await;
     }
@@ -595,6 +784,13 @@ struct Target<'a> {
     /// The deployment's upstream model name (Azure: the deployment in the upstream path).
     deployment: &'a str,
     addr: SocketAddr,
+    dialect: Dialect,
+    /// The client asked for a usage chunk (`stream_options.include_usage`): translated streams.
+    include_usage: bool,
+    /// A Responses API request: remember which upstream created the answer.
+    pin_response: bool,
+    /// Keep the answer's text in case the upstream reports no usage.
+    estimate_usage: bool,
 }
 
 /// One upstream attempt: connect, send, read the header and first chunk, relay the rest.
@@ -678,7 +874,25 @@ async fn attempt_once(
         a.sched.feedback(a.deployment, status, &up.headers);
     }
     if status >= 400 {
-        return buffer_error(shared, t, http, &peer, session, ctx, first_byte).await;
+        let outcome = buffer_error(shared, t, http, &peer, session, ctx, first_byte).await;
+        return match outcome {
+            // Anthropic's error, in OpenAI's shape with the same status.
+            Outcome::Status(mut b, after) if t.dialect == Dialect::AnthropicChat => {
+                b.body = anthropic::error_to_openai(status, &b.body);
+                let _ = b
+                    .header
+                    .insert_header(http::header::CONTENT_TYPE, "application/json");
+                Outcome::Status(b, after)
+            }
+            other => other,
+        };
+    }
+    let is_sse = up
+        .headers
+        .get(http::header::CONTENT_TYPE)
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if t.dialect == Dialect::AnthropicChat && !is_sse {
+        return translate_whole(shared, t, http, &peer, session, ctx, deadlines).await;
     }
 
     // Read the first chunk before answering the client: until then, a failure can still fail over.
@@ -703,11 +917,15 @@ async fn attempt_once(
     let Some(up) = http.response_header() else {
         return Outcome::Broken("no response header".into());
     };
-    let is_sse = up
-        .headers
-        .get(http::header::CONTENT_TYPE)
-        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    let resp = match downstream_header(up, ctx, &pool.cfg.name, &t.model.name, None) {
+    if t.pin_response && status < 300 {
+        if let Some(id) = first.as_deref().and_then(response_id) {
+            shared
+                .response_pins
+                .insert(id.to_string(), Arc::from(pool.cfg.name.as_str()));
+        }
+    }
+    let translated = t.dialect == Dialect::AnthropicChat;
+    let resp = match downstream_header(up, ctx, &pool.cfg.name, &t.model.name, None, translated) {
         Ok(r) => r,
         Err(e) => return Outcome::Broken(format!("building the response header: {e}")),
     };
@@ -863,7 +1081,7 @@ async fn relay_buffered(
         .unwrap_or("");
     ctx.upstream = Some(b.upstream);
     ctx.status = b.header.status.as_u16();
-    let resp = match downstream_header(&b.header, ctx, upstream, model, Some(b.body.len())) {
+    let resp = match downstream_header(&b.header, ctx, upstream, model, Some(b.body.len()), false) {
         Ok(r) => r,
         Err(e) => {
             log::error!(
@@ -899,7 +1117,8 @@ async fn relay_large_error(
     deadline: TokioInstant,
 ) -> Relayed {
     ctx.status = b.header.status.as_u16();
-    let resp = match downstream_header(&b.header, ctx, &t.pool.cfg.name, &t.model.name, None) {
+    let resp = match downstream_header(&b.header, ctx, &t.pool.cfg.name, &t.model.name, None, false)
+    {
         Ok(r) => r,
         Err(_) => return Relayed::Truncated,
     };
@@ -928,6 +1147,89 @@ async fn relay_large_error(
 /// The SSE event that ends a stream whose upstream failed after the first byte.
 const STREAM_ERROR: &[u8] = b"data: {\"error\":{\"message\":\"The upstream connection failed during the stream\",\"type\":\"api_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\ndata: [DONE]\n\n";
 
+/// The same for Anthropic's own stream format (`/v1/messages`).
+const ANTHROPIC_STREAM_ERROR: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The upstream connection failed during the stream\"}}\n\n";
+
+/// A non-streamed Anthropic answer to an OpenAI chat request: read whole (bounded), translated,
+/// written in one piece. Until it is written, a failure can still move to another attempt.
+async fn translate_whole(
+    shared: &Shared,
+    t: &Target<'_>,
+    mut http: HttpSession,
+    peer: &HttpPeer,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    deadlines: Deadlines,
+) -> Outcome {
+    let mut buf = BytesMut::new();
+    loop {
+        let read = tokio::select! {
+            biased;
+            r = tokio::time::timeout_at(deadlines.total, http.read_response_body()) => r,
+            _ = client_gone(session, PROBE_AFTER) => return Outcome::ClientGone,
+        };
+        match read {
+            Err(_) => return Outcome::Timeout,
+            Ok(Ok(Some(chunk))) => {
+                if ctx.first_byte.is_none() {
+                    ctx.first_byte = Some(Instant::now());
+                }
+                buf.extend_from_slice(&chunk);
+                if buf.len() > TRANSLATED_BODY_LIMIT {
+                    return Outcome::Broken("the answer is too large to translate".into());
+                }
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) if e.etype() == &ReadTimedout => return Outcome::Timeout,
+            Ok(Err(e)) => {
+                return Outcome::Broken(format!("answer broke off: {}", e.etype().as_str()))
+            }
+        }
+    }
+    let Some(up) = http.response_header() else {
+        return Outcome::Broken("no response header".into());
+    };
+    let message: serde_json::Value = match serde_json::from_slice(&buf) {
+        Ok(v) => v,
+        Err(_) => return Outcome::Broken("the upstream's answer is not JSON".into()),
+    };
+    let body = Bytes::from(anthropic::messages_to_chat(&message, t.deployment).to_string());
+    ctx.usage = crate::providers::usage::find_usage(&body);
+    ctx.status = up.status.as_u16();
+    let mut resp = match downstream_header(
+        up,
+        ctx,
+        &t.pool.cfg.name,
+        &t.model.name,
+        Some(body.len()),
+        true,
+    ) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Broken(format!("building the response header: {e}")),
+    };
+    let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
+    shared
+        .connector
+        .release(http, peer, t.pool.cfg.client.idle_timeout)
+        .await;
+    if let Some(mut rec) = ctx.cache_record.take() {
+        rec.sse = false;
+        rec.push(&body);
+        store_answer(ctx, rec).await;
+    }
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+        || session.write_response_body(Some(body), true).await.is_err()
+    {
+        ctx.error = Some("client_closed");
+        ctx.cache_record = None;
+        return Outcome::Done(Relayed::Truncated);
+    }
+    Outcome::Done(Relayed::Complete)
+}
+
 /// Relay the rest of the response, starting with `first`. Returns how it ended and whether the
 /// upstream connection can go back to the pool.
 #[allow(clippy::too_many_arguments)]
@@ -943,12 +1245,22 @@ async fn relay(
 ) -> (Relayed, bool) {
     let mut scanner = UsageScanner::default();
     let mut strip = (ctx.strip_usage && is_sse).then(UsageEventStrip::default);
+    // Anthropic streams: translated into OpenAI chunks for chat clients; read for usage only when
+    // relayed as they are (`/v1/messages`: Anthropic's usage is split across two events).
+    let translate = t.dialect == Dialect::AnthropicChat && is_sse;
+    let mut translator = (is_sse && t.dialect != Dialect::Native)
+        .then(|| StreamTranslator::new(t.deployment, t.include_usage));
+    let mut kept = t.estimate_usage.then(|| BytesMut::with_capacity(4096));
     let timeout = tokio::time::sleep_until(deadlines.total);
     tokio::pin!(timeout);
     let mut next = first;
     let upstream_failure = loop {
         let Some(chunk) = next.take() else {
-            if let Some(rest) = strip.as_mut().and_then(|s| s.finish()) {
+            let rest = match translator.as_mut() {
+                Some(tr) if translate => Some(tr.finish()).filter(|b| !b.is_empty()),
+                _ => strip.as_mut().and_then(|s| s.finish()),
+            };
+            if let Some(rest) = rest {
                 if let Some(rec) = ctx.cache_record.as_mut() {
                     rec.push(&rest);
                 }
@@ -959,10 +1271,24 @@ async fn relay(
         if ctx.first_byte.is_none() {
             ctx.first_byte = Some(Instant::now());
         }
-        scanner.feed(&chunk);
-        let chunk = match strip.as_mut() {
-            None => Some(chunk),
-            Some(s) => s.filter(chunk),
+        if let Some(k) = kept.as_mut() {
+            let room = ESTIMATE_BODY_LIMIT.saturating_sub(k.len());
+            k.extend_from_slice(&chunk[..chunk.len().min(room)]);
+        }
+        let chunk = match (translator.as_mut(), strip.as_mut()) {
+            (Some(tr), _) if translate => Some(tr.feed(&chunk)).filter(|b| !b.is_empty()),
+            (Some(tr), _) => {
+                let _ = tr.feed(&chunk);
+                Some(chunk)
+            }
+            (None, None) => {
+                scanner.feed(&chunk);
+                Some(chunk)
+            }
+            (None, Some(s)) => {
+                scanner.feed(&chunk);
+                s.filter(chunk)
+            }
         };
         if let (Some(rec), Some(c)) = (ctx.cache_record.as_mut(), chunk.as_ref()) {
             if ctx.status < 300 {
@@ -1000,7 +1326,15 @@ async fn relay(
             }
         }
     };
-    ctx.usage = scanner.usage();
+    ctx.usage = match &translator {
+        Some(tr) => tr.usage(),
+        None => scanner.usage(),
+    };
+    if let Some(k) = kept {
+        if ctx.usage.is_none() && upstream_failure.is_none() && ctx.status < 300 {
+            ctx.estimate_text = Some(answer_text(&k, is_sse));
+        }
+    }
     if upstream_failure.is_some() || ctx.status >= 300 {
         // Only complete successful answers are cached.
         ctx.cache_record = None;
@@ -1019,8 +1353,13 @@ async fn relay(
             return (Relayed::Truncated, false);
         }
         // Never a silent truncation: tell the client in the stream's own format.
+        let event = if t.dialect == Dialect::AnthropicMessages {
+            ANTHROPIC_STREAM_ERROR
+        } else {
+            STREAM_ERROR
+        };
         let ok = session
-            .write_response_body(Some(Bytes::from_static(STREAM_ERROR)), true)
+            .write_response_body(Some(Bytes::from_static(event)), true)
             .await
             .is_ok();
         return (
@@ -1032,24 +1371,36 @@ async fn relay(
             false,
         );
     }
+    if let Some(rec) = ctx.cache_record.take() {
+        store_answer(ctx, rec).await;
+    }
     if session.write_response_body(None, true).await.is_err() {
         return (Relayed::Truncated, true);
     }
     (Relayed::Complete, true)
 }
 
+/// Store a complete answer in the response cache before its end is written to the client.
+async fn store_answer(ctx: &RequestCtx, rec: crate::cache::Recorder) {
+    if let Some(state) = ctx.state.as_ref() {
+        rec.store(&state.cache).await;
+    }
+}
+
 /// The client's response header: the upstream's status and headers (hop-by-hop removed), plus the
-/// request id, the upstream and the model that answered.
+/// request id, the upstream and the model that answered. `translated`: the body is not the
+/// upstream's, so its length is not either.
 fn downstream_header(
     up: &ResponseHeader,
     ctx: &RequestCtx,
     upstream: &str,
     model: &str,
     content_length: Option<usize>,
+    translated: bool,
 ) -> Result<ResponseHeader> {
     let mut resp = ResponseHeader::build_no_case(up.status, Some(up.headers.len() + 4))?;
     for (name, value) in up.headers.iter() {
-        if relayable(name) {
+        if relayable(name) && !(translated && name == http::header::CONTENT_LENGTH) {
             resp.append_header(name.clone(), value.clone())?;
         }
     }
@@ -1086,6 +1437,19 @@ mod tests {
             br#"{"error":{"message":"bad"}}"#
         ));
         assert!(!is_context_window_error(500, b"maximum context length"));
+    }
+
+    #[test]
+    fn finds_response_ids() {
+        assert_eq!(
+            response_id(br#"{"id":"resp_abc123","object":"response"}"#),
+            Some("resp_abc123")
+        );
+        assert_eq!(
+            response_id(b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_9\",\"status\":\"in_progress\"}}\n\n"),
+            Some("resp_9")
+        );
+        assert_eq!(response_id(br#"{"id":"chatcmpl-1"}"#), None);
     }
 
     #[test]

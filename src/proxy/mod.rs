@@ -11,6 +11,7 @@
 //! | `fail_to_proxy` | OpenAI-shaped error | same |
 //! | `logging` | metrics, access log | same |
 
+pub mod batch;
 pub mod body;
 pub mod client_addr;
 pub mod ctx;
@@ -411,9 +412,30 @@ impl Gateway {
                         Lookup::Lead(guard) => flight = guard,
                     }
                     if p.store {
-                        ctx.cache_record =
-                            Some(cache::Recorder::new(state.cache.cfg.max_entry_bytes));
+                        ctx.cache_record = Some(cache::Recorder::new(
+                            state.cache.cfg.max_entry_bytes,
+                            p.key,
+                            p.ttl,
+                        ));
                     }
+                }
+                // Batch API coalescing: answered from a batch, or sent back to go synchronously.
+                if let Some(relayed) = batch::try_batch(
+                    &self.shared,
+                    state,
+                    session,
+                    ctx,
+                    endpoint,
+                    model_idx,
+                    &req,
+                    &raw,
+                )
+                .await?
+                {
+                    return Ok(match relayed {
+                        exchange::Relayed::Complete => Handled::Done,
+                        exchange::Relayed::Truncated => Handled::Abort,
+                    });
                 }
                 let ex = exchange::Exchange {
                     endpoint,
@@ -421,14 +443,9 @@ impl Gateway {
                     req: &req,
                     raw: &raw,
                 };
+                // A complete answer is stored by the relay before its last byte goes out.
                 let relayed = exchange::forward(&self.shared, state, session, ctx, ex).await?;
-                if let (Some(p), Some(rec)) = (&plan, ctx.cache_record.take()) {
-                    if relayed == exchange::Relayed::Complete {
-                        if let Some(entry) = rec.finish(p.ttl) {
-                            state.cache.put(p.key, entry).await;
-                        }
-                    }
-                }
+                ctx.cache_record = None;
                 // Followers of this miss look again now (the answer is stored, or it failed).
                 drop(flight);
                 match relayed {
@@ -818,7 +835,8 @@ impl Gateway {
             ctx.usage,
             ctx.model.and_then(|i| state.config.models.get(i)),
         ) {
-            if let Some(p) = mc.pricing {
+            // A batched answer's spend is recorded by the batcher, at the batch price.
+            if let (Some(p), None) = (mc.pricing, &ctx.batch.id) {
                 let usd = (u.prompt_tokens as f64 * p.input_per_mtok
                     + u.completion_tokens as f64 * p.output_per_mtok)
                     / 1_000_000.0;
@@ -912,7 +930,7 @@ fn access_log(
                 "duration_ms": (ms * 1000.0).round() / 1000.0, "ttft_ms": ttft_ms, "error": ctx.error,
                 "prompt_tokens": pt, "completion_tokens": ct,
                 "queue_ms": ctx.queue_wait.as_millis() as u64, "key_id": ctx.key_id.as_deref(),
-                "cache": ctx.cache,
+                "cache": ctx.cache, "usage_estimated": ctx.usage_estimated,
             });
             log::info!(target: "access", "{line}");
         }

@@ -45,13 +45,25 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
     if matches!(e, GatewayError::RequestTooLarge { .. }) {
         session.set_keepalive(None);
     }
-    if let Err(err) = json_with(session, ctx, e.status(), e.body(), e.retry_after()).await {
+    // Anthropic SDK callers get the error in Anthropic's shape (same status).
+    let body = if is_messages_path(session.req_header().uri.path()) {
+        e.anthropic_body()
+    } else {
+        e.body()
+    };
+    if let Err(err) = json_with(session, ctx, e.status(), body, e.retry_after()).await {
         log::debug!(
             "request {}: writing error response failed: {err}",
             ctx.request_id
         );
     }
     ctx.status = e.status();
+}
+
+/// `POST /v1/messages` (Anthropic's Messages API), also without `/v1`.
+pub fn is_messages_path(path: &str) -> bool {
+    let p = path.trim_end_matches('/');
+    p == "/v1/messages" || p == "/messages"
 }
 
 /// Answer from the response cache: JSON in one body, or SSE replayed chunk by chunk as recorded.

@@ -12,6 +12,8 @@ pub enum Endpoint {
     Completions,
     Embeddings,
     Responses,
+    /// Anthropic's `POST /v1/messages`, relayed to Anthropic deployments in their own format.
+    Messages,
 }
 
 impl Endpoint {
@@ -23,6 +25,7 @@ impl Endpoint {
             Endpoint::Completions => "/completions",
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Responses => "/responses",
+            Endpoint::Messages => "/messages",
         }
     }
     /// The metric `path` label.
@@ -32,6 +35,7 @@ impl Endpoint {
             Endpoint::Completions => "/v1/completions",
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Responses => "/v1/responses",
+            Endpoint::Messages => "/v1/messages",
         }
     }
 }
@@ -71,6 +75,7 @@ pub fn classify(cfg: &Config, path: &str) -> Target {
         "/completions" => Target::Model(Endpoint::Completions),
         "/embeddings" => Target::Model(Endpoint::Embeddings),
         "/responses" => Target::Model(Endpoint::Responses),
+        "/messages" => Target::Model(Endpoint::Messages),
         "/models" => Target::ListModels,
         _ => match p.strip_prefix("/models/") {
             Some(id) if !id.is_empty() => Target::GetModel(id.to_string()),

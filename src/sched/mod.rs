@@ -443,18 +443,91 @@ impl Feedback {
             return fb;
         }
         let spent = |remaining: Option<f64>| remaining.is_some_and(|r| r < 1.0);
-        if spent(num("x-ratelimit-remaining-requests"))
-            || spent(num("anthropic-ratelimit-requests-remaining"))
-        {
+        if spent(num("x-ratelimit-remaining-requests")) {
             fb.requests_blocked = Some(dur("x-ratelimit-reset-requests").unwrap_or(1.0));
         }
-        if spent(num("x-ratelimit-remaining-tokens"))
-            || spent(num("anthropic-ratelimit-tokens-remaining"))
-        {
+        if spent(num("x-ratelimit-remaining-tokens")) {
             fb.tokens_blocked = Some(dur("x-ratelimit-reset-tokens").unwrap_or(1.0));
+        }
+        // Anthropic: `anthropic-ratelimit-{requests,tokens,input-tokens,output-tokens}-remaining`,
+        // each with a `-reset` instant in RFC 3339.
+        let until = |k: &str| {
+            h.get(k)
+                .and_then(|v| v.to_str().ok())
+                .and_then(|v| seconds_until_rfc3339(v, unix_now()))
+        };
+        if spent(num("anthropic-ratelimit-requests-remaining")) {
+            fb.requests_blocked = Some(until("anthropic-ratelimit-requests-reset").unwrap_or(1.0));
+        }
+        for kind in ["tokens", "input-tokens", "output-tokens"] {
+            if spent(num(&format!("anthropic-ratelimit-{kind}-remaining"))) {
+                let after = until(&format!("anthropic-ratelimit-{kind}-reset")).unwrap_or(1.0);
+                fb.tokens_blocked = Some(fb.tokens_blocked.map_or(after, |b: f64| b.max(after)));
+            }
         }
         fb
     }
+}
+
+fn unix_now() -> f64 {
+    std::time::SystemTime::now()
+        .duration_since(std::time::UNIX_EPOCH)
+        .map_or(0.0, |d| d.as_secs_f64())
+}
+
+/// Seconds from `now` (Unix seconds) until an RFC 3339 instant such as `2026-11-22T10:31:05Z` or
+/// `2026-11-22T10:31:05.250+01:00` (Anthropic's reset headers), clamped to 0..=3600.
+pub fn seconds_until_rfc3339(s: &str, now: f64) -> Option<f64> {
+    let s = s.trim().as_bytes();
+    let num = |a: usize, b: usize| -> Option<i64> {
+        std::str::from_utf8(s.get(a..b)?).ok()?.parse::<i64>().ok()
+    };
+    if s.len() < 20 || s[4] != b'-' || s[7] != b'-' || !matches!(s[10], b'T' | b't' | b' ') {
+        return None;
+    }
+    let (y, mo, d) = (num(0, 4)?, num(5, 7)?, num(8, 10)?);
+    let (h, mi, sec) = (num(11, 13)?, num(14, 16)?, num(17, 19)?);
+    if !(1..=12).contains(&mo) || !(1..=31).contains(&d) || h > 23 || mi > 59 || sec > 60 {
+        return None;
+    }
+    let mut i = 19;
+    let mut frac = 0.0;
+    if s.get(i) == Some(&b'.') {
+        let start = i;
+        i += 1;
+        while s.get(i).is_some_and(u8::is_ascii_digit) {
+            i += 1;
+        }
+        frac = std::str::from_utf8(&s[start..i])
+            .ok()?
+            .parse::<f64>()
+            .ok()?;
+    }
+    let offset = match s.get(i)? {
+        b'Z' | b'z' if i + 1 == s.len() => 0,
+        sign @ (b'+' | b'-') if i + 6 == s.len() => {
+            let m = num(i + 1, i + 3)? * 3600 + num(i + 4, i + 6)? * 60;
+            if *sign == b'+' {
+                m
+            } else {
+                -m
+            }
+        }
+        _ => return None,
+    };
+    // Days from the civil date (Howard Hinnant's algorithm).
+    let (yy, mm) = if mo <= 2 {
+        (y - 1, mo + 9)
+    } else {
+        (y, mo - 3)
+    };
+    let era = yy.div_euclid(400);
+    let yoe = yy - era * 400;
+    let doy = (153 * mm + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    let at = (days * 86_400 + h * 3600 + mi * 60 + sec - offset) as f64 + frac;
+    Some((at - now).clamp(0.0, 3600.0))
 }
 
 /// OpenAI's reset durations: `1s`, `6m0s`, `250ms`, `1h2m3.5s`; plain seconds too.
@@ -611,7 +684,9 @@ fn model_sched(
                 tokens,
                 // OpenAI and Azure count prompt + max_tokens at admission and keep it; self-hosted
                 // budgets are the operator's own and count what was really used.
-                reconcile: up.is_some_and(|u| u.provider == Provider::OpenAiCompatible),
+                reconcile: up.is_some_and(|u| {
+                    matches!(u.provider, Provider::OpenAiCompatible | Provider::Anthropic)
+                }),
             }
         })
         .collect();
@@ -656,6 +731,34 @@ fn _assert_send(s: Arc<ModelSched>) -> impl Send {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn rfc3339_resets() {
+        // 2026-11-22T10:31:05Z = 1795343465.
+        let now = 1_795_343_460.0;
+        let at = |s: &str| seconds_until_rfc3339(s, now);
+        assert_eq!(at("2026-11-22T10:31:05Z"), Some(5.0));
+        assert_eq!(at("2026-11-22T11:31:05.5+01:00"), Some(5.5));
+        assert_eq!(at("2026-11-22T10:30:00Z"), Some(0.0));
+        assert_eq!(at("2026-11-22T10:31:05"), None);
+        assert_eq!(at("soon"), None);
+        let mut h = http::HeaderMap::new();
+        h.insert(
+            "anthropic-ratelimit-requests-remaining",
+            "0".parse().unwrap(),
+        );
+        h.insert(
+            "anthropic-ratelimit-requests-reset",
+            "2000-01-01T00:00:00Z".parse().unwrap(),
+        );
+        h.insert(
+            "anthropic-ratelimit-input-tokens-remaining",
+            "0".parse().unwrap(),
+        );
+        let fb = Feedback::read(200, &h);
+        assert_eq!(fb.requests_blocked, Some(0.0));
+        assert_eq!(fb.tokens_blocked, Some(1.0));
+    }
 
     #[test]
     fn reset_formats() {

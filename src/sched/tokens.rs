@@ -129,6 +129,24 @@ pub fn estimate(
             prompt: field("input").map_or(0, |p| text_tokens(&p, counter)),
             max_output: 0,
         },
+        Endpoint::Messages => {
+            // Anthropic's Messages API: `system` (string or blocks) and `messages`; `max_tokens`
+            // is required there.
+            let mut prompt =
+                REPLY_PRIMING + field("system").map_or(0, |p| text_tokens(&p, counter));
+            if let Some(Value::Array(messages)) = field("messages") {
+                for m in &messages {
+                    prompt += PER_MESSAGE + message_tokens(m, counter);
+                }
+            }
+            if let Some(tools) = body.get("tools") {
+                prompt += counter.count(tools);
+            }
+            Estimate {
+                prompt,
+                max_output: max_of(&["max_tokens"]).unwrap_or(default_max),
+            }
+        }
         Endpoint::Responses => {
             let mut prompt = field("instructions").map_or(0, |p| text_tokens(&p, counter));
             match field("input") {

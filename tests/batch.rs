@@ -1,0 +1,797 @@
+//! Issue 9: Batch API coalescing through the real gateway and the mock's Files + Batches API.
+//! 1,000 concurrent opted-in requests become exactly 5 batch jobs and every client gets the answer
+//! to its own request; embeddings are batched; a failed batch and the lines a grace cancel left
+//! unfinished go synchronously; a gateway killed mid-batch has the batch finished, journaled and
+//! charged by the next one (SQLite and PostgreSQL); spend is at the batch price; streams stay
+//! synchronous; a graceful shutdown sends what was not submitted synchronously.
+//!
+//! Each scenario prints (eprintln) the jobs created, client latency p50/p95/p99 and fallbacks.
+#![allow(clippy::unwrap_used, clippy::expect_used)]
+
+mod common;
+
+use common::*;
+use serde_json::{json, Value};
+use std::time::{Duration, Instant};
+
+const MASTER: &str = "sk-master-batch-0123456789";
+
+/// A config with a batch chat model `m` and a batch embeddings model `e` (`batch` and `ebatch`
+/// are their `batch:` sections) on one OpenAI upstream, journal in `database`.
+fn batch_config(mock: &Mock, database: &str, batch: &str, ebatch: &str) -> String {
+    config(&format!(
+        "state: {{database: \"{database}\", key_refresh: 200ms}}\nupstreams:\n{}models:\n  - {{name: m, pricing: {{input_per_mtok: 2.5, output_per_mtok: 10}}, batch: {batch}, deployments: [{{upstream: a, model: gpt-4o-mini}}]}}\n  - {{name: e, pricing: {{input_per_mtok: 0.02, output_per_mtok: 0}}, batch: {ebatch}, deployments: [{{upstream: a, model: text-embedding-3-small}}]}}\n",
+        openai_upstream("a", mock)
+    ))
+}
+
+fn with_master_key(cfg: String) -> String {
+    cfg.replace(
+        "  threads: 2\n",
+        &format!("  threads: 2\n  master_key: \"{MASTER}\"\n"),
+    )
+}
+
+fn sqlite_url(name: &str) -> String {
+    format!("sqlite://{}", tmp_path(name).display())
+}
+
+/// One chat answer as a client saw it.
+#[derive(Debug)]
+struct Seen {
+    status: u16,
+    batch: Option<String>,
+    content: String,
+    latency: Duration,
+}
+
+fn chat_body(marker: &str) -> Value {
+    json!({"model": "m", "messages": [{"role": "user", "content": marker}]})
+}
+
+async fn chat(
+    c: &reqwest::Client,
+    gw_url: &str,
+    marker: &str,
+    opt_in: bool,
+    key: Option<&str>,
+) -> Result<Seen, reqwest::Error> {
+    let start = Instant::now();
+    let mut r = c.post(gw_url).json(&chat_body(marker));
+    if opt_in {
+        r = r.header("x-llmproxy-batch", "1");
+    }
+    if let Some(k) = key {
+        r = r.bearer_auth(k);
+    }
+    let resp = r.send().await?;
+    let status = resp.status().as_u16();
+    let batch = resp
+        .headers()
+        .get("x-llmproxy-batch")
+        .map(|v| v.to_str().unwrap().to_string());
+    let v: Value = resp.json().await?;
+    Ok(Seen {
+        status,
+        batch,
+        content: v["choices"][0]["message"]["content"]
+            .as_str()
+            .unwrap_or_default()
+            .to_string(),
+        latency: start.elapsed(),
+    })
+}
+
+/// Send `n` chats at once (marker `{prefix}-{i}`) and collect what each client saw, in order.
+async fn burst(gw: &Gateway, prefix: &str, n: usize, opt_in: bool, key: Option<&str>) -> Vec<Seen> {
+    let c = reqwest::Client::builder()
+        .timeout(Duration::from_secs(60))
+        .build()
+        .unwrap();
+    let url = gw.url("/v1/chat/completions");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..n {
+        let (c, url, marker, key) = (
+            c.clone(),
+            url.clone(),
+            format!("{prefix}-{i}"),
+            key.map(str::to_string),
+        );
+        set.spawn(async move {
+            (
+                i,
+                chat(&c, &url, &marker, opt_in, key.as_deref())
+                    .await
+                    .expect("chat"),
+            )
+        });
+    }
+    let mut out: Vec<Option<Seen>> = (0..n).map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        let (i, seen) = r.unwrap();
+        out[i] = Some(seen);
+    }
+    out.into_iter().map(Option::unwrap).collect()
+}
+
+/// Every client got 200 and the echo of its own marker.
+fn assert_own_answers(prefix: &str, seen: &[Seen]) {
+    for (i, s) in seen.iter().enumerate() {
+        assert_eq!(s.status, 200, "request {i}: {s:?}");
+        assert_eq!(
+            s.content,
+            format!("{prefix}-{i}"),
+            "request {i} got another's answer"
+        );
+    }
+}
+
+fn percentiles(seen: &[Seen]) -> (f64, f64, f64) {
+    let mut ms: Vec<f64> = seen
+        .iter()
+        .map(|s| s.latency.as_secs_f64() * 1000.0)
+        .collect();
+    ms.sort_by(|a, b| a.total_cmp(b));
+    let p = |q: f64| ms[((ms.len() as f64 - 1.0) * q).round() as usize];
+    (p(0.50), p(0.95), p(0.99))
+}
+
+async fn counter(gw: &Gateway, name: &str, label: (&str, &str)) -> f64 {
+    metric(&gw.metrics().await, name, &[label]).unwrap_or(0.0)
+}
+
+async fn report(scenario: &str, gw: &Gateway, mock: &Mock, seen: &[Seen]) {
+    let (p50, p95, p99) = percentiles(seen);
+    let batched = seen.iter().filter(|s| s.batch.is_some()).count();
+    eprintln!(
+        "[batch] {scenario}: jobs created {}, requests {}, answered from a batch {batched}, \
+         fallbacks {} (metric), latency p50 {p50:.0} ms, p95 {p95:.0} ms, p99 {p99:.0} ms",
+        mock.batches().await.len(),
+        seen.len(),
+        counter(gw, "llmproxy_batch_requests_total", ("result", "fallback")).await,
+    );
+}
+
+/// Poll until `f` holds (bounded).
+async fn wait_for<F, Fut>(what: &str, limit: Duration, mut f: F)
+where
+    F: FnMut() -> Fut,
+    Fut: std::future::Future<Output = bool>,
+{
+    let start = Instant::now();
+    while !f().await {
+        assert!(start.elapsed() < limit, "timed out waiting for {what}");
+        tokio::time::sleep(Duration::from_millis(25)).await;
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn thousand_opted_in_requests_make_five_batches() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    let gw = gateway(&batch_config(
+        &mock,
+        &sqlite_url("batch.db"),
+        "{max_size: 200, max_wait: 30s, poll_interval: 50ms}",
+        "{max_size: 10}",
+    ))
+    .await;
+    let seen = burst(&gw, "marker", 1000, true, None).await;
+    assert_own_answers("marker", &seen);
+    report("1000 concurrent, max_size 200", &gw, &mock, &seen).await;
+
+    let batches = mock.batches().await;
+    assert_eq!(batches.len(), 5, "{batches:#?}");
+    for b in &batches {
+        assert_eq!(b["lines"], 200, "{b}");
+        assert_eq!(b["endpoint"], "/v1/chat/completions");
+    }
+    // Every answer names its batch, one of the five.
+    let ids: std::collections::HashSet<&str> =
+        seen.iter().map(|s| s.batch.as_deref().unwrap()).collect();
+    assert_eq!(ids.len(), 5);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "llmproxy_batch_requests_total",
+            &[("result", "batched")]
+        ),
+        Some(1000.0)
+    );
+    assert_eq!(
+        metric(&m, "llmproxy_batch_jobs_total", &[("status", "completed")]),
+        Some(5.0)
+    );
+    let stats = gw.stats().await;
+    let b = &stats["batches"];
+    assert_eq!(b["total"], 5, "{stats}");
+    assert_eq!(b["successful"], 5);
+    assert_eq!(b["failed"], 0);
+    assert_eq!(b["requests_per_batch"], 200.0);
+    assert!(b["p99_time_ms"].as_f64().unwrap() >= b["p50_time_ms"].as_f64().unwrap());
+    eprintln!("[batch] /stats batches: {b}");
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn embeddings_are_batched() {
+    let mock = Mock::start("A");
+    let gw = gateway(&batch_config(
+        &mock,
+        &sqlite_url("batch.db"),
+        "{max_size: 200}",
+        "{max_size: 10, max_wait: 30s, poll_interval: 50ms}",
+    ))
+    .await;
+    let c = client();
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..30usize {
+        let (c, url) = (c.clone(), gw.url("/v1/embeddings"));
+        set.spawn(async move {
+            let start = Instant::now();
+            // The number of inputs is this request's marker: the answer has one vector per input.
+            let inputs: Vec<String> = (0..=(i % 4)).map(|j| format!("text {i} {j}")).collect();
+            let r = c
+                .post(url)
+                .header("x-llmproxy-batch", "1")
+                .json(&json!({"model": "e", "input": inputs}))
+                .send()
+                .await
+                .unwrap();
+            let status = r.status().as_u16();
+            let batch = r
+                .headers()
+                .get("x-llmproxy-batch")
+                .map(|v| v.to_str().unwrap().to_string());
+            let v: Value = r.json().await.unwrap();
+            assert_eq!(v["data"].as_array().unwrap().len(), i % 4 + 1, "{v}");
+            assert_eq!(v["object"], "list");
+            Seen {
+                status,
+                batch,
+                content: String::new(),
+                latency: start.elapsed(),
+            }
+        });
+    }
+    let mut seen = Vec::new();
+    while let Some(r) = set.join_next().await {
+        seen.push(r.unwrap());
+    }
+    assert!(seen.iter().all(|s| s.status == 200 && s.batch.is_some()));
+    report("30 embeddings, max_size 10", &gw, &mock, &seen).await;
+    let batches = mock.batches().await;
+    assert_eq!(batches.len(), 3);
+    assert!(batches
+        .iter()
+        .all(|b| b["endpoint"] == "/v1/embeddings" && b["lines"] == 10));
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn failed_batch_falls_back_to_the_synchronous_api() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    mock.batch_config(json!({"outcome": "failed", "complete_after_ms": 200}))
+        .await;
+    let gw = gateway(&batch_config(
+        &mock,
+        &sqlite_url("batch.db"),
+        "{max_size: 20, max_wait: 30s, poll_interval: 50ms}",
+        "{max_size: 10}",
+    ))
+    .await;
+    let seen = burst(&gw, "failed", 20, true, None).await;
+    assert_own_answers("failed", &seen);
+    report("failed batch", &gw, &mock, &seen).await;
+    assert!(seen.iter().all(|s| s.batch.is_none()), "sync answers");
+    assert_eq!(mock.batches().await.len(), 1);
+    assert_eq!(mock.batches().await[0]["status"], "failed");
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "llmproxy_batch_requests_total",
+            &[("result", "fallback")]
+        ),
+        Some(20.0)
+    );
+    assert_eq!(
+        metric(&m, "llmproxy_batch_jobs_total", &[("status", "failed")]),
+        Some(1.0)
+    );
+    assert_eq!(gw.stats().await["batches"]["failed"], 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn grace_cancels_delivers_finished_lines_and_sends_the_rest_synchronously() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    // Lines finish one by one between 0.5 s and 4.5 s; the gateway gives the batch 1 s.
+    mock.batch_config(json!({"complete_after_ms": 5000, "cancel_after_ms": 100}))
+        .await;
+    let gw = gateway(&batch_config(
+        &mock,
+        &sqlite_url("batch.db"),
+        "{max_size: 20, max_wait: 30s, poll_interval: 50ms, grace: 1s}",
+        "{max_size: 10}",
+    ))
+    .await;
+    let seen = burst(&gw, "grace", 20, true, None).await;
+    assert_own_answers("grace", &seen);
+    report("grace expiry", &gw, &mock, &seen).await;
+    let from_batch = seen.iter().filter(|s| s.batch.is_some()).count();
+    assert!(from_batch >= 1, "finished lines are delivered");
+    assert!(from_batch < 20, "unfinished lines go synchronously");
+    let batches = mock.batches().await;
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0]["status"], "cancelled");
+    assert_eq!(batches[0]["cancel_called"], true);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "llmproxy_batch_requests_total",
+            &[("result", "fallback")]
+        ),
+        Some((20 - from_batch) as f64)
+    );
+    assert_eq!(
+        metric(&m, "llmproxy_batch_jobs_total", &[("status", "cancelled")]),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn expired_batch_delivers_what_finished_and_the_rest_goes_synchronously() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    // An expired batch ran its first half; the rest are `batch_expired` lines in the error file.
+    mock.batch_config(json!({"outcome": "expired", "complete_after_ms": 400}))
+        .await;
+    let gw = gateway(&batch_config(
+        &mock,
+        &sqlite_url("batch.db"),
+        "{max_size: 20, max_wait: 30s, poll_interval: 50ms}",
+        "{max_size: 10}",
+    ))
+    .await;
+    let seen = burst(&gw, "expired", 20, true, None).await;
+    assert_own_answers("expired", &seen);
+    report("expired batch", &gw, &mock, &seen).await;
+    assert_eq!(seen.iter().filter(|s| s.batch.is_some()).count(), 10);
+    let m = gw.metrics().await;
+    assert_eq!(
+        metric(
+            &m,
+            "llmproxy_batch_requests_total",
+            &[("result", "fallback")]
+        ),
+        Some(10.0)
+    );
+    assert_eq!(
+        metric(&m, "llmproxy_batch_jobs_total", &[("status", "expired")]),
+        Some(1.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn clients_that_leave_are_dropped_from_delivery_and_still_charged() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    // The batch takes longer than the listener's header timeout: a waiting client is not a slow one.
+    mock.batch_config(json!({"complete_after_ms": 2500})).await;
+    let gw = gateway(
+        &with_master_key(batch_config(
+            &mock,
+            &sqlite_url("gone.db"),
+            "{max_size: 10, max_wait: 30s, poll_interval: 50ms}",
+            "{max_size: 10}",
+        ))
+        .replace(
+            "  threads: 2\n",
+            "  threads: 2\n  client_timeouts: {header: 1s, idle: 60s}\n",
+        ),
+    )
+    .await;
+    let (batched_key, sync_key) = (generate_key(&gw).await, generate_key(&gw).await);
+    let url = gw.url("/v1/chat/completions");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (url, key) = (url.clone(), batched_key.clone());
+        set.spawn(async move {
+            // The odd ones give up after 500 ms.
+            let timeout = if i % 2 == 1 { 500 } else { 30_000 };
+            let c = reqwest::Client::builder()
+                .timeout(Duration::from_millis(timeout))
+                .build()
+                .unwrap();
+            (
+                i,
+                chat(&c, &url, &format!("gone-{i}"), true, Some(&key)).await,
+            )
+        });
+    }
+    let mut seen = Vec::new();
+    while let Some(r) = set.join_next().await {
+        let (i, r) = r.unwrap();
+        match r {
+            Ok(s) => {
+                assert_eq!(i % 2, 0);
+                assert_eq!(s.content, format!("gone-{i}"));
+                assert!(s.batch.is_some());
+                assert!(s.latency > Duration::from_secs(2));
+                seen.push(s);
+            }
+            Err(e) => assert!(i % 2 == 1 && e.is_timeout(), "{i}: {e}"),
+        }
+    }
+    assert_eq!(seen.len(), 5);
+    report("5 of 10 clients leave", &gw, &mock, &seen).await;
+    wait_for(
+        "5 clients counted as gone",
+        Duration::from_secs(10),
+        || async {
+            counter(
+                &gw,
+                "llmproxy_batch_requests_total",
+                ("result", "client_gone"),
+            )
+            .await
+                == 5.0
+        },
+    )
+    .await;
+    assert_eq!(mock.batches().await[0]["lines"], 10);
+    // The lines of the clients that left were paid for: all ten are charged, at the batch price.
+    let sync = burst(&gw, "gone", 10, false, Some(&sync_key)).await;
+    assert_own_answers("gone", &sync);
+    let (a, b) = (
+        key_spend(&gw, &batched_key).await,
+        key_spend(&gw, &sync_key).await,
+    );
+    assert!(b > 0.0);
+    assert!((a - b * 0.5).abs() < 1e-12, "{a} vs {b}");
+}
+
+/// `(state, status)` of every journal row.
+async fn journal_rows(database: &str) -> Vec<(String, Option<String>)> {
+    if let Some(path) = database.strip_prefix("sqlite://") {
+        let path = path.to_string();
+        return tokio::task::spawn_blocking(move || {
+            let Ok(c) = rusqlite::Connection::open(&path) else {
+                return Vec::new();
+            };
+            let Ok(mut st) = c.prepare("SELECT state, status FROM batch_jobs") else {
+                return Vec::new();
+            };
+            st.query_map([], |r| Ok((r.get(0)?, r.get(1)?)))
+                .unwrap()
+                .map(Result::unwrap)
+                .collect()
+        })
+        .await
+        .unwrap();
+    }
+    let (client, conn) = tokio_postgres::connect(database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    match client
+        .query("SELECT state, status FROM batch_jobs", &[])
+        .await
+    {
+        Ok(rows) => rows.iter().map(|r| (r.get(0), r.get(1))).collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+async fn generate_key(gw: &Gateway) -> String {
+    let r = client()
+        .post(gw.url("/key/generate"))
+        .bearer_auth(MASTER)
+        .json(&json!({}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    r.json::<Value>().await.unwrap()["key"]
+        .as_str()
+        .unwrap()
+        .to_string()
+}
+
+async fn key_spend(gw: &Gateway, key: &str) -> f64 {
+    let v: Value = client()
+        .get(gw.url(&format!("/key/info?key={key}")))
+        .bearer_auth(MASTER)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    v["info"]["spend"].as_f64().unwrap()
+}
+
+/// Kill the gateway (SIGKILL) once its batch is created and journaled; the next gateway on the same
+/// database polls it to completion, journals it done and charges the key at the batch price.
+async fn restart_mid_batch(database: &str) {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    mock.batch_config(json!({"complete_after_ms": 4000})).await;
+    let template = with_master_key(batch_config(
+        &mock,
+        database,
+        "{max_size: 10, max_wait: 30s, poll_interval: 100ms}",
+        "{max_size: 10}",
+    ));
+    let mut first = gateway(&template).await;
+    let batched_key = generate_key(&first).await;
+    let sync_key = generate_key(&first).await;
+    let url = first.url("/v1/chat/completions");
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (url, key) = (url.clone(), batched_key.clone());
+        clients.spawn(async move {
+            let _ = chat(&client(), &url, &format!("restart-{i}"), true, Some(&key)).await;
+        });
+    }
+    wait_for(
+        "the batch to be journaled",
+        Duration::from_secs(20),
+        || async {
+            journal_rows(database)
+                .await
+                .iter()
+                .any(|(state, _)| state == "active")
+        },
+    )
+    .await;
+    assert_eq!(mock.batches().await.len(), 1);
+    first.signal(libc::SIGKILL);
+    assert!(first.wait_exit(Duration::from_secs(10)).await.is_some());
+    while clients.join_next().await.is_some() {}
+    let polls_before = mock.batches().await[0]["polls"].as_u64().unwrap();
+
+    let started = Instant::now();
+    let second = gateway(&template).await;
+    wait_for(
+        "the restarted gateway to finish the batch",
+        Duration::from_secs(30),
+        || async {
+            journal_rows(database)
+                .await
+                .iter()
+                .all(|(s, _)| s == "done")
+        },
+    )
+    .await;
+    let rows = journal_rows(database).await;
+    assert_eq!(
+        rows,
+        vec![("done".to_string(), Some("completed".to_string()))]
+    );
+    let b = &mock.batches().await[0];
+    assert!(b["polls"].as_u64().unwrap() > polls_before, "{b}");
+    assert_eq!(b["status"], "completed");
+    // The same ten requests synchronously, on another key: the batch cost half.
+    let seen = burst(&second, "restart", 10, false, Some(&sync_key)).await;
+    assert_own_answers("restart", &seen);
+    let (batched, sync) = (
+        key_spend(&second, &batched_key).await,
+        key_spend(&second, &sync_key).await,
+    );
+    eprintln!(
+        "[batch] restart mid-batch ({}): jobs created {}, finished by the second gateway {:.1} s \
+         after it started; spend batched {batched:.9} USD vs the same requests synchronously {sync:.9} USD",
+        database.split("://").next().unwrap(),
+        mock.batches().await.len(),
+        started.elapsed().as_secs_f64()
+    );
+    assert!(sync > 0.0);
+    assert!((batched - sync * 0.5).abs() < 1e-12, "{batched} vs {sync}");
+    // Its files were deleted.
+    for f in [&b["input_file_id"], &b["output_file_id"]] {
+        let r = client()
+            .get(format!("{}/v1/files/{}", mock.base(), f.as_str().unwrap()))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 404, "file {f} still there");
+    }
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_batch_is_finished_by_the_next_gateway_sqlite() {
+    restart_mid_batch(&sqlite_url("restart.db")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn restart_mid_batch_is_finished_by_the_next_gateway_postgres() {
+    let pg = Postgres::start();
+    let url = pg.create_db("batch");
+    restart_mid_batch(&url).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn spend_uses_the_batch_discount() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    let gw = gateway(&with_master_key(batch_config(
+        &mock,
+        &sqlite_url("spend.db"),
+        "{max_size: 25, max_wait: 30s, poll_interval: 50ms}",
+        "{max_size: 10}",
+    )))
+    .await;
+    let (batched_key, sync_key) = (generate_key(&gw).await, generate_key(&gw).await);
+    let batched = burst(&gw, "spend", 25, true, Some(&batched_key)).await;
+    assert_own_answers("spend", &batched);
+    assert!(batched.iter().all(|s| s.batch.is_some()));
+    let sync = burst(&gw, "spend", 25, false, Some(&sync_key)).await;
+    assert!(sync.iter().all(|s| s.batch.is_none()));
+    let (a, b) = (
+        key_spend(&gw, &batched_key).await,
+        key_spend(&gw, &sync_key).await,
+    );
+    eprintln!("[batch] spend: 25 batched {a:.9} USD, the same 25 synchronously {b:.9} USD");
+    assert!(b > 0.0);
+    assert!((a - b * 0.5).abs() < 1e-12, "{a} vs {b}");
+    // The spend metric counts both, once.
+    let total = metric(
+        &gw.metrics().await,
+        "llmproxy_spend_usd_total",
+        &[("model", "m")],
+    )
+    .unwrap();
+    assert!((total - (a + b)).abs() < 1e-9, "{total} vs {}", a + b);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn streams_and_opt_outs_stay_synchronous() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    let gw = gateway(&batch_config(
+        &mock,
+        &sqlite_url("batch.db"),
+        "{mode: always, max_size: 1, max_wait: 30s, poll_interval: 50ms}",
+        "{max_size: 10}",
+    ))
+    .await;
+    let c = client();
+    // A stream on a batch model (mode: always) is served synchronously.
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .json(
+            &json!({"model": "m", "stream": true, "messages": [{"role": "user", "content": "s"}]}),
+        )
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    assert!(r.headers().get("x-llmproxy-batch").is_none());
+    assert!(r.text().await.unwrap().contains("data: [DONE]"));
+    // `x-llmproxy-batch: 0` opts out of `always`.
+    let r = c
+        .post(gw.url("/v1/chat/completions"))
+        .header("x-llmproxy-batch", "0")
+        .json(&chat_body("out"))
+        .send()
+        .await
+        .unwrap();
+    assert!(r.headers().get("x-llmproxy-batch").is_none());
+    assert!(mock.batches().await.is_empty());
+    // Without a header, `always` batches.
+    let seen = chat(&c, &gw.url("/v1/chat/completions"), "in", false, None)
+        .await
+        .unwrap();
+    assert_eq!(seen.content, "in");
+    assert!(seen.batch.is_some());
+    assert_eq!(mock.batches().await.len(), 1);
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_sends_unsubmitted_requests_synchronously() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    let mut gw = gateway(
+        &batch_config(
+            &mock,
+            &sqlite_url("batch.db"),
+            "{max_size: 1000, max_wait: 10m, poll_interval: 50ms}",
+            "{max_size: 10}",
+        )
+        .replace("  threads: 2\n", "  threads: 2\n  grace_period: 3s\n"),
+    )
+    .await;
+    let url = gw.url("/v1/chat/completions");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..5 {
+        let url = url.clone();
+        set.spawn(async move {
+            (
+                i,
+                chat(&client(), &url, &format!("shutdown-{i}"), true, None)
+                    .await
+                    .unwrap(),
+            )
+        });
+    }
+    wait_for("5 gathered requests", Duration::from_secs(10), || async {
+        gw.stats().await["batches"]["queued_requests"] == 5
+    })
+    .await;
+    gw.signal(libc::SIGTERM);
+    let mut seen: Vec<Option<Seen>> = (0..5).map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        let (i, s) = r.unwrap();
+        seen[i] = Some(s);
+    }
+    let seen: Vec<Seen> = seen.into_iter().map(Option::unwrap).collect();
+    assert_own_answers("shutdown", &seen);
+    assert!(seen.iter().all(|s| s.batch.is_none()));
+    assert!(mock.batches().await.is_empty(), "nothing was submitted");
+    let (p50, p95, p99) = percentiles(&seen);
+    eprintln!(
+        "[batch] graceful shutdown: jobs created 0, 5 gathered requests answered synchronously \
+         (fallbacks 5), latency p50 {p50:.0} ms, p95 {p95:.0} ms, p99 {p99:.0} ms"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(40)).await.is_some());
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn graceful_shutdown_releases_the_clients_of_submitted_batches_and_cancels_them() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    mock.batch_config(json!({"complete_after_ms": 60_000}))
+        .await;
+    let mut gw = gateway(
+        &batch_config(
+            &mock,
+            &sqlite_url("batch.db"),
+            "{max_size: 5, max_wait: 30s, poll_interval: 50ms}",
+            "{max_size: 10}",
+        )
+        .replace("  threads: 2\n", "  threads: 2\n  grace_period: 3s\n"),
+    )
+    .await;
+    let url = gw.url("/v1/chat/completions");
+    let mut set = tokio::task::JoinSet::new();
+    for i in 0..5 {
+        let url = url.clone();
+        set.spawn(async move {
+            (
+                i,
+                chat(&client(), &url, &format!("cancelled-{i}"), true, None)
+                    .await
+                    .unwrap(),
+            )
+        });
+    }
+    wait_for("the batch to run", Duration::from_secs(10), || async {
+        gw.stats().await["batches"]["active_jobs"] == 1 && mock.batches().await.len() == 1
+    })
+    .await;
+    gw.signal(libc::SIGTERM);
+    let mut seen: Vec<Option<Seen>> = (0..5).map(|_| None).collect();
+    while let Some(r) = set.join_next().await {
+        let (i, s) = r.unwrap();
+        seen[i] = Some(s);
+    }
+    let seen: Vec<Seen> = seen.into_iter().map(Option::unwrap).collect();
+    assert_own_answers("cancelled", &seen);
+    assert!(seen.iter().all(|s| s.batch.is_none()));
+    wait_for(
+        "the batch to be cancelled",
+        Duration::from_secs(10),
+        || async { mock.batches().await[0]["cancel_called"] == true },
+    )
+    .await;
+    let (p50, p95, p99) = percentiles(&seen);
+    eprintln!(
+        "[batch] graceful shutdown, batch submitted: jobs created 1 (cancelled at shutdown), 5 \
+         waiting requests answered synchronously (fallbacks 5), latency p50 {p50:.0} ms, p95 \
+         {p95:.0} ms, p99 {p99:.0} ms"
+    );
+    assert!(gw.wait_exit(Duration::from_secs(40)).await.is_some());
+}
