@@ -931,6 +931,7 @@ fn access_log(
                 "prompt_tokens": pt, "completion_tokens": ct,
                 "queue_ms": ctx.queue_wait.as_millis() as u64, "key_id": ctx.key_id.as_deref(),
                 "cache": ctx.cache, "usage_estimated": ctx.usage_estimated,
+                "batch": ctx.batch.id.as_deref(),
             });
             log::info!(target: "access", "{line}");
         }
