@@ -180,7 +180,7 @@ async fn quick_start_serves_one_model_without_config() {
 async fn deployment_params_fill_in_what_the_client_left_out() {
     let a = Mock::start("A");
     let gw = gateway(&config(&format!(
-        "upstreams:\n{}models:\n  - {{name: m, deployments: [{{upstream: a, model: m, params: {{temperature: 0.2, max_tokens: 7, response_format: {{type: json_object}}}}}}]}}\n",
+        "upstreams:\n{}models:\n  - {{name: m, deployments: [{{upstream: a, model: m, params: {{temperature: 0.2, max_tokens: 7, response_format: {{type: json_object}}}}, headers: {{OpenAI-Organization: org-dep, x-extra: one}}}}]}}\n",
         upstream("a", &a)
     )))
     .await;
@@ -190,6 +190,7 @@ async fn deployment_params_fill_in_what_the_client_left_out() {
     ] {
         let r = client()
             .post(gw.url("/v1/chat/completions"))
+            .header("x-extra", "client")
             .json(&body)
             .send()
             .await
@@ -207,4 +208,26 @@ async fn deployment_params_fill_in_what_the_client_left_out() {
     // The client's own value wins.
     assert_eq!(b1["temperature"], 0.9);
     assert_eq!(b1["max_tokens"], 7);
+    // The deployment's headers are added; a header the client sent itself is kept.
+    assert_eq!(sent[0]["headers"]["openai-organization"], "org-dep");
+    assert_eq!(sent[0]["headers"]["x-extra"], "client");
+}
+
+#[test]
+fn deployment_headers_cannot_carry_credentials() {
+    let yaml = "server:\n  listeners: [{name: main, listen: \"127.0.0.1:1\"}]\nupstreams:\n  - {name: a, url: \"http://127.0.0.1:1/v1\"}\nmodels:\n  - {name: m, deployments: [{upstream: a, model: m, headers: {Authorization: Bearer x, \"bad name\": v}}]}\n";
+    let path = tmp_path("deployment-headers.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let out = std::process::Command::new(LLMPROXY)
+        .args(["check", "-c", path.to_str().unwrap()])
+        .output()
+        .unwrap();
+    assert!(!out.status.success());
+    let text =
+        String::from_utf8_lossy(&out.stdout).to_string() + &String::from_utf8_lossy(&out.stderr);
+    assert!(
+        text.contains("models[0].deployments[0].headers.Authorization"),
+        "{text}"
+    );
+    assert!(text.contains("not a valid header name"), "{text}");
 }

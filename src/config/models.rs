@@ -36,6 +36,9 @@ pub struct Deployment {
     pub tpm: Option<u64>,
     /// Body fields added when the client omits them (field, raw JSON), e.g. `temperature`.
     pub params: Vec<(String, String)>,
+    /// Request headers added for this deployment when the client did not send them (e.g.
+    /// `OpenAI-Organization`, `anthropic-beta`); the upstream's own `headers` operations apply after.
+    pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
 /// `models[].queue`: how requests wait for budget (seed 000 scheduler).
@@ -429,7 +432,12 @@ fn read_params(r: &mut Reader, n: Node) -> Option<Vec<(String, String)>> {
 }
 
 fn read_deployment(r: &mut Reader, n: Node) -> Option<Deployment> {
-    let m = n.map(r, &["upstream", "model", "weight", "rpm", "tpm", "params"])?;
+    let m = n.map(
+        r,
+        &[
+            "upstream", "model", "weight", "rpm", "tpm", "params", "headers",
+        ],
+    )?;
     let upstream = m.required(r, "upstream", |r, n| n.string(r));
     let model = m.required(r, "model", |r, n| n.string(r));
     let weight = m.with(r, "weight", |r, n| n.u64(r)).unwrap_or(1);
@@ -447,5 +455,45 @@ fn read_deployment(r: &mut Reader, n: Node) -> Option<Deployment> {
         rpm: per_minute(r, &m, "rpm"),
         tpm: per_minute(r, &m, "tpm"),
         params: m.with(r, "params", read_params).unwrap_or_default(),
+        headers: m.with(r, "headers", read_headers).unwrap_or_default(),
     })
+}
+
+/// `deployments[].headers`: `{name: value}`; values may use `${ENV}`. Credentials and framing
+/// headers are the gateway's to set, so they are refused here.
+fn read_headers(r: &mut Reader, n: Node) -> Option<Vec<(http::HeaderName, http::HeaderValue)>> {
+    let serde_yaml::Value::Mapping(map) = n.value else {
+        r.error(
+            n.path,
+            "expected a map of header names to values, e.g. {OpenAI-Organization: org-123}",
+        );
+        return None;
+    };
+    let mut out = Vec::new();
+    for (k, v) in map {
+        let Some(key) = k.as_str() else {
+            r.error(n.path, "header names must be strings");
+            continue;
+        };
+        let path = format!("{}.{key}", n.path);
+        let Ok(name) = http::HeaderName::from_bytes(key.as_bytes()) else {
+            r.error(&path, format!("`{key}` is not a valid header name"));
+            continue;
+        };
+        if !crate::providers::forwardable(&name) {
+            r.error(
+                &path,
+                "this header is set by the gateway (credentials go in the upstream's `auth`)",
+            );
+            continue;
+        }
+        let Some(value) = Node::new(v, &path).string(r) else {
+            continue;
+        };
+        match http::HeaderValue::from_str(&value) {
+            Ok(v) => out.push((name, v)),
+            Err(_) => r.error(&path, "not a valid header value"),
+        }
+    }
+    Some(out)
 }

@@ -8,11 +8,12 @@ use crate::route::Endpoint;
 use pingora::prelude::*;
 
 /// Build the upstream request header for a model endpoint; `deployment` is the deployment's `model`
-/// (Azure puts it in the path).
+/// (Azure puts it in the path), `extra` its own headers (added when the client did not send them).
 pub fn request_header(
     upstream: &Upstream,
     endpoint: Endpoint,
     deployment: &str,
+    extra: &[(http::HeaderName, http::HeaderValue)],
     client: &RequestHeader,
     body_len: usize,
     request_id: &str,
@@ -33,6 +34,11 @@ pub fn request_header(
     // The body was validated as JSON, whatever the client labelled it.
     req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     req.insert_header("x-request-id", request_id)?;
+    for (name, value) in extra {
+        if !req.headers.contains_key(name) {
+            req.insert_header(name.clone(), value.clone())?;
+        }
+    }
     apply_upstream_headers(upstream, &mut req)?;
     Ok(req)
 }

@@ -413,6 +413,7 @@ async fn try_model(
             model,
             // Upstream path: Azure puts the deployment name in it.
             deployment: &dep.model,
+            headers: &dep.headers,
             addr,
             dialect,
             include_usage: dialect == Dialect::AnthropicChat && client_asked_usage(&ex.req.body),
@@ -783,6 +784,8 @@ struct Target<'a> {
     model: &'a Model,
     /// The deployment's upstream model name (Azure: the deployment in the upstream path).
     deployment: &'a str,
+    /// The deployment's own extra request headers.
+    headers: &'a [(http::HeaderName, http::HeaderValue)],
     addr: SocketAddr,
     dialect: Dialect,
     /// The client asked for a usage chunk (`stream_options.include_usage`): translated streams.
@@ -811,6 +814,7 @@ async fn attempt_once(
             &pool.cfg,
             endpoint,
             t.deployment, // upstream path: Azure's deployment segment
+            t.headers,
             session.req_header(),
             body.len(),
             &ctx.request_id,
