@@ -27,6 +27,8 @@ pub struct State {
     pub sched: crate::sched::Scheduler,
     /// The response cache (kept across reloads while its settings stay the same).
     pub cache: Arc<crate::cache::Cache>,
+    /// `state.redis`, for the Responses API's conversation pins (`providers::pins`).
+    pub redis: Option<Arc<crate::redis_conn::RedisConn>>,
     /// SHA-256 of `server.master_key`, hashed once per config.
     pub master_digest: Option<[u8; 32]>,
     /// OpenTelemetry export, when `tracing.otlp_endpoint` is set.
@@ -51,6 +53,14 @@ impl State {
                 crate::cache::Cache::new(&config.cache, redis_url, metrics)
                     .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?,
             ),
+        };
+        let redis = match (previous.and_then(|p| p.redis.as_ref()), redis_url) {
+            (Some(r), Some(url)) if r.url == url => Some(r.clone()),
+            (_, Some(url)) => Some(Arc::new(
+                crate::redis_conn::RedisConn::new(url)
+                    .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?,
+            )),
+            (_, None) => None,
         };
         let mut upstreams = Vec::with_capacity(config.upstreams.len());
         let mut kept = Vec::with_capacity(config.upstreams.len());
@@ -105,6 +115,7 @@ impl State {
             upstreams,
             sched,
             cache,
+            redis,
             config,
         })
     }
@@ -125,12 +136,8 @@ pub struct Shared {
     pub batcher: crate::batch::Batcher,
     /// Responses API: response id → the upstream that created it, so a request continuing it
     /// (`previous_response_id`) goes back there (the conversation state lives upstream).
-    pub response_pins: moka::sync::Cache<String, Arc<str>>,
+    pub response_pins: crate::providers::pins::ResponsePins,
 }
-
-/// Response ids remembered for `previous_response_id` pinning (bounded; OpenAI keeps stored
-/// responses 30 days).
-const RESPONSE_PINS: u64 = 200_000;
 
 /// The upstream connection pool (HTTP/1.1), shared by every request.
 ///
@@ -175,10 +182,7 @@ impl Shared {
             client_buckets: Default::default(),
             keys: None,
             batcher: crate::batch::Batcher::new(),
-            response_pins: moka::sync::Cache::builder()
-                .max_capacity(RESPONSE_PINS)
-                .time_to_live(Duration::from_secs(30 * 24 * 3600))
-                .build(),
+            response_pins: Default::default(),
         }
     }
 

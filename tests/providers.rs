@@ -121,3 +121,52 @@ async fn self_hosted_answers_without_usage_are_estimated_and_marked() {
     let line = wait_for_line(&log, "\"usage_estimated\":false").await;
     assert!(line.contains("\"completion_tokens\":"), "{line}");
 }
+
+#[tokio::test]
+async fn conversation_pins_are_shared_by_instances_through_redis() {
+    let redis = Redis::start();
+    let a = Mock::start("A");
+    let b = Mock::start("B");
+    let cfg = config(&format!(
+        "state: {{redis: \"{}\"}}\nupstreams:\n{}{}models:\n  - {{name: gpt-4o, strategy: round_robin, deployments: [{{upstream: a, model: gpt-4o}}, {{upstream: b, model: gpt-4o}}]}}\n",
+        redis.url(),
+        openai_upstream("a", &a),
+        openai_upstream("b", &b)
+    ));
+    let g1 = gateway(&cfg).await;
+    let g2 = gateway(&cfg).await;
+    let c = client();
+    let r = c
+        .post(g1.url("/v1/responses"))
+        .json(&json!({"model": "gpt-4o", "input": "hi"}))
+        .send()
+        .await
+        .unwrap();
+    let owner = served_by(&r);
+    let id = r.json::<Value>().await.unwrap()["id"]
+        .as_str()
+        .unwrap()
+        .to_string();
+    // The other instance never saw the response; it finds the pin in Redis (written in the
+    // background just after the answer: poll, bounded).
+    let deadline = Instant::now() + Duration::from_secs(5);
+    let mut served = Vec::new();
+    while served.len() < 4 {
+        let r = c
+            .post(g2.url("/v1/responses"))
+            .json(&json!({"model": "gpt-4o", "input": "more", "previous_response_id": id}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let by = served_by(&r);
+        if by != owner && served.is_empty() {
+            // The pin was not in Redis yet.
+            assert!(Instant::now() < deadline, "never pinned");
+            tokio::time::sleep(Duration::from_millis(20)).await;
+            continue;
+        }
+        served.push(by);
+    }
+    assert!(served.iter().all(|s| *s == owner), "{served:?} vs {owner}");
+}

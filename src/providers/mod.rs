@@ -7,6 +7,7 @@
 pub mod anthropic;
 pub mod azure;
 pub mod openai;
+pub mod pins;
 pub mod usage;
 
 use crate::config::{Provider, Upstream};

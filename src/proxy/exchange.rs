@@ -37,7 +37,6 @@ use pingora::protocols::http::client::HttpSession;
 use pingora::proxy::Session;
 use rand::Rng;
 use std::net::SocketAddr;
-use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::time::Instant as TokioInstant;
 
@@ -133,7 +132,7 @@ fn unsupported_deployments(state: &State, model: &Model, endpoint: Endpoint) -> 
 
 /// The deployment of `model` on the upstream that created the request's `previous_response_id`
 /// (Responses API), if the gateway saw it created.
-fn pinned_deployment(
+async fn pinned_deployment(
     shared: &Shared,
     state: &State,
     model: &Model,
@@ -144,7 +143,7 @@ fn pinned_deployment(
     }
     let raw = ex.req.body.get("previous_response_id")?;
     let id: String = serde_json::from_str(raw).ok()?;
-    let upstream = shared.response_pins.get(&id)?;
+    let upstream = shared.response_pins.get(&id, state.redis.as_ref()).await?;
     model
         .deployments
         .iter()
@@ -316,7 +315,7 @@ async fn try_model(
     }
     let mut unsupported = unsupported;
     // A Responses request continuing a stored response goes to the deployment that created it.
-    if let Some(pinned) = pinned_deployment(shared, state, model, ex) {
+    if let Some(pinned) = pinned_deployment(shared, state, model, ex).await {
         unsupported = (0..model.deployments.len())
             .filter(|&i| i != pinned)
             .collect();
@@ -923,9 +922,8 @@ async fn attempt_once(
     };
     if t.pin_response && status < 300 {
         if let Some(id) = first.as_deref().and_then(response_id) {
-            shared
-                .response_pins
-                .insert(id.to_string(), Arc::from(pool.cfg.name.as_str()));
+            let redis = ctx.state.as_ref().and_then(|s| s.redis.as_ref());
+            shared.response_pins.insert(id, &pool.cfg.name, redis);
         }
     }
     let translated = t.dialect == Dialect::AnthropicChat;
