@@ -1082,10 +1082,11 @@ impl StreamTranslator {
     /// The upstream body ended: completes the stream if it was not (an unfinished message is an
     /// error event, never a silent truncation). Returns what is left to send.
     pub fn finish(&mut self) -> Bytes {
+        // What a last event without its blank line completes (`feed` hands it out).
+        let mut head = Bytes::new();
         if !self.done {
-            // A last event without its blank line.
             if !self.buf.is_empty() {
-                self.feed(b"\n\n");
+                head = self.feed(b"\n\n");
             }
             if !self.done {
                 if self.finished {
@@ -1100,7 +1101,13 @@ impl StreamTranslator {
                 }
             }
         }
-        self.out.split().freeze()
+        if head.is_empty() {
+            return self.out.split().freeze();
+        }
+        let mut all = BytesMut::with_capacity(head.len() + self.out.len());
+        all.extend_from_slice(&head);
+        all.extend_from_slice(&self.out.split());
+        all.freeze()
     }
 
     fn dispatch(&mut self) {

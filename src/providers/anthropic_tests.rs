@@ -736,9 +736,16 @@ fn truncated_stream_ends_with_error() {
     assert!(c.errors.is_empty());
     assert_eq!(c.finish.as_deref(), Some("stop"));
     assert!(c.usage.is_some());
-    // Last event without its blank line.
+    // Last event without its blank line: what it completes still reaches the client.
     let (evs, _) = run(TEXT_STREAM.trim_end().as_bytes(), false, 5);
     assert!(collect(&evs).errors.is_empty());
+    assert_eq!(evs.last().map(String::as_str), Some("[DONE]"));
+    let mut t = StreamTranslator::new("alias", false);
+    let mut out = t.feed(TEXT_STREAM.trim_end().as_bytes()).to_vec();
+    out.extend_from_slice(&t.finish());
+    let evs = events(&out);
+    assert_eq!(evs.last().map(String::as_str), Some("[DONE]"), "{evs:?}");
+    assert_eq!(collect(&evs).finish.as_deref(), Some("stop"));
 }
 
 #[test]
