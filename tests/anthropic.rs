@@ -413,18 +413,6 @@ async fn anthropic_sdk_callers_use_v1_messages_as_it_is() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error");
     assert_eq!(v["error"]["type"], "not_found_error");
-    let r = post(
-        json!({"model": "gpt", "max_tokens": 8, "messages": [{"role": "user", "content": "hi"}]}),
-    )
-    .await
-    .unwrap();
-    assert_eq!(r.status(), 400);
-    let v: Value = r.json().await.unwrap();
-    assert_eq!(v["error"]["type"], "invalid_request_error");
-    assert!(v["error"]["message"]
-        .as_str()
-        .unwrap()
-        .contains("provider: anthropic"));
     let r = post(json!({"model": "claude", "messages": [{"role": "user", "content": "hi"}]}))
         .await
         .unwrap();
@@ -432,4 +420,152 @@ async fn anthropic_sdk_callers_use_v1_messages_as_it_is() {
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["type"], "error");
     assert_eq!(messages_seen(&oa).await.len(), 0);
+}
+
+#[tokio::test]
+async fn anthropic_sdk_callers_reach_openai_models_through_translation() {
+    let oa = Mock::start("OA");
+    let gw = gateway(&config(&format!(
+        "upstreams:\n{}models:\n  - {{name: gpt, retry: {{attempts: 1}}, deployments: [{{upstream: oa, model: gpt-4o}}]}}\n  - {{name: strict, deployments: [{{upstream: oa, model: gpt-4o}}]}}\n  - {{name: lenient, drop_params: true, deployments: [{{upstream: oa, model: gpt-4o}}]}}\n",
+        openai_upstream("oa", &oa)
+    )))
+    .await;
+    let c = client();
+    let post = |body: Value, headers: &[(&str, &str)]| {
+        let mut req = c
+            .post(gw.url("/v1/messages"))
+            .header("x-api-key", "client-key")
+            .header("anthropic-version", "2023-06-01")
+            .json(&body);
+        for (k, v) in headers {
+            req = req.header(*k, *v);
+        }
+        req.send()
+    };
+    let hi = json!([{"role": "user", "content": "hi"}]);
+
+    // Non-stream: an Anthropic message built from the chat completion.
+    let r = post(
+        json!({"model": "gpt", "max_tokens": 64, "system": "Be brief.", "messages": hi}),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "message", "{v}");
+    assert_eq!(v["role"], "assistant");
+    assert_eq!(v["content"][0]["type"], "text");
+    assert_eq!(v["content"][0]["text"], "Hello from mock");
+    assert_eq!(v["stop_reason"], "end_turn");
+    assert!(v["usage"]["input_tokens"].as_u64().unwrap() > 0, "{v}");
+    assert_eq!(v["usage"]["output_tokens"], 5);
+    let seen = oa.requests_to("/v1/chat/completions").await;
+    assert_eq!(seen.len(), 1, "sent as a chat completion");
+    assert!(!seen[0].to_string().contains("client-key"));
+    let sent: Value = serde_json::from_str(seen[0]["body_prefix"].as_str().unwrap()).unwrap();
+    assert_eq!(sent["model"], "gpt-4o");
+    assert_eq!(sent["messages"][0]["role"], "system");
+    assert_eq!(sent["max_completion_tokens"], 64, "OpenAI's current field");
+
+    // Stream: Anthropic's event sequence, the text, the usage in message_delta.
+    let r = post(
+        json!({"model": "gpt", "max_tokens": 64, "stream": true, "messages": hi}),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    let kinds: Vec<&str> = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("event: "))
+        .collect();
+    assert_eq!(kinds.first(), Some(&"message_start"), "{text}");
+    assert_eq!(
+        &kinds[kinds.len() - 3..],
+        ["content_block_stop", "message_delta", "message_stop"]
+    );
+    let deltas: String = text
+        .lines()
+        .filter_map(|l| l.strip_prefix("data: "))
+        .filter_map(|d| serde_json::from_str::<Value>(d).ok())
+        .filter_map(|e| e["delta"]["text"].as_str().map(String::from))
+        .collect();
+    assert_eq!(deltas, "tok0 tok1 tok2 tok3 tok4 ");
+    assert!(text.contains("\"output_tokens\":5"), "{text}");
+
+    // Tool use, both ways.
+    let tools = json!([{"name": "get_weather", "input_schema": {"type": "object",
+        "properties": {"city": {"type": "string"}}}}]);
+    let r = post(
+        json!({"model": "gpt", "max_tokens": 64, "tools": tools, "messages": hi}),
+        &[("x-mock-tool-call", "get_weather")],
+    )
+    .await
+    .unwrap();
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["stop_reason"], "tool_use", "{v}");
+    let block = v["content"]
+        .as_array()
+        .unwrap()
+        .iter()
+        .find(|b| b["type"] == "tool_use")
+        .unwrap();
+    assert_eq!(block["name"], "get_weather");
+    assert_eq!(block["input"]["city"], "mock");
+    let r = post(
+        json!({"model": "gpt", "max_tokens": 64, "tools": tools, "messages": [
+            {"role": "user", "content": "Weather?"},
+            {"role": "assistant", "content": [{"type": "tool_use", "id": block["id"], "name": "get_weather", "input": {"city": "Paris"}}]},
+            {"role": "user", "content": [{"type": "tool_result", "tool_use_id": block["id"], "content": "18C"}]}]}),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let seen = oa.requests_to("/v1/chat/completions").await;
+    let sent: Value =
+        serde_json::from_str(seen.last().unwrap()["body_prefix"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["messages"][1]["tool_calls"][0]["function"]["name"],
+        "get_weather"
+    );
+    assert_eq!(sent["messages"][2]["role"], "tool");
+
+    // The upstream's errors, and the gateway's, in Anthropic's shape.
+    let r = post(
+        json!({"model": "gpt", "max_tokens": 8, "messages": hi}),
+        &[("x-mock-status", "429")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 429);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["type"], "error");
+    assert_eq!(v["error"]["type"], "rate_limit_error");
+    // What OpenAI has no equivalent for: refused naming it, or dropped with drop_params.
+    let doc = json!([{"role": "user", "content": [{"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}]);
+    let r = post(
+        json!({"model": "strict", "max_tokens": 8, "messages": doc}),
+        &[],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "invalid_request_error");
+    assert!(
+        v["error"]["message"].as_str().unwrap().contains("document")
+            || v["error"]["message"]
+                .as_str()
+                .unwrap()
+                .contains("content[0]"),
+        "{v}"
+    );
+    let r = post(json!({"model": "lenient", "max_tokens": 8, "messages": [
+        {"role": "user", "content": [{"type": "text", "text": "read"}, {"type": "document", "source": {"type": "text", "media_type": "text/plain", "data": "x"}}]}]}), &[])
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
 }

@@ -468,6 +468,42 @@ async fn anthropic_messages_endpoint_anthropic_python_sdk() {
     );
 }
 
+/// The Anthropic SDK on `/v1/messages` for a model served by OpenAI: translated to a chat
+/// completion and back (messages, tools, streams, errors in Anthropic's shape).
+#[tokio::test]
+async fn openai_upstream_anthropic_python_sdk() {
+    let Some(t) = tools(Sdk::AnthropicPython).await else {
+        return;
+    };
+    let mock = Mock::start("M");
+    let gw = gateway(&Provider::OpenAi.config(&mock)).await;
+    let base = gw.url("");
+    run(
+        &t,
+        Sdk::AnthropicPython,
+        "openai",
+        &[&base, MODEL],
+        &[],
+        None,
+    )
+    .await;
+    let seen = mock.requests().await;
+    let text = serde_json::to_string(&seen).unwrap();
+    assert!(
+        !text.contains(MASTER),
+        "the client's key reached the upstream"
+    );
+    let chats: Vec<&Value> = seen
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"] == "/v1/chat/completions")
+        .collect();
+    assert!(chats.len() >= 5, "{seen:?}");
+    assert!(seen.iter().all(|r| r["path"] != "/v1/messages"));
+    for rec in chats {
+        Provider::OpenAi.assert_upstream_auth(rec);
+    }
+}
+
 /// Issue 10: the OpenAI SDKs over HTTPS to a TLS listener, trusting the test's self-signed
 /// certificate (Python: its own HTTP client's trust store; Node: `NODE_EXTRA_CA_CERTS`).
 async fn openai_sdk_over_tls(sdk: Sdk) {

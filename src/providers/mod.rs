@@ -5,6 +5,7 @@
 //! `anthropic` translates chat requests to the Messages API and back, and relays `/v1/messages`.
 
 pub mod anthropic;
+pub mod anthropic_inbound;
 pub mod azure;
 pub mod openai;
 pub mod pins;
@@ -27,13 +28,12 @@ pub fn upstream_path(upstream: &Upstream, endpoint: Endpoint, deployment: &str) 
 }
 
 /// Whether a deployment on `provider` can serve `endpoint`. Anthropic has chat (translated) and its
-/// own Messages API; the OpenAI family has everything but Anthropic's Messages API.
+/// own Messages API; the OpenAI family has every endpoint, Anthropic's Messages API included
+/// (translated to chat completions, `anthropic_inbound`).
 pub fn supports(provider: Provider, endpoint: Endpoint) -> bool {
     match provider {
         Provider::Anthropic => matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages),
-        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Azure => {
-            endpoint != Endpoint::Messages
-        }
+        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Azure => true,
     }
 }
 

@@ -27,6 +27,7 @@ use crate::config::Model;
 use crate::config::Provider;
 use crate::error::GatewayError;
 use crate::providers::anthropic::{self, StreamTranslator};
+use crate::providers::anthropic_inbound::{self, ChatStreamToMessages};
 use crate::providers::usage::{UsageEventStrip, UsageScanner};
 use crate::providers::{openai, relayable};
 use crate::route::{self, Endpoint};
@@ -102,6 +103,9 @@ enum Dialect {
     AnthropicChat,
     /// Anthropic's own `/v1/messages`, relayed as it is (usage read from Anthropic's events).
     AnthropicMessages,
+    /// An Anthropic Messages request answered by an OpenAI-style deployment: sent as a chat
+    /// completion, the answer translated back (`anthropic_inbound`).
+    MessagesViaChat,
 }
 
 impl Dialect {
@@ -109,6 +113,7 @@ impl Dialect {
         match (provider, endpoint) {
             (Provider::Anthropic, Endpoint::Messages) => Dialect::AnthropicMessages,
             (Provider::Anthropic, _) => Dialect::AnthropicChat,
+            (_, Endpoint::Messages) => Dialect::MessagesViaChat,
             _ => Dialect::Native,
         }
     }
@@ -301,14 +306,9 @@ async fn try_model(
     if unsupported.len() == model.deployments.len() {
         return Err(Failure::Error(GatewayError::invalid(
             format!(
-                "Model `{}` is not served by a provider that has {} ({})",
+                "Model `{}` is not served by a provider that has {} (its deployments are on `provider: anthropic`, which has chat completions only)",
                 model.name,
                 ex.endpoint.template(),
-                if ex.endpoint == Endpoint::Messages {
-                    "Anthropic's Messages API needs `provider: anthropic` deployments"
-                } else {
-                    "its deployments are on `provider: anthropic`, which has chat completions only"
-                }
             ),
             Some("model"),
         )));
@@ -385,6 +385,15 @@ async fn try_model(
                 // The client's request has no Anthropic equivalent: a 400 naming the field.
                 Err(e) => return Err(Failure::Error(translate_error(e))),
             }
+        } else if dialect == Dialect::MessagesViaChat {
+            let opts = anthropic_inbound::Options {
+                limit_field: limit_field(pool.cfg.provider, &dep.model),
+                drop_unsupported: model.drops_params(),
+            };
+            match anthropic_inbound::request_body(ex.raw, &dep.model, &dep.params, opts) {
+                Ok(b) => b,
+                Err(e) => return Err(Failure::Error(translate_inbound_error(e))),
+            }
         } else if ctx.strip_usage || !dep.params.is_empty() {
             ex.req.body.with_model_and(
                 &dep.model,
@@ -423,9 +432,28 @@ async fn try_model(
                     ex.endpoint,
                     Endpoint::ChatCompletions | Endpoint::Completions
                 ),
+            input_estimate: if dialect == Dialect::MessagesViaChat && ex.req.stream {
+                prompt_estimate(ctx, ex)
+            } else {
+                0
+            },
         };
-        let outcome =
-            attempt_once(shared, &target, session, ctx, ex.endpoint, body, deadlines).await;
+        // Anthropic's Messages API on an OpenAI-style deployment is a chat completion there.
+        let upstream_endpoint = if dialect == Dialect::MessagesViaChat {
+            Endpoint::ChatCompletions
+        } else {
+            ex.endpoint
+        };
+        let outcome = attempt_once(
+            shared,
+            &target,
+            session,
+            ctx,
+            upstream_endpoint,
+            body,
+            deadlines,
+        )
+        .await;
         shared
             .metrics
             .upstream_duration
@@ -699,6 +727,52 @@ fn translate_error(e: anthropic::TranslateError) -> GatewayError {
     }
 }
 
+/// An Anthropic request the translation to chat completions refused, as the client's 400.
+fn translate_inbound_error(e: anthropic::TranslateError) -> GatewayError {
+    match e {
+        anthropic::TranslateError::Unsupported { ref field, ref reason } => {
+            GatewayError::UnsupportedParameter {
+                message: format!(
+                    "`{field}` is not supported for this model (its provider speaks the OpenAI API): {reason}; set `drop_params: true` on the model to drop it instead"
+                ),
+                param: field.clone(),
+            }
+        }
+        anthropic::TranslateError::Invalid { .. } => GatewayError::invalid(e.to_string(), None),
+    }
+}
+
+/// The request's prompt tokens: the scheduler's estimate when it made one, else one token per 3
+/// bytes of text (no tokenizer vocabulary is loaded on the request path for this).
+fn prompt_estimate(ctx: &RequestCtx, ex: &Exchange<'_, '_>) -> u64 {
+    match &ctx.admission {
+        Some(a) if a.estimate.prompt > 0 => a.estimate.prompt,
+        _ => {
+            crate::sched::tokens::estimate(
+                ex.endpoint,
+                &ex.req.body,
+                crate::sched::tokens::Counter::Bytes,
+                0,
+            )
+            .prompt
+        }
+    }
+}
+
+/// Which field carries an Anthropic request's `max_tokens` to an OpenAI-style deployment: OpenAI's
+/// current `max_completion_tokens` for OpenAI itself and for reasoning models (which refuse
+/// `max_tokens`), `max_tokens` elsewhere (every OpenAI-compatible server knows it).
+fn limit_field(provider: Provider, model: &str) -> anthropic_inbound::LimitField {
+    let reasoning = ["o1", "o3", "o4", "gpt-5"]
+        .iter()
+        .any(|p| model.starts_with(p));
+    if provider == Provider::OpenAi || reasoning {
+        anthropic_inbound::LimitField::MaxCompletionTokens
+    } else {
+        anthropic_inbound::LimitField::MaxTokens
+    }
+}
+
 /// Whether the request asks for `stream_options.include_usage: true` itself.
 fn client_asked_usage(body: &super::body::JsonBody) -> bool {
     body.get("stream_options")
@@ -793,6 +867,8 @@ struct Target<'a> {
     pin_response: bool,
     /// Keep the answer's text in case the upstream reports no usage.
     estimate_usage: bool,
+    /// Prompt tokens announced in a translated Anthropic stream's `message_start`.
+    input_estimate: u64,
 }
 
 /// One upstream attempt: connect, send, read the header and first chunk, relay the rest.
@@ -880,8 +956,14 @@ async fn attempt_once(
         let outcome = buffer_error(shared, t, http, &peer, session, ctx, first_byte).await;
         return match outcome {
             // Anthropic's error, in OpenAI's shape with the same status.
-            Outcome::Status(mut b, after) if t.dialect == Dialect::AnthropicChat => {
-                b.body = anthropic::error_to_openai(status, &b.body);
+            Outcome::Status(mut b, after)
+                if matches!(t.dialect, Dialect::AnthropicChat | Dialect::MessagesViaChat) =>
+            {
+                b.body = if t.dialect == Dialect::AnthropicChat {
+                    anthropic::error_to_openai(status, &b.body)
+                } else {
+                    anthropic_inbound::error_to_anthropic(status, &b.body)
+                };
                 let _ = b
                     .header
                     .insert_header(http::header::CONTENT_TYPE, "application/json");
@@ -894,7 +976,7 @@ async fn attempt_once(
         .headers
         .get(http::header::CONTENT_TYPE)
         .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
-    if t.dialect == Dialect::AnthropicChat && !is_sse {
+    if matches!(t.dialect, Dialect::AnthropicChat | Dialect::MessagesViaChat) && !is_sse {
         return translate_whole(shared, t, http, &peer, session, ctx, deadlines).await;
     }
 
@@ -926,7 +1008,7 @@ async fn attempt_once(
             shared.response_pins.insert(id, &pool.cfg.name, redis);
         }
     }
-    let translated = t.dialect == Dialect::AnthropicChat;
+    let translated = matches!(t.dialect, Dialect::AnthropicChat | Dialect::MessagesViaChat);
     let resp = match downstream_header(up, ctx, &pool.cfg.name, &t.model.name, None, translated) {
         Ok(r) => r,
         Err(e) => return Outcome::Broken(format!("building the response header: {e}")),
@@ -1149,6 +1231,37 @@ async fn relay_large_error(
 /// The SSE event that ends a stream whose upstream failed after the first byte.
 const STREAM_ERROR: &[u8] = b"data: {\"error\":{\"message\":\"The upstream connection failed during the stream\",\"type\":\"api_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\ndata: [DONE]\n\n";
 
+/// A stream translator, by direction.
+enum StreamTx {
+    /// Anthropic events → OpenAI chunks.
+    ToOpenAi(StreamTranslator),
+    /// OpenAI chunks → Anthropic events.
+    ToAnthropic(ChatStreamToMessages),
+}
+
+impl StreamTx {
+    fn feed(&mut self, chunk: &[u8]) -> Bytes {
+        match self {
+            StreamTx::ToOpenAi(t) => t.feed(chunk),
+            StreamTx::ToAnthropic(t) => t.feed(chunk),
+        }
+    }
+
+    fn finish(&mut self) -> Bytes {
+        match self {
+            StreamTx::ToOpenAi(t) => t.finish(),
+            StreamTx::ToAnthropic(t) => t.finish(),
+        }
+    }
+
+    fn usage(&self) -> Option<crate::providers::usage::Usage> {
+        match self {
+            StreamTx::ToOpenAi(t) => t.usage(),
+            StreamTx::ToAnthropic(t) => t.usage(),
+        }
+    }
+}
+
 /// The same for Anthropic's own stream format (`/v1/messages`).
 const ANTHROPIC_STREAM_ERROR: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The upstream connection failed during the stream\"}}\n\n";
 
@@ -1195,8 +1308,17 @@ async fn translate_whole(
         Ok(v) => v,
         Err(_) => return Outcome::Broken("the upstream's answer is not JSON".into()),
     };
-    let body = Bytes::from(anthropic::messages_to_chat(&message, t.deployment).to_string());
-    ctx.usage = crate::providers::usage::find_usage(&body);
+    let body = if t.dialect == Dialect::MessagesViaChat {
+        // Usage from the OpenAI answer (its prompt count includes cached tokens).
+        ctx.usage = crate::providers::usage::find_usage(&buf);
+        Bytes::from(
+            anthropic_inbound::chat_to_messages_response(&message, t.deployment).to_string(),
+        )
+    } else {
+        let b = Bytes::from(anthropic::messages_to_chat(&message, t.deployment).to_string());
+        ctx.usage = crate::providers::usage::find_usage(&b);
+        b
+    };
     ctx.status = up.status.as_u16();
     let mut resp = match downstream_header(
         up,
@@ -1249,9 +1371,18 @@ async fn relay(
     let mut strip = (ctx.strip_usage && is_sse).then(UsageEventStrip::default);
     // Anthropic streams: translated into OpenAI chunks for chat clients; read for usage only when
     // relayed as they are (`/v1/messages`: Anthropic's usage is split across two events).
-    let translate = t.dialect == Dialect::AnthropicChat && is_sse;
-    let mut translator = (is_sse && t.dialect != Dialect::Native)
-        .then(|| StreamTranslator::new(t.deployment, t.include_usage));
+    let translate =
+        is_sse && matches!(t.dialect, Dialect::AnthropicChat | Dialect::MessagesViaChat);
+    let mut translator = match t.dialect {
+        _ if !is_sse => None,
+        Dialect::Native => None,
+        Dialect::AnthropicChat | Dialect::AnthropicMessages => Some(StreamTx::ToOpenAi(
+            StreamTranslator::new(t.deployment, t.include_usage),
+        )),
+        Dialect::MessagesViaChat => Some(StreamTx::ToAnthropic(
+            ChatStreamToMessages::new(t.deployment).with_input_estimate(t.input_estimate),
+        )),
+    };
     let mut kept = t.estimate_usage.then(|| BytesMut::with_capacity(4096));
     let timeout = tokio::time::sleep_until(deadlines.total);
     tokio::pin!(timeout);
@@ -1355,7 +1486,10 @@ async fn relay(
             return (Relayed::Truncated, false);
         }
         // Never a silent truncation: tell the client in the stream's own format.
-        let event = if t.dialect == Dialect::AnthropicMessages {
+        let event = if matches!(
+            t.dialect,
+            Dialect::AnthropicMessages | Dialect::MessagesViaChat
+        ) {
             ANTHROPIC_STREAM_ERROR
         } else {
             STREAM_ERROR
