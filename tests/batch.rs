@@ -5,6 +5,14 @@
 //! charged by the next one (SQLite and PostgreSQL); spend is at the batch price; streams stay
 //! synchronous; a graceful shutdown sends what was not submitted synchronously.
 //!
+//! Azure OpenAI upstreams batch through Azure's paths (`/openai/files?api-version=`, the v1
+//! surface), with the upstream's key and the model's Global Batch deployment; a failed Azure batch
+//! falls back to the standard deployment. The crash window around the create is closed: a gateway
+//! killed after the upstream created the batch but before it heard back has the batch found by its
+//! `metadata.llmproxy_job` and finished by the next gateway (SQLite and PostgreSQL); one killed
+//! before the create has its input file deleted; a create answered 5xx after it happened is found
+//! at once and its clients answered from the batch.
+//!
 //! Each scenario prints (eprintln) the jobs created, client latency p50/p95/p99 and fallbacks.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -46,7 +54,11 @@ struct Seen {
 }
 
 fn chat_body(marker: &str) -> Value {
-    json!({"model": "m", "messages": [{"role": "user", "content": marker}]})
+    chat_body_for("m", marker)
+}
+
+fn chat_body_for(model: &str, marker: &str) -> Value {
+    json!({"model": model, "messages": [{"role": "user", "content": marker}]})
 }
 
 async fn chat(
@@ -56,8 +68,19 @@ async fn chat(
     opt_in: bool,
     key: Option<&str>,
 ) -> Result<Seen, reqwest::Error> {
+    chat_to(c, gw_url, "m", marker, opt_in, key).await
+}
+
+async fn chat_to(
+    c: &reqwest::Client,
+    gw_url: &str,
+    model: &str,
+    marker: &str,
+    opt_in: bool,
+    key: Option<&str>,
+) -> Result<Seen, reqwest::Error> {
     let start = Instant::now();
-    let mut r = c.post(gw_url).json(&chat_body(marker));
+    let mut r = c.post(gw_url).json(&chat_body_for(model, marker));
     if opt_in {
         r = r.header("x-llmproxy-batch", "1");
     }
@@ -84,6 +107,18 @@ async fn chat(
 
 /// Send `n` chats at once (marker `{prefix}-{i}`) and collect what each client saw, in order.
 async fn burst(gw: &Gateway, prefix: &str, n: usize, opt_in: bool, key: Option<&str>) -> Vec<Seen> {
+    burst_to(gw, "m", prefix, n, opt_in, key).await
+}
+
+/// [`burst`] on model `model`.
+async fn burst_to(
+    gw: &Gateway,
+    model: &str,
+    prefix: &str,
+    n: usize,
+    opt_in: bool,
+    key: Option<&str>,
+) -> Vec<Seen> {
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -91,16 +126,17 @@ async fn burst(gw: &Gateway, prefix: &str, n: usize, opt_in: bool, key: Option<&
     let url = gw.url("/v1/chat/completions");
     let mut set = tokio::task::JoinSet::new();
     for i in 0..n {
-        let (c, url, marker, key) = (
+        let (c, url, marker, key, model) = (
             c.clone(),
             url.clone(),
             format!("{prefix}-{i}"),
             key.map(str::to_string),
+            model.to_string(),
         );
         set.spawn(async move {
             (
                 i,
-                chat(&c, &url, &marker, opt_in, key.as_deref())
+                chat_to(&c, &url, &model, &marker, opt_in, key.as_deref())
                     .await
                     .expect("chat"),
             )
@@ -794,4 +830,532 @@ async fn graceful_shutdown_releases_the_clients_of_submitted_batches_and_cancels
          {p95:.0} ms, p99 {p99:.0} ms"
     );
     assert!(gw.wait_exit(Duration::from_secs(40)).await.is_some());
+}
+
+/// Every journal row: `{job_id, batch_id, input_file_id, state, status}`.
+async fn journal_jobs(database: &str) -> Vec<Value> {
+    const Q: &str = "SELECT job_id, batch_id, input_file_id, state, status FROM batch_jobs";
+    let to_json = |r: (
+        String,
+        Option<String>,
+        Option<String>,
+        String,
+        Option<String>,
+    )| {
+        json!({"job_id": r.0, "batch_id": r.1, "input_file_id": r.2, "state": r.3, "status": r.4})
+    };
+    if let Some(path) = database.strip_prefix("sqlite://") {
+        let path = path.to_string();
+        let rows = tokio::task::spawn_blocking(move || {
+            let Ok(c) = rusqlite::Connection::open(&path) else {
+                return Vec::new();
+            };
+            let Ok(mut st) = c.prepare(Q) else {
+                return Vec::new();
+            };
+            st.query_map([], |r| {
+                Ok((r.get(0)?, r.get(1)?, r.get(2)?, r.get(3)?, r.get(4)?))
+            })
+            .unwrap()
+            .map(Result::unwrap)
+            .collect::<Vec<_>>()
+        })
+        .await
+        .unwrap();
+        return rows.into_iter().map(to_json).collect();
+    }
+    let (client, conn) = tokio_postgres::connect(database, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    match client.query(Q, &[]).await {
+        Ok(rows) => rows
+            .iter()
+            .map(|r| to_json((r.get(0), r.get(1), r.get(2), r.get(3), r.get(4))))
+            .collect(),
+        Err(_) => Vec::new(),
+    }
+}
+
+/// The status of `GET {path}` on the mock (with an Azure key).
+async fn mock_status(mock: &Mock, path: &str) -> u16 {
+    client()
+        .get(format!("{}{path}", mock.base()))
+        .header("api-key", "az-secret")
+        .send()
+        .await
+        .unwrap()
+        .status()
+        .as_u16()
+}
+
+const AZ_HEALTH: &str = "{interval: 200ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}";
+
+/// Model `m` on an Azure upstream with a dated `api_version` (`api-key` auth), whose synchronous
+/// deployment is `gpt4o-std` and whose batches go to the Global Batch deployment `gpt4o-batch`;
+/// model `p` on the v1 surface (`api_version: preview`, Entra bearer), deployment `gpt4o-v1`.
+fn azure_batch_config(mock: &Mock, database: &str) -> String {
+    let base = mock.base();
+    config(&format!(
+        "state: {{database: \"{database}\"}}\nupstreams:\n  - {{name: az, provider: azure, url: \"{base}\", api_version: \"2024-10-21\", auth: {{type: header, name: api-key, value: az-secret}}, health_check: {AZ_HEALTH}}}\n  - {{name: az1, provider: azure, url: \"{base}\", api_version: preview, auth: {{type: bearer, token: entra-token}}, health_check: {AZ_HEALTH}}}\nmodels:\n  - {{name: m, batch: {{max_size: 10, max_wait: 30s, poll_interval: 50ms, deployments: {{az: gpt4o-batch}}}}, deployments: [{{upstream: az, model: gpt4o-std}}]}}\n  - {{name: p, batch: {{max_size: 10, max_wait: 30s, poll_interval: 50ms}}, deployments: [{{upstream: az1, model: gpt4o-v1}}]}}\n"
+    ))
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn azure_batches_go_through_azure_paths_end_to_end() {
+    let mock = Mock::start("AZ");
+    mock.echo(true).await;
+    let gw = gateway(&azure_batch_config(&mock, &sqlite_url("azure.db"))).await;
+    let (dated, v1) = tokio::join!(
+        burst_to(&gw, "m", "az", 20, true, None),
+        burst_to(&gw, "p", "az1", 10, true, None)
+    );
+    assert_own_answers("az", &dated);
+    assert_own_answers("az1", &v1);
+    assert!(dated.iter().chain(&v1).all(|s| s.batch.is_some()));
+    let all: Vec<Seen> = dated.into_iter().chain(v1).collect();
+    report(
+        "Azure: 20 on a dated api_version + 10 on v1 (preview), max_size 10",
+        &gw,
+        &mock,
+        &all,
+    )
+    .await;
+
+    let batches = mock.batches().await;
+    assert_eq!(batches.len(), 3, "{batches:#?}");
+    let on =
+        |model: &str| -> Vec<&Value> { batches.iter().filter(|b| b["model"] == model).collect() };
+    // Dated surface: Azure's line form, the Global Batch deployment as the lines' model.
+    assert_eq!(on("gpt4o-batch").len(), 2);
+    for b in on("gpt4o-batch") {
+        assert_eq!(b["endpoint"], "/chat/completions", "{b}");
+        assert_eq!(b["lines"], 10);
+        assert_eq!(b["status"], "completed");
+        assert_eq!(b["metadata"]["created_by"], "llmproxy");
+        assert_eq!(b["metadata"]["llmproxy_job"].as_str().unwrap().len(), 32);
+    }
+    // v1 surface: OpenAI's line form, the deployment's own name.
+    assert_eq!(on("gpt4o-v1").len(), 1);
+    assert_eq!(on("gpt4o-v1")[0]["endpoint"], "/v1/chat/completions");
+
+    let posts = |path: &'static str| {
+        let mock = &mock;
+        async move {
+            mock.requests_to(path)
+                .await
+                .into_iter()
+                .filter(|r| r["method"] == "POST")
+                .collect::<Vec<Value>>()
+        }
+    };
+    // Uploads and creates on Azure's paths, with the api-version and the upstream's own key.
+    let uploads = posts("/openai/files").await;
+    assert_eq!(uploads.len(), 2);
+    let creates = posts("/openai/batches").await;
+    assert_eq!(creates.len(), 2);
+    for r in uploads.iter().chain(&creates) {
+        assert_eq!(r["query"], "api-version=2024-10-21", "{r}");
+        assert_eq!(r["headers"]["api-key"], "az-secret", "{r}");
+        assert!(r["headers"].get("authorization").is_none(), "{r}");
+    }
+    for r in &creates {
+        let body = r["body_prefix"].as_str().unwrap();
+        assert!(body.contains(r#""endpoint":"/chat/completions""#), "{body}");
+        assert!(body.contains(r#""llmproxy_job":"#), "{body}");
+    }
+    let polls: Vec<Value> = mock
+        .requests()
+        .await
+        .into_iter()
+        .filter(|r| {
+            r["method"] == "GET" && r["path"].as_str().unwrap().starts_with("/openai/batches/")
+        })
+        .collect();
+    assert!(!polls.is_empty());
+    assert!(polls.iter().all(|r| r["query"] == "api-version=2024-10-21"));
+    let v1_uploads = posts("/openai/v1/files").await;
+    assert_eq!(v1_uploads.len(), 1);
+    assert_eq!(v1_uploads[0]["query"], "api-version=preview");
+    assert_eq!(
+        v1_uploads[0]["headers"]["authorization"],
+        "Bearer entra-token"
+    );
+    assert_eq!(posts("/openai/v1/batches").await.len(), 1);
+    // Nothing went synchronously.
+    assert!(posts("/openai/deployments/gpt4o-std/chat/completions")
+        .await
+        .is_empty());
+    // Every file is deleted once its batch is settled.
+    let files: Vec<String> = batches
+        .iter()
+        .filter(|b| b["model"] == "gpt4o-batch")
+        .flat_map(|b| [b["input_file_id"].clone(), b["output_file_id"].clone()])
+        .map(|f| f.as_str().unwrap().to_string())
+        .collect();
+    wait_for(
+        "the Azure batch files to be deleted",
+        Duration::from_secs(10),
+        || async {
+            for f in &files {
+                if mock_status(&mock, &format!("/openai/files/{f}?api-version=2024-10-21")).await
+                    != 404
+                {
+                    return false;
+                }
+            }
+            true
+        },
+    )
+    .await;
+    assert_eq!(
+        metric(
+            &gw.metrics().await,
+            "llmproxy_batch_requests_total",
+            &[("result", "batched")]
+        ),
+        Some(30.0)
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_failed_azure_batch_falls_back_to_the_standard_deployment() {
+    let mock = Mock::start("AZ");
+    mock.echo(true).await;
+    mock.batch_config(json!({"outcome": "failed", "complete_after_ms": 200}))
+        .await;
+    let gw = gateway(&azure_batch_config(&mock, &sqlite_url("azure.db"))).await;
+    let seen = burst_to(&gw, "m", "azfail", 10, true, None).await;
+    assert_own_answers("azfail", &seen);
+    assert!(seen.iter().all(|s| s.batch.is_none()));
+    report("Azure failed batch", &gw, &mock, &seen).await;
+    let batches = mock.batches().await;
+    assert_eq!(batches.len(), 1);
+    assert_eq!(batches[0]["status"], "failed");
+    assert_eq!(batches[0]["model"], "gpt4o-batch");
+    let sync: Vec<Value> = mock
+        .requests_to("/openai/deployments/gpt4o-std/chat/completions")
+        .await;
+    assert_eq!(sync.len(), 10);
+    assert!(sync.iter().all(|r| r["headers"]["api-key"] == "az-secret"));
+    assert!(mock
+        .requests_to("/openai/deployments/gpt4o-batch/chat/completions")
+        .await
+        .is_empty());
+}
+
+/// Kill the gateway (SIGKILL) after the upstream created its batch but before the gateway heard
+/// back (the mock answers the create 10 minutes late): the journal row is still `creating`. The
+/// next gateway on the same database finds the batch by its `metadata.llmproxy_job`, polls it to
+/// completion, charges it once at the batch price and deletes its files.
+async fn killed_while_creating(database: &str) {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    mock.batch_config(json!({"complete_after_ms": 1000, "create_delay_ms": 600_000}))
+        .await;
+    let template = with_master_key(batch_config(
+        &mock,
+        database,
+        "{max_size: 10, max_wait: 30s, poll_interval: 100ms}",
+        "{max_size: 10}",
+    ));
+    let mut first = gateway(&template).await;
+    let batched_key = generate_key(&first).await;
+    let sync_key = generate_key(&first).await;
+    let url = first.url("/v1/chat/completions");
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (url, key) = (url.clone(), batched_key.clone());
+        clients.spawn(async move {
+            let _ = chat(&client(), &url, &format!("create-{i}"), true, Some(&key)).await;
+        });
+    }
+    wait_for(
+        "the batch to be created at the upstream",
+        Duration::from_secs(20),
+        || async { mock.batches().await.len() == 1 },
+    )
+    .await;
+    let b = mock.batches().await[0].clone();
+    let jobs = journal_jobs(database).await;
+    assert_eq!(jobs.len(), 1, "{jobs:?}");
+    assert_eq!(jobs[0]["state"], "creating", "{jobs:?}");
+    assert!(jobs[0]["batch_id"].is_null());
+    assert_eq!(jobs[0]["input_file_id"], b["input_file_id"]);
+    assert_eq!(b["metadata"]["llmproxy_job"], jobs[0]["job_id"]);
+    first.signal(libc::SIGKILL);
+    assert!(first.wait_exit(Duration::from_secs(10)).await.is_some());
+    while clients.join_next().await.is_some() {}
+
+    let started = Instant::now();
+    let second = gateway(&template).await;
+    wait_for(
+        "the restarted gateway to adopt and finish the batch",
+        Duration::from_secs(30),
+        || async {
+            journal_jobs(database)
+                .await
+                .iter()
+                .all(|j| j["state"] == "done")
+        },
+    )
+    .await;
+    let finished_after = started.elapsed();
+    let jobs = journal_jobs(database).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["batch_id"], b["id"]);
+    assert_eq!(jobs[0]["status"], "completed");
+    let batches = mock.batches().await;
+    assert_eq!(batches.len(), 1, "no second batch");
+    assert_eq!(batches[0]["status"], "completed");
+    // Found by listing the upstream's batches (it had completed by then: no poll was needed).
+    let lists = mock.requests_to("/v1/batches").await;
+    assert!(
+        lists
+            .iter()
+            .any(|r| r["method"] == "GET" && r["query"] == "limit=100"),
+        "{lists:?}"
+    );
+    // Charged once, at the batch price: half the same ten requests synchronously.
+    let seen = burst(&second, "create", 10, false, Some(&sync_key)).await;
+    assert_own_answers("create", &seen);
+    let (batched, sync) = (
+        key_spend(&second, &batched_key).await,
+        key_spend(&second, &sync_key).await,
+    );
+    assert!(sync > 0.0);
+    assert!((batched - sync * 0.5).abs() < 1e-12, "{batched} vs {sync}");
+    for f in [&batches[0]["input_file_id"], &batches[0]["output_file_id"]] {
+        let path = format!("/v1/files/{}", f.as_str().unwrap());
+        assert_eq!(mock_status(&mock, &path).await, 404, "file {f} still there");
+    }
+    eprintln!(
+        "[batch] killed mid-create ({}): jobs created {}, found by metadata and finished by the \
+         second gateway {:.1} s after it started, spend recorded once: batched {batched:.9} USD vs \
+         the same requests synchronously {sync:.9} USD, files deleted",
+        database.split("://").next().unwrap(),
+        batches.len(),
+        finished_after.as_secs_f64()
+    );
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_creating_the_batch_is_found_by_its_metadata_sqlite() {
+    killed_while_creating(&sqlite_url("creating.db")).await;
+}
+
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_while_creating_the_batch_is_found_by_its_metadata_postgres() {
+    let pg = Postgres::start();
+    let url = pg.create_db("creating");
+    killed_while_creating(&url).await;
+}
+
+/// Kill the gateway while its create hangs and never reaches the batch store: the next gateway
+/// finds no batch with the job's metadata, deletes the uploaded input file and closes the row
+/// (`not_created`); nothing is charged, and batching goes on.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn killed_before_the_batch_was_created_its_input_file_is_deleted() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    mock.batch_config(json!({"create_hang": true})).await;
+    let database = sqlite_url("hang.db");
+    let template = with_master_key(batch_config(
+        &mock,
+        &database,
+        "{max_size: 10, max_wait: 30s, poll_interval: 100ms}",
+        "{max_size: 10}",
+    ));
+    let mut first = gateway(&template).await;
+    let key = generate_key(&first).await;
+    let url = first.url("/v1/chat/completions");
+    let mut clients = tokio::task::JoinSet::new();
+    for i in 0..10 {
+        let (url, key) = (url.clone(), key.clone());
+        clients.spawn(async move {
+            let _ = chat(&client(), &url, &format!("hang-{i}"), true, Some(&key)).await;
+        });
+    }
+    wait_for(
+        "the create to reach the upstream",
+        Duration::from_secs(20),
+        || async {
+            mock.requests_to("/v1/batches")
+                .await
+                .iter()
+                .any(|r| r["method"] == "POST")
+        },
+    )
+    .await;
+    let jobs = journal_jobs(&database).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["state"], "creating");
+    let file = jobs[0]["input_file_id"].as_str().unwrap().to_string();
+    assert_eq!(mock_status(&mock, &format!("/v1/files/{file}")).await, 200);
+    first.signal(libc::SIGKILL);
+    assert!(first.wait_exit(Duration::from_secs(10)).await.is_some());
+    while clients.join_next().await.is_some() {}
+    mock.batch_config(json!({"create_hang": null, "complete_after_ms": 300}))
+        .await;
+
+    let started = Instant::now();
+    let second = gateway(&template).await;
+    wait_for("the row to be closed", Duration::from_secs(30), || async {
+        journal_jobs(&database).await[0]["state"] == "done"
+    })
+    .await;
+    let resolved_after = started.elapsed();
+    let jobs = journal_jobs(&database).await;
+    assert_eq!(jobs[0]["status"], "not_created");
+    assert!(jobs[0]["batch_id"].is_null());
+    assert_eq!(mock_status(&mock, &format!("/v1/files/{file}")).await, 404);
+    assert!(mock.batches().await.is_empty());
+    assert_eq!(key_spend(&second, &key).await, 0.0);
+    // The next gateway batches as usual.
+    let seen = burst(&second, "hang", 10, true, Some(&key)).await;
+    assert_own_answers("hang", &seen);
+    assert!(seen.iter().all(|s| s.batch.is_some()));
+    report("after a create that never happened", &second, &mock, &seen).await;
+    eprintln!(
+        "[batch] killed before the create: jobs created 0, row closed as not_created and input \
+         file deleted by the second gateway {:.1} s after it started; nothing charged",
+        resolved_after.as_secs_f64()
+    );
+}
+
+/// The upstream created the batch but its answer was lost (502): the gateway finds the batch by
+/// its metadata at once, and its clients are answered from it.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_create_answered_5xx_after_it_happened_is_found_and_delivered() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    mock.batch_config(json!({"create_then_fail": 502, "complete_after_ms": 300}))
+        .await;
+    let database = sqlite_url("lost.db");
+    let gw = gateway(&batch_config(
+        &mock,
+        &database,
+        "{max_size: 10, max_wait: 30s, poll_interval: 50ms}",
+        "{max_size: 10}",
+    ))
+    .await;
+    let seen = burst(&gw, "lost", 10, true, None).await;
+    assert_own_answers("lost", &seen);
+    assert!(
+        seen.iter().all(|s| s.batch.is_some()),
+        "answered from the batch"
+    );
+    report("create answered 502 after creating", &gw, &mock, &seen).await;
+    let batches = mock.batches().await;
+    assert_eq!(batches.len(), 1);
+    wait_for("the row to be done", Duration::from_secs(10), || async {
+        journal_jobs(&database).await[0]["state"] == "done"
+    })
+    .await;
+    let jobs = journal_jobs(&database).await;
+    assert_eq!(jobs[0]["batch_id"], batches[0]["id"]);
+    assert_eq!(jobs[0]["status"], "completed");
+    assert_eq!(
+        counter(&gw, "llmproxy_batch_requests_total", ("result", "fallback")).await,
+        0.0
+    );
+}
+
+/// A database journaled by the first version (table keyed by batch id, written after the create)
+/// is upgraded in place on PostgreSQL, and its unfinished batch is finished by the new gateway.
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn a_journal_of_the_first_schema_is_upgraded_on_postgres() {
+    let mock = Mock::start("A");
+    mock.echo(true).await;
+    mock.batch_config(json!({"complete_after_ms": 300})).await;
+    // A batch the previous version submitted and journaled.
+    let line = json!({"custom_id": "c1", "method": "POST", "url": "/v1/chat/completions",
+                      "body": chat_body_for("gpt-4o-mini", "old")});
+    let b = "old-schema-boundary";
+    let body = format!(
+        "--{b}\r\nContent-Disposition: form-data; name=\"purpose\"\r\n\r\nbatch\r\n--{b}\r\nContent-Disposition: form-data; name=\"file\"; filename=\"old.jsonl\"\r\n\r\n{line}\n\r\n--{b}--\r\n"
+    );
+    let ct = format!("multipart/form-data; boundary={b}");
+    let file: Value = client()
+        .post(format!("{}/files", mock.url()))
+        .header("content-type", ct)
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let batch: Value = client()
+        .post(format!("{}/batches", mock.url()))
+        .json(
+            &json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                      "completion_window": "24h"}),
+        )
+        .send()
+        .await
+        .unwrap()
+        .json()
+        .await
+        .unwrap();
+    let pg = Postgres::start();
+    let url = pg.create_db("oldschema");
+    {
+        let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+            .await
+            .unwrap();
+        tokio::spawn(conn);
+        c.batch_execute(
+            "CREATE TABLE batch_jobs (
+                batch_id TEXT PRIMARY KEY, upstream TEXT NOT NULL, endpoint TEXT NOT NULL,
+                model TEXT NOT NULL, input_file_id TEXT NOT NULL, lines TEXT NOT NULL,
+                created_ms BIGINT NOT NULL, poll_ms BIGINT NOT NULL, grace_ms BIGINT NOT NULL,
+                owner TEXT NOT NULL, lease_until_ms BIGINT NOT NULL, state TEXT NOT NULL,
+                status TEXT, finished_ms BIGINT);
+             CREATE INDEX batch_jobs_active ON batch_jobs (state, lease_until_ms);",
+        )
+        .await
+        .unwrap();
+        let now = std::time::SystemTime::now()
+            .duration_since(std::time::UNIX_EPOCH)
+            .unwrap()
+            .as_millis() as i64;
+        c.execute(
+            "INSERT INTO batch_jobs VALUES ($1, 'a', '/v1/chat/completions', 'gpt-4o-mini', $2, \
+             '[[\"c1\",null,\"m\",[2.5,10.0,0.5]]]', $3, 100, 600000, 'gone', 0, 'active', \
+             'in_progress', NULL)",
+            &[
+                &batch["id"].as_str().unwrap(),
+                &file["id"].as_str().unwrap(),
+                &now,
+            ],
+        )
+        .await
+        .unwrap();
+    }
+    let _gw = gateway(&batch_config(
+        &mock,
+        &url,
+        "{max_size: 10, max_wait: 30s, poll_interval: 100ms}",
+        "{max_size: 10}",
+    ))
+    .await;
+    wait_for(
+        "the upgraded row to be finished",
+        Duration::from_secs(30),
+        || async {
+            journal_jobs(&url)
+                .await
+                .first()
+                .is_some_and(|j| j["state"] == "done")
+        },
+    )
+    .await;
+    let jobs = journal_jobs(&url).await;
+    assert_eq!(jobs.len(), 1);
+    assert_eq!(jobs[0]["job_id"], batch["id"]);
+    assert_eq!(jobs[0]["batch_id"], batch["id"]);
+    assert_eq!(jobs[0]["status"], "completed");
+    let path = format!("/v1/files/{}", file["id"].as_str().unwrap());
+    assert_eq!(mock_status(&mock, &path).await, 404);
 }

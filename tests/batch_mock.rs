@@ -1,7 +1,9 @@
-//! The mock upstream's OpenAI Files and Batch API (`/v1/files`, `/v1/batches`) and its
-//! `/__mock/batch` controls, driven directly (the gateway's batch coalescer is tested against it
-//! elsewhere): upload, create, poll, download; embeddings; failed, expired and cancelled batches;
-//! omitted and failing lines; validation errors.
+//! The mock upstream's OpenAI Files and Batch API (`/v1/files`, `/v1/batches`), the same on
+//! Azure's paths (`/openai/files?api-version=`, `/openai/v1/batches`, ...), and its `/__mock/batch`
+//! controls, driven directly (the gateway's batch coalescer is tested against it elsewhere):
+//! upload, create, poll, download; embeddings; failed, expired and cancelled batches; omitted and
+//! failing lines; validation errors; the list's paging and metadata; creates answered late, never,
+//! or with a 5xx after the batch was created.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
 mod common;
@@ -743,4 +745,301 @@ async fn invalid_uploads_and_batches_are_refused() {
     mock.fail(503).await;
     let r = upload(&mock, &good).await;
     assert_openai_error(r, 503, "mock_503").await;
+}
+
+/// `path` on the mock's root (Azure's paths are not below `/v1`).
+fn at(mock: &Mock, path: &str) -> String {
+    format!("{}{path}", mock.base())
+}
+
+const AZ_VERSION: &str = "api-version=2024-10-21";
+
+async fn azure_upload(mock: &Mock, path: &str, lines: &[Value]) -> reqwest::Response {
+    let (ct, body) = multipart(&[
+        ("purpose", None, b"batch"),
+        ("file", Some("az.jsonl"), &jsonl(lines)),
+    ]);
+    client()
+        .post(at(mock, path))
+        .header("content-type", ct)
+        .header("api-key", "az-key")
+        .body(body)
+        .send()
+        .await
+        .unwrap()
+}
+
+fn azure_line(custom_id: &str, url: &str, text: &str) -> Value {
+    json!({"custom_id": custom_id, "method": "POST", "url": url,
+           "body": {"model": "gpt4o-batch", "messages": [{"role": "user", "content": text}]}})
+}
+
+#[tokio::test]
+async fn azure_batch_paths_take_the_api_version_the_key_and_azure_lines() {
+    let mock = Mock::start("az-batch");
+    mock.echo(true).await;
+    mock.batch_config(json!({"complete_after_ms": 60})).await;
+    let lines: Vec<Value> = (0..3)
+        .map(|i| azure_line(&format!("a{i}"), "/chat/completions", &format!("az {i}")))
+        .collect();
+
+    // Azure's refusals come first: no api-version on the dated surface, no key.
+    let azure_error = |r: reqwest::Response, status: u16| async move {
+        assert_eq!(r.status(), status);
+        let v: Value = r.json().await.unwrap();
+        assert_eq!(v["error"]["code"], status.to_string(), "{v}");
+        v
+    };
+    let r = azure_upload(&mock, "/openai/files", &lines).await;
+    let v = azure_error(r, 404).await;
+    assert_eq!(v["error"]["message"], "Resource not found");
+    let r = client()
+        .get(at(&mock, &format!("/openai/batches?{AZ_VERSION}")))
+        .send()
+        .await
+        .unwrap();
+    azure_error(r, 401).await;
+    // The dated surface takes Azure's line form only.
+    let v1_lines = [azure_line("x", "/v1/chat/completions", "x")];
+    let r = azure_upload(&mock, &format!("/openai/files?{AZ_VERSION}"), &v1_lines).await;
+    assert_openai_error(r, 400, "invalid_url").await;
+
+    let r = azure_upload(&mock, &format!("/openai/files?{AZ_VERSION}"), &lines).await;
+    assert_eq!(r.status(), 200);
+    let file: Value = r.json().await.unwrap();
+    let create = |endpoint: &str| {
+        client()
+            .post(at(&mock, &format!("/openai/batches?{AZ_VERSION}")))
+            .header("api-key", "az-key")
+            .json(&json!({"input_file_id": file["id"], "endpoint": endpoint,
+                          "completion_window": "24h", "metadata": {"llmproxy_job": "j-az"}}))
+            .send()
+    };
+    let r = create("/v1/chat/completions").await.unwrap();
+    assert_openai_error(r, 400, "invalid_value").await;
+    let r = create("/chat/completions").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["endpoint"], "/chat/completions");
+    assert_eq!(b["model"], "gpt4o-batch");
+    assert_eq!(b["metadata"]["llmproxy_job"], "j-az");
+    let id = b["id"].as_str().unwrap();
+
+    // Poll, read the output, cancel and delete through the Azure paths.
+    let start = Instant::now();
+    let done = loop {
+        let r = client()
+            .get(at(&mock, &format!("/openai/batches/{id}?{AZ_VERSION}")))
+            .header("api-key", "az-key")
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        if v["status"] == "completed" {
+            break v;
+        }
+        assert!(start.elapsed() < Duration::from_secs(10), "{v}");
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    };
+    let out_id = done["output_file_id"].as_str().unwrap();
+    let text = client()
+        .get(at(
+            &mock,
+            &format!("/openai/files/{out_id}/content?{AZ_VERSION}"),
+        ))
+        .header("authorization", "Bearer entra-token")
+        .send()
+        .await
+        .unwrap()
+        .text()
+        .await
+        .unwrap();
+    let out: Vec<Value> = text
+        .lines()
+        .map(|l| serde_json::from_str(l).unwrap())
+        .collect();
+    assert_eq!(custom_ids(&out), ["a0", "a1", "a2"]);
+    for (i, l) in out.iter().enumerate() {
+        assert_eq!(l["response"]["status_code"], 200);
+        assert_eq!(
+            l["response"]["body"]["choices"][0]["message"]["content"],
+            format!("az {i}")
+        );
+        assert_eq!(l["response"]["body"]["model"], "gpt4o-batch");
+    }
+    let r = client()
+        .post(at(
+            &mock,
+            &format!("/openai/batches/{id}/cancel?{AZ_VERSION}"),
+        ))
+        .header("api-key", "az-key")
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(r, 400, "invalid_state").await;
+    let r = client()
+        .delete(at(&mock, &format!("/openai/files/{out_id}?{AZ_VERSION}")))
+        .header("api-key", "az-key")
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+
+    // The v1 surface: no api-version needed, either line form; the same store.
+    for (path, url) in [
+        ("/openai/v1/files", "/v1/embeddings"),
+        ("/openai/v1/files?api-version=preview", "/embeddings"),
+    ] {
+        let line = json!({"custom_id": "e", "method": "POST", "url": url,
+                          "body": {"model": "emb-batch", "input": "x"}});
+        let r = azure_upload(&mock, path, &[line]).await;
+        assert_eq!(r.status(), 200, "{path}");
+        let f: Value = r.json().await.unwrap();
+        let r = client()
+            .post(at(&mock, "/openai/v1/batches"))
+            .header("api-key", "az-key")
+            .json(&json!({"input_file_id": f["id"], "endpoint": url, "completion_window": "24h"}))
+            .send()
+            .await
+            .unwrap();
+        assert_eq!(r.status(), 200, "{url}");
+    }
+    let views = mock.batches().await;
+    assert_eq!(views.len(), 3);
+    assert_eq!(views[2]["endpoint"], "/embeddings");
+    // Recorded with their query and headers.
+    let rec = mock.requests_to("/openai/files").await;
+    assert!(rec
+        .iter()
+        .any(|r| r["query"] == AZ_VERSION && r["headers"]["api-key"] == "az-key"));
+}
+
+#[tokio::test]
+async fn the_batch_list_pages_with_after_and_shows_metadata() {
+    let mock = Mock::start("batch");
+    for i in 0..5 {
+        let file = upload_ok(&mock, &[chat_line("a", "x")]).await;
+        let r = create(
+            &mock,
+            json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                   "completion_window": "24h", "metadata": {"llmproxy_job": format!("job-{i}")}}),
+        )
+        .await;
+        assert_eq!(r.status(), 200);
+    }
+    let mut seen = Vec::new();
+    let mut after: Option<String> = None;
+    let mut pages = 0;
+    loop {
+        let q = match &after {
+            Some(a) => format!("limit=2&after={a}"),
+            None => "limit=2".to_string(),
+        };
+        let page: Value = get_json(format!("{}/batches?{q}", mock.url())).await;
+        pages += 1;
+        let data = page["data"].as_array().unwrap();
+        assert!(data.len() <= 2);
+        assert_eq!(page["first_id"], data[0]["id"]);
+        assert_eq!(page["last_id"], data[data.len() - 1]["id"]);
+        for b in data {
+            seen.push(b["metadata"]["llmproxy_job"].as_str().unwrap().to_string());
+        }
+        if page["has_more"] == false {
+            break;
+        }
+        after = page["last_id"].as_str().map(str::to_string);
+    }
+    assert_eq!(pages, 3);
+    assert_eq!(
+        seen,
+        ["job-4", "job-3", "job-2", "job-1", "job-0"],
+        "newest first"
+    );
+    let r = client()
+        .get(format!("{}/batches?limit=101", mock.url()))
+        .send()
+        .await
+        .unwrap();
+    assert_openai_error(r, 400, "invalid_value").await;
+}
+
+#[tokio::test]
+async fn create_delay_hang_and_then_fail() {
+    let mock = Mock::start("batch");
+    let cfg = mock
+        .batch_config(json!({"create_delay_ms": 1500, "complete_after_ms": 100}))
+        .await;
+    assert_eq!(cfg["create_delay_ms"], 1500);
+    assert_eq!(cfg["create_hang"], false);
+    let file = upload_ok(&mock, &[chat_line("a", "x")]).await;
+    let body = json!({"input_file_id": file["id"], "endpoint": "/v1/chat/completions",
+                      "completion_window": "24h"});
+    // The batch exists (and runs) while its creator still waits for the answer.
+    let url = format!("{}/batches", mock.url());
+    let started = Instant::now();
+    let pending = tokio::spawn({
+        let (url, body) = (url.clone(), body.clone());
+        async move { client().post(url).json(&body).send().await.unwrap() }
+    });
+    let start = Instant::now();
+    while mock.batches().await.is_empty() {
+        assert!(start.elapsed() < Duration::from_secs(5));
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    assert!(!pending.is_finished());
+    let r = pending.await.unwrap();
+    assert!(started.elapsed() >= Duration::from_millis(1500));
+    assert_eq!(r.status(), 200);
+    let b: Value = r.json().await.unwrap();
+    assert_eq!(b["id"], mock.batches().await[0]["id"]);
+
+    // Hang: nothing is created, nothing answers.
+    mock.batch_config(json!({"create_delay_ms": null, "create_hang": true}))
+        .await;
+    let r = reqwest::Client::builder()
+        .timeout(Duration::from_millis(500))
+        .build()
+        .unwrap()
+        .post(&url)
+        .json(&body)
+        .send()
+        .await;
+    assert!(r.unwrap_err().is_timeout());
+    assert_eq!(mock.batches().await.len(), 1);
+    assert_eq!(mock.requests_to("/v1/batches").await.len(), 2);
+    for bad in [json!({"create_hang": 1}), json!({"create_delay_ms": "x"})] {
+        let r = client()
+            .post(format!("{}/__mock/batch", mock.base()))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_openai_error(r, 400, "bad_batch_config").await;
+    }
+    mock.batch_config(json!({"create_hang": null})).await;
+    let r = create(&mock, body.clone()).await;
+    assert_eq!(r.status(), 200);
+
+    // Created, then the answer is lost: a 5xx, yet the batch runs (and lists).
+    mock.batch_config(json!({"create_then_fail": 502})).await;
+    let r = create(&mock, body.clone()).await;
+    assert_openai_error(r, 502, "mock_502").await;
+    assert_eq!(mock.batches().await.len(), 3);
+    let list: Value = get_json(format!("{}/batches?limit=1", mock.url())).await;
+    assert_eq!(list["data"][0]["id"], mock.batches().await[2]["id"]);
+    for bad in [
+        json!({"create_then_fail": 404}),
+        json!({"create_then_fail": "x"}),
+    ] {
+        let r = client()
+            .post(format!("{}/__mock/batch", mock.base()))
+            .json(&bad)
+            .send()
+            .await
+            .unwrap();
+        assert_openai_error(r, 400, "bad_batch_config").await;
+    }
+    mock.batch_config(json!({"create_then_fail": null})).await;
+    assert_eq!(create(&mock, body).await.status(), 200);
 }

@@ -1,11 +1,18 @@
 //! One batch job, from the JSONL file to the last answer.
 //!
-//! Live job: build the JSONL (one line per waiting request), upload it, create the batch, journal
-//! it, then [`Driver::drive`]: poll every `poll_interval`, cancel after `grace`, and at the final
-//! status download the output and error files, mark the journal row done, answer every waiting
-//! client with its line (or a fallback), record spend, delete the files.
+//! Live job: journal it (`creating`, a random job id), build the JSONL (one line per waiting
+//! request), upload it (file id journaled), create the batch with `metadata.llmproxy_job` = the
+//! job id (batch id journaled), then [`Driver::drive`]: poll every `poll_interval`, cancel after
+//! `grace`, and at the final status download the output and error files, mark the journal row
+//! done, answer every waiting client with its line (or a fallback), record spend, delete the files.
+//! The lease is renewed during the upload and the create too. A create that failed without a clear
+//! refusal (a timeout, a 5xx, a dropped connection) may have happened: the batch is looked for by
+//! its metadata and, when found, used as if the create had answered.
 //!
-//! Recovered job (a journaled batch whose owner stopped): the same driver with no clients.
+//! Recovered job (a journaled job whose owner stopped): with a batch id, the same driver with no
+//! clients; without one (the owner stopped while creating it), the upstream's batches are listed
+//! for its metadata: found → adopted and driven; not found → the create never happened, the input
+//! file (if its id was journaled) is deleted and the row is `done` (`not_created`).
 //!
 //! Which line answers a client, and how:
 //! - a line with a response whose status is 2xx, or 4xx other than 429 → [`Reply::Answer`]: exactly
@@ -14,15 +21,16 @@
 //!   output of a failed, expired or cancelled batch → [`Reply::Fallback`]: the request goes through
 //!   the synchronous API, with its retry policy.
 
-use super::api::{Batch, BatchApi};
+use super::api::{ApiError, Batch, BatchApi};
 use super::journal::{Journal, Record};
-use super::{now_ms, ActiveJob, Answer, BatchEndpoint, Driving, QueueKey, Reply, Waiting};
+use super::{now_ms, ActiveJob, Answer, Driving, QueueKey, Reply, Waiting};
 use crate::config::batch::ModelBatch;
 use crate::config::Upstream;
 use crate::providers::usage::{find_usage, Usage};
 use crate::state::Shared;
 use bytes::Bytes;
 use std::collections::HashMap;
+use std::future::Future;
 use std::sync::Arc;
 use std::time::{Duration, Instant};
 use tokio::sync::{oneshot, watch};
@@ -56,14 +64,15 @@ pub enum LineResult {
     Error,
 }
 
-/// The JSONL input file: `{"custom_id", "method": "POST", "url", "body"}` per line.
-pub fn jsonl<'a>(endpoint: BatchEndpoint, lines: impl Iterator<Item = &'a super::Line>) -> Bytes {
+/// The JSONL input file: `{"custom_id", "method": "POST", "url", "body"}` per line (`url` as the
+/// upstream writes it: [`super::api::Surface::line_url`]).
+pub fn jsonl<'a>(url: &str, lines: impl Iterator<Item = &'a super::Line>) -> Bytes {
     let mut out = Vec::new();
     for l in lines {
         out.extend_from_slice(b"{\"custom_id\":");
         let _ = serde_json::to_writer(&mut out, &l.custom_id);
         out.extend_from_slice(b",\"method\":\"POST\",\"url\":");
-        let _ = serde_json::to_writer(&mut out, endpoint.url());
+        let _ = serde_json::to_writer(&mut out, url);
         out.extend_from_slice(b",\"body\":");
         let start = out.len();
         out.extend_from_slice(&l.body);
@@ -119,73 +128,118 @@ pub fn parse_output(file: &Bytes, results: &mut HashMap<String, LineResult>) {
     }
 }
 
-/// Upload the file and create the batch.
-async fn submit(api: &BatchApi, job: &Live) -> Result<(String, Batch), super::api::ApiError> {
-    let file = jsonl(job.key.endpoint, job.items.iter().map(|w| &w.line));
-    let file_id = api.upload(file).await?;
-    match api
-        .create(
-            &file_id,
-            job.key.endpoint.url(),
-            &job.settings.completion_window,
-        )
-        .await
-    {
-        Ok(b) => Ok((file_id, b)),
-        Err(e) => {
-            if let Err(d) = api.delete_file(&file_id).await {
-                log::debug!("deleting unused batch input file {file_id}: {d}");
-            }
-            Err(e)
-        }
-    }
-}
-
 fn count_job(shared: &Shared, status: &str, ms: f64, lines: usize) {
     shared.metrics.batch_jobs.with_label_values(&[status]).inc();
     shared.batcher.record_job(status == "completed", ms, lines);
 }
 
+/// A new job id: 128 random bits, hex.
+fn new_job_id() -> String {
+    format!("{:032x}", rand::random::<u128>())
+}
+
+fn ms_of(d: Duration) -> i64 {
+    i64::try_from(d.as_millis()).unwrap_or(i64::MAX)
+}
+
+/// Keeps a job's lease while something slow (an upload, a create, a listing) runs, so no other
+/// gateway takes the job over meanwhile.
+struct Lease<'a> {
+    journal: Option<&'a Journal>,
+    job_id: &'a str,
+    owner: &'a str,
+    lease: Duration,
+}
+
+impl Lease<'_> {
+    /// Run `fut`, renewing the lease every third of it (noting `status` in the row).
+    async fn hold<F: Future>(&self, status: &str, fut: F) -> F::Output {
+        let Some(j) = self.journal else {
+            return fut.await;
+        };
+        tokio::pin!(fut);
+        let every = (self.lease / 3).max(Duration::from_millis(100));
+        let mut tick = tokio::time::interval_at(tokio::time::Instant::now() + every, every);
+        tick.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
+        let mut warned = false;
+        loop {
+            tokio::select! {
+                out = &mut fut => return out,
+                _ = tick.tick() => {
+                    let until = now_ms().saturating_add(ms_of(self.lease));
+                    match j.renew(self.job_id, self.owner, until, status).await {
+                        Ok(true) => {}
+                        Ok(false) => {
+                            if !warned {
+                                warned = true;
+                                log::warn!(
+                                    "batch job {}: claimed by another gateway while {status} (the \
+                                     lease ran out); whoever records the batch first owns it",
+                                    self.job_id
+                                );
+                            }
+                        }
+                        Err(e) => log::warn!("batch job {}: {e}", self.job_id),
+                    }
+                }
+            }
+        }
+    }
+}
+
+/// Mark a job that has (or will have) no batch `done` with `status`, if this process still owns it.
+async fn close(journal: Option<&Journal>, job_id: &str, owner: &str, status: &str) {
+    if let Some(j) = journal {
+        if let Err(e) = j.finish(job_id, owner, "done", status, now_ms()).await {
+            log::warn!("batch job {job_id}: {e}");
+        }
+    }
+}
+
+async fn delete_unused(api: &BatchApi, file_id: &str) {
+    if let Err(e) = api.delete_file(file_id).await {
+        log::debug!("deleting unused batch input file {file_id}: {e}");
+    }
+}
+
+/// Submitting failed: every waiting client goes through the synchronous API.
+fn submit_failed(shared: &Shared, what: &str, e: &ApiError, started: Instant, items: Vec<Waiting>) {
+    log::warn!("batch of {what}: submitting failed ({e}); they go through the synchronous API");
+    count_job(
+        shared,
+        "submit_error",
+        started.elapsed().as_secs_f64() * 1000.0,
+        items.len(),
+    );
+    for w in items {
+        let _ = w.reply.send(Reply::Fallback("submit_error"));
+    }
+}
+
 /// Submit a gathered queue and see it through.
 pub(crate) async fn run_live(shared: Arc<Shared>, job: Live, stop: watch::Receiver<bool>) {
     let _active = ActiveJob::new(&shared);
-    let n = job.items.len();
     let started = Instant::now();
     let what = format!(
-        "{n} request(s) for {} {} on {}",
+        "{} request(s) for {} {} on {}",
+        job.items.len(),
         job.key.model,
         job.key.endpoint.url(),
         job.key.upstream
     );
-    let submitted = match BatchApi::new(job.upstream.clone()) {
-        Ok(api) => submit(&api, &job).await.map(|s| (api, s)),
-        Err(e) => Err(e),
+    let api = match BatchApi::new(job.upstream.clone()) {
+        Ok(api) => api,
+        Err(e) => return submit_failed(&shared, &what, &e, started, job.items),
     };
-    let (api, (input_file_id, batch)) = match submitted {
-        Ok(x) => x,
-        Err(e) => {
-            log::warn!(
-                "batch of {what}: submitting failed ({e}); they go through the synchronous API"
-            );
-            count_job(
-                &shared,
-                "submit_error",
-                started.elapsed().as_secs_f64() * 1000.0,
-                n,
-            );
-            for w in job.items {
-                let _ = w.reply.send(Reply::Fallback("submit_error"));
-            }
-            return;
-        }
-    };
-    log::info!("batch {}: submitted {what}", batch.id);
-    let rec = Record {
-        batch_id: batch.id.clone(),
+    let owner = shared.batcher.owner.clone();
+    let url = api.surface().line_url(job.key.endpoint);
+    let mut rec = Record {
+        job_id: new_job_id(),
+        batch_id: None,
         upstream: job.key.upstream.clone(),
-        endpoint: job.key.endpoint.url().to_string(),
+        endpoint: url.to_string(),
         model: job.key.model.clone(),
-        input_file_id,
+        input_file_id: None,
         lines: job
             .items
             .iter()
@@ -195,38 +249,146 @@ pub(crate) async fn run_live(shared: Arc<Shared>, job: Live, stop: watch::Receiv
         poll: job.settings.poll_interval,
         grace: job.settings.grace,
     };
+    // This process's scans leave the job alone while it runs, whatever its lease.
+    let driving = Driving::new(&shared, &rec.job_id);
     let mut journal = shared.batcher.journal(&shared).await;
     if let Some(j) = &journal {
-        if let Err(e) = j.insert(&rec, &shared.batcher.owner, now_ms()).await {
+        if let Err(e) = j.insert(&rec, &owner, now_ms()).await {
             log::warn!(
-                "batch {}: {e}; not journaled (a restart would not finish it)",
-                rec.batch_id
+                "batch job {}: {e}; not journaled (a restart would not finish its batch)",
+                rec.job_id
             );
             journal = None;
         }
     }
+    let job_id = rec.job_id.clone();
+    let lease = Lease {
+        journal: journal.as_deref(),
+        job_id: &job_id,
+        owner: &owner,
+        lease: rec.lease(),
+    };
+
+    let file = jsonl(url, job.items.iter().map(|w| &w.line));
+    let file_id = match lease.hold("uploading", api.upload(file, &job_id)).await {
+        Ok(id) => id,
+        Err(e) => {
+            close(journal.as_deref(), &job_id, &owner, "submit_error").await;
+            return submit_failed(&shared, &what, &e, started, job.items);
+        }
+    };
+    if let Some(j) = &journal {
+        if let Err(e) = j.set_file(&job_id, &file_id).await {
+            log::warn!("batch job {job_id}: {e}; its input file {file_id} is not journaled");
+        }
+    }
+    rec.input_file_id = Some(file_id.clone());
+
+    let window = &job.settings.completion_window;
+    let created = lease
+        .hold("creating", api.create(&file_id, url, window, &job_id))
+        .await;
+    let batch = match created {
+        Ok(b) => b,
+        Err(e) if e.is_refusal() => {
+            delete_unused(&api, &file_id).await;
+            close(journal.as_deref(), &job_id, &owner, "submit_error").await;
+            return submit_failed(&shared, &what, &e, started, job.items);
+        }
+        Err(e) => {
+            // No answer is not a no: the batch may have been created. Its metadata tells.
+            log::warn!(
+                "batch job {job_id}: creating the batch failed ({e}); looking for it at the upstream"
+            );
+            match lease
+                .hold("creating", api.find_job(&job_id, rec.created_ms))
+                .await
+            {
+                Ok(Some(b)) => {
+                    log::info!("batch {}: created for job {job_id} after all", b.id);
+                    b
+                }
+                Ok(None) => {
+                    delete_unused(&api, &file_id).await;
+                    close(journal.as_deref(), &job_id, &owner, "not_created").await;
+                    return submit_failed(&shared, &what, &e, started, job.items);
+                }
+                Err(find) => {
+                    // Undecided: the row stays `creating`; once its lease runs out a scan (this
+                    // process's or another gateway's) looks again and adopts or closes it.
+                    log::warn!(
+                        "batch job {job_id}: cannot tell whether its batch was created ({find}); \
+                         a recovery scan settles it"
+                    );
+                    return submit_failed(&shared, &what, &e, started, job.items);
+                }
+            }
+        }
+    };
+    rec.batch_id = Some(batch.id.clone());
+    rec.created_ms = now_ms();
+    if rec.input_file_id.is_none() {
+        rec.input_file_id = batch.input_file_id.clone();
+    }
+    let mut owned = true;
+    let mut recorded = journal.is_none();
+    if let Some(j) = &journal {
+        let until = now_ms().saturating_add(ms_of(rec.lease()));
+        match j
+            .set_batch(
+                &job_id,
+                &owner,
+                &batch.id,
+                Some(&file_id),
+                rec.created_ms,
+                until,
+            )
+            .await
+        {
+            Ok(true) => recorded = true,
+            Ok(false) => {
+                log::warn!(
+                    "batch {}: adopted by another gateway while it was being created (the lease \
+                     ran out); it records the spend",
+                    batch.id
+                );
+                recorded = true;
+                owned = false;
+            }
+            Err(e) => log::warn!("batch {}: {e}; recorded with the next poll", batch.id),
+        }
+    }
+    log::info!("batch {}: submitted {what}", batch.id);
     let waiting = job
         .items
         .into_iter()
         .map(|w| (w.line.custom_id, w.reply))
         .collect();
     let driver = Driver {
-        batch_id: Arc::from(rec.batch_id.as_str()),
-        _driving: Driving::new(&shared, &rec.batch_id),
+        batch_id: Arc::from(batch.id.as_str()),
+        _driving: driving,
         shared,
         api,
         rec,
         journal,
         waiting,
         live: true,
+        owned,
+        recorded,
     };
     driver.drive(stop, Some(batch)).await;
 }
 
-/// Finish a batch journaled by a gateway that stopped (claimed by this one).
+/// Finish a job journaled by a gateway that stopped (claimed by this one).
 pub(crate) async fn run_recovered(shared: Arc<Shared>, rec: Record, stop: watch::Receiver<bool>) {
     let _active = ActiveJob::new(&shared);
+    let driving = Driving::new(&shared, &rec.job_id);
     let journal = shared.batcher.journal(&shared).await;
+    let owner = shared.batcher.owner.clone();
+    let what = match &rec.batch_id {
+        Some(b) => format!("batch {b}"),
+        None => format!("batch job {}", rec.job_id),
+    };
     let upstream = shared
         .state
         .load()
@@ -241,35 +403,136 @@ pub(crate) async fn run_recovered(shared: Arc<Shared>, rec: Record, stop: watch:
                 Some(Err(e)) => e.to_string(),
                 _ => format!("upstream `{}` is no longer configured", rec.upstream),
             };
-            log::warn!(
-                "batch {}: cannot be finished ({why}); journaled as abandoned",
-                rec.batch_id
-            );
+            log::warn!("{what}: cannot be finished ({why}); journaled as abandoned");
             if let Some(j) = &journal {
                 let _ = j
-                    .finish(
-                        &rec.batch_id,
-                        &shared.batcher.owner,
-                        "abandoned",
-                        "unknown",
-                        now_ms(),
-                    )
+                    .finish(&rec.job_id, &owner, "abandoned", "unknown", now_ms())
                     .await;
             }
             return;
         }
     };
+    let (rec, first) = if rec.batch_id.is_some() {
+        (rec, None)
+    } else {
+        match adopt(&api, journal.as_deref(), &owner, rec).await {
+            Some((rec, batch)) => (rec, Some(batch)),
+            None => return,
+        }
+    };
+    let Some(batch_id) = rec.batch_id.clone() else {
+        return;
+    };
     let driver = Driver {
-        batch_id: Arc::from(rec.batch_id.as_str()),
-        _driving: Driving::new(&shared, &rec.batch_id),
+        batch_id: Arc::from(batch_id.as_str()),
+        _driving: driving,
         shared,
         api,
         rec,
         journal,
         waiting: HashMap::new(),
         live: false,
+        owned: true,
+        recorded: true,
     };
-    driver.drive(stop, None).await;
+    driver.drive(stop, first).await;
+}
+
+/// A `creating` job whose owner stopped: its batch (found by its metadata) with the record
+/// updated, or `None` when there is nothing to drive — the create never happened (input file
+/// deleted, row `done` / `not_created`), another gateway adopted it, or it cannot be told yet (the
+/// row is left to a later scan, until [`GIVE_UP`]).
+async fn adopt(
+    api: &BatchApi,
+    journal: Option<&Journal>,
+    owner: &str,
+    mut rec: Record,
+) -> Option<(Record, Batch)> {
+    let job_id = rec.job_id.clone();
+    let lease = Lease {
+        journal,
+        job_id: &job_id,
+        owner,
+        lease: rec.lease(),
+    };
+    match lease
+        .hold("creating", api.find_job(&job_id, rec.created_ms))
+        .await
+    {
+        Ok(Some(b)) => {
+            let created_ms = b
+                .created_at
+                .map_or(rec.created_ms, |s| s.saturating_mul(1000));
+            let until = now_ms().saturating_add(ms_of(rec.lease()));
+            if let Some(j) = journal {
+                let file = rec
+                    .input_file_id
+                    .clone()
+                    .or_else(|| b.input_file_id.clone());
+                match j
+                    .set_batch(&job_id, owner, &b.id, file.as_deref(), created_ms, until)
+                    .await
+                {
+                    Ok(true) => {}
+                    Ok(false) => {
+                        log::info!("batch {}: adopted by another gateway", b.id);
+                        return None;
+                    }
+                    Err(e) => {
+                        log::warn!("batch {}: {e}; adopting it is retried", b.id);
+                        return None;
+                    }
+                }
+            }
+            log::info!(
+                "batch {}: created for job {job_id} by a gateway that stopped before journaling \
+                 it; found by its metadata, polling it to completion",
+                b.id
+            );
+            rec.batch_id = Some(b.id.clone());
+            rec.input_file_id = rec.input_file_id.or_else(|| b.input_file_id.clone());
+            rec.created_ms = created_ms;
+            Some((rec, b))
+        }
+        Ok(None) => {
+            if let Some(f) = &rec.input_file_id {
+                delete_unused(api, f).await;
+            }
+            close(journal, &job_id, owner, "not_created").await;
+            log::info!(
+                "batch job {job_id}: its gateway stopped before creating the batch (no batch \
+                 carries its metadata){}",
+                if rec.input_file_id.is_some() {
+                    "; its input file is deleted"
+                } else {
+                    ""
+                }
+            );
+            None
+        }
+        Err(e) => {
+            let age = Duration::from_millis(now_ms().saturating_sub(rec.created_ms).max(0) as u64);
+            let unsupported = matches!(e.status, Some(400 | 404 | 405 | 501));
+            if unsupported || age >= GIVE_UP {
+                log::error!(
+                    "batch job {job_id}: its gateway stopped while creating the batch, and listing \
+                     the upstream's batches to find it failed ({e}); journaled as abandoned (a \
+                     batch it created, if any, is not polled, charged or cleaned up)"
+                );
+                if let Some(j) = journal {
+                    let _ = j
+                        .finish(&job_id, owner, "abandoned", "unresolved", now_ms())
+                        .await;
+                }
+            } else {
+                log::warn!(
+                    "batch job {job_id}: listing the upstream's batches failed ({e}); retried \
+                     when its lease runs out"
+                );
+            }
+            None
+        }
+    }
 }
 
 /// Polls one batch to its end and settles it.
@@ -283,6 +546,10 @@ struct Driver {
     waiting: HashMap<String, oneshot::Sender<Reply>>,
     /// Submitted by this process (clients may wait); `false`: recovered.
     live: bool,
+    /// This process owns the journal row (and so the accounting).
+    owned: bool,
+    /// The batch id is in the journal (else recording it is retried with each poll).
+    recorded: bool,
     _driving: Driving,
 }
 
@@ -299,9 +566,10 @@ impl Driver {
 
     async fn drive(mut self, mut stop: watch::Receiver<bool>, first: Option<Batch>) {
         let id = self.batch_id.clone();
+        let job = self.rec.job_id.clone();
         let owner = self.shared.batcher.owner.clone();
         let mut last = first;
-        let mut owned = true;
+        let mut owned = self.owned;
         let mut poll_errors = 0u32;
         let mut cancel_started: Option<Instant> = None;
         let mut cancelled = false;
@@ -331,7 +599,7 @@ impl Driver {
                     self.release_all("batch_gone");
                     if owned {
                         if let Some(j) = &self.journal {
-                            let _ = j.finish(&id, &owner, "abandoned", "gone", now_ms()).await;
+                            let _ = j.finish(&job, &owner, "abandoned", "gone", now_ms()).await;
                         }
                         let ms = self.age().as_secs_f64() * 1000.0;
                         count_job(&self.shared, "failed", ms, self.rec.lines.len());
@@ -345,10 +613,23 @@ impl Driver {
                     }
                 }
             }
-            if let Some(j) = &self.journal {
+            if let Some(j) = self.journal.clone() {
                 let status = last.as_ref().map_or("unknown", |b| b.status.as_str());
                 let until = now_ms().saturating_add(self.rec.lease().as_millis() as i64);
-                match j.renew(&id, &owner, until, status).await {
+                let kept = if self.recorded {
+                    j.renew(&job, &owner, until, status).await
+                } else {
+                    // The batch id did not reach the journal yet: record it (it also renews).
+                    let file = self.rec.input_file_id.as_deref();
+                    let r = j
+                        .set_batch(&job, &owner, &id, file, self.rec.created_ms, until)
+                        .await;
+                    if r.is_ok() {
+                        self.recorded = true;
+                    }
+                    r
+                };
+                match kept {
                     Ok(true) => {}
                     Ok(false) => {
                         if owned {
@@ -399,7 +680,7 @@ impl Driver {
                 self.release_all("gave_up");
                 if let (Some(j), true) = (&self.journal, owned) {
                     let _ = j
-                        .finish(&id, &owner, "abandoned", "unknown", now_ms())
+                        .finish(&job, &owner, "abandoned", "unknown", now_ms())
                         .await;
                 }
                 return;
@@ -451,10 +732,38 @@ impl Driver {
         // A live batch whose files could not be read is left to recovery (the lease runs out and a
         // scan tries again: the spend is then recorded); a recovered one is given up.
         let mut settle = owned && !(unread && self.live);
+        if settle && !self.recorded {
+            // The batch id never reached the journal (it ended before a poll could record it):
+            // record it now, so the row names its batch and nobody else can adopt it.
+            if let Some(j) = &self.journal {
+                let until = now_ms().saturating_add(self.rec.lease().as_millis() as i64);
+                let file = self.rec.input_file_id.as_deref();
+                settle = match j
+                    .set_batch(
+                        &self.rec.job_id,
+                        &owner,
+                        &id,
+                        file,
+                        self.rec.created_ms,
+                        until,
+                    )
+                    .await
+                {
+                    Ok(o) => o,
+                    Err(e) => {
+                        log::warn!("batch {id}: {e}; left for recovery");
+                        false
+                    }
+                };
+            }
+        }
         if settle {
             if let Some(j) = &self.journal {
                 let state = if unread { "abandoned" } else { "done" };
-                settle = match j.finish(&id, &owner, state, &b.status, now_ms()).await {
+                settle = match j
+                    .finish(&self.rec.job_id, &owner, state, &b.status, now_ms())
+                    .await
+                {
                     Ok(o) => o,
                     Err(e) => {
                         log::warn!("batch {id}: {e}; left for recovery");
@@ -515,7 +824,10 @@ impl Driver {
                 }
             }
             // Files are kept only when the spend still has to be read from them.
-            for file in std::iter::once(&self.rec.input_file_id)
+            for file in self
+                .rec
+                .input_file_id
+                .iter()
                 .chain(b.output_file_id.iter())
                 .chain(b.error_file_id.iter())
             {
@@ -557,7 +869,7 @@ mod tests {
                 pricing: None,
             },
         };
-        let out = jsonl(BatchEndpoint::Embeddings, std::iter::once(&line));
+        let out = jsonl("/v1/embeddings", std::iter::once(&line));
         let text = std::str::from_utf8(&out).unwrap();
         assert_eq!(text.matches('\n').count(), 1);
         let v: serde_json::Value = serde_json::from_str(text.trim()).unwrap();

@@ -1,12 +1,25 @@
-//! The batch journal: submitted batches in `state.database` (table `batch_jobs`, SQLite or
-//! PostgreSQL, created on open), so that a gateway that stopped — killed, crashed, upgraded — has
-//! its batches finished by the next one: polled to their end, spend recorded, files deleted.
+//! The batch journal: batch jobs in `state.database` (table `batch_jobs`, SQLite or PostgreSQL,
+//! created on open), so that a gateway that stopped — killed, crashed, upgraded — has its batches
+//! finished by the next one: polled to their end, spend recorded, files deleted.
 //!
-//! Exactly-once accounting with a lease: the process that owns a row renews `lease_until_ms` on
-//! every poll; a row whose lease ran out is claimed by whichever gateway scans first (a restarted
-//! one, the new process of a graceful upgrade, or another instance on the same PostgreSQL). The
-//! owner records a batch's spend only after it marked the row `done` while still owning it
-//! ([`Journal::finish`]), so a batch is charged once even when two processes poll it.
+//! A job is journaled before anything happens at the provider, so no batch can exist that the
+//! journal does not know of:
+//! 1. the row is written (state `creating`, a random job id, the lines and who pays for them);
+//! 2. the input file is uploaded and its id recorded ([`Journal::set_file`]);
+//! 3. the batch is created with `metadata.llmproxy_job` = the job id, and its id recorded
+//!    ([`Journal::set_batch`], state `active`).
+//!
+//! A `creating` row whose owner stopped is resolved by the gateway that claims it, by listing the
+//! upstream's batches for that metadata (see `job`): found → adopted; not found → the create never
+//! happened, the input file is deleted and the row is `done` (status `not_created`). A batch id is
+//! recorded once only ([`Journal::set_batch`] fills an empty one), so when a stalled owner and a
+//! recovering gateway both learn it, one of them owns the batch.
+//!
+//! Exactly-once accounting with a lease: the process that owns a row renews `lease_until_ms` while
+//! it uploads, creates and polls; a row whose lease ran out is claimed by whichever gateway scans
+//! first (a restarted one, the new process of a graceful upgrade, or another instance on the same
+//! PostgreSQL). The owner records a batch's spend only after it marked the row `done` while still
+//! owning it ([`Journal::finish`]), so a batch is charged once even when two processes poll it.
 //!
 //! Calls never run on the request path: only the batcher's background tasks use the journal.
 //! SQLite runs on tokio's blocking pool; PostgreSQL keeps one connection driven by a small runtime
@@ -46,20 +59,25 @@ impl From<tokio_postgres::Error> for JournalError {
     }
 }
 
-/// One submitted batch as journaled.
+/// One batch job as journaled.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Record {
-    pub batch_id: String,
+    /// Random, unique: the row's key, and the batch's `metadata.llmproxy_job`.
+    pub job_id: String,
+    /// `None` while the batch is being created (or was never created).
+    pub batch_id: Option<String>,
     /// The upstream's name (looked up in the running config when the batch is recovered).
     pub upstream: String,
-    /// `/v1/chat/completions` or `/v1/embeddings`.
+    /// `/v1/chat/completions` or `/v1/embeddings` (whatever form the upstream's lines take).
     pub endpoint: String,
     /// The deployment model of the lines.
     pub model: String,
-    pub input_file_id: String,
+    /// `None` until the upload answered.
+    pub input_file_id: Option<String>,
     /// custom_id → who pays, for which model, at which price.
     pub lines: Vec<(String, Account)>,
-    /// When the batch was created (unix ms); `grace` counts from here.
+    /// When the row was written, then when the batch was created (unix ms); `grace` counts from
+    /// the latter.
     pub created_ms: i64,
     pub poll: Duration,
     pub grace: Duration,
@@ -139,10 +157,11 @@ fn ms(d: Duration) -> i64 {
 /// The raw columns of a claimed row.
 type RawRecord = (
     String,
+    Option<String>,
     String,
     String,
     String,
-    String,
+    Option<String>,
     String,
     i64,
     i64,
@@ -150,8 +169,20 @@ type RawRecord = (
 );
 
 fn from_raw(r: RawRecord) -> Record {
-    let (batch_id, upstream, endpoint, model, input_file_id, lines, created_ms, poll, grace) = r;
+    let (
+        job_id,
+        batch_id,
+        upstream,
+        endpoint,
+        model,
+        input_file_id,
+        lines,
+        created_ms,
+        poll,
+        grace,
+    ) = r;
     Record {
+        job_id,
         batch_id,
         upstream,
         endpoint,
@@ -164,16 +195,21 @@ fn from_raw(r: RawRecord) -> Record {
     }
 }
 
-const COLUMNS: &str =
-    "batch_id, upstream, endpoint, model, input_file_id, lines, created_ms, poll_ms, grace_ms";
+const COLUMNS: &str = "job_id, batch_id, upstream, endpoint, model, input_file_id, lines, \
+                       created_ms, poll_ms, grace_ms";
+
+/// Rows someone is working on (or should be): `creating` and `active`; `done` and `abandoned` are
+/// final.
+const LIVE: &str = "state IN ('creating', 'active')";
 
 const MIGRATION: &str = "
     CREATE TABLE IF NOT EXISTS batch_jobs (
-        batch_id TEXT PRIMARY KEY,
+        job_id TEXT PRIMARY KEY,
+        batch_id TEXT,
         upstream TEXT NOT NULL,
         endpoint TEXT NOT NULL,
         model TEXT NOT NULL,
-        input_file_id TEXT NOT NULL,
+        input_file_id TEXT,
         lines TEXT NOT NULL,
         created_ms BIGINT NOT NULL,
         poll_ms BIGINT NOT NULL,
@@ -186,6 +222,30 @@ const MIGRATION: &str = "
     );
     CREATE INDEX IF NOT EXISTS batch_jobs_active ON batch_jobs (state, lease_until_ms);";
 
+/// `1` when `batch_jobs` has the first schema (keyed by batch id, journaled after the create).
+const OLD_SCHEMA_SQLITE: &str = "SELECT COUNT(*) FROM sqlite_master WHERE type = 'table' \
+     AND name = 'batch_jobs' \
+     AND NOT EXISTS (SELECT 1 FROM pragma_table_info('batch_jobs') WHERE name = 'job_id')";
+const OLD_SCHEMA_POSTGRES: &str = "SELECT COUNT(*) FROM information_schema.tables t \
+     WHERE t.table_schema = current_schema() AND t.table_name = 'batch_jobs' \
+     AND NOT EXISTS (SELECT 1 FROM information_schema.columns c \
+         WHERE c.table_schema = current_schema() AND c.table_name = 'batch_jobs' \
+         AND c.column_name = 'job_id')";
+
+/// Moves the rows of the first schema into the current one (their job id is their batch id).
+fn upgrade_from_first_schema() -> String {
+    format!(
+        "ALTER TABLE batch_jobs RENAME TO batch_jobs_v1;
+         DROP INDEX IF EXISTS batch_jobs_active;
+         {MIGRATION}
+         INSERT INTO batch_jobs ({COLUMNS}, owner, lease_until_ms, state, status, finished_ms)
+             SELECT batch_id, batch_id, upstream, endpoint, model, input_file_id, lines,
+                    created_ms, poll_ms, grace_ms, owner, lease_until_ms, state, status, finished_ms
+             FROM batch_jobs_v1;
+         DROP TABLE batch_jobs_v1;"
+    )
+}
+
 /// The journal over one database.
 pub struct Journal {
     backend: Backend,
@@ -196,14 +256,34 @@ enum Backend {
     Postgres(Box<pg::Pg>),
 }
 
+/// A SQL parameter that is either backend's.
+type SqlParams = Vec<Box<dyn Param>>;
+
+/// A value both rusqlite and tokio-postgres can bind.
+trait Param: Send + Sync {
+    fn sqlite(&self) -> &dyn rusqlite::ToSql;
+    fn postgres(&self) -> &(dyn tokio_postgres::types::ToSql + Sync);
+}
+
+impl<T: rusqlite::ToSql + tokio_postgres::types::ToSql + Send + Sync> Param for T {
+    fn sqlite(&self) -> &dyn rusqlite::ToSql {
+        self
+    }
+
+    fn postgres(&self) -> &(dyn tokio_postgres::types::ToSql + Sync) {
+        self
+    }
+}
+
 impl Journal {
-    /// Opens (creating the table) the database at `url`: `sqlite://PATH` or `postgres://...`.
+    /// Opens (creating or upgrading the table) the database at `url`: `sqlite://PATH` or
+    /// `postgres://...`.
     pub async fn open(url: &str) -> Result<Journal, JournalError> {
         if let Some(path) = url.strip_prefix("sqlite://") {
             let path = path.to_string();
             let conn = tokio::task::spawn_blocking(
                 move || -> Result<rusqlite::Connection, JournalError> {
-                    let conn = if path == ":memory:" {
+                    let mut conn = if path == ":memory:" {
                         rusqlite::Connection::open_in_memory()?
                     } else {
                         if let Some(dir) = std::path::Path::new(&path).parent() {
@@ -217,7 +297,14 @@ impl Journal {
                     };
                     conn.busy_timeout(Duration::from_secs(5))?;
                     conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
-                    conn.execute_batch(MIGRATION)?;
+                    let tx =
+                        conn.transaction_with_behavior(rusqlite::TransactionBehavior::Immediate)?;
+                    let old: i64 = tx.query_row(OLD_SCHEMA_SQLITE, [], |r| r.get(0))?;
+                    if old > 0 {
+                        tx.execute_batch(&upgrade_from_first_schema())?;
+                    }
+                    tx.execute_batch(MIGRATION)?;
+                    tx.commit()?;
                     Ok(conn)
                 },
             )
@@ -252,40 +339,151 @@ impl Journal {
         .map_err(|e| JournalError(format!("sqlite task: {e}")))?
     }
 
-    /// Journal a batch just created, owned by `owner` with a fresh lease.
-    pub async fn insert(&self, rec: &Record, owner: &str, now_ms: i64) -> Result<(), JournalError> {
-        bounded(self.insert_inner(rec, owner, now_ms)).await
+    /// Run one statement (`?N` placeholders; `$N` for PostgreSQL is derived) with `params`;
+    /// returns the rows it changed.
+    async fn execute(&self, sql: String, params: SqlParams) -> Result<u64, JournalError> {
+        match &self.backend {
+            Backend::Sqlite(c) => {
+                Self::sqlite(c, move |c| {
+                    let refs: Vec<&dyn rusqlite::ToSql> =
+                        params.iter().map(|p| p.sqlite()).collect();
+                    Ok(c.execute(&sql, refs.as_slice())? as u64)
+                })
+                .await
+            }
+            Backend::Postgres(p) => {
+                let sql = sql.replace('?', "$");
+                p.with(move |c| {
+                    Box::pin(async move {
+                        let refs: Vec<&(dyn tokio_postgres::types::ToSql + Sync)> =
+                            params.iter().map(|p| p.postgres()).collect();
+                        Ok(c.execute(&sql, refs.as_slice()).await?)
+                    })
+                })
+                .await
+            }
+        }
     }
 
-    /// Extend `owner`'s lease until `lease_until_ms` and note the batch's status; `false` when the
-    /// row is no longer this owner's (another gateway claimed it) or no longer active.
+    /// Journal a job owned by `owner` with a fresh lease: `creating` while it has no batch id,
+    /// else `active`.
+    pub async fn insert(&self, rec: &Record, owner: &str, now_ms: i64) -> Result<(), JournalError> {
+        let state = if rec.batch_id.is_some() {
+            "active"
+        } else {
+            "creating"
+        };
+        let sql = format!(
+            "INSERT INTO batch_jobs ({COLUMNS}, owner, lease_until_ms, state) \
+             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13)"
+        );
+        let params: SqlParams = vec![
+            Box::new(rec.job_id.clone()),
+            Box::new(rec.batch_id.clone()),
+            Box::new(rec.upstream.clone()),
+            Box::new(rec.endpoint.clone()),
+            Box::new(rec.model.clone()),
+            Box::new(rec.input_file_id.clone()),
+            Box::new(lines_json(&rec.lines)),
+            Box::new(rec.created_ms),
+            Box::new(ms(rec.poll)),
+            Box::new(ms(rec.grace)),
+            Box::new(owner.to_string()),
+            Box::new(now_ms.saturating_add(ms(rec.lease()))),
+            Box::new(state.to_string()),
+        ];
+        bounded(self.execute(sql, params)).await.map(|_| ())
+    }
+
+    /// Record the uploaded input file of a job that has no batch yet (whoever owns it now: the
+    /// id lets a recovering gateway delete the file).
+    pub async fn set_file(&self, job_id: &str, file_id: &str) -> Result<bool, JournalError> {
+        let sql = "UPDATE batch_jobs SET input_file_id = ?2 \
+                   WHERE job_id = ?1 AND batch_id IS NULL"
+            .to_string();
+        let params: SqlParams = vec![Box::new(job_id.to_string()), Box::new(file_id.to_string())];
+        Ok(bounded(self.execute(sql, params)).await? == 1)
+    }
+
+    /// Record the batch created for `job_id`, if none was recorded yet (by anyone): `owner` then
+    /// owns the row (`active`, lease until `lease_until_ms`, grace counted from `created_ms`) and
+    /// its accounting — `true`. `false`: another gateway recorded a batch for this job first.
+    /// A row already resolved as `not_created` is reopened: the batch exists after all.
+    pub async fn set_batch(
+        &self,
+        job_id: &str,
+        owner: &str,
+        batch_id: &str,
+        input_file_id: Option<&str>,
+        created_ms: i64,
+        lease_until_ms: i64,
+    ) -> Result<bool, JournalError> {
+        let sql = "UPDATE batch_jobs SET batch_id = ?2, owner = ?3, \
+                   input_file_id = COALESCE(input_file_id, ?4), created_ms = ?5, \
+                   lease_until_ms = ?6, state = 'active', status = NULL, finished_ms = NULL \
+                   WHERE job_id = ?1 AND batch_id IS NULL"
+            .to_string();
+        let params: SqlParams = vec![
+            Box::new(job_id.to_string()),
+            Box::new(batch_id.to_string()),
+            Box::new(owner.to_string()),
+            Box::new(input_file_id.map(str::to_string)),
+            Box::new(created_ms),
+            Box::new(lease_until_ms),
+        ];
+        Ok(bounded(self.execute(sql, params)).await? == 1)
+    }
+
+    /// Extend `owner`'s lease until `lease_until_ms` and note the job's status; `false` when the
+    /// row is no longer this owner's (another gateway claimed it) or no longer live.
     pub async fn renew(
         &self,
-        batch_id: &str,
+        job_id: &str,
         owner: &str,
         lease_until_ms: i64,
         status: &str,
     ) -> Result<bool, JournalError> {
-        bounded(self.renew_inner(batch_id, owner, lease_until_ms, status)).await
+        let sql = format!(
+            "UPDATE batch_jobs SET lease_until_ms = ?3, status = ?4 \
+             WHERE job_id = ?1 AND owner = ?2 AND {LIVE}"
+        );
+        let params: SqlParams = vec![
+            Box::new(job_id.to_string()),
+            Box::new(owner.to_string()),
+            Box::new(lease_until_ms),
+            Box::new(status.to_string()),
+        ];
+        Ok(bounded(self.execute(sql, params)).await? == 1)
     }
 
-    /// Mark the batch finished (`state` `done`, or `abandoned` when it cannot be finished) with
-    /// its final `status`, if `owner` still owns it. `true`: the caller owns the outcome and
-    /// records the spend; `false`: another gateway does.
+    /// Mark the job finished (`state` `done`, or `abandoned` when it cannot be finished) with its
+    /// final `status`, if `owner` still owns it. `true`: the caller owns the outcome and records
+    /// the spend; `false`: another gateway does.
     pub async fn finish(
         &self,
-        batch_id: &str,
+        job_id: &str,
         owner: &str,
         state: &str,
         status: &str,
         now_ms: i64,
     ) -> Result<bool, JournalError> {
-        bounded(self.finish_inner(batch_id, owner, state, status, now_ms)).await
+        let sql = format!(
+            "UPDATE batch_jobs SET state = ?3, status = ?4, finished_ms = ?5 \
+             WHERE job_id = ?1 AND owner = ?2 AND {LIVE}"
+        );
+        let params: SqlParams = vec![
+            Box::new(job_id.to_string()),
+            Box::new(owner.to_string()),
+            Box::new(state.to_string()),
+            Box::new(status.to_string()),
+            Box::new(now_ms),
+        ];
+        Ok(bounded(self.execute(sql, params)).await? == 1)
     }
 
-    /// Claim for `owner` every active batch whose lease ran out by `now_ms`, except those in
-    /// `exclude` (this process polls them already). A row is claimed only if its lease is still out
-    /// at the moment of the update (so two scanners never both get it).
+    /// Claim for `owner` every live job (`creating` or `active`) whose lease ran out by `now_ms`,
+    /// except those in `exclude` (this process works on them already). A row is claimed only if
+    /// its lease is still out at the moment of the update (so two scanners never both get it).
     pub async fn claim(
         &self,
         owner: &str,
@@ -295,156 +493,6 @@ impl Journal {
         bounded(self.claim_inner(owner, now_ms, exclude.clone())).await
     }
 
-    async fn insert_inner(
-        &self,
-        rec: &Record,
-        owner: &str,
-        now_ms: i64,
-    ) -> Result<(), JournalError> {
-        let lines = lines_json(&rec.lines);
-        let lease_until = now_ms.saturating_add(ms(rec.lease()));
-        let (poll, grace) = (ms(rec.poll), ms(rec.grace));
-        let rec = rec.clone();
-        let owner = owner.to_string();
-        match &self.backend {
-            Backend::Sqlite(c) => {
-                Self::sqlite(c, move |c| {
-                    c.execute(
-                        &format!(
-                            "INSERT INTO batch_jobs ({COLUMNS}, owner, lease_until_ms, state) \
-                             VALUES (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, 'active')"
-                        ),
-                        rusqlite::params![
-                            rec.batch_id,
-                            rec.upstream,
-                            rec.endpoint,
-                            rec.model,
-                            rec.input_file_id,
-                            lines,
-                            rec.created_ms,
-                            poll,
-                            grace,
-                            owner,
-                            lease_until
-                        ],
-                    )?;
-                    Ok(())
-                })
-                .await
-            }
-            Backend::Postgres(p) => {
-                p.with(move |c| {
-                    Box::pin(async move {
-                        c.execute(
-                            &format!(
-                                "INSERT INTO batch_jobs ({COLUMNS}, owner, lease_until_ms, state) \
-                                 VALUES ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, 'active')"
-                            ),
-                            &[
-                                &rec.batch_id,
-                                &rec.upstream,
-                                &rec.endpoint,
-                                &rec.model,
-                                &rec.input_file_id,
-                                &lines,
-                                &rec.created_ms,
-                                &poll,
-                                &grace,
-                                &owner,
-                                &lease_until,
-                            ],
-                        )
-                        .await?;
-                        Ok(())
-                    })
-                })
-                .await
-            }
-        }
-    }
-
-    async fn renew_inner(
-        &self,
-        batch_id: &str,
-        owner: &str,
-        lease_until_ms: i64,
-        status: &str,
-    ) -> Result<bool, JournalError> {
-        let (id, owner, status) = (batch_id.to_string(), owner.to_string(), status.to_string());
-        match &self.backend {
-            Backend::Sqlite(c) => {
-                Self::sqlite(c, move |c| {
-                    let n = c.execute(
-                        "UPDATE batch_jobs SET lease_until_ms = ?3, status = ?4 \
-                         WHERE batch_id = ?1 AND owner = ?2 AND state = 'active'",
-                        rusqlite::params![id, owner, lease_until_ms, status],
-                    )?;
-                    Ok(n == 1)
-                })
-                .await
-            }
-            Backend::Postgres(p) => {
-                p.with(|c| {
-                    Box::pin(async move {
-                        let n = c
-                            .execute(
-                                "UPDATE batch_jobs SET lease_until_ms = $3, status = $4 \
-                                 WHERE batch_id = $1 AND owner = $2 AND state = 'active'",
-                                &[&id, &owner, &lease_until_ms, &status],
-                            )
-                            .await?;
-                        Ok(n == 1)
-                    })
-                })
-                .await
-            }
-        }
-    }
-
-    async fn finish_inner(
-        &self,
-        batch_id: &str,
-        owner: &str,
-        state: &str,
-        status: &str,
-        now_ms: i64,
-    ) -> Result<bool, JournalError> {
-        let (id, owner, state, status) = (
-            batch_id.to_string(),
-            owner.to_string(),
-            state.to_string(),
-            status.to_string(),
-        );
-        match &self.backend {
-            Backend::Sqlite(c) => {
-                Self::sqlite(c, move |c| {
-                    let n = c.execute(
-                        "UPDATE batch_jobs SET state = ?3, status = ?4, finished_ms = ?5 \
-                         WHERE batch_id = ?1 AND owner = ?2 AND state = 'active'",
-                        rusqlite::params![id, owner, state, status, now_ms],
-                    )?;
-                    Ok(n == 1)
-                })
-                .await
-            }
-            Backend::Postgres(p) => {
-                p.with(|c| {
-                    Box::pin(async move {
-                        let n = c
-                            .execute(
-                                "UPDATE batch_jobs SET state = $3, status = $4, finished_ms = $5 \
-                                 WHERE batch_id = $1 AND owner = $2 AND state = 'active'",
-                                &[&id, &owner, &state, &status, &now_ms],
-                            )
-                            .await?;
-                        Ok(n == 1)
-                    })
-                })
-                .await
-            }
-        }
-    }
-
     async fn claim_inner(
         &self,
         owner: &str,
@@ -452,15 +500,18 @@ impl Journal {
         exclude: HashSet<String>,
     ) -> Result<Vec<Record>, JournalError> {
         let owner = owner.to_string();
+        let select =
+            format!("SELECT {COLUMNS} FROM batch_jobs WHERE {LIVE} AND lease_until_ms < ?1");
+        let update = format!(
+            "UPDATE batch_jobs SET owner = ?2, lease_until_ms = ?3 \
+             WHERE job_id = ?1 AND {LIVE} AND lease_until_ms < ?4"
+        );
         let raws: Vec<RawRecord> = match &self.backend {
             Backend::Sqlite(c) => {
                 Self::sqlite(c, move |c| {
                     let mut stale = Vec::new();
                     {
-                        let mut st = c.prepare_cached(&format!(
-                            "SELECT {COLUMNS} FROM batch_jobs \
-                             WHERE state = 'active' AND lease_until_ms < ?1"
-                        ))?;
+                        let mut st = c.prepare_cached(&select)?;
                         let rows = st.query_map(rusqlite::params![now_ms], |r| {
                             Ok((
                                 r.get(0)?,
@@ -472,6 +523,7 @@ impl Journal {
                                 r.get(6)?,
                                 r.get(7)?,
                                 r.get(8)?,
+                                r.get(9)?,
                             ))
                         })?;
                         for r in rows {
@@ -484,10 +536,9 @@ impl Journal {
                         if exclude.contains(&r.0) {
                             continue;
                         }
-                        let lease = ms(lease_for(Duration::from_millis(r.7.max(1) as u64)));
+                        let lease = ms(lease_for(Duration::from_millis(r.8.max(1) as u64)));
                         let n = c.execute(
-                            "UPDATE batch_jobs SET owner = ?2, lease_until_ms = ?3 \
-                             WHERE batch_id = ?1 AND state = 'active' AND lease_until_ms < ?4",
+                            &update,
                             rusqlite::params![r.0, owner, now_ms.saturating_add(lease), now_ms],
                         )?;
                         if n == 1 {
@@ -499,17 +550,10 @@ impl Journal {
                 .await?
             }
             Backend::Postgres(p) => {
+                let (select, update) = (select.replace('?', "$"), update.replace('?', "$"));
                 p.with(|c| {
                     Box::pin(async move {
-                        let rows = c
-                            .query(
-                                &format!(
-                                    "SELECT {COLUMNS} FROM batch_jobs \
-                                     WHERE state = 'active' AND lease_until_ms < $1"
-                                ),
-                                &[&now_ms],
-                            )
-                            .await?;
+                        let rows = c.query(&select, &[&now_ms]).await?;
                         let mut claimed = Vec::new();
                         for row in rows {
                             let r: RawRecord = (
@@ -522,19 +566,14 @@ impl Journal {
                                 row.try_get(6)?,
                                 row.try_get(7)?,
                                 row.try_get(8)?,
+                                row.try_get(9)?,
                             );
                             if exclude.contains(&r.0) {
                                 continue;
                             }
-                            let lease = ms(lease_for(Duration::from_millis(r.7.max(1) as u64)));
+                            let lease = ms(lease_for(Duration::from_millis(r.8.max(1) as u64)));
                             let until = now_ms.saturating_add(lease);
-                            let n = c
-                                .execute(
-                                    "UPDATE batch_jobs SET owner = $2, lease_until_ms = $3 \
-                                     WHERE batch_id = $1 AND state = 'active' AND lease_until_ms < $4",
-                                    &[&r.0, &owner, &until, &now_ms],
-                                )
-                                .await?;
+                            let n = c.execute(&update, &[&r.0, &owner, &until, &now_ms]).await?;
                             if n == 1 {
                                 claimed.push(r);
                             }
@@ -553,7 +592,7 @@ mod pg {
     //! One PostgreSQL connection for the journal, driven on its own thread's runtime (so it works
     //! from any Pingora service runtime), reconnected when it closed.
 
-    use super::{JournalError, MIGRATION};
+    use super::{upgrade_from_first_schema, JournalError, MIGRATION, OLD_SCHEMA_POSTGRES};
     use std::future::Future;
     use std::pin::Pin;
     use tokio::runtime::Handle;
@@ -607,6 +646,10 @@ mod pg {
                     let tx = c.transaction().await?;
                     tx.execute("SELECT pg_advisory_xact_lock($1)", &[&MIGRATION_LOCK])
                         .await?;
+                    let old: i64 = tx.query_one(OLD_SCHEMA_POSTGRES, &[]).await?.try_get(0)?;
+                    if old > 0 {
+                        tx.batch_execute(&upgrade_from_first_schema()).await?;
+                    }
                     tx.batch_execute(MIGRATION).await?;
                     tx.commit().await?;
                     Ok(())
@@ -652,13 +695,14 @@ mod pg {
 mod tests {
     use super::*;
 
-    fn record(id: &str) -> Record {
+    fn record(job: &str, batch: Option<&str>) -> Record {
         Record {
-            batch_id: id.into(),
+            job_id: job.into(),
+            batch_id: batch.map(str::to_string),
             upstream: "a".into(),
             endpoint: "/v1/chat/completions".into(),
             model: "gpt-4o-mini".into(),
-            input_file_id: "file-1".into(),
+            input_file_id: batch.map(|_| "file-1".to_string()),
             lines: vec![
                 (
                     "c1".into(),
@@ -687,12 +731,12 @@ mod tests {
     async fn lease_claim_and_finish_on_sqlite() {
         let j = Journal::open("sqlite://:memory:").await.unwrap();
         let none = HashSet::new();
-        let rec = record("batch_1");
+        let rec = record("job_1", Some("batch_1"));
         j.insert(&rec, "old", 10_000).await.unwrap();
         // The lease (3 polls + 2 s) still holds: nothing to claim.
         assert!(j.claim("new", 10_500, &none).await.unwrap().is_empty());
         assert!(j
-            .renew("batch_1", "old", 20_000, "in_progress")
+            .renew("job_1", "old", 20_000, "in_progress")
             .await
             .unwrap());
         // Ran out: claimed once, with the lines intact.
@@ -700,19 +744,115 @@ mod tests {
         assert_eq!(got, vec![rec]);
         assert!(j.claim("third", 20_002, &none).await.unwrap().is_empty());
         // The old owner lost it: it can neither renew nor finish.
-        assert!(!j.renew("batch_1", "old", 30_000, "x").await.unwrap());
+        assert!(!j.renew("job_1", "old", 30_000, "x").await.unwrap());
         assert!(!j
-            .finish("batch_1", "old", "done", "completed", 1)
+            .finish("job_1", "old", "done", "completed", 1)
             .await
             .unwrap());
         assert!(j
-            .finish("batch_1", "new", "done", "completed", 1)
+            .finish("job_1", "new", "done", "completed", 1)
             .await
             .unwrap());
         assert!(!j
-            .finish("batch_1", "new", "done", "completed", 1)
+            .finish("job_1", "new", "done", "completed", 1)
             .await
             .unwrap());
         assert!(j.claim("x", i64::MAX - 1, &none).await.unwrap().is_empty());
+    }
+
+    #[tokio::test]
+    async fn a_batch_id_is_recorded_once_whoever_learns_it() {
+        let j = Journal::open("sqlite://:memory:").await.unwrap();
+        let none = HashSet::new();
+        let rec = record("job_2", None);
+        j.insert(&rec, "old", 10_000).await.unwrap();
+        assert!(j.set_file("job_2", "file-9").await.unwrap());
+        // The owner stalls in the create; another gateway claims the creating row.
+        let got = j.claim("new", 20_000, &none).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].batch_id, None);
+        assert_eq!(got[0].input_file_id.as_deref(), Some("file-9"));
+        // The first to record the batch owns it (here the stalled owner, whose create answered).
+        assert!(j
+            .set_batch("job_2", "old", "batch_9", None, 21_000, 40_000)
+            .await
+            .unwrap());
+        assert!(!j
+            .set_batch("job_2", "new", "batch_9", Some("file-9"), 21_500, 40_000)
+            .await
+            .unwrap());
+        assert!(!j.set_file("job_2", "file-x").await.unwrap());
+        assert!(!j.renew("job_2", "new", 50_000, "x").await.unwrap());
+        assert!(j
+            .renew("job_2", "old", 50_000, "in_progress")
+            .await
+            .unwrap());
+        let rec = j.claim("third", 50_001, &none).await.unwrap();
+        assert_eq!(rec[0].batch_id.as_deref(), Some("batch_9"));
+        assert_eq!(rec[0].input_file_id.as_deref(), Some("file-9"));
+        assert_eq!(rec[0].created_ms, 21_000);
+    }
+
+    #[tokio::test]
+    async fn a_row_resolved_as_not_created_reopens_when_its_batch_turns_up() {
+        let j = Journal::open("sqlite://:memory:").await.unwrap();
+        let none = HashSet::new();
+        j.insert(&record("job_3", None), "old", 10_000)
+            .await
+            .unwrap();
+        assert_eq!(j.claim("new", 20_000, &none).await.unwrap().len(), 1);
+        assert!(j
+            .finish("job_3", "new", "done", "not_created", 20_100)
+            .await
+            .unwrap());
+        assert!(j.claim("x", 90_000, &none).await.unwrap().is_empty());
+        // The stalled owner's create answered after all: the batch exists, the row is live again.
+        assert!(j
+            .set_batch("job_3", "old", "batch_3", Some("file-3"), 21_000, 30_000)
+            .await
+            .unwrap());
+        let got = j.claim("x", 90_000, &none).await.unwrap();
+        assert_eq!(got[0].batch_id.as_deref(), Some("batch_3"));
+    }
+
+    #[tokio::test]
+    async fn rows_of_the_first_schema_are_upgraded() {
+        let path = std::env::temp_dir().join(format!(
+            "llmproxy-journal-upgrade-{}-{:x}.db",
+            std::process::id(),
+            rand::random::<u64>()
+        ));
+        {
+            let c = rusqlite::Connection::open(&path).unwrap();
+            c.execute_batch(
+                "CREATE TABLE batch_jobs (
+                    batch_id TEXT PRIMARY KEY, upstream TEXT NOT NULL, endpoint TEXT NOT NULL,
+                    model TEXT NOT NULL, input_file_id TEXT NOT NULL, lines TEXT NOT NULL,
+                    created_ms BIGINT NOT NULL, poll_ms BIGINT NOT NULL, grace_ms BIGINT NOT NULL,
+                    owner TEXT NOT NULL, lease_until_ms BIGINT NOT NULL, state TEXT NOT NULL,
+                    status TEXT, finished_ms BIGINT);
+                 CREATE INDEX batch_jobs_active ON batch_jobs (state, lease_until_ms);
+                 INSERT INTO batch_jobs VALUES ('batch_old', 'a', '/v1/chat/completions', 'm',
+                    'file-old', '[[\"c1\",null,\"m\",null]]', 5, 100, 60000, 'gone', 0, 'active',
+                    'in_progress', NULL);",
+            )
+            .unwrap();
+        }
+        let url = format!("sqlite://{}", path.display());
+        let j = Journal::open(&url).await.unwrap();
+        let got = j.claim("new", 1000, &HashSet::new()).await.unwrap();
+        assert_eq!(got.len(), 1);
+        assert_eq!(got[0].job_id, "batch_old");
+        assert_eq!(got[0].batch_id.as_deref(), Some("batch_old"));
+        assert_eq!(got[0].input_file_id.as_deref(), Some("file-old"));
+        assert_eq!(got[0].lines.len(), 1);
+        drop(j);
+        // Opening again leaves the current schema alone.
+        let j = Journal::open(&url).await.unwrap();
+        j.insert(&record("job_4", None), "o", 1).await.unwrap();
+        drop(j);
+        for suffix in ["", "-wal", "-shm"] {
+            let _ = std::fs::remove_file(format!("{}{suffix}", path.display()));
+        }
     }
 }

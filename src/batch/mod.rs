@@ -12,8 +12,10 @@
 //! - Every failure path ends in [`Reply::Fallback`]: the request path then sends the request through
 //!   the synchronous exchange, so no client is left waiting for an answer that will not come. A
 //!   batch unfinished after `grace` is cancelled; its finished lines are delivered.
-//! - Submitted batches are journaled in `state.database` ([`journal`]), so a restarted gateway
-//!   finishes polling them, records their spend exactly once and deletes their files.
+//! - Batch jobs are journaled in `state.database` ([`journal`]) before the upload, and the batch
+//!   carries the job's id in its metadata, so a restarted gateway finishes polling every batch
+//!   (also one whose creation it never heard back from), records its spend exactly once and
+//!   deletes its files.
 //!
 //! The background work uses its own HTTP client ([`api`], reqwest): it is rare, slow and
 //! file-sized, and never shares a path with client requests.
@@ -64,10 +66,19 @@ impl BatchEndpoint {
         }
     }
 
+    /// The same on Azure's dated API (no `/v1`).
+    pub fn azure_url(&self) -> &'static str {
+        match self {
+            BatchEndpoint::ChatCompletions => "/chat/completions",
+            BatchEndpoint::Embeddings => "/embeddings",
+        }
+    }
+
+    /// From either form.
     pub fn from_url(s: &str) -> Option<BatchEndpoint> {
-        match s {
-            "/v1/chat/completions" => Some(BatchEndpoint::ChatCompletions),
-            "/v1/embeddings" => Some(BatchEndpoint::Embeddings),
+        match s.strip_prefix("/v1").unwrap_or(s) {
+            "/chat/completions" => Some(BatchEndpoint::ChatCompletions),
+            "/embeddings" => Some(BatchEndpoint::Embeddings),
             _ => None,
         }
     }
@@ -80,7 +91,8 @@ pub struct QueueKey {
     /// The upstream's name (stable across reloads, unlike its index).
     pub upstream: String,
     pub endpoint: BatchEndpoint,
-    /// The deployment's model name, as written in each line's body.
+    /// The deployment each line's body names: the deployment's model, or the model's
+    /// `batch.deployments` entry for the upstream (Azure's Global Batch deployment).
     pub model: String,
 }
 
@@ -181,8 +193,8 @@ pub struct Batcher {
     active: AtomicUsize,
     /// A recovery scan is running.
     scanning: AtomicBool,
-    /// Batches this process is polling now: never claimed from the journal by its own scans, even
-    /// when a slow poll let their lease run out.
+    /// Jobs (journal job ids) this process works on now: never claimed from the journal by its own
+    /// scans, even when a slow poll let their lease run out.
     driving: Mutex<std::collections::HashSet<String>>,
 }
 
@@ -413,10 +425,17 @@ impl Batcher {
                 match j.claim(&shared.batcher.owner, now_ms(), &driving).await {
                     Ok(claimed) => {
                         for rec in claimed {
-                            log::info!(
-                                "batch {}: journaled as unfinished by a previous gateway; polling it to completion",
-                                rec.batch_id
-                            );
+                            match &rec.batch_id {
+                                Some(b) => log::info!(
+                                    "batch {b}: journaled as unfinished by a previous gateway; \
+                                     polling it to completion"
+                                ),
+                                None => log::info!(
+                                    "batch job {}: a previous gateway stopped while creating its \
+                                     batch; looking for the batch at the upstream",
+                                    rec.job_id
+                                ),
+                            }
                             tokio::spawn(job::run_recovered(
                                 shared.clone(),
                                 rec,
@@ -463,15 +482,15 @@ impl Batcher {
     }
 }
 
-/// Marks a batch as polled by this process for as long as its driver lives.
+/// Marks a job (by its journal job id) as worked on by this process for as long as it lives.
 pub(crate) struct Driving(Arc<Shared>, String);
 
 impl Driving {
-    pub(crate) fn new(shared: &Arc<Shared>, batch_id: &str) -> Self {
+    pub(crate) fn new(shared: &Arc<Shared>, job_id: &str) -> Self {
         if let Ok(mut g) = shared.batcher.driving.lock() {
-            g.insert(batch_id.to_string());
+            g.insert(job_id.to_string());
         }
-        Driving(shared.clone(), batch_id.to_string())
+        Driving(shared.clone(), job_id.to_string())
     }
 }
 

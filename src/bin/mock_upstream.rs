@@ -176,6 +176,19 @@
 //! limits do not. Errors are `{"error":{"message","type":
 //! "invalid_request_error","param","code"}}`.
 //!
+//! The same API (same store, behaviour and shapes) is reached on Azure's
+//! surfaces, with Azure's own refusals first (see the Azure dialect: no key →
+//! 401): `/openai/files`, `/openai/files/{id}`, `/openai/files/{id}/content`,
+//! `/openai/batches`, `/openai/batches/{id}`, `/openai/batches/{id}/cancel`
+//! need `?api-version=V` (else 404 `Resource not found`), and there lines and
+//! the batch's `endpoint` are written as Azure's docs write them:
+//! `/chat/completions`, `/embeddings`, `/completions`, `/responses` (the `/v1`
+//! form is refused, `invalid_url` / `invalid_value`); each line's
+//! `body.model` is the (Global Batch) deployment. On the v1 surface,
+//! `/openai/v1/files`, `/openai/v1/batches`, ... (`api-version` optional),
+//! both forms are accepted. A batch's `endpoint` must still equal its lines'
+//! `url`.
+//!
 //! * `POST /v1/files` (multipart/form-data: `purpose` = `batch`, `file` =
 //!   JSONL): each non-blank line must be a JSON object with a unique non-empty
 //!   `custom_id`, `method: "POST"`, `url` one of `/v1/chat/completions`,
@@ -207,7 +220,8 @@
 //!   `cancelling_at`, `cancelled_at` (Unix seconds or null),
 //!   `request_counts: {total, completed, failed}`, `metadata`.
 //! * `GET /v1/batches/{id}` (counted as a poll), `GET /v1/batches?limit=N&
-//!   after=ID` (newest first; `{"object":"list","data","first_id","last_id",
+//!   after=ID` (N 1..=100, default 20; newest first, each Batch object with
+//!   its `metadata`; `{"object":"list","data","first_id","last_id",
 //!   "has_more"}`), `POST /v1/batches/{id}/cancel` (`cancelling`, then
 //!   `cancelled` after `cancel_after_ms`; an ended batch: 400 `invalid_state`;
 //!   again: unchanged); unknown id: 404 `batch_not_found`.
@@ -294,9 +308,15 @@
 //!   out of both files, still counted), `fail_custom_ids` (`{}`: custom_id →
 //!   status 400..=599, answered with the mock error body of that status),
 //!   `cancel_after_ms` (50: how long `cancelling` lasts), `reverse_output`
-//!   (false: write both files in reverse file order). Unknown fields or bad
-//!   values: 400 `bad_batch_config`, nothing changed. `GET /__mock/batch` and
-//!   `POST` answer `{"ok":true,"config":{...}}`.
+//!   (false: write both files in reverse file order), `create_delay_ms` (0:
+//!   `POST /batches` creates the batch at once and sends its answer this much
+//!   later — a creator that dies meanwhile never learns the batch id),
+//!   `create_hang` (false: `POST /batches` never creates anything and never
+//!   answers, until the client goes away; the request is recorded),
+//!   `create_then_fail` (null: a status 500..=599 — `POST /batches` creates
+//!   the batch, then answers that status with the mock error body). Unknown
+//!   fields or bad values: 400 `bad_batch_config`, nothing changed.
+//!   `GET /__mock/batch` and `POST` answer `{"ok":true,"config":{...}}`.
 //! * `GET /__mock/batches`: every batch, oldest first: `{"id","status",
 //!   "endpoint","model","input_file_id","lines","custom_ids","finished",
 //!   "polls","cancel_called","cancel_calls","output_file_id","error_file_id",
@@ -1930,8 +1950,13 @@ fn azure_route(path: &str, query: Option<&str>) -> Option<AzureRoute> {
 
 /// Azure's own refusals, before anything else: no `api-version` or an unknown path (404), no key
 /// (401).
-fn azure_reject(state: &State, az: &AzureRoute, headers: &HeaderMap) -> Option<Response<MockBody>> {
-    if az.endpoint.is_none() || (az.needs_version && az.api_version.is_none()) {
+fn azure_reject(
+    state: &State,
+    az: &AzureRoute,
+    batch_api: bool,
+    headers: &HeaderMap,
+) -> Option<Response<MockBody>> {
+    if (az.endpoint.is_none() && !batch_api) || (az.needs_version && az.api_version.is_none()) {
         return Some(azure_error(
             state,
             StatusCode::NOT_FOUND,
@@ -1995,8 +2020,8 @@ async fn handle(
         None => openai_endpoint(path),
     };
     let batch_route = match &azure {
-        Some(_) => None,
-        None => batch_api_route(path),
+        Some(_) => azure_batch_route(path),
+        None => batch_api_route(path).map(|r| (r, BatchDialect::OpenAi)),
     };
     let parsed: Option<Result<ReqBody, serde_json::Error>> = (parts.method == Method::POST
         && (endpoint.is_some_and(|e| e != Endpoint::Models) || !body.is_empty()))
@@ -2016,7 +2041,7 @@ async fn handle(
 
     if let Some(mut resp) = azure
         .as_ref()
-        .and_then(|az| azure_reject(&state, az, &parts.headers))
+        .and_then(|az| azure_reject(&state, az, batch_route.is_some(), &parts.headers))
     {
         resp.body_mut()._guard = Some(guard);
         return Ok(resp);
@@ -2043,6 +2068,21 @@ async fn handle(
         tokio::time::sleep(Duration::from_millis(latency)).await;
     }
 
+    let creating = parts.method == Method::POST
+        && matches!(batch_route, Some((BatchRoute::Batches, _)))
+        && fail_code(u64::from(state.fail_status.load(Ordering::Relaxed))).is_none();
+    let (create_delay_ms, create_hang, create_then_fail) = match state.batch.lock() {
+        Ok(b) if creating => (
+            b.config.create_delay_ms,
+            b.config.create_hang,
+            b.config.create_then_fail,
+        ),
+        _ => (0, false, None),
+    };
+    if create_hang {
+        // Never created, never answered (until the client goes away).
+        std::future::pending::<()>().await;
+    }
     let mut resp = match batch_route {
         Some(route) => batch_api(
             &state,
@@ -2077,6 +2117,16 @@ async fn handle(
     }
     if let Some(rh) = rate_headers {
         rh.apply(resp.headers_mut());
+    }
+    if let Some(code) = create_then_fail.and_then(|c| StatusCode::from_u16(c).ok()) {
+        if resp.status().is_success() {
+            // Created; the answer is lost on the way.
+            resp = mock_error(&state, code);
+        }
+    }
+    if create_delay_ms > 0 {
+        // The batch exists already; its creator hears of it this much later.
+        tokio::time::sleep(Duration::from_millis(create_delay_ms)).await;
     }
     resp.body_mut()._guard = Some(guard);
     Ok(resp)
@@ -2227,6 +2277,50 @@ const BATCH_ENDPOINTS: [&str; 4] = [
     "/v1/completions",
     "/v1/responses",
 ];
+/// The same as Azure's dated API writes them (no `/v1`).
+const AZURE_BATCH_ENDPOINTS: [&str; 4] = [
+    "/chat/completions",
+    "/embeddings",
+    "/completions",
+    "/responses",
+];
+
+/// Which Files and Batch API a request reached: it decides the accepted line `url`s.
+#[derive(Clone, Copy, Debug, PartialEq, Eq)]
+enum BatchDialect {
+    /// `/v1/files`, `/v1/batches` (also without `/v1`): lines `/v1/...`.
+    OpenAi,
+    /// Azure's dated API, `/openai/files?api-version=V`: lines `/chat/completions`, ...
+    AzureDated,
+    /// Azure's v1 API, `/openai/v1/files`: either form.
+    AzureV1,
+}
+
+impl BatchDialect {
+    fn accepts(self, url: &str) -> bool {
+        match self {
+            BatchDialect::OpenAi => BATCH_ENDPOINTS.contains(&url),
+            BatchDialect::AzureDated => AZURE_BATCH_ENDPOINTS.contains(&url),
+            BatchDialect::AzureV1 => {
+                BATCH_ENDPOINTS.contains(&url) || AZURE_BATCH_ENDPOINTS.contains(&url)
+            }
+        }
+    }
+
+    fn accepted(self) -> String {
+        match self {
+            BatchDialect::OpenAi => BATCH_ENDPOINTS.join(", "),
+            BatchDialect::AzureDated => AZURE_BATCH_ENDPOINTS.join(", "),
+            BatchDialect::AzureV1 => {
+                format!(
+                    "{}, {}",
+                    BATCH_ENDPOINTS.join(", "),
+                    AZURE_BATCH_ENDPOINTS.join(", ")
+                )
+            }
+        }
+    }
+}
 /// OpenAI's limit of requests in one batch input file.
 const MAX_BATCH_LINES: usize = 50_000;
 const MAX_METADATA_PAIRS: usize = 16;
@@ -2251,6 +2345,12 @@ struct BatchConfig {
     fail_custom_ids: BTreeMap<String, u16>,
     cancel_after_ms: u64,
     reverse_output: bool,
+    /// `POST /batches` creates the batch at once and answers this much later.
+    create_delay_ms: u64,
+    /// `POST /batches` never creates anything and never answers.
+    create_hang: bool,
+    /// `POST /batches` creates the batch, then answers this 5xx instead of the Batch object.
+    create_then_fail: Option<u16>,
 }
 
 impl Default for BatchConfig {
@@ -2262,6 +2362,9 @@ impl Default for BatchConfig {
             fail_custom_ids: BTreeMap::new(),
             cancel_after_ms: 50,
             reverse_output: false,
+            create_delay_ms: 0,
+            create_hang: false,
+            create_then_fail: None,
         }
     }
 }
@@ -2306,9 +2409,22 @@ impl BatchConfig {
                     c.fail_custom_ids = m;
                 }
                 "reverse_output" => c.reverse_output = v.as_bool().unwrap_or(d.reverse_output),
+                "create_delay_ms" if null => c.create_delay_ms = d.create_delay_ms,
+                "create_delay_ms" => c.create_delay_ms = ms(k, v)?,
+                "create_then_fail" if null => c.create_then_fail = None,
+                "create_then_fail" => match v.as_u64() {
+                    Some(st @ 500..=599) => c.create_then_fail = Some(st as u16),
+                    _ => return Err("create_then_fail must be a status 500..=599 or null".into()),
+                },
+                "create_hang" if null => c.create_hang = d.create_hang,
+                "create_hang" => {
+                    c.create_hang = v
+                        .as_bool()
+                        .ok_or_else(|| "create_hang must be a boolean or null".to_owned())?
+                }
                 other => {
                     return Err(format!(
-                        "unknown field {other} (complete_after_ms, outcome, omit_custom_ids, fail_custom_ids, cancel_after_ms, reverse_output)"
+                        "unknown field {other} (complete_after_ms, outcome, omit_custom_ids, fail_custom_ids, cancel_after_ms, reverse_output, create_delay_ms, create_hang, create_then_fail)"
                     ))
                 }
             }
@@ -2737,6 +2853,27 @@ fn batch_api_route(path: &str) -> Option<BatchRoute<'_>> {
     None
 }
 
+/// A Files or Batch API path on Azure's surfaces: `/openai/v1/...` (v1) or `/openai/...`
+/// (dated, `api-version` required).
+fn azure_batch_route(path: &str) -> Option<(BatchRoute<'_>, BatchDialect)> {
+    let is_batch = |rest: &str| {
+        ["/files", "/batches"]
+            .iter()
+            .any(|p| rest == *p || rest.starts_with(&format!("{p}/")))
+    };
+    if let Some(rest) = path.strip_prefix("/openai/v1") {
+        return is_batch(rest)
+            .then(|| batch_api_route(rest))
+            .flatten()
+            .map(|r| (r, BatchDialect::AzureV1));
+    }
+    let rest = path.strip_prefix("/openai")?;
+    is_batch(rest)
+        .then(|| batch_api_route(rest))
+        .flatten()
+        .map(|r| (r, BatchDialect::AzureDated))
+}
+
 /// An `invalid_request_error` with an optional `param` and `code`.
 fn invalid(
     state: &State,
@@ -2849,7 +2986,7 @@ type InputError = (String, &'static str);
 /// Validate a batch input file (JSONL) as OpenAI describes it: one JSON object a line with a
 /// unique `custom_id`, `method: POST`, a supported `url` (the same on every line) and a `body`
 /// with a `model` (the same on every line). Blank lines are skipped.
-fn validate_batch_input(content: &[u8]) -> Result<BatchInput, InputError> {
+fn validate_batch_input(content: &[u8], dialect: BatchDialect) -> Result<BatchInput, InputError> {
     let text = std::str::from_utf8(content)
         .map_err(|_| ("The file is not valid UTF-8.".to_owned(), "invalid_file"))?;
     let mut seen = std::collections::HashSet::new();
@@ -2892,9 +3029,9 @@ fn validate_batch_input(content: &[u8]) -> Result<BatchInput, InputError> {
             return err("'method' must be 'POST'.".into(), "invalid_method");
         }
         let url = v.get("url").and_then(Value::as_str).unwrap_or("");
-        if !BATCH_ENDPOINTS.contains(&url) {
+        if !dialect.accepts(url) {
             return err(
-                format!("'url' must be one of {}.", BATCH_ENDPOINTS.join(", ")),
+                format!("'url' must be one of {}.", dialect.accepted()),
                 "invalid_url",
             );
         }
@@ -2965,15 +3102,15 @@ fn batch_line_answer(
     let raw = serde_json::to_vec(body).unwrap_or_default();
     let req: ReqBody = serde_json::from_value(body.clone()).unwrap_or_default();
     let mut g = Gen::new(state, &HeaderMap::new(), raw.len());
-    let resp = match endpoint {
-        "/v1/chat/completions" => {
+    let resp = match endpoint.strip_prefix("/v1").unwrap_or(endpoint) {
+        "/chat/completions" => {
             if state.echo.load(Ordering::Relaxed) {
                 g.echo = echo_text(&raw);
             }
             chat(state, &g, &req)
         }
-        "/v1/embeddings" => embeddings(state, &g, &req),
-        "/v1/completions" => completions(state, &g, &req),
+        "/embeddings" => embeddings(state, &g, &req),
+        "/completions" => completions(state, &g, &req),
         _ => responses(state, &g, &req),
     };
     full_body(resp)
@@ -2985,6 +3122,7 @@ fn upload_file(
     store: &mut BatchStore,
     headers: &HeaderMap,
     body: &Bytes,
+    dialect: BatchDialect,
 ) -> Response<MockBody> {
     let bad = |m: &str, param: &str, code: &str| {
         invalid(state, StatusCode::BAD_REQUEST, m, Some(param), Some(code))
@@ -3039,7 +3177,7 @@ fn upload_file(
             "missing_required_parameter",
         );
     };
-    let input = match validate_batch_input(&file.data) {
+    let input = match validate_batch_input(&file.data, dialect) {
         Ok(i) => i,
         Err((m, code)) => return bad(&m, "file", code),
     };
@@ -3067,6 +3205,7 @@ fn create_batch(
     store: &mut BatchStore,
     body: &[u8],
     now: u64,
+    dialect: BatchDialect,
 ) -> Response<MockBody> {
     let bad = |status: StatusCode, m: &str, param: &str, code: &str| {
         invalid(state, status, m, Some(param), Some(code))
@@ -3129,12 +3268,12 @@ fn create_batch(
     let Some(window) = field("completion_window") else {
         return missing("completion_window");
     };
-    if !BATCH_ENDPOINTS.contains(&endpoint) {
+    if !dialect.accepts(endpoint) {
         return bad(
             StatusCode::BAD_REQUEST,
             &format!(
                 "Invalid value for 'endpoint': '{endpoint}'. Supported: {}.",
-                BATCH_ENDPOINTS.join(", ")
+                dialect.accepted()
             ),
             "endpoint",
             "invalid_value",
@@ -3316,7 +3455,7 @@ fn batch_api(
     state: &State,
     method: &Method,
     headers: &HeaderMap,
-    route: BatchRoute<'_>,
+    (route, dialect): (BatchRoute<'_>, BatchDialect),
     query: Option<&str>,
     body: &Bytes,
 ) -> Response<MockBody> {
@@ -3364,7 +3503,9 @@ fn batch_api(
         )
     };
     match (route, method) {
-        (BatchRoute::Files, &Method::POST) => upload_file(state, &mut store, headers, body),
+        (BatchRoute::Files, &Method::POST) => {
+            upload_file(state, &mut store, headers, body, dialect)
+        }
         (BatchRoute::Files, &Method::GET) => {
             let purpose = query_param(query, "purpose");
             let data: Vec<Value> = store
@@ -3408,7 +3549,7 @@ fn batch_api(
             }
             None => no_file(id),
         },
-        (BatchRoute::Batches, &Method::POST) => create_batch(state, &mut store, body, now),
+        (BatchRoute::Batches, &Method::POST) => create_batch(state, &mut store, body, now, dialect),
         (BatchRoute::Batches, &Method::GET) => list_batches(state, &store, query, now),
         (BatchRoute::Batch(id), &Method::GET) => match store.batch_index(id) {
             Some(i) => {

@@ -40,6 +40,20 @@ pub struct ModelBatch {
     /// A batch not finished this long after it was created is cancelled: its finished lines are
     /// delivered, the other requests go through the synchronous API.
     pub grace: Duration,
+    /// `(upstream name, deployment)`: on that upstream, batch lines name this deployment instead
+    /// of the deployment's own `model` (Azure serves batches only on Global Batch deployments, and
+    /// synchronous requests, fallbacks included, only on the others).
+    pub deployments: Vec<(String, String)>,
+}
+
+impl ModelBatch {
+    /// The deployment batch lines name on `upstream`, for a deployment whose model is `model`.
+    pub fn deployment_on<'a>(&'a self, upstream: &str, model: &'a str) -> &'a str {
+        self.deployments
+            .iter()
+            .find(|(u, _)| u == upstream)
+            .map_or(model, |(_, d)| d.as_str())
+    }
 }
 
 /// OpenAI's limit of requests in one batch input file.
@@ -55,6 +69,7 @@ impl Default for ModelBatch {
             poll_interval: Duration::from_secs(10),
             completion_window: "24h".to_string(),
             grace: Duration::from_secs(30 * 60),
+            deployments: Vec::new(),
         }
     }
 }
@@ -67,6 +82,7 @@ const KEYS: &[&str] = &[
     "poll_interval",
     "completion_window",
     "grace",
+    "deployments",
 ];
 
 pub fn read_model(r: &mut Reader, node: Node) -> Option<ModelBatch> {
@@ -121,6 +137,33 @@ pub fn read_model(r: &mut Reader, node: Node) -> Option<ModelBatch> {
             Some(s)
         })
         .unwrap_or(d.completion_window);
+    let deployments = m
+        .with(r, "deployments", |r, n| {
+            let Some(map) = n.value.as_mapping() else {
+                r.error(
+                    n.path,
+                    "expected a mapping of upstream name to the deployment batch lines use there",
+                );
+                return None;
+            };
+            let mut out = Vec::new();
+            for (k, v) in map {
+                let Some(upstream) = k.as_str() else {
+                    r.error(n.path, "keys must be upstream names");
+                    continue;
+                };
+                let p = super::reader::join(n.path, upstream);
+                if let Some(d) = super::reader::Node::new(v, &p).string(r) {
+                    if d.is_empty() {
+                        r.error(&p, "must not be empty");
+                    } else {
+                        out.push((upstream.to_string(), d));
+                    }
+                }
+            }
+            Some(out)
+        })
+        .unwrap_or_default();
     Some(ModelBatch {
         enabled,
         mode,
@@ -129,21 +172,35 @@ pub fn read_model(r: &mut Reader, node: Node) -> Option<ModelBatch> {
         poll_interval,
         completion_window,
         grace,
+        deployments,
     })
 }
 
 /// Whether the gateway can send Batch API jobs to this provider: OpenAI's Files and Batches
 /// endpoints below the upstream's URL (`openai`, and `openai_compatible` servers that implement
-/// them). Azure's batch surface (its own file paths, `api-version`, global-batch deployments) is
-/// not implemented: such deployments are served synchronously.
+/// them), and Azure OpenAI's (`/openai/files`, `/openai/batches` with its `api-version`, or its v1
+/// surface; see [`crate::batch::api::Surface`]). Anthropic's Message Batches API is another
+/// format: such deployments are served synchronously.
 pub fn supports(provider: Provider) -> bool {
-    matches!(provider, Provider::OpenAi | Provider::OpenAiCompatible)
+    matches!(
+        provider,
+        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Azure
+    )
 }
 
 /// A batch-enabled model needs at least one deployment the gateway can batch on; its other
-/// deployments keep serving synchronous traffic (and fallbacks) only.
+/// deployments keep serving synchronous traffic (and fallbacks) only. `batch.deployments` names
+/// upstreams of the model's deployments.
 pub fn check(r: &mut Reader, models: &[Model], upstreams: &[Upstream]) {
     for (i, m) in models.iter().enumerate() {
+        for (up, _) in &m.batch.deployments {
+            if !m.deployments.iter().any(|d| &d.upstream == up) {
+                r.error(
+                    &format!("models[{i}].batch.deployments.{up}"),
+                    "not the upstream of one of this model's deployments",
+                );
+            }
+        }
         if !m.batch.enabled {
             continue;
         }
@@ -160,7 +217,7 @@ pub fn check(r: &mut Reader, models: &[Model], upstreams: &[Upstream]) {
             r.error(
                 &format!("models[{i}].batch"),
                 "no deployment of this model is on a provider with the Batch API the gateway \
-                 speaks (`openai` or `openai_compatible`; Azure batch is not implemented)",
+                 speaks (`openai`, `openai_compatible` or `azure`)",
             );
         }
     }
@@ -214,11 +271,12 @@ mod tests {
 
     #[test]
     fn errors_name_their_keys() {
-        let azure = "  - {name: az, provider: azure, api_version: \"2024-10-21\", url: \"https://x.openai.azure.com\"}\n";
+        let anthropic =
+            "  - {name: an, provider: anthropic, url: \"https://api.anthropic.com/v1\"}\n";
         let errs = parse(
             &with_models(
-                &format!("{OPENAI}{azure}"),
-                "  - {name: m, deployments: [{upstream: a, model: x}], batch: {mode: sometimes, max_size: 0, poll_interval: 0s, completion_window: soon, grce: 1m}}\n  - {name: z, deployments: [{upstream: az, model: x}], batch: {enabled: true}}\n  - {name: y, deployments: [{upstream: az, model: x}], batch: {enabled: false}}\n",
+                &format!("{OPENAI}{anthropic}"),
+                "  - {name: m, deployments: [{upstream: a, model: x}], batch: {mode: sometimes, max_size: 0, poll_interval: 0s, completion_window: soon, grce: 1m, deployments: {a: \"\", zz: y}}}\n  - {name: z, deployments: [{upstream: an, model: x}], batch: {enabled: true}}\n  - {name: y, deployments: [{upstream: an, model: x}], batch: {enabled: false, deployments: [x]}}\n",
             ),
             &NoEnv,
         )
@@ -230,10 +288,29 @@ mod tests {
             "models[0].batch.poll_interval: must be at least 10ms",
             "models[0].batch.completion_window: must be a duration",
             "models[0].batch.grce: unknown key (did you mean `grace`?)",
+            "models[0].batch.deployments.a: must not be empty",
+            "models[0].batch.deployments.zz: not the upstream of one of this model's deployments",
             "models[1].batch: no deployment of this model is on a provider with the Batch API",
+            "models[2].batch.deployments: expected a mapping",
         ] {
             assert!(errs.contains(needle), "missing `{needle}` in:\n{errs}");
         }
-        assert!(!errs.contains("models[2]"), "{errs}");
+    }
+
+    #[test]
+    fn azure_models_batch_on_their_batch_deployment() {
+        let azure = "  - {name: az, provider: azure, api_version: \"2024-10-21\", url: \"https://x.openai.azure.com\"}\n";
+        let cfg = parse(
+            &with_models(
+                &format!("{OPENAI}{azure}"),
+                "  - {name: m, deployments: [{upstream: az, model: gpt4o-std}, {upstream: a, model: gpt-4o}], batch: {deployments: {az: gpt4o-batch}}}\n",
+            ),
+            &NoEnv,
+        )
+        .unwrap();
+        let b = &cfg.models[0].batch;
+        assert!(b.enabled);
+        assert_eq!(b.deployment_on("az", "gpt4o-std"), "gpt4o-batch");
+        assert_eq!(b.deployment_on("a", "gpt-4o"), "gpt-4o");
     }
 }

@@ -110,11 +110,13 @@ pub async fn try_batch(
     };
     let dep = &model.deployments[d];
     let pool = &state.upstreams[dep.upstream_idx];
+    // The deployment the lines name (on Azure, the model's Global Batch deployment).
+    let batch_model = settings.deployment_on(&pool.cfg.name, &dep.model);
     let line = Line {
         custom_id: format!("llmproxy-{:032x}", rand::random::<u128>()),
         body: req
             .body
-            .with_model_and(&dep.model, raw.len(), None, &dep.params),
+            .with_model_and(batch_model, raw.len(), None, &dep.params),
         account: Account {
             key_hash: ctx.caller.key().map(|k| k.key.hash.clone()),
             model: model.name.clone(),
@@ -127,7 +129,7 @@ pub async fn try_batch(
         key: QueueKey {
             upstream: pool.cfg.name.clone(),
             endpoint: batch_endpoint,
-            model: dep.model.clone(),
+            model: batch_model.to_string(),
         },
         upstream: pool.cfg.clone(),
         settings: settings.clone(),
