@@ -538,62 +538,35 @@ const RECENT: usize = 1024;
 
 /// Batch jobs since the process started: counts and the latency (creation to final status) of the
 /// most recent ones.
-#[derive(Default)]
 struct Stats {
-    total: u64,
-    successful: u64,
-    failed: u64,
+    jobs: crate::metrics::stats::Counts,
     lines: u64,
-    sum_ms: f64,
-    recent: Vec<f64>,
-    next: usize,
+}
+
+impl Default for Stats {
+    fn default() -> Self {
+        Stats {
+            jobs: crate::metrics::stats::Counts::with_capacity(RECENT),
+            lines: 0,
+        }
+    }
 }
 
 impl Stats {
     fn add(&mut self, ok: bool, ms: f64, lines: usize) {
-        self.total += 1;
-        if ok {
-            self.successful += 1;
-        } else {
-            self.failed += 1;
-        }
+        self.jobs.add(ok, ms);
         self.lines += lines as u64;
-        self.sum_ms += ms;
-        if self.recent.len() < RECENT {
-            self.recent.push(ms);
-        } else {
-            self.recent[self.next] = ms;
-        }
-        self.next = (self.next + 1) % RECENT;
     }
 
+    /// Seed 004's shape (the requests' one) plus `requests_per_batch`.
     fn json(&self) -> Value {
-        let mut sorted = self.recent.clone();
-        sorted.sort_by(|a, b| a.total_cmp(b));
-        let pct = |p: f64| -> f64 {
-            if sorted.is_empty() {
-                return 0.0;
-            }
-            let i = ((sorted.len() as f64 - 1.0) * p).round() as usize;
-            (sorted[i] * 1000.0).round() / 1000.0
+        let mut v = self.jobs.json();
+        let per_batch = match self.jobs.total() {
+            0 => 0.0,
+            n => ((self.lines as f64 / n as f64) * 1000.0).round() / 1000.0,
         };
-        let per = |x: f64| {
-            if self.total == 0 {
-                0.0
-            } else {
-                ((x / self.total as f64) * 1000.0).round() / 1000.0
-            }
-        };
-        json!({
-            "total": self.total,
-            "successful": self.successful,
-            "failed": self.failed,
-            "avg_time_ms": per(self.sum_ms),
-            "p50_time_ms": pct(0.50),
-            "p95_time_ms": pct(0.95),
-            "p99_time_ms": pct(0.99),
-            "requests_per_batch": per(self.lines as f64),
-        })
+        v["requests_per_batch"] = json!(per_batch);
+        v
     }
 }
 

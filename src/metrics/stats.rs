@@ -8,18 +8,43 @@ use std::sync::Mutex;
 /// Latencies kept for the percentiles (overall, and per model).
 const RECENT: usize = 4096;
 
-#[derive(Default)]
-struct Counts {
+/// Counts of successes and failures, and the latency percentiles of the most recent ones (a ring of
+/// fixed size). Also used for the batch jobs' `/stats` section.
+pub struct Counts {
     total: u64,
     successful: u64,
     failed: u64,
     sum_ms: f64,
     recent: Vec<f32>,
     next: usize,
+    capacity: usize,
+}
+
+impl Default for Counts {
+    fn default() -> Self {
+        Counts::with_capacity(RECENT)
+    }
 }
 
 impl Counts {
-    fn add(&mut self, ok: bool, ms: f64) {
+    /// Percentiles over the last `capacity` latencies.
+    pub fn with_capacity(capacity: usize) -> Counts {
+        Counts {
+            total: 0,
+            successful: 0,
+            failed: 0,
+            sum_ms: 0.0,
+            recent: Vec::new(),
+            next: 0,
+            capacity: capacity.max(1),
+        }
+    }
+
+    pub fn total(&self) -> u64 {
+        self.total
+    }
+
+    pub fn add(&mut self, ok: bool, ms: f64) {
         self.total += 1;
         if ok {
             self.successful += 1;
@@ -27,15 +52,16 @@ impl Counts {
             self.failed += 1;
         }
         self.sum_ms += ms;
-        if self.recent.len() < RECENT {
+        if self.recent.len() < self.capacity {
             self.recent.push(ms as f32);
         } else {
             self.recent[self.next] = ms as f32;
         }
-        self.next = (self.next + 1) % RECENT;
+        self.next = (self.next + 1) % self.capacity;
     }
 
-    fn json(&self) -> Value {
+    /// `{total, successful, failed, avg_time_ms, p50_time_ms, p95_time_ms, p99_time_ms}`.
+    pub fn json(&self) -> Value {
         let mut sorted = self.recent.clone();
         sorted.sort_by(|a, b| a.total_cmp(b));
         let pct = |p: f64| -> f64 {

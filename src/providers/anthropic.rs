@@ -974,9 +974,8 @@ enum BlockKind {
 /// OpenAI-shaped `data: {"error": {...}}` event and `data: [DONE]`. Nothing is produced after
 /// `[DONE]`.
 pub struct StreamTranslator {
-    /// Unconsumed upstream bytes (an incomplete line).
-    buf: Vec<u8>,
-    /// `data:` payload of the event being read.
+    reader: super::sse::SseReader,
+    /// `data:` payload of the event being translated.
     data: Vec<u8>,
     out: BytesMut,
     /// `{"id":...,"object":"chat.completion.chunk","created":...,"model":...,"choices":[` once the
@@ -998,7 +997,7 @@ impl StreamTranslator {
     /// `stream_options.include_usage`.
     pub fn new(model_alias: &str, include_usage: bool) -> Self {
         let mut t = StreamTranslator {
-            buf: Vec::with_capacity(1024),
+            reader: super::sse::SseReader::with_capacity(1024),
             data: Vec::with_capacity(1024),
             out: BytesMut::with_capacity(1024),
             prefix: String::new(),
@@ -1043,37 +1042,13 @@ impl StreamTranslator {
     /// empty).
     pub fn feed(&mut self, chunk: &[u8]) -> Bytes {
         if !self.done {
-            self.buf.extend_from_slice(chunk);
-            let mut pos = 0;
-            while let Some(nl) = memchr::memchr(b'\n', &self.buf[pos..]) {
-                let end = pos + nl;
-                let mut line_end = end;
-                if line_end > pos && self.buf[line_end - 1] == b'\r' {
-                    line_end -= 1;
-                }
-                let line_start = pos;
-                pos = end + 1;
-                if line_end == line_start {
-                    self.dispatch();
-                    if self.done {
-                        break;
-                    }
-                } else {
-                    let line = &self.buf[line_start..line_end];
-                    if let Some(d) = line.strip_prefix(b"data:") {
-                        let d = d.strip_prefix(b" ").unwrap_or(d);
-                        if !self.data.is_empty() {
-                            self.data.push(b'\n');
-                        }
-                        self.data.extend_from_slice(d);
-                    }
-                    // `event:` lines are redundant with the JSON `type`; comments ignored.
-                }
+            // `event:` lines are redundant with the JSON `type`.
+            self.reader.push(chunk);
+            while !self.done && self.reader.next_event(&mut self.data) {
+                self.dispatch();
             }
             if self.done {
-                self.buf.clear();
-            } else {
-                self.buf.drain(..pos);
+                self.reader.clear();
             }
         }
         self.out.split().freeze()
@@ -1085,7 +1060,7 @@ impl StreamTranslator {
         // What a last event without its blank line completes (`feed` hands it out).
         let mut head = Bytes::new();
         if !self.done {
-            if !self.buf.is_empty() {
+            if self.reader.pending() {
                 head = self.feed(b"\n\n");
             }
             if !self.done {

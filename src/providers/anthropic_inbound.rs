@@ -1178,9 +1178,8 @@ enum Open {
 /// allocation happens only per new tool call, for strings with JSON escapes (serde unescapes
 /// them), and for the rare chunk with several tool-call deltas.
 pub struct ChatStreamToMessages {
-    /// Unconsumed upstream bytes (an incomplete line).
-    buf: Vec<u8>,
-    /// `data:` payload of the event being read.
+    reader: super::sse::SseReader,
+    /// `data:` payload of the event being translated.
     data: Vec<u8>,
     out: BytesMut,
     model: String,
@@ -1209,7 +1208,7 @@ impl ChatStreamToMessages {
     /// A translator answering as `model` (the alias the client asked for).
     pub fn new(model: &str) -> Self {
         ChatStreamToMessages {
-            buf: Vec::with_capacity(1024),
+            reader: super::sse::SseReader::with_capacity(1024),
             data: Vec::with_capacity(1024),
             out: BytesMut::with_capacity(1024),
             model: model.to_owned(),
@@ -1250,34 +1249,13 @@ impl ChatStreamToMessages {
     /// Parse `chunk`, writing the events it completes into `out`.
     fn consume(&mut self, chunk: &[u8]) {
         if !self.done {
-            self.buf.extend_from_slice(chunk);
-            let mut pos = 0;
-            while let Some(nl) = memchr::memchr(b'\n', &self.buf[pos..]) {
-                let end = pos + nl;
-                let mut line_end = end;
-                if line_end > pos && self.buf[line_end - 1] == b'\r' {
-                    line_end -= 1;
-                }
-                let line_start = pos;
-                pos = end + 1;
-                if line_end == line_start {
-                    self.dispatch();
-                    if self.done {
-                        break;
-                    }
-                } else if let Some(d) = self.buf[line_start..line_end].strip_prefix(b"data:") {
-                    let d = d.strip_prefix(b" ").unwrap_or(d);
-                    if !self.data.is_empty() {
-                        self.data.push(b'\n');
-                    }
-                    self.data.extend_from_slice(d);
-                }
-                // `event:`, `id:` and comment lines (`: keep-alive`) carry nothing here.
+            // `event:`, `id:` and comment lines (`: keep-alive`) carry nothing here.
+            self.reader.push(chunk);
+            while !self.done && self.reader.next_event(&mut self.data) {
+                self.dispatch();
             }
             if self.done {
-                self.buf.clear();
-            } else {
-                self.buf.drain(..pos);
+                self.reader.clear();
             }
         }
     }
@@ -1287,7 +1265,7 @@ impl ChatStreamToMessages {
     pub fn finish(&mut self) -> Bytes {
         if !self.done {
             // A last event without its blank line (or its line end).
-            if !self.buf.is_empty() || !self.data.is_empty() {
+            if self.reader.pending() {
                 self.consume(b"\n\n");
             }
             if !self.done {

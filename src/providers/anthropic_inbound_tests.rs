@@ -1593,7 +1593,7 @@ fn buffers_are_reused() {
         total += t.feed(c).len();
     }
     assert!(total > 0);
-    assert!(t.buf.capacity() <= 1024, "{}", t.buf.capacity());
+    assert!(t.reader.capacity() <= 1024, "{}", t.reader.capacity());
     assert!(t.data.capacity() <= 1024, "{}", t.data.capacity());
     assert!(t.out.capacity() <= 4096, "{}", t.out.capacity());
 }

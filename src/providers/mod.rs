@@ -9,6 +9,7 @@ pub mod anthropic_inbound;
 pub mod azure;
 pub mod openai;
 pub mod pins;
+pub mod sse;
 pub mod usage;
 
 use crate::config::{Provider, Upstream};
