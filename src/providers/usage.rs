@@ -21,11 +21,14 @@ pub struct Usage {
 #[derive(Default)]
 pub struct UsageScanner {
     tail: Vec<u8>,
+    /// Bytes fed in all.
+    fed: usize,
 }
 
 impl UsageScanner {
     /// Feed the next body chunk.
     pub fn feed(&mut self, chunk: &[u8]) {
+        self.fed += chunk.len();
         if self.tail.capacity() == 0 {
             self.tail.reserve_exact(2 * WINDOW);
         }
@@ -39,6 +42,11 @@ impl UsageScanner {
             self.tail.drain(..keep_from);
         }
         self.tail.extend_from_slice(chunk);
+    }
+
+    /// The whole body, when it fitted in the window (small answers).
+    pub fn whole(&self) -> Option<&[u8]> {
+        (self.fed == self.tail.len()).then_some(self.tail.as_slice())
     }
 
     /// The usage in the body seen so far, if any.
@@ -106,6 +114,19 @@ impl From<RawUsage> for Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn whole_body_only_when_it_fitted() {
+        let mut s = UsageScanner::default();
+        s.feed(b"{\"choices\":[");
+        s.feed(b"]}");
+        assert_eq!(s.whole(), Some(&b"{\"choices\":[]}"[..]));
+        let mut s = UsageScanner::default();
+        for _ in 0..3 {
+            s.feed(&[b' '; WINDOW]);
+        }
+        assert_eq!(s.whole(), None);
+    }
 
     #[test]
     fn finds_json_usage() {

@@ -426,12 +426,22 @@ async fn try_model(
             dialect,
             include_usage: dialect == Dialect::AnthropicChat && client_asked_usage(&ex.req.body),
             pin_response: ex.endpoint == Endpoint::Responses,
-            // Self-hosted servers may report no usage (in streams especially): keep the text.
+            // Self-hosted servers may report no usage: a stream sends it only when asked
+            // (`stream_options.include_usage`), and some servers ignore even that.
             estimate_usage: pool.cfg.provider == Provider::OpenAiCompatible
                 && matches!(
                     ex.endpoint,
                     Endpoint::ChatCompletions | Endpoint::Completions
                 ),
+            // Only a stream nobody asked usage for is likely to end without it.
+            keep_stream_text: pool.cfg.provider == Provider::OpenAiCompatible
+                && ex.req.stream
+                && !ctx.strip_usage
+                && matches!(
+                    ex.endpoint,
+                    Endpoint::ChatCompletions | Endpoint::Completions
+                )
+                && !client_asked_usage(&ex.req.body),
             input_estimate: if dialect == Dialect::MessagesViaChat && ex.req.stream {
                 prompt_estimate(ctx, ex)
             } else {
@@ -865,8 +875,10 @@ struct Target<'a> {
     include_usage: bool,
     /// A Responses API request: remember which upstream created the answer.
     pin_response: bool,
-    /// Keep the answer's text in case the upstream reports no usage.
+    /// Estimate the usage when the upstream reports none.
     estimate_usage: bool,
+    /// Keep a stream's text for that estimate.
+    keep_stream_text: bool,
     /// Prompt tokens announced in a translated Anthropic stream's `message_start`.
     input_estimate: u64,
 }
@@ -1383,7 +1395,9 @@ async fn relay(
             ChatStreamToMessages::new(t.deployment).with_input_estimate(t.input_estimate),
         )),
     };
-    let mut kept = t.estimate_usage.then(|| BytesMut::with_capacity(4096));
+    // A stream's text is kept (bounded) in case it ends without usage; a JSON answer without usage
+    // is estimated from the scanner's window when it fitted there.
+    let mut kept = (t.keep_stream_text && is_sse).then(BytesMut::new);
     let timeout = tokio::time::sleep_until(deadlines.total);
     tokio::pin!(timeout);
     let mut next = first;
@@ -1463,10 +1477,12 @@ async fn relay(
         Some(tr) => tr.usage(),
         None => scanner.usage(),
     };
-    if let Some(k) = kept {
-        if ctx.usage.is_none() && upstream_failure.is_none() && ctx.status < 300 {
-            ctx.estimate_text = Some(answer_text(&k, is_sse));
-        }
+    if t.estimate_usage && ctx.usage.is_none() && upstream_failure.is_none() && ctx.status < 300 {
+        let body = match &kept {
+            Some(k) => Some(&k[..]),
+            None => scanner.whole(),
+        };
+        ctx.estimate_text = body.map(|b| answer_text(b, is_sse));
     }
     if upstream_failure.is_some() || ctx.status >= 300 {
         // Only complete successful answers are cached.
