@@ -569,3 +569,50 @@ async fn anthropic_sdk_callers_reach_openai_models_through_translation() {
         .unwrap();
     assert_eq!(r.status(), 200);
 }
+
+#[tokio::test]
+async fn count_tokens_is_relayed_to_anthropic_or_answered_by_the_gateway() {
+    let an = Mock::start("AN");
+    let oa = Mock::start("OA");
+    let gw = gateway(&config(&format!(
+        "upstreams:\n{}{}models:\n  - {{name: claude, deployments: [{{upstream: an, model: claude-sonnet-4-5, rpm: 1}}]}}\n  - {{name: gpt, deployments: [{{upstream: oa, model: gpt-4o}}]}}\n",
+        anthropic_upstream("an", &an),
+        openai_upstream("oa", &oa)
+    )))
+    .await;
+    let c = client();
+    let count = |model: &str| {
+        c.post(gw.url("/v1/messages/count_tokens"))
+            .header("x-api-key", "client-key")
+            .header("anthropic-version", "2023-06-01")
+            .json(&json!({"model": model, "system": "Be brief.",
+                "messages": [{"role": "user", "content": "How many tokens is this sentence?"}]}))
+            .send()
+    };
+    // On Anthropic: relayed (the mock counts one per 4 bytes), outside the model's rpm budget.
+    for _ in 0..3 {
+        let r = count("claude").await.unwrap();
+        assert_eq!(r.status(), 200);
+        let v: Value = r.json().await.unwrap();
+        assert!(v["input_tokens"].as_u64().unwrap() > 10, "{v}");
+    }
+    let seen = an.requests_to("/v1/messages/count_tokens").await;
+    assert_eq!(seen.len(), 3);
+    assert_eq!(seen[0]["headers"]["x-api-key"], "sk-ant-upstream");
+    assert!(seen[0]["body_prefix"]
+        .as_str()
+        .unwrap()
+        .contains("claude-sonnet-4-5"));
+    // Elsewhere: the gateway's own count (tiktoken for gpt-4o), nothing sent upstream.
+    let r = count("gpt").await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    let n = v["input_tokens"].as_u64().unwrap();
+    assert!((8..40).contains(&n), "{v}");
+    assert!(oa.requests().await.iter().all(|r| r["method"] != "POST"));
+    // Errors in Anthropic's shape.
+    let r = count("nope").await.unwrap();
+    assert_eq!(r.status(), 404);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["type"], "not_found_error");
+}

@@ -126,6 +126,9 @@
 //!
 //! # Anthropic Messages dialect (`POST /v1/messages`, also `/messages`)
 //!
+//! `POST /v1/messages/count_tokens` (same header checks, no rate limit, `x-mock-status` honoured):
+//! `{"input_tokens": N}`, N = one per 4 body bytes; 400 without `model` and `messages`.
+//!
 //! As Anthropic's Messages API reference documents it:
 //!
 //! * Checked in this order, each answered with Anthropic's error shape
@@ -3609,7 +3612,10 @@ fn batch_control(state: &State, method: &Method, body: &[u8]) -> Response<MockBo
 // ---------------------------------------------------------------------------
 
 fn is_anthropic_path(path: &str) -> bool {
-    matches!(path, "/v1/messages" | "/messages")
+    matches!(
+        path,
+        "/v1/messages" | "/messages" | "/v1/messages/count_tokens" | "/messages/count_tokens"
+    )
 }
 
 /// Top-level fields of a Messages request (anything else: "Extra inputs are not permitted").
@@ -4238,6 +4244,20 @@ async fn anthropic_handle(
         .is_none_or(|v| v.is_empty())
     {
         return anthropic_invalid(state, "anthropic-version: header is required");
+    }
+    if path.ends_with("/count_tokens") {
+        // Token counting: no rate limit, no `max_tokens`; one token per 4 body bytes.
+        if let Some(code) = hdr_u64(headers, "x-mock-status").and_then(fail_code) {
+            return anthropic_mock_error(state, code, headers);
+        }
+        let ok = serde_json::from_slice::<Value>(&body)
+            .ok()
+            .is_some_and(|v| v["model"].is_string() && v["messages"].is_array());
+        if !ok {
+            return anthropic_invalid(state, "model and messages are required");
+        }
+        let n = (body.len() / 4).max(1);
+        return json_response(state, StatusCode::OK, format!("{{\"input_tokens\":{n}}}"));
     }
     let rate = match rate_limit(
         state,

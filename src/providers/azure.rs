@@ -59,7 +59,7 @@ pub fn upstream_path(upstream: &Upstream, endpoint: Endpoint, deployment: &str) 
     }
     match endpoint {
         // Never sent to Azure (`providers::supports`).
-        Endpoint::Responses | Endpoint::Messages => {}
+        Endpoint::Responses | Endpoint::Messages | Endpoint::CountTokens => {}
         Endpoint::ChatCompletions | Endpoint::Completions | Endpoint::Embeddings => {
             p.push_str("/openai/deployments/");
             push_segment(&mut p, deployment);

@@ -21,6 +21,9 @@ pub fn upstream_path(upstream: &Upstream, endpoint: Endpoint, deployment: &str) 
     match upstream.provider {
         Provider::Azure => azure::upstream_path(upstream, endpoint, deployment),
         // Chat requests are translated into Messages requests.
+        Provider::Anthropic if endpoint == Endpoint::CountTokens => {
+            format!("{}/messages/count_tokens", upstream.url.base_path)
+        }
         Provider::Anthropic => format!("{}/messages", upstream.url.base_path),
         Provider::OpenAi | Provider::OpenAiCompatible => {
             format!("{}{}", upstream.url.base_path, endpoint.upstream_path())
@@ -33,8 +36,14 @@ pub fn upstream_path(upstream: &Upstream, endpoint: Endpoint, deployment: &str) 
 /// (translated to chat completions, `anthropic_inbound`).
 pub fn supports(provider: Provider, endpoint: Endpoint) -> bool {
     match provider {
-        Provider::Anthropic => matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Messages),
-        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Azure => true,
+        Provider::Anthropic => matches!(
+            endpoint,
+            Endpoint::ChatCompletions | Endpoint::Messages | Endpoint::CountTokens
+        ),
+        // Token counting for these is answered by the gateway itself (`proxy::count_tokens`).
+        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Azure => {
+            endpoint != Endpoint::CountTokens
+        }
     }
 }
 

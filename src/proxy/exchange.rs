@@ -111,7 +111,9 @@ enum Dialect {
 impl Dialect {
     fn of(provider: Provider, endpoint: Endpoint) -> Dialect {
         match (provider, endpoint) {
-            (Provider::Anthropic, Endpoint::Messages) => Dialect::AnthropicMessages,
+            (Provider::Anthropic, Endpoint::Messages | Endpoint::CountTokens) => {
+                Dialect::AnthropicMessages
+            }
             (Provider::Anthropic, _) => Dialect::AnthropicChat,
             (_, Endpoint::Messages) => Dialect::MessagesViaChat,
             _ => Dialect::Native,
@@ -348,7 +350,8 @@ async fn try_model(
             }
         }
         let sched = &state.sched.models[m];
-        if sched.active() {
+        // Counting tokens uses no model capacity (Anthropic limits it apart).
+        if sched.active() && ex.endpoint != Endpoint::CountTokens {
             match admit(state, session, ctx, ex, m, d, &tried, deadlines).await {
                 Ok(admitted) => d = admitted,
                 Err(f) => return Err(f),

@@ -403,6 +403,14 @@ impl Gateway {
                 }
                 ctx.model = Some(model_idx);
                 self.key_limits(state, session, ctx, endpoint, model_idx, &req)?;
+                // Anthropic's token counting, for a model with no Anthropic deployment to ask.
+                if endpoint == crate::route::Endpoint::CountTokens
+                    && !has_provider(state, model_idx, crate::config::Provider::Anthropic)
+                {
+                    let n = count_tokens_locally(state, model_idx, &raw).await;
+                    let body = serde_json::json!({ "input_tokens": n }).to_string();
+                    return self.reply(session, ctx, 200, Bytes::from(body)).await;
+                }
                 // Response cache: a hit is answered here, at no rate budget or spend.
                 let plan = self.cache_plan(state, session, ctx, endpoint, model_idx, &req);
                 let mut flight = None;
@@ -612,7 +620,7 @@ impl Gateway {
         req: &body::ModelRequest<'_>,
     ) -> Option<cache::Plan> {
         let model = &state.config.models[model_idx];
-        if !model.cache.enabled {
+        if !model.cache.enabled || endpoint == crate::route::Endpoint::CountTokens {
             return None;
         }
         let controls = cache::Controls::read(&req.body, &session.req_header().headers);
@@ -878,6 +886,32 @@ impl Gateway {
             access_log(state, session, ctx, forward, path, status, elapsed, model);
         }
     }
+}
+
+/// Whether any deployment of the model is on `provider`.
+fn has_provider(state: &State, model_idx: usize, provider: crate::config::Provider) -> bool {
+    state.config.models[model_idx]
+        .deployments
+        .iter()
+        .any(|d| state.config.upstreams[d.upstream_idx].provider == provider)
+}
+
+/// `POST /v1/messages/count_tokens` answered by the gateway: the prompt's tokens as the scheduler
+/// estimates them (tiktoken for models it knows — off the worker thread, as loading a vocabulary
+/// takes a moment — one token per 3 bytes otherwise), for the first deployment's model.
+async fn count_tokens_locally(state: &State, model_idx: usize, raw: &Bytes) -> u64 {
+    let model = state.config.models[model_idx]
+        .deployments
+        .first()
+        .map(|d| d.model.clone())
+        .unwrap_or_default();
+    let raw = raw.clone();
+    tokio::task::spawn_blocking(move || {
+        crate::sched::tokens::estimate_raw(crate::route::Endpoint::CountTokens, &raw, &model, 0)
+            .prompt
+    })
+    .await
+    .unwrap_or(0)
 }
 
 fn require_method(got: &http::Method, want: http::Method) -> std::result::Result<(), GatewayError> {

@@ -63,6 +63,7 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
 /// `POST /v1/messages` (Anthropic's Messages API), also without `/v1`.
 pub fn is_messages_path(path: &str) -> bool {
     let p = path.trim_end_matches('/');
+    let p = p.strip_suffix("/count_tokens").unwrap_or(p);
     p == "/v1/messages" || p == "/messages"
 }
 

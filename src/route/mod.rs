@@ -14,6 +14,8 @@ pub enum Endpoint {
     Responses,
     /// Anthropic's `POST /v1/messages`, relayed to Anthropic deployments in their own format.
     Messages,
+    /// Anthropic's `POST /v1/messages/count_tokens` (not billed, not rate-scheduled).
+    CountTokens,
 }
 
 impl Endpoint {
@@ -26,6 +28,7 @@ impl Endpoint {
             Endpoint::Embeddings => "/embeddings",
             Endpoint::Responses => "/responses",
             Endpoint::Messages => "/messages",
+            Endpoint::CountTokens => "/messages/count_tokens",
         }
     }
     /// The metric `path` label.
@@ -36,6 +39,7 @@ impl Endpoint {
             Endpoint::Embeddings => "/v1/embeddings",
             Endpoint::Responses => "/v1/responses",
             Endpoint::Messages => "/v1/messages",
+            Endpoint::CountTokens => "/v1/messages/count_tokens",
         }
     }
 }
@@ -76,6 +80,7 @@ pub fn classify(cfg: &Config, path: &str) -> Target {
         "/embeddings" => Target::Model(Endpoint::Embeddings),
         "/responses" => Target::Model(Endpoint::Responses),
         "/messages" => Target::Model(Endpoint::Messages),
+        "/messages/count_tokens" => Target::Model(Endpoint::CountTokens),
         "/models" => Target::ListModels,
         _ => match p.strip_prefix("/models/") {
             Some(id) if !id.is_empty() => Target::GetModel(id.to_string()),

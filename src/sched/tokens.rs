@@ -129,7 +129,7 @@ pub fn estimate(
             prompt: field("input").map_or(0, |p| text_tokens(&p, counter)),
             max_output: 0,
         },
-        Endpoint::Messages => {
+        Endpoint::Messages | Endpoint::CountTokens => {
             // Anthropic's Messages API: `system` (string or blocks) and `messages`; `max_tokens`
             // is required there.
             let mut prompt =
@@ -144,7 +144,11 @@ pub fn estimate(
             }
             Estimate {
                 prompt,
-                max_output: max_of(&["max_tokens"]).unwrap_or(default_max),
+                max_output: if endpoint == Endpoint::CountTokens {
+                    0
+                } else {
+                    max_of(&["max_tokens"]).unwrap_or(default_max)
+                },
             }
         }
         Endpoint::Responses => {
