@@ -317,6 +317,10 @@ impl Gateway {
             return self.key_api(session, ctx, &method).await;
         }
         let target = route::classify(cfg, session.req_header().uri.path());
+        let anthropic = session
+            .req_header()
+            .headers
+            .contains_key("anthropic-version");
         match target {
             Target::Passthrough(i, rest) => {
                 ctx.route = Some(i);
@@ -354,9 +358,17 @@ impl Gateway {
                             .map_or(id.as_str(), |m| m.name.as_str());
                         ctx.caller.allows(name, id)
                     })
-                    .map(|id| model_object(id))
+                    .map(|id| model_object(id, anthropic))
                     .collect();
-                let body = serde_json::json!({"object": "list", "data": data}).to_string();
+                let body = if anthropic {
+                    // Anthropic's list shape (the Anthropic SDKs' `models.list()`).
+                    let first = data.first().map(|m| m["id"].clone());
+                    let last = data.last().map(|m| m["id"].clone());
+                    serde_json::json!({"data": data, "has_more": false, "first_id": first, "last_id": last})
+                } else {
+                    serde_json::json!({"object": "list", "data": data})
+                }
+                .to_string();
                 self.reply(session, ctx, 200, Bytes::from(body)).await
             }
             Target::GetModel(id) => {
@@ -372,7 +384,7 @@ impl Gateway {
                     session,
                     ctx,
                     200,
-                    Bytes::from(model_object(&id).to_string()),
+                    Bytes::from(model_object(&id, anthropic).to_string()),
                 )
                 .await
             }
@@ -924,8 +936,15 @@ fn require_method(got: &http::Method, want: http::Method) -> std::result::Result
     }
 }
 
-fn model_object(id: &str) -> serde_json::Value {
-    serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "llmproxy"})
+/// A model as `/v1/models` lists it: OpenAI's shape, or Anthropic's for a caller that sent
+/// `anthropic-version` (the Anthropic SDKs always do).
+fn model_object(id: &str, anthropic: bool) -> serde_json::Value {
+    if anthropic {
+        serde_json::json!({"type": "model", "id": id, "display_name": id,
+            "created_at": "1970-01-01T00:00:00Z"})
+    } else {
+        serde_json::json!({"id": id, "object": "model", "created": 0, "owned_by": "llmproxy"})
+    }
 }
 
 /// One line per request, never with message content or secrets.

@@ -1,4 +1,4 @@
-"""The official Anthropic Python SDK, unchanged but for base_url, against llmproxy's `POST /v1/messages`
+"""The official Anthropic Python SDK, unchanged but for base_url, against llmproxy's `POST /v1/messages` (and count_tokens, models)
 (passthrough to `provider: anthropic` deployments; the mock upstream speaks Anthropic's dialect there).
 
 Usage: python anthropic_sdk.py BASE_URL MODEL
@@ -25,6 +25,8 @@ CASES = [
     "stream",
     "stream_events",
     "tools_stream",
+    "count_tokens",
+    "models",
     "error_401",
     "error_404",
     "error_429",
@@ -103,6 +105,20 @@ def case_x_api_key():
     m = keyed.messages.create(model=model, max_tokens=MAX_TOKENS, messages=USER)
     check(m.content[0].text == CONTENT, f"content {m.content!r}")
     return {"text": m.content[0].text}
+
+
+def case_count_tokens():
+    n = client.messages.count_tokens(model=model, messages=USER)
+    check(n.input_tokens > 0, f"input_tokens {n.input_tokens!r}")
+    return {"input_tokens": n.input_tokens}
+
+
+def case_models():
+    ids = [m.id for m in client.models.list()]
+    check(model in ids, f"{model} not in {ids}")
+    one = client.models.retrieve(model)
+    check(one.id == model and one.type == "model", f"retrieve {one!r}")
+    return {"models": len(ids)}
 
 
 def case_tools():
