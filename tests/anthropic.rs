@@ -58,6 +58,17 @@ async fn openai_chat_is_translated_to_anthropic_and_back() {
     assert_eq!(r.status(), 200);
     assert_eq!(served_by(&r), "AN");
     assert_eq!(r.headers()["content-type"], "application/json");
+    // Anthropic's rate-limit headers reach the OpenAI client under OpenAI's names.
+    assert_eq!(r.headers()["x-ratelimit-limit-requests"], "4000");
+    assert_eq!(r.headers()["x-ratelimit-remaining-requests"], "3999");
+    assert!(r.headers()["x-ratelimit-reset-tokens"]
+        .to_str()
+        .unwrap()
+        .ends_with('s'));
+    assert!(r
+        .headers()
+        .keys()
+        .all(|k| !k.as_str().starts_with("anthropic-ratelimit-")));
     let v: Value = r.json().await.unwrap();
     assert_eq!(v["object"], "chat.completion", "{v}");
     assert_eq!(v["choices"][0]["message"]["role"], "assistant");

@@ -815,6 +815,96 @@ pub fn messages_to_chat(resp: &Value, model_alias: &str) -> Value {
     })
 }
 
+/// A response `message` as [`messages_to_chat_bytes`] reads it (borrowed where it can be).
+#[derive(Deserialize)]
+struct MessageIn<'a> {
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    content: Vec<BlockIn<'a>>,
+    #[serde(borrow, default)]
+    stop_reason: Option<Cow<'a, str>>,
+    #[serde(default)]
+    usage: AnthUsage,
+}
+
+#[derive(Deserialize)]
+struct BlockIn<'a> {
+    #[serde(borrow, rename = "type")]
+    ty: Cow<'a, str>,
+    #[serde(borrow, default)]
+    text: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    id: Option<Cow<'a, str>>,
+    #[serde(borrow, default)]
+    name: Option<Cow<'a, str>>,
+    #[serde(default)]
+    input: Option<Value>,
+}
+
+/// [`messages_to_chat`] straight from and to bytes, for the request path: the answer is read into
+/// typed, borrowed fields and the completion written directly, without building `Value` trees.
+/// `None` when the body is not a JSON object of that shape. Also returns the usage.
+pub fn messages_to_chat_bytes(body: &[u8], model_alias: &str) -> Option<(Bytes, Usage)> {
+    use std::fmt::Write as _;
+    let m: MessageIn = serde_json::from_slice(body).ok()?;
+    let mut out = BytesMut::with_capacity(body.len() + 256);
+    out.put_slice(b"{\"id\":");
+    put_json_str(&mut out, m.id.as_deref().unwrap_or("chatcmpl-anthropic"));
+    let _ = write!(
+        out,
+        ",\"object\":\"chat.completion\",\"created\":{},\"model\":",
+        now_secs()
+    );
+    put_json_str(&mut out, model_alias);
+    out.put_slice(b",\"choices\":[{\"index\":0,\"message\":{\"role\":\"assistant\",\"content\":");
+    let mut texts = m.content.iter().filter(|b| b.ty == "text").peekable();
+    if texts.peek().is_none() {
+        out.put_slice(b"null");
+    } else {
+        let text: String = texts.filter_map(|b| b.text.as_deref()).collect();
+        put_json_str(&mut out, &text);
+    }
+    out.put_slice(b",\"refusal\":null");
+    let mut calls = m.content.iter().filter(|b| b.ty == "tool_use").peekable();
+    if calls.peek().is_some() {
+        out.put_slice(b",\"tool_calls\":[");
+        for (i, b) in calls.enumerate() {
+            if i > 0 {
+                out.put_slice(b",");
+            }
+            out.put_slice(b"{\"id\":");
+            match b.id.as_deref() {
+                Some(id) => put_json_str(&mut out, id),
+                None => out.put_slice(b"null"),
+            }
+            out.put_slice(b",\"type\":\"function\",\"function\":{\"name\":");
+            match b.name.as_deref() {
+                Some(n) => put_json_str(&mut out, n),
+                None => out.put_slice(b"null"),
+            }
+            out.put_slice(b",\"arguments\":");
+            let args = match &b.input {
+                Some(v) => v.to_string(),
+                None => "{}".to_owned(),
+            };
+            put_json_str(&mut out, &args);
+            out.put_slice(b"}}");
+        }
+        out.put_slice(b"]");
+    }
+    let u = m.usage;
+    let (p, c) = (u.prompt(), u.output_tokens.unwrap_or(0));
+    let _ = write!(
+        out,
+        "}},\"logprobs\":null,\"finish_reason\":\"{}\"}}],\"usage\":{{\"prompt_tokens\":{p},\"completion_tokens\":{c},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{}}}}},\"system_fingerprint\":null}}",
+        finish_reason(m.stop_reason.as_deref()),
+        p + c,
+        u.cache_read_input_tokens.unwrap_or(0)
+    );
+    Some((out.freeze(), u.to_usage()))
+}
+
 // ---------------------------------------------------------------------------------------------
 // Errors
 // ---------------------------------------------------------------------------------------------

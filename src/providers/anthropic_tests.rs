@@ -788,3 +788,34 @@ fn buffers_are_reused() {
     assert!(t.reader.capacity() <= 1024, "{}", t.reader.capacity());
     assert!(t.data.capacity() <= 1024);
 }
+
+#[test]
+fn typed_response_translation_matches_the_value_one() {
+    for resp in [
+        json!({"id": "msg_1", "type": "message", "role": "assistant", "model": "claude",
+            "content": [{"type": "text", "text": "Hello \"there\"\n"}, {"type": "text", "text": " again"}],
+            "stop_reason": "end_turn", "stop_sequence": null,
+            "usage": {"input_tokens": 10, "output_tokens": 5, "cache_read_input_tokens": 3, "cache_creation_input_tokens": 2}}),
+        json!({"id": "msg_2", "content": [
+                {"type": "thinking", "thinking": "hmm", "signature": "x"},
+                {"type": "tool_use", "id": "toolu_1", "name": "get_weather", "input": {"city": "Paris", "days": [1, 2]}},
+                {"type": "tool_use", "id": "toolu_2", "name": "noop", "input": {}}],
+            "stop_reason": "tool_use", "usage": {"input_tokens": 1, "output_tokens": 2}}),
+        json!({"content": [], "stop_reason": "max_tokens"}),
+        json!({"id": "msg_3", "content": [{"type": "text", "text": "ok"}, {"type": "tool_use", "id": "t", "name": "f"}],
+            "stop_reason": "refusal", "usage": {}}),
+    ] {
+        let want = messages_to_chat(&resp, "alias");
+        let (bytes, usage) = messages_to_chat_bytes(resp.to_string().as_bytes(), "alias").unwrap();
+        let mut got: Value = serde_json::from_slice(&bytes).unwrap();
+        // `created` is the clock's.
+        got["created"] = want["created"].clone();
+        assert_eq!(got, want, "{resp}");
+        assert_eq!(
+            usage.prompt_tokens,
+            want["usage"]["prompt_tokens"].as_u64().unwrap()
+        );
+    }
+    assert!(messages_to_chat_bytes(b"[1,2]", "alias").is_none());
+    assert!(messages_to_chat_bytes(b"not json", "alias").is_none());
+}

@@ -1319,19 +1319,21 @@ async fn translate_whole(
     let Some(up) = http.response_header() else {
         return Outcome::Broken("no response header".into());
     };
-    let message: serde_json::Value = match serde_json::from_slice(&buf) {
-        Ok(v) => v,
-        Err(_) => return Outcome::Broken("the upstream's answer is not JSON".into()),
-    };
+    let not_json = || Outcome::Broken("the upstream's answer is not JSON".into());
     let body = if t.dialect == Dialect::MessagesViaChat {
+        let Ok(message) = serde_json::from_slice::<serde_json::Value>(&buf) else {
+            return not_json();
+        };
         // Usage from the OpenAI answer (its prompt count includes cached tokens).
         ctx.usage = crate::providers::usage::find_usage(&buf);
         Bytes::from(
             anthropic_inbound::chat_to_messages_response(&message, t.deployment).to_string(),
         )
     } else {
-        let b = Bytes::from(anthropic::messages_to_chat(&message, t.deployment).to_string());
-        ctx.usage = crate::providers::usage::find_usage(&b);
+        let Some((b, usage)) = anthropic::messages_to_chat_bytes(&buf, t.deployment) else {
+            return not_json();
+        };
+        ctx.usage = Some(usage);
         b
     };
     ctx.status = up.status.as_u16();
@@ -1542,6 +1544,43 @@ async fn store_answer(ctx: &RequestCtx, rec: crate::cache::Recorder) {
     }
 }
 
+/// Anthropic's `anthropic-ratelimit-{requests,tokens}-{limit,remaining,reset}` as OpenAI's
+/// `x-ratelimit-{limit,remaining,reset}-{requests,tokens}` (a reset instant becomes OpenAI's
+/// duration, e.g. `12s` or `250ms`); Anthropic's separate input/output token limits have no OpenAI
+/// counterpart and are left out.
+fn openai_ratelimit_header(
+    name: &str,
+    value: &http::HeaderValue,
+) -> Option<(&'static str, String)> {
+    let rest = name.strip_prefix("anthropic-ratelimit-")?;
+    let v = value.to_str().ok()?;
+    let out = match rest {
+        "requests-limit" => ("x-ratelimit-limit-requests", v.to_string()),
+        "requests-remaining" => ("x-ratelimit-remaining-requests", v.to_string()),
+        "tokens-limit" => ("x-ratelimit-limit-tokens", v.to_string()),
+        "tokens-remaining" => ("x-ratelimit-remaining-tokens", v.to_string()),
+        "requests-reset" | "tokens-reset" => {
+            let now = std::time::SystemTime::now()
+                .duration_since(std::time::UNIX_EPOCH)
+                .map_or(0.0, |d| d.as_secs_f64());
+            let secs = crate::sched::seconds_until_rfc3339(v, now)?;
+            let name = if rest == "requests-reset" {
+                "x-ratelimit-reset-requests"
+            } else {
+                "x-ratelimit-reset-tokens"
+            };
+            let d = if secs < 1.0 {
+                format!("{}ms", (secs * 1000.0).round() as u64)
+            } else {
+                format!("{}s", secs.ceil() as u64)
+            };
+            (name, d)
+        }
+        _ => return None,
+    };
+    Some(out)
+}
+
 /// The client's response header: the upstream's status and headers (hop-by-hop removed), plus the
 /// request id, the upstream and the model that answered. `translated`: the body is not the
 /// upstream's, so its length is not either.
@@ -1555,9 +1594,17 @@ fn downstream_header(
 ) -> Result<ResponseHeader> {
     let mut resp = ResponseHeader::build_no_case(up.status, Some(up.headers.len() + 4))?;
     for (name, value) in up.headers.iter() {
-        if relayable(name) && !(translated && name == http::header::CONTENT_LENGTH) {
-            resp.append_header(name.clone(), value.clone())?;
+        if !relayable(name) || (translated && name == http::header::CONTENT_LENGTH) {
+            continue;
         }
+        if translated && name.as_str().starts_with("anthropic-ratelimit-") {
+            // The client speaks OpenAI's API: its rate-limit headers, in its names and formats.
+            if let Some((openai, v)) = openai_ratelimit_header(name.as_str(), value) {
+                resp.append_header(openai, v)?;
+            }
+            continue;
+        }
+        resp.append_header(name.clone(), value.clone())?;
     }
     if let Some(len) = content_length {
         resp.insert_header(http::header::CONTENT_LENGTH, len)?;
@@ -1592,6 +1639,26 @@ mod tests {
             br#"{"error":{"message":"bad"}}"#
         ));
         assert!(!is_context_window_error(500, b"maximum context length"));
+    }
+
+    #[test]
+    fn anthropic_rate_limits_in_openai_names() {
+        let v = |s: &'static str| http::HeaderValue::from_static(s);
+        assert_eq!(
+            openai_ratelimit_header("anthropic-ratelimit-requests-remaining", &v("49")),
+            Some(("x-ratelimit-remaining-requests", "49".to_string()))
+        );
+        assert_eq!(
+            openai_ratelimit_header(
+                "anthropic-ratelimit-tokens-reset",
+                &v("2000-01-01T00:00:00Z")
+            ),
+            Some(("x-ratelimit-reset-tokens", "0ms".to_string()))
+        );
+        assert_eq!(
+            openai_ratelimit_header("anthropic-ratelimit-input-tokens-limit", &v("1")),
+            None
+        );
     }
 
     #[test]
