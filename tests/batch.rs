@@ -119,6 +119,19 @@ async fn burst_to(
     opt_in: bool,
     key: Option<&str>,
 ) -> Vec<Seen> {
+    collect(spawn_burst(gw, model, prefix, n, opt_in, key), n).await
+}
+
+/// Start `n` chats at once (marker `{prefix}-{i}`) without waiting for them; [`collect`] gathers
+/// their answers.
+fn spawn_burst(
+    gw: &Gateway,
+    model: &str,
+    prefix: &str,
+    n: usize,
+    opt_in: bool,
+    key: Option<&str>,
+) -> tokio::task::JoinSet<(usize, Seen)> {
     let c = reqwest::Client::builder()
         .timeout(Duration::from_secs(60))
         .build()
@@ -142,6 +155,11 @@ async fn burst_to(
             )
         });
     }
+    set
+}
+
+/// What each of `n` spawned chats saw, in request order.
+async fn collect(mut set: tokio::task::JoinSet<(usize, Seen)>, n: usize) -> Vec<Seen> {
     let mut out: Vec<Option<Seen>> = (0..n).map(|_| None).collect();
     while let Some(r) = set.join_next().await {
         let (i, seen) = r.unwrap();
@@ -740,30 +758,13 @@ async fn graceful_shutdown_sends_unsubmitted_requests_synchronously() {
         .replace("  threads: 2\n", "  threads: 2\n  grace_period: 3s\n"),
     )
     .await;
-    let url = gw.url("/v1/chat/completions");
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..5 {
-        let url = url.clone();
-        set.spawn(async move {
-            (
-                i,
-                chat(&client(), &url, &format!("shutdown-{i}"), true, None)
-                    .await
-                    .unwrap(),
-            )
-        });
-    }
+    let set = spawn_burst(&gw, "m", "shutdown", 5, true, None);
     wait_for("5 gathered requests", Duration::from_secs(10), || async {
         gw.stats().await["batches"]["queued_requests"] == 5
     })
     .await;
     gw.signal(libc::SIGTERM);
-    let mut seen: Vec<Option<Seen>> = (0..5).map(|_| None).collect();
-    while let Some(r) = set.join_next().await {
-        let (i, s) = r.unwrap();
-        seen[i] = Some(s);
-    }
-    let seen: Vec<Seen> = seen.into_iter().map(Option::unwrap).collect();
+    let seen = collect(set, 5).await;
     assert_own_answers("shutdown", &seen);
     assert!(seen.iter().all(|s| s.batch.is_none()));
     assert!(mock.batches().await.is_empty(), "nothing was submitted");
@@ -791,30 +792,13 @@ async fn graceful_shutdown_releases_the_clients_of_submitted_batches_and_cancels
         .replace("  threads: 2\n", "  threads: 2\n  grace_period: 3s\n"),
     )
     .await;
-    let url = gw.url("/v1/chat/completions");
-    let mut set = tokio::task::JoinSet::new();
-    for i in 0..5 {
-        let url = url.clone();
-        set.spawn(async move {
-            (
-                i,
-                chat(&client(), &url, &format!("cancelled-{i}"), true, None)
-                    .await
-                    .unwrap(),
-            )
-        });
-    }
+    let set = spawn_burst(&gw, "m", "cancelled", 5, true, None);
     wait_for("the batch to run", Duration::from_secs(10), || async {
         gw.stats().await["batches"]["active_jobs"] == 1 && mock.batches().await.len() == 1
     })
     .await;
     gw.signal(libc::SIGTERM);
-    let mut seen: Vec<Option<Seen>> = (0..5).map(|_| None).collect();
-    while let Some(r) = set.join_next().await {
-        let (i, s) = r.unwrap();
-        seen[i] = Some(s);
-    }
-    let seen: Vec<Seen> = seen.into_iter().map(Option::unwrap).collect();
+    let seen = collect(set, 5).await;
     assert_own_answers("cancelled", &seen);
     assert!(seen.iter().all(|s| s.batch.is_none()));
     wait_for(

@@ -84,14 +84,14 @@ pub enum TranslateError {
 }
 
 impl TranslateError {
-    fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn unsupported(field: impl Into<String>, reason: impl Into<String>) -> Self {
         TranslateError::Unsupported {
             field: field.into(),
             reason: reason.into(),
         }
     }
 
-    fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
+    pub(crate) fn invalid(field: impl Into<String>, reason: impl Into<String>) -> Self {
         TranslateError::Invalid {
             field: field.into(),
             reason: reason.into(),
@@ -303,13 +303,14 @@ pub fn chat_to_messages_with(
     Ok(Value::Object(out))
 }
 
-struct Cx {
-    drop_unsupported: bool,
+/// What a translation (either direction) does with what has no equivalent: `drop_params`.
+pub(super) struct Cx {
+    pub(super) drop_unsupported: bool,
 }
 
 impl Cx {
     /// `Ok(())` when the unsupported thing may be dropped, the error otherwise.
-    fn unsupported(
+    pub(super) fn unsupported(
         &mut self,
         field: impl Into<String>,
         reason: &str,
@@ -322,7 +323,7 @@ impl Cx {
     }
 }
 
-fn non_null<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(super) fn non_null<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     m.get(key).filter(|v| !v.is_null())
 }
 
@@ -1378,7 +1379,7 @@ fn push_json_str(s: &mut String, v: &str) {
     s.push_str(&serde_json::to_string(v).unwrap_or_default());
 }
 
-fn put_json_str(out: &mut BytesMut, v: &str) {
+pub(super) fn put_json_str(out: &mut BytesMut, v: &str) {
     let mut w = (&mut *out).writer();
     let _ = serde_json::to_writer(&mut w, v);
 }

@@ -79,7 +79,7 @@
 //!
 //! Errors: see [`error_to_anthropic`]; the streaming mapping is on [`ChatStreamToMessages`].
 
-use super::anthropic::TranslateError;
+use super::anthropic::{non_null, put_json_str, Cx, TranslateError};
 use super::usage::Usage;
 use bytes::{BufMut, Bytes, BytesMut};
 use serde::de::{Deserializer, IgnoredAny, SeqAccess, Visitor};
@@ -137,8 +137,8 @@ pub fn request_body(
     params: &[(String, String)],
     opts: Options,
 ) -> Result<Bytes, TranslateError> {
-    let body: Value =
-        serde_json::from_slice(raw).map_err(|e| invalid("body", format!("not JSON: {e}")))?;
+    let body: Value = serde_json::from_slice(raw)
+        .map_err(|e| TranslateError::invalid("body", format!("not JSON: {e}")))?;
     let mut out = messages_to_chat_request_with(&body, model, opts)?;
     if let Value::Object(map) = &mut out {
         for (k, v) in params {
@@ -156,7 +156,7 @@ pub fn request_body(
     }
     serde_json::to_vec(&out)
         .map(Bytes::from)
-        .map_err(|e| invalid("body", e.to_string()))
+        .map_err(|e| TranslateError::invalid("body", e.to_string()))
 }
 
 /// [`messages_to_chat_request`] with explicit [`Options`].
@@ -167,7 +167,7 @@ pub fn messages_to_chat_request_with(
 ) -> Result<Value, TranslateError> {
     let req = body
         .as_object()
-        .ok_or_else(|| invalid("body", "expected a JSON object"))?;
+        .ok_or_else(|| TranslateError::invalid("body", "expected a JSON object"))?;
     let mut cx = Cx {
         drop_unsupported: opts.drop_unsupported,
     };
@@ -179,9 +179,12 @@ pub fn messages_to_chat_request_with(
     let messages = req
         .get("messages")
         .and_then(Value::as_array)
-        .ok_or_else(|| invalid("messages", "expected an array of messages"))?;
+        .ok_or_else(|| TranslateError::invalid("messages", "expected an array of messages"))?;
     if messages.is_empty() {
-        return Err(invalid("messages", "at least one message is required"));
+        return Err(TranslateError::invalid(
+            "messages",
+            "at least one message is required",
+        ));
     }
     let mut chat = Vec::with_capacity(messages.len() + 1);
     if let Some(system) = non_null(req, "system") {
@@ -199,14 +202,21 @@ pub fn messages_to_chat_request_with(
             Some(n) if n > 0 => {
                 out.insert(opts.limit_field.key().into(), n.into());
             }
-            _ => return Err(invalid("max_tokens", "expected a positive integer")),
+            _ => {
+                return Err(TranslateError::invalid(
+                    "max_tokens",
+                    "expected a positive integer",
+                ))
+            }
         }
     }
     if let Some(v) = non_null(req, "stop_sequences") {
         let seqs = v
             .as_array()
             .filter(|a| a.iter().all(Value::is_string))
-            .ok_or_else(|| invalid("stop_sequences", "expected an array of strings"))?;
+            .ok_or_else(|| {
+                TranslateError::invalid("stop_sequences", "expected an array of strings")
+            })?;
         if !seqs.is_empty() {
             out.insert("stop".into(), Value::Array(seqs.clone()));
         }
@@ -214,7 +224,7 @@ pub fn messages_to_chat_request_with(
     for key in ["temperature", "top_p"] {
         if let Some(v) = non_null(req, key) {
             if !v.is_number() {
-                return Err(invalid(key, "expected a number"));
+                return Err(TranslateError::invalid(key, "expected a number"));
             }
             out.insert(key.into(), v.clone());
         }
@@ -222,25 +232,30 @@ pub fn messages_to_chat_request_with(
     if let Some(v) = non_null(req, "top_k") {
         // Dropped (see the module documentation), but still a number.
         if !v.is_number() {
-            return Err(invalid("top_k", "expected a number"));
+            return Err(TranslateError::invalid("top_k", "expected a number"));
         }
     }
     if let Some(m) = non_null(req, "metadata") {
         let m = m
             .as_object()
-            .ok_or_else(|| invalid("metadata", "expected an object"))?;
+            .ok_or_else(|| TranslateError::invalid("metadata", "expected an object"))?;
         match m.get("user_id") {
             None | Some(Value::Null) => {}
             Some(Value::String(u)) => {
                 out.insert("user".into(), Value::String(u.clone()));
             }
-            Some(_) => return Err(invalid("metadata.user_id", "expected a string")),
+            Some(_) => {
+                return Err(TranslateError::invalid(
+                    "metadata.user_id",
+                    "expected a string",
+                ))
+            }
         }
     }
     if let Some(s) = non_null(req, "stream") {
         let s = s
             .as_bool()
-            .ok_or_else(|| invalid("stream", "expected a boolean"))?;
+            .ok_or_else(|| TranslateError::invalid("stream", "expected a boolean"))?;
         if s {
             out.insert("stream".into(), Value::Bool(true));
             out.insert("stream_options".into(), json!({"include_usage": true}));
@@ -269,39 +284,6 @@ pub fn messages_to_chat_request_with(
         }
     }
     Ok(Value::Object(out))
-}
-
-fn invalid(field: impl Into<String>, reason: impl Into<String>) -> TranslateError {
-    TranslateError::Invalid {
-        field: field.into(),
-        reason: reason.into(),
-    }
-}
-
-struct Cx {
-    drop_unsupported: bool,
-}
-
-impl Cx {
-    /// `Ok(())` when the unsupported thing may be dropped, the error otherwise.
-    fn unsupported(
-        &mut self,
-        field: impl Into<String>,
-        reason: &str,
-    ) -> Result<(), TranslateError> {
-        if self.drop_unsupported {
-            Ok(())
-        } else {
-            Err(TranslateError::Unsupported {
-                field: field.into(),
-                reason: reason.to_owned(),
-            })
-        }
-    }
-}
-
-fn non_null<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
-    m.get(key).filter(|v| !v.is_null())
 }
 
 /// Top-level fields: translated, dropped, or refused.
@@ -350,7 +332,12 @@ fn system_content(system: &Value, cx: &mut Cx) -> Result<Option<Value>, Translat
                         format!("system[{j}].type"),
                         &format!("`{other}` blocks in the system prompt (only text)"),
                     )?,
-                    None => return Err(invalid(format!("system[{j}].type"), "missing")),
+                    None => {
+                        return Err(TranslateError::invalid(
+                            format!("system[{j}].type"),
+                            "missing",
+                        ))
+                    }
                 }
             }
             Ok(match texts.as_slice() {
@@ -359,7 +346,7 @@ fn system_content(system: &Value, cx: &mut Cx) -> Result<Option<Value>, Translat
                 _ => Some(Value::Array(texts.iter().map(|t| text_part(t)).collect())),
             })
         }
-        _ => Err(invalid(
+        _ => Err(TranslateError::invalid(
             "system",
             "expected a string or an array of text blocks",
         )),
@@ -370,7 +357,7 @@ fn text_of<'a>(block: &'a Value, field: &str) -> Result<&'a str, TranslateError>
     block
         .get("text")
         .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("{field}.text"), "expected a string"))
+        .ok_or_else(|| TranslateError::invalid(format!("{field}.text"), "expected a string"))
 }
 
 fn text_part(t: &str) -> Value {
@@ -388,12 +375,12 @@ fn convert_message(
     let role = match m.get("role").and_then(Value::as_str) {
         Some(r @ ("user" | "assistant")) => r,
         Some(other) => {
-            return Err(invalid(
+            return Err(TranslateError::invalid(
                 format!("{field}.role"),
                 format!("`{other}` (expected user or assistant; the system prompt is `system`)"),
             ))
         }
-        None => return Err(invalid(format!("{field}.role"), "missing")),
+        None => return Err(TranslateError::invalid(format!("{field}.role"), "missing")),
     };
     let blocks = match m.get("content") {
         Some(Value::String(s)) => {
@@ -402,7 +389,7 @@ fn convert_message(
         }
         Some(Value::Array(blocks)) => blocks,
         _ => {
-            return Err(invalid(
+            return Err(TranslateError::invalid(
                 format!("{field}.content"),
                 "expected a string or an array of content blocks",
             ))
@@ -418,7 +405,7 @@ fn convert_message(
 fn block_type<'a>(b: &'a Value, field: &str) -> Result<&'a str, TranslateError> {
     b.get("type")
         .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("{field}.type"), "missing"))
+        .ok_or_else(|| TranslateError::invalid(format!("{field}.type"), "missing"))
 }
 
 fn user_blocks(
@@ -443,7 +430,7 @@ fn user_blocks(
             }
             "thinking" | "redacted_thinking" => {}
             "tool_use" => {
-                return Err(invalid(
+                return Err(TranslateError::invalid(
                     format!("{f}.type"),
                     "tool_use blocks belong in assistant turns",
                 ))
@@ -491,7 +478,7 @@ fn assistant_blocks(
             "tool_use" => calls.push(tool_call(b, &f)?),
             "thinking" | "redacted_thinking" => {}
             "tool_result" => {
-                return Err(invalid(
+                return Err(TranslateError::invalid(
                     format!("{f}.type"),
                     "tool_result blocks belong in user turns",
                 ))
@@ -525,11 +512,11 @@ fn tool_call(b: &Value, field: &str) -> Result<Value, TranslateError> {
     let id = b
         .get("id")
         .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("{field}.id"), "missing"))?;
+        .ok_or_else(|| TranslateError::invalid(format!("{field}.id"), "missing"))?;
     let name = b
         .get("name")
         .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("{field}.name"), "missing"))?;
+        .ok_or_else(|| TranslateError::invalid(format!("{field}.name"), "missing"))?;
     let arguments = match b.get("input") {
         None | Some(Value::Null) => "{}".to_owned(),
         Some(v) => v.to_string(),
@@ -545,7 +532,7 @@ fn tool_message(b: &Value, field: &str, cx: &mut Cx) -> Result<Value, TranslateE
     let id = b
         .get("tool_use_id")
         .and_then(Value::as_str)
-        .ok_or_else(|| invalid(format!("{field}.tool_use_id"), "missing"))?;
+        .ok_or_else(|| TranslateError::invalid(format!("{field}.tool_use_id"), "missing"))?;
     let mut text = match b.get("content") {
         None | Some(Value::Null) => String::new(),
         Some(Value::String(s)) => s.clone(),
@@ -572,7 +559,7 @@ fn tool_message(b: &Value, field: &str, cx: &mut Cx) -> Result<Value, TranslateE
             text
         }
         Some(_) => {
-            return Err(invalid(
+            return Err(TranslateError::invalid(
                 format!("{field}.content"),
                 "expected a string or an array of content blocks",
             ))
@@ -591,17 +578,18 @@ fn tool_message(b: &Value, field: &str, cx: &mut Cx) -> Result<Value, TranslateE
 fn image_part(b: &Value, field: &str, cx: &mut Cx) -> Result<Option<Value>, TranslateError> {
     let source = b
         .get("source")
-        .ok_or_else(|| invalid(format!("{field}.source"), "missing"))?;
+        .ok_or_else(|| TranslateError::invalid(format!("{field}.source"), "missing"))?;
     let url = match source.get("type").and_then(Value::as_str) {
         Some("base64") => {
             let media_type = source
                 .get("media_type")
                 .and_then(Value::as_str)
-                .ok_or_else(|| invalid(format!("{field}.source.media_type"), "missing"))?;
-            let data = source
-                .get("data")
-                .and_then(Value::as_str)
-                .ok_or_else(|| invalid(format!("{field}.source.data"), "missing"))?;
+                .ok_or_else(|| {
+                    TranslateError::invalid(format!("{field}.source.media_type"), "missing")
+                })?;
+            let data = source.get("data").and_then(Value::as_str).ok_or_else(|| {
+                TranslateError::invalid(format!("{field}.source.data"), "missing")
+            })?;
             let mut url = String::with_capacity(13 + media_type.len() + data.len());
             url.push_str("data:");
             url.push_str(media_type);
@@ -612,7 +600,7 @@ fn image_part(b: &Value, field: &str, cx: &mut Cx) -> Result<Option<Value>, Tran
         Some("url") => source
             .get("url")
             .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("{field}.source.url"), "missing"))?
+            .ok_or_else(|| TranslateError::invalid(format!("{field}.source.url"), "missing"))?
             .to_owned(),
         Some(other) => {
             cx.unsupported(
@@ -621,7 +609,12 @@ fn image_part(b: &Value, field: &str, cx: &mut Cx) -> Result<Option<Value>, Tran
             )?;
             return Ok(None);
         }
-        None => return Err(invalid(format!("{field}.source.type"), "missing")),
+        None => {
+            return Err(TranslateError::invalid(
+                format!("{field}.source.type"),
+                "missing",
+            ))
+        }
     };
     Ok(Some(
         json!({"type": "image_url", "image_url": {"url": url}}),
@@ -631,7 +624,7 @@ fn image_part(b: &Value, field: &str, cx: &mut Cx) -> Result<Option<Value>, Tran
 fn convert_tools(tools: &Value, cx: &mut Cx) -> Result<Vec<Value>, TranslateError> {
     let tools = tools
         .as_array()
-        .ok_or_else(|| invalid("tools", "expected an array"))?;
+        .ok_or_else(|| TranslateError::invalid("tools", "expected an array"))?;
     let mut out = Vec::with_capacity(tools.len());
     for (i, t) in tools.iter().enumerate() {
         match t.get("type") {
@@ -649,7 +642,7 @@ fn convert_tools(tools: &Value, cx: &mut Cx) -> Result<Vec<Value>, TranslateErro
         let name = t
             .get("name")
             .and_then(Value::as_str)
-            .ok_or_else(|| invalid(format!("tools[{i}].name"), "missing"))?;
+            .ok_or_else(|| TranslateError::invalid(format!("tools[{i}].name"), "missing"))?;
         let mut f = Map::new();
         f.insert("name".into(), Value::String(name.to_owned()));
         if let Some(d) = t.get("description").and_then(Value::as_str) {
@@ -659,7 +652,7 @@ fn convert_tools(tools: &Value, cx: &mut Cx) -> Result<Vec<Value>, TranslateErro
             Some(s @ Value::Object(_)) => s.clone(),
             None | Some(Value::Null) => json!({"type": "object", "properties": {}}),
             Some(_) => {
-                return Err(invalid(
+                return Err(TranslateError::invalid(
                     format!("tools[{i}].input_schema"),
                     "expected an object",
                 ))
@@ -676,9 +669,9 @@ fn convert_tools(tools: &Value, cx: &mut Cx) -> Result<Vec<Value>, TranslateErro
 
 /// Anthropic `tool_choice` → (OpenAI `tool_choice`, `parallel_tool_calls` when set).
 fn convert_tool_choice(c: &Value) -> Result<(Value, Option<bool>), TranslateError> {
-    let o = c
-        .as_object()
-        .ok_or_else(|| invalid("tool_choice", "expected an object with a `type`"))?;
+    let o = c.as_object().ok_or_else(|| {
+        TranslateError::invalid("tool_choice", "expected an object with a `type`")
+    })?;
     let choice = match o.get("type").and_then(Value::as_str) {
         Some("auto") => json!("auto"),
         Some("any") => json!("required"),
@@ -687,22 +680,22 @@ fn convert_tool_choice(c: &Value) -> Result<(Value, Option<bool>), TranslateErro
             let name = o
                 .get("name")
                 .and_then(Value::as_str)
-                .ok_or_else(|| invalid("tool_choice.name", "missing"))?;
+                .ok_or_else(|| TranslateError::invalid("tool_choice.name", "missing"))?;
             json!({"type": "function", "function": {"name": name}})
         }
         Some(other) => {
-            return Err(invalid(
+            return Err(TranslateError::invalid(
                 "tool_choice.type",
                 format!("unknown value `{other}`"),
             ))
         }
-        None => return Err(invalid("tool_choice.type", "missing")),
+        None => return Err(TranslateError::invalid("tool_choice.type", "missing")),
     };
     let parallel = match o.get("disable_parallel_tool_use") {
         None | Some(Value::Null) => None,
         Some(Value::Bool(d)) => Some(!d),
         Some(_) => {
-            return Err(invalid(
+            return Err(TranslateError::invalid(
                 "tool_choice.disable_parallel_tool_use",
                 "expected a boolean",
             ))
@@ -1528,11 +1521,6 @@ impl ChatStreamToMessages {
         self.out.put_slice(b"\n\n");
         self.done = true;
     }
-}
-
-fn put_json_str(out: &mut BytesMut, v: &str) {
-    let mut w = (&mut *out).writer();
-    let _ = serde_json::to_writer(&mut w, v);
 }
 
 #[cfg(test)]
