@@ -506,6 +506,20 @@ async fn anthropic_sdk_callers_reach_openai_models_through_translation() {
     assert_eq!(deltas, "tok0 tok1 tok2 tok3 tok4 ");
     assert!(text.contains("\"output_tokens\":5"), "{text}");
 
+    // An upstream that breaks off mid-stream: the Anthropic client gets an `error` event, never a
+    // silently shortened message.
+    let r = post(
+        json!({"model": "gpt", "max_tokens": 64, "stream": true, "messages": hi}),
+        &[("x-mock-drop-after-chunks", "2")],
+    )
+    .await
+    .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap_or_default();
+    assert!(text.contains("event: message_start"), "{text}");
+    assert!(text.contains("event: error"), "{text}");
+    assert!(!text.contains("event: message_stop"), "{text}");
+
     // Tool use, both ways.
     let tools = json!([{"name": "get_weather", "input_schema": {"type": "object",
         "properties": {"city": {"type": "string"}}}}]);

@@ -361,6 +361,29 @@ mod tests {
     }
 
     #[test]
+    fn drop_params_default_is_top_level_and_models_override_it() {
+        let text = r#"
+server:
+  listeners: [{name: main, listen: "127.0.0.1:4000"}]
+drop_params: true
+upstreams:
+  - {name: a, provider: anthropic, url: "http://127.0.0.1:1/v1"}
+models:
+  - {name: inherits, deployments: [{upstream: a, model: x}]}
+  - {name: strict, drop_params: false, deployments: [{upstream: a, model: x}]}
+"#;
+        let cfg = parse(text, &NoEnv).unwrap();
+        assert!(cfg.models[0].drops_params());
+        assert!(!cfg.models[1].drops_params());
+        let text = text.replace("drop_params: true\n", "");
+        let cfg = parse(&text, &NoEnv).unwrap();
+        assert!(!cfg.models[0].drops_params());
+        let bad = text.replace("drop_params: false", "drop_params: sometimes");
+        let all = parse(&bad, &NoEnv).unwrap_err().to_string();
+        assert!(all.contains("models[1].drop_params"), "{all}");
+    }
+
+    #[test]
     fn reports_every_error_with_path() {
         let text = r#"
 server:
