@@ -220,9 +220,55 @@ impl<'a> JsonBody<'a> {
     }
 }
 
+/// Refuse a body whose top-level keys are ambiguous: a key given twice (compared after unescaping, so
+/// `"mod\u0065l"` is `"model"`) or a case variant of `model` (`"Model"`, `"MODEL"`). Parsers disagree
+/// on such bodies (first wins, last wins, case-insensitive matching), so the model the gateway
+/// authorised might not be the one an upstream reads; refusing them keeps exactly one `model` in
+/// every forwarded body.
+fn check_keys(body: &JsonBody<'_>) -> Result<(), GatewayError> {
+    let fields = &body.fields;
+    if let Some((k, _)) = fields
+        .iter()
+        .find(|(k, _)| k != "model" && k.eq_ignore_ascii_case("model"))
+    {
+        return Err(GatewayError::invalid(
+            format!("Unknown top-level field `{}`: did you mean `model`? (field names are case-sensitive)", printable_key(k)),
+            Some("model"),
+        ));
+    }
+    let duplicate = if fields.len() <= 32 {
+        // Small objects (every real request): no allocation.
+        fields
+            .iter()
+            .enumerate()
+            .find(|(i, (k, _))| fields[..*i].iter().any(|(seen, _)| seen == k))
+            .map(|(_, (k, _))| k)
+    } else {
+        let mut seen: std::collections::HashSet<&str> =
+            std::collections::HashSet::with_capacity(fields.len());
+        fields.iter().map(|(k, _)| k).find(|k| !seen.insert(k))
+    };
+    match duplicate {
+        Some(k) => Err(GatewayError::invalid(
+            format!(
+                "The request body names the field `{}` more than once",
+                printable_key(k)
+            ),
+            (k == "model").then_some("model"),
+        )),
+        None => Ok(()),
+    }
+}
+
+/// A client-supplied key for an error message: at most 64 characters, control characters escaped.
+fn printable_key(k: &str) -> String {
+    k.chars().take(64).flat_map(char::escape_debug).collect()
+}
+
 impl<'a> ModelRequest<'a> {
     pub fn parse(bytes: &'a [u8]) -> Result<ModelRequest<'a>, GatewayError> {
         let body = JsonBody::parse(bytes)?;
+        check_keys(&body)?;
         let model = match body.get("model") {
             None => {
                 return Err(GatewayError::invalid(
@@ -383,5 +429,28 @@ mod tests {
             .unwrap();
         assert!(e.message().contains("stream"));
         assert!(ModelRequest::parse(br#"{"model":"m"} trailing"#).is_err());
+    }
+
+    #[test]
+    fn refuses_ambiguous_keys() {
+        for body in [
+            &br#"{"model":"forbidden","model":"allowed"}"#[..],
+            br#"{"model":"a","mod\u0065l":"b"}"#,
+            br#"{"mod\u0065l":"a","messages":[],"model":"b"}"#,
+            br#"{"model":"a","Model":"b"}"#,
+            br#"{"MODEL":"b","model":"a"}"#,
+            br#"{"model":"a","stream":false,"stream":true}"#,
+        ] {
+            let e = ModelRequest::parse(body).err().expect("refused");
+            assert_eq!(e.status(), 400, "{}", String::from_utf8_lossy(body));
+        }
+        // Many fields take the hashed path.
+        let mut many: String = (0..100).map(|i| format!("\"f{i}\":1,")).collect();
+        many.push_str("\"model\":\"a\",\"f7\":2}");
+        let many = format!("{{{many}");
+        assert!(ModelRequest::parse(many.as_bytes()).is_err());
+        // One escaped `model` is that model.
+        let r = ModelRequest::parse(br#"{"mod\u0065l":"m","messages":[]}"#).unwrap();
+        assert_eq!(r.model, "m");
     }
 }
