@@ -21,6 +21,8 @@ pub enum GatewayError {
     InvalidApiKey(String),
     /// The listener (or key) is not scoped to the model.
     ModelNotAllowed(String),
+    /// The listener or key is not scoped to a passthrough route, or the route does not allow the path.
+    RouteNotAllowed(String),
     /// Unknown model; the message lists what the caller may use.
     ModelNotFound {
         model: String,
@@ -64,7 +66,7 @@ impl GatewayError {
         match self {
             GatewayError::InvalidRequest { .. } | GatewayError::UnsupportedParameter { .. } => 400,
             GatewayError::InvalidApiKey(_) => 401,
-            GatewayError::ModelNotAllowed(_) => 403,
+            GatewayError::ModelNotAllowed(_) | GatewayError::RouteNotAllowed(_) => 403,
             GatewayError::ModelNotFound { .. } | GatewayError::NotFound(_) => 404,
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::RequestTooLarge { .. } => 413,
@@ -85,6 +87,7 @@ impl GatewayError {
             GatewayError::UnsupportedParameter { .. } => "unsupported_parameter",
             GatewayError::InvalidApiKey(_) => "invalid_api_key",
             GatewayError::ModelNotAllowed(_) => "model_not_allowed",
+            GatewayError::RouteNotAllowed(_) => "route_not_allowed",
             GatewayError::ModelNotFound { .. } => "model_not_found",
             GatewayError::NotFound(_) => "not_found",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
@@ -109,7 +112,9 @@ impl GatewayError {
             | GatewayError::MethodNotAllowed(_)
             | GatewayError::RequestTooLarge { .. } => "invalid_request_error",
             GatewayError::InvalidApiKey(_) => "authentication_error",
-            GatewayError::ModelNotAllowed(_) => "permission_error",
+            GatewayError::ModelNotAllowed(_) | GatewayError::RouteNotAllowed(_) => {
+                "permission_error"
+            }
             GatewayError::NoHealthyUpstream(_)
             | GatewayError::UpstreamTimeout(_)
             | GatewayError::UpstreamError(_)
@@ -127,6 +132,7 @@ impl GatewayError {
             | GatewayError::UnsupportedParameter { message, .. } => message.clone(),
             GatewayError::InvalidApiKey(m)
             | GatewayError::ModelNotAllowed(m)
+            | GatewayError::RouteNotAllowed(m)
             | GatewayError::NoHealthyUpstream(m)
             | GatewayError::UpstreamTimeout(m)
             | GatewayError::UpstreamError(m)

@@ -25,6 +25,7 @@ pub mod config;
 pub mod error;
 pub mod keys;
 pub mod listener;
+pub mod logging;
 pub mod metrics;
 pub mod otel;
 pub mod providers;

@@ -84,6 +84,9 @@ enum KeysAction {
         /// Models the key may use, comma-separated (default: all).
         #[arg(long, value_delimiter = ',')]
         models: Vec<String>,
+        /// Passthrough route prefixes the key may use, comma-separated (default: none).
+        #[arg(long, value_delimiter = ',')]
+        routes: Vec<String>,
         /// Lifetime, e.g. 30s, 20m, 30h, 30d (default: no expiry).
         #[arg(long)]
         duration: Option<String>,
@@ -131,17 +134,7 @@ enum KeysAction {
 }
 
 fn init_logging(level: log::LevelFilter, debug: bool) {
-    let level = if debug {
-        log::LevelFilter::Debug
-    } else {
-        level
-    };
-    let mut b = env_logger::Builder::new();
-    b.filter_level(level);
-    if let Ok(spec) = std::env::var("RUST_LOG") {
-        b.parse_filters(&spec);
-    }
-    let _ = b.try_init();
+    llmproxy::logging::init(level, debug);
 }
 
 fn main() -> ExitCode {
@@ -226,6 +219,7 @@ fn keys_command(action: KeysAction) -> ExitCode {
         KeysAction::Generate {
             db,
             models,
+            routes,
             duration,
             max_budget,
             budget_duration,
@@ -238,6 +232,9 @@ fn keys_command(action: KeysAction) -> ExitCode {
             let mut b = Map::new();
             if !models.is_empty() {
                 b.insert("models".into(), json!(models));
+            }
+            if !routes.is_empty() {
+                b.insert("routes".into(), json!(routes));
             }
             if !aliases.is_empty() {
                 let mut m = Map::new();

@@ -44,6 +44,13 @@ impl State {
         previous: Option<&State>,
         metrics: Option<&crate::metrics::Metrics>,
     ) -> pingora::Result<State> {
+        // Mask this config's credentials in every log line (and the previous one's, still serving
+        // until the swap).
+        let mut secrets = config.secrets();
+        if let Some(p) = previous {
+            secrets.extend(p.config.secrets());
+        }
+        crate::logging::set_secrets(secrets);
         let sched = crate::sched::Scheduler::build(&config, previous.map(|p| &p.sched), metrics)
             .map_err(|e| pingora::Error::explain(pingora::ErrorType::InternalError, e))?;
         let redis_url = config.state.redis.as_ref().map(|s| s.expose());

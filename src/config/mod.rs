@@ -123,8 +123,8 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     if cache.backend == cache::Backend::Redis && state.redis.is_none() {
         r.error("cache.backend", "`redis` needs state.redis to be set");
     }
-    let server = server?;
-    resolve(r, &server, &mut upstreams, &mut models, &mut routes);
+    let mut server = server?;
+    resolve(r, &mut server, &mut upstreams, &mut models, &mut routes);
     batch::check(r, &models, &upstreams);
     let redacted = serde_json::to_value(secret::redact(value)).unwrap_or_default();
     Some(Config {
@@ -144,7 +144,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
 /// Check names are unique and resolve every cross reference.
 fn resolve(
     r: &mut Reader,
-    server: &ServerConfig,
+    server: &mut ServerConfig,
     upstreams: &mut [Upstream],
     models: &mut [Model],
     routes: &mut [Route],
@@ -198,9 +198,21 @@ fn resolve(
             }
         }
     }
+    let mut route_prefixes: HashMap<String, usize> = HashMap::new();
     for (i, route) in routes.iter_mut().enumerate() {
+        if route_prefixes.insert(route.prefix.clone(), i).is_some() {
+            r.error(
+                &format!("routes[{i}].prefix"),
+                format!("duplicate route prefix `{}`", route.prefix),
+            );
+        }
         match upstream_idx.get(&route.upstream) {
-            Some(&idx) => route.upstream_idx = idx,
+            Some(&idx) => {
+                route.upstream_idx = idx;
+                if route.allow_paths.is_empty() {
+                    route.allow_paths = routes::default_allow_paths(&upstreams[idx]);
+                }
+            }
             None => unknown_upstream(r, &format!("routes[{i}].upstream"), &route.upstream),
         }
     }
@@ -225,7 +237,33 @@ fn resolve(
     }
     let mut listener_names = HashMap::new();
     let mut addrs = HashMap::new();
-    for (i, l) in server.listeners.iter().enumerate() {
+    let prefixes: Vec<&str> = routes.iter().map(|r| r.prefix.as_str()).collect();
+    for (i, l) in server.listeners.iter_mut().enumerate() {
+        // A listener scoped to some models serves no passthrough route unless it lists it: a route
+        // reaches any model of its upstream.
+        l.route_scope = match &l.routes {
+            None if l.models.is_empty() => server::RouteScope::All,
+            None => server::RouteScope::Only(Vec::new()),
+            Some(list) => {
+                let mut only = Vec::with_capacity(list.len());
+                for (j, p) in list.iter().enumerate() {
+                    let p = p.trim_end_matches('/');
+                    match route_prefixes.get(p) {
+                        Some(&idx) => only.push(idx),
+                        None => {
+                            let hint = reader::nearest(p, &prefixes)
+                                .map(|s| format!(" (did you mean `{s}`?)"))
+                                .unwrap_or_default();
+                            r.error(
+                                &format!("server.listeners[{i}].routes[{j}]"),
+                                format!("no route has the prefix `{p}`{hint}"),
+                            );
+                        }
+                    }
+                }
+                server::RouteScope::Only(only)
+            }
+        };
         if listener_names.insert(l.name.clone(), i).is_some() {
             r.error(
                 &format!("server.listeners[{i}].name"),
@@ -253,6 +291,69 @@ fn resolve(
 }
 
 impl Config {
+    /// Every credential this config holds, in each form it can take on the wire (a bearer token
+    /// alone and in its header, a Basic password and its base64 form, a URL's password), so the
+    /// logger can mask them wherever they would appear ([`crate::logging`]).
+    pub fn secrets(&self) -> Vec<String> {
+        fn header_value(out: &mut Vec<String>, v: &str) {
+            out.push(v.to_string());
+            if let Some((scheme, rest)) = v.split_once(' ') {
+                out.push(rest.to_string());
+                if scheme.eq_ignore_ascii_case("basic") {
+                    if let Some(pass) = base64::Engine::decode(
+                        &base64::engine::general_purpose::STANDARD,
+                        rest.trim(),
+                    )
+                    .ok()
+                    .and_then(|d| String::from_utf8(d).ok())
+                    .and_then(|up| up.split_once(':').map(|(_, p)| p.to_string()))
+                    {
+                        out.push(pass);
+                    }
+                }
+            }
+        }
+        let mut out = Vec::new();
+        if let Some(k) = &self.server.master_key {
+            out.push(k.expose().to_string());
+        }
+        if let Some(t) = &self.admin.token {
+            out.push(t.expose().to_string());
+        }
+        for u in &self.upstreams {
+            if let Auth::Header { value, .. } = &u.auth {
+                header_value(&mut out, value.expose());
+            }
+            for h in u.headers.iter().filter(|h| h.secret) {
+                if let Some(v) = h.value.as_ref().and_then(|v| v.to_str().ok()) {
+                    header_value(&mut out, v);
+                }
+            }
+            if let Some(a) = u
+                .client
+                .proxy
+                .as_ref()
+                .and_then(|p| p.authorization.as_ref())
+            {
+                header_value(&mut out, a.expose());
+            }
+        }
+        for url in self
+            .state
+            .redis
+            .iter()
+            .chain(std::iter::once(&self.state.database))
+        {
+            if let Some(p) = secret::url_password(url.expose()) {
+                out.push(p.to_string());
+            }
+        }
+        out.retain(|s| s.len() >= crate::logging::MIN_SECRET_LEN);
+        out.sort();
+        out.dedup();
+        out
+    }
+
     /// The zero-config quick start (seed 002): one model on one OpenAI-compatible upstream.
     /// The upstream key comes from `OPENAI_API_KEY` when set.
     pub fn quick_start(

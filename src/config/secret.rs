@@ -41,7 +41,8 @@ pub fn redact(v: &serde_yaml::Value) -> serde_yaml::Value {
     redact_in(v, None)
 }
 
-fn sensitive_header(name: &str) -> bool {
+/// Whether a header with this name carries a credential.
+pub fn sensitive_header(name: &str) -> bool {
     let n = name.to_ascii_lowercase();
     n == "authorization" || n.contains("key") || n.contains("token") || n.contains("secret")
 }
@@ -52,7 +53,9 @@ fn redact_in(v: &serde_yaml::Value, parent_key: Option<&str>) -> serde_yaml::Val
     match v {
         Value::Mapping(m) => {
             // auth: {type: header, name: x, value: SECRET}; headers: {op, key: Authorization, value: ...}
-            let header_key = m.get("key").and_then(|k| k.as_str()).map(sensitive_header);
+            let header_key = m.get("key").and_then(|k| k.as_str()).map(|k| {
+                sensitive_header(k) || m.get("secret").and_then(|s| s.as_bool()) == Some(true)
+            });
             let mut out = serde_yaml::Mapping::new();
             for (k, val) in m {
                 let key = k.as_str().unwrap_or_default();
@@ -87,6 +90,16 @@ fn redact_in(v: &serde_yaml::Value, parent_key: Option<&str>) -> serde_yaml::Val
         }
         other => other.clone(),
     }
+}
+
+/// The password of `scheme://user:password@host/...`, if the URL has one.
+pub fn url_password(s: &str) -> Option<&str> {
+    let scheme_end = s.find("://")?;
+    let rest = &s[scheme_end + 3..];
+    let authority_end = rest.find('/').unwrap_or(rest.len());
+    let at = rest[..authority_end].rfind('@')?;
+    let (_, pass) = rest[..at].split_once(':')?;
+    Some(pass).filter(|p| !p.is_empty())
 }
 
 /// `scheme://user:password@host` → `scheme://user:***@host`.

@@ -14,10 +14,35 @@ pub struct Listener {
     pub listen: SocketAddr,
     /// Model names (or aliases) this listener serves; empty = all.
     pub models: Vec<String>,
+    /// The passthrough routes (`routes[]`) this listener serves, by prefix as written; resolved
+    /// into [`Listener::route_scope`] at load.
+    pub routes: Option<Vec<String>>,
+    /// Which passthrough routes this listener serves (resolved from `routes`).
+    pub route_scope: RouteScope,
     /// Per-client-IP token bucket (seed 001).
     pub client_ratelimit: Option<ClientRateLimit>,
     /// HTTPS on this listener (HTTP/2 by ALPN).
     pub tls: Option<ListenerTls>,
+}
+
+/// The passthrough routes a listener serves.
+#[derive(Debug, Clone, PartialEq, Eq, Default)]
+pub enum RouteScope {
+    /// Every route (a listener with no `models` scope and no `routes` list).
+    #[default]
+    All,
+    /// These routes only (indices into `Config::routes`); a listener scoped to some models serves
+    /// no route unless it lists it.
+    Only(Vec<usize>),
+}
+
+impl RouteScope {
+    pub fn allows(&self, route: usize) -> bool {
+        match self {
+            RouteScope::All => true,
+            RouteScope::Only(list) => list.contains(&route),
+        }
+    }
 }
 
 /// `listeners[].tls`: PEM files, read at start and again on every reload.
@@ -202,7 +227,17 @@ fn read_cidr(r: &mut Reader, n: Node) -> Option<IpNet> {
 }
 
 fn read_listener(r: &mut Reader, n: Node) -> Option<Listener> {
-    let m = n.map(r, &["name", "listen", "models", "client_ratelimit", "tls"])?;
+    let m = n.map(
+        r,
+        &[
+            "name",
+            "listen",
+            "models",
+            "routes",
+            "client_ratelimit",
+            "tls",
+        ],
+    )?;
     let name = m.required(r, "name", |r, n| n.string(r));
     let listen = m.required(r, "listen", |r, n| {
         let s = n.string(r)?;
@@ -217,12 +252,15 @@ fn read_listener(r: &mut Reader, n: Node) -> Option<Listener> {
     let models = m
         .with(r, "models", |r, n| Some(n.list_of_strings(r)))
         .unwrap_or_default();
+    let routes = m.with(r, "routes", |r, n| Some(n.list_of_strings(r)));
     let client_ratelimit = m.with(r, "client_ratelimit", read_client_ratelimit);
     let tls = m.with(r, "tls", read_tls);
     Some(Listener {
         name: name?,
         listen: listen?,
         models,
+        routes,
+        route_scope: RouteScope::All,
         client_ratelimit,
         tls,
     })

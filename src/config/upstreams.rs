@@ -65,6 +65,9 @@ pub struct HeaderOp {
     pub op: HeaderOpKind,
     pub key: http::HeaderName,
     pub value: Option<http::HeaderValue>,
+    /// The value is a credential (`secret: true`, or a name like `*key*`, `*token*`, `*secret*`,
+    /// `authorization`): redacted in `/config` and masked in every log line.
+    pub secret: bool,
 }
 
 /// An outbound HTTP proxy reached with `CONNECT` (seed 001).
@@ -416,7 +419,7 @@ fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
 }
 
 fn read_header_op(r: &mut Reader, n: Node) -> Option<HeaderOp> {
-    let m = n.map(r, &["op", "key", "value"])?;
+    let m = n.map(r, &["op", "key", "value", "secret"])?;
     let op = m.required(r, "op", |r, n| {
         n.choice(
             r,
@@ -443,10 +446,13 @@ fn read_header_op(r: &mut Reader, n: Node) -> Option<HeaderOp> {
         }
         None => None,
     };
+    let secret = m.with(r, "secret", |r, n| n.bool(r)).unwrap_or(false)
+        || super::secret::sensitive_header(&key_s);
     Some(HeaderOp {
         op: op?,
         key: key?,
         value,
+        secret,
     })
 }
 

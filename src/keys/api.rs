@@ -2,8 +2,8 @@
 //!
 //! | call | body / query | answer |
 //! | --- | --- | --- |
-//! | `POST /key/generate` | `models`, `aliases`, `duration`, `max_budget`, `budget_duration`, `rpm`/`rpm_limit`, `tpm`/`tpm_limit`, `metadata`, `key_alias` | `{"key": "sk-...", "expires": ISO 8601 or null, "key_id", ...}` — the only time the secret is shown |
-//! | `GET /key/info?key=K` | | `{"key": K, "info": {"spend", "expires", "models", "aliases", "max_budget", "budget_duration", "rpm", "tpm", "metadata", "key_id", ...}}` |
+//! | `POST /key/generate` | `models`, `routes` (also `allowed_routes`), `aliases`, `duration`, `max_budget`, `budget_duration`, `rpm`/`rpm_limit`, `tpm`/`tpm_limit`, `metadata`, `key_alias` | `{"key": "sk-...", "expires": ISO 8601 or null, "key_id", ...}` — the only time the secret is shown |
+//! | `GET /key/info?key=K` | | `{"key": K, "info": {"spend", "expires", "models", "routes", "aliases", "max_budget", "budget_duration", "rpm", "tpm", "metadata", "key_id", ...}}` |
 //! | `GET /key/list[?page=&size=&return_full_object=true]` | | `{"keys": [key_id, ...], "total_count", "current_page", "total_pages"}`; never a secret or hash |
 //! | `POST /key/update` | `{"key": K, ...fields}` (`null` clears a field) | `{"key": K, ...info}` |
 //! | `POST /key/delete` | `{"keys": [K, ...]}` | `{"deleted_keys": [K, ...]}` |
@@ -172,6 +172,8 @@ fn object(body: &[u8]) -> Result<Map<String, Value>, ApiError> {
 /// Fields generate and update accept (besides `key` for update).
 const FIELDS: &[&str] = &[
     "models",
+    "routes",
+    "allowed_routes",
     "aliases",
     "duration",
     "max_budget",
@@ -192,6 +194,23 @@ fn apply(key: &mut VirtualKey, body: &Map<String, Value>, now: i64) -> Result<()
             "key" | "keys" => {}
             "models" => {
                 key.models = string_list(v, name)?;
+            }
+            // `allowed_routes` is LiteLLM's name for the same grant.
+            "routes" | "allowed_routes" => {
+                key.routes = string_list(v, name)?
+                    .into_iter()
+                    .map(|p| {
+                        let t = p.trim_end_matches('/');
+                        if t.starts_with('/') {
+                            Ok(t.to_string())
+                        } else {
+                            Err(ApiError::bad(
+                                format!("`{p}` is not a route prefix like `/openai`"),
+                                "routes",
+                            ))
+                        }
+                    })
+                    .collect::<Result<_, _>>()?;
             }
             "aliases" => {
                 key.aliases = match v {
@@ -332,6 +351,7 @@ fn describe(key: &VirtualKey, spend: f64) -> Map<String, Value> {
     m.insert("spend".into(), json!(spend));
     m.insert("expires".into(), iso(key.expires));
     m.insert("models".into(), json!(key.models));
+    m.insert("routes".into(), json!(key.routes));
     m.insert("aliases".into(), json!(key.aliases));
     m.insert("max_budget".into(), json!(key.max_budget));
     m.insert(

@@ -55,6 +55,9 @@ pub struct VirtualKey {
     pub alias: Option<String>,
     /// Models the key may use; empty = all.
     pub models: Vec<String>,
+    /// Passthrough routes (`routes[].prefix`) the key may use; empty = none. A route reaches every
+    /// model of its upstream, so it is never granted implicitly.
+    pub routes: Vec<String>,
     /// Per-key model aliases: requested name → model name.
     pub aliases: HashMap<String, String>,
     /// Expiry, unix seconds.
@@ -83,6 +86,7 @@ impl VirtualKey {
             hash: hash_hex,
             alias: None,
             models: Vec::new(),
+            routes: Vec::new(),
             aliases: HashMap::new(),
             expires: None,
             max_budget: None,
@@ -156,6 +160,11 @@ impl KeyEntry {
     /// Whether the key may use `model` (an empty list allows every model).
     pub fn allows_model(&self, model: &str) -> bool {
         self.key.models.is_empty() || self.key.models.iter().any(|m| m == model)
+    }
+
+    /// Whether the key may use the passthrough route with `prefix` (only when granted by name).
+    pub fn allows_route(&self, prefix: &str) -> bool {
+        self.key.routes.iter().any(|r| r == prefix)
     }
 
     pub fn rpm(&self) -> Option<u64> {

@@ -108,7 +108,7 @@ pub fn redact_url(url: &str) -> String {
 /// The columns of `keys` in the order both backends select them.
 const COLUMNS: &str =
     "hash, key_id, alias, models, aliases, expires, max_budget, budget_duration, \
-                       budget_reset_at, spend, rpm, tpm, metadata, created, deleted";
+                       budget_reset_at, spend, rpm, tpm, metadata, created, deleted, routes";
 
 /// A `keys` row as stored (JSON columns as text, integers as i64), shared by both backends.
 struct RawRow {
@@ -127,6 +127,7 @@ struct RawRow {
     metadata: String,
     created: i64,
     deleted: bool,
+    routes: String,
 }
 
 impl RawRow {
@@ -151,6 +152,7 @@ impl RawRow {
             metadata: serde_json::from_str(&self.metadata).unwrap_or(serde_json::Value::Null),
             created: self.created,
             deleted: self.deleted,
+            routes: serde_json::from_str(&self.routes).unwrap_or_default(),
         }
     }
 }
@@ -167,6 +169,7 @@ struct RawFields {
     rpm: Option<i64>,
     tpm: Option<i64>,
     metadata: String,
+    routes: String,
 }
 
 fn clamp_i64(v: u64) -> i64 {
@@ -186,6 +189,7 @@ impl RawFields {
             rpm: k.rpm.map(clamp_i64),
             tpm: k.tpm.map(clamp_i64),
             metadata: k.metadata.to_string(),
+            routes: serde_json::Value::from(k.routes.clone()).to_string(),
         }
     }
 }
@@ -250,6 +254,28 @@ pub mod sqlite {
             PRIMARY KEY (key_hash, model)
         );";
 
+    /// Columns added after the first release, each with its default for existing rows.
+    const ADDED_COLUMNS: &[(&str, &str)] = &[("routes", "TEXT NOT NULL DEFAULT '[]'")];
+
+    /// Adds the columns a database created by an older release lacks (SQLite has no
+    /// `ADD COLUMN IF NOT EXISTS`).
+    fn add_columns(conn: &Connection) -> Result<(), StoreError> {
+        let mut have = Vec::new();
+        {
+            let mut st = conn.prepare("PRAGMA table_info(keys)")?;
+            let names = st.query_map([], |r| r.get::<_, String>(1))?;
+            for n in names {
+                have.push(n?);
+            }
+        }
+        for (name, decl) in ADDED_COLUMNS {
+            if !have.iter().any(|h| h == name) {
+                conn.execute_batch(&format!("ALTER TABLE keys ADD COLUMN {name} {decl}"))?;
+            }
+        }
+        Ok(())
+    }
+
     fn row(r: &rusqlite::Row<'_>) -> rusqlite::Result<RawRow> {
         Ok(RawRow {
             hash: r.get(0)?,
@@ -267,6 +293,7 @@ pub mod sqlite {
             metadata: r.get(12)?,
             created: r.get(13)?,
             deleted: r.get(14)?,
+            routes: r.get(15)?,
         })
     }
 
@@ -293,6 +320,7 @@ pub mod sqlite {
                 conn.busy_timeout(Duration::from_secs(5))?;
                 conn.query_row("PRAGMA journal_mode=WAL", [], |_| Ok(()))?;
                 conn.execute_batch(MIGRATION)?;
+                add_columns(&conn)?;
                 Ok(conn)
             })
             .await
@@ -333,7 +361,7 @@ pub mod sqlite {
                 c.execute(
                     &format!(
                         "INSERT INTO keys ({COLUMNS}) VALUES \
-                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15)"
+                         (?1, ?2, ?3, ?4, ?5, ?6, ?7, ?8, ?9, ?10, ?11, ?12, ?13, ?14, ?15, ?16)"
                     ),
                     params![
                         hash,
@@ -350,7 +378,8 @@ pub mod sqlite {
                         f.tpm,
                         f.metadata,
                         created,
-                        deleted
+                        deleted,
+                        f.routes
                     ],
                 )?;
                 Ok(())
@@ -365,7 +394,7 @@ pub mod sqlite {
                 let n = c.execute(
                     "UPDATE keys SET alias = ?2, models = ?3, aliases = ?4, expires = ?5, \
                      max_budget = ?6, budget_duration = ?7, budget_reset_at = ?8, rpm = ?9, \
-                     tpm = ?10, metadata = ?11 WHERE hash = ?1 AND deleted = 0",
+                     tpm = ?10, metadata = ?11, routes = ?12 WHERE hash = ?1 AND deleted = 0",
                     params![
                         hash,
                         f.alias,
@@ -377,7 +406,8 @@ pub mod sqlite {
                         f.budget_reset_at,
                         f.rpm,
                         f.tpm,
-                        f.metadata
+                        f.metadata,
+                        f.routes
                     ],
                 )?;
                 Ok(n > 0)
@@ -526,7 +556,8 @@ pub mod postgres {
             model TEXT NOT NULL,
             spend DOUBLE PRECISION NOT NULL DEFAULT 0,
             PRIMARY KEY (key_hash, model)
-        );";
+        );
+        ALTER TABLE keys ADD COLUMN IF NOT EXISTS routes TEXT NOT NULL DEFAULT '[]';";
 
     /// Serialises concurrent migrations of several instances starting at once (CREATE TABLE IF NOT
     /// EXISTS alone can race on the catalog).
@@ -549,6 +580,7 @@ pub mod postgres {
             metadata: r.try_get(12)?,
             created: r.try_get(13)?,
             deleted: r.try_get(14)?,
+            routes: r.try_get(15)?,
         })
     }
 
@@ -643,7 +675,7 @@ pub mod postgres {
                 c.execute(
                     &format!(
                         "INSERT INTO keys ({COLUMNS}) VALUES \
-                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15)"
+                         ($1, $2, $3, $4, $5, $6, $7, $8, $9, $10, $11, $12, $13, $14, $15, $16)"
                     ),
                     &[
                         &key.hash,
@@ -661,6 +693,7 @@ pub mod postgres {
                         &f.metadata,
                         &key.created,
                         &key.deleted,
+                        &f.routes,
                     ],
                 )
                 .await?;
@@ -675,7 +708,7 @@ pub mod postgres {
                     .execute(
                         "UPDATE keys SET alias = $2, models = $3, aliases = $4, expires = $5, \
                          max_budget = $6, budget_duration = $7, budget_reset_at = $8, rpm = $9, \
-                         tpm = $10, metadata = $11 WHERE hash = $1 AND NOT deleted",
+                         tpm = $10, metadata = $11, routes = $12 WHERE hash = $1 AND NOT deleted",
                         &[
                             &key.hash,
                             &f.alias,
@@ -688,6 +721,7 @@ pub mod postgres {
                             &f.rpm,
                             &f.tpm,
                             &f.metadata,
+                            &f.routes,
                         ],
                     )
                     .await?;

@@ -14,6 +14,8 @@ pub struct Passthrough {
     pub path: String,
     pub tried: Vec<SocketAddr>,
     pub scanner: Box<UsageScanner>,
+    /// Request body bytes still allowed (`server.max_request_body`), counted as the body streams.
+    pub body_left: usize,
 }
 
 pub struct RequestCtx {

@@ -110,6 +110,26 @@ impl ProxyHttp for Gateway {
         }
     }
 
+    /// Passthrough bodies stream to the upstream; one that grows past `max_request_body` (a chunked
+    /// body declares no length up front) fails the request with 413.
+    async fn request_body_filter(
+        &self,
+        _session: &mut Session,
+        body: &mut Option<Bytes>,
+        _end_of_stream: bool,
+        ctx: &mut RequestCtx,
+    ) -> Result<()> {
+        if let (Some(p), Some(b)) = (ctx.passthrough.as_mut(), body.as_ref()) {
+            match p.body_left.checked_sub(b.len()) {
+                Some(left) => p.body_left = left,
+                None => {
+                    return Error::e_explain(HTTPStatus(413), "request body over max_request_body")
+                }
+            }
+        }
+        Ok(())
+    }
+
     async fn upstream_peer(
         &self,
         _session: &mut Session,
@@ -226,6 +246,12 @@ impl ProxyHttp for Gateway {
         ctx: &mut RequestCtx,
     ) -> FailToProxy {
         let ge = match e.etype() {
+            HTTPStatus(413) => GatewayError::RequestTooLarge {
+                limit: ctx
+                    .state
+                    .as_ref()
+                    .map_or(0, |s| s.config.server.max_request_body),
+            },
             HTTPStatus(503) => {
                 GatewayError::NoHealthyUpstream("No healthy upstream address".into())
             }
@@ -327,6 +353,7 @@ impl Gateway {
                 let raw_target =
                     String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
                 route::check_passthrough_path(&rest, &raw_target)?;
+                self.admit_route(state, session, ctx, listener, i, &rest)?;
                 let query = session
                     .req_header()
                     .uri
@@ -341,23 +368,15 @@ impl Gateway {
                     path: format!("{rest}{query}"),
                     tried: Vec::new(),
                     scanner: Box::default(),
+                    body_left: cfg.server.max_request_body,
                 });
                 Ok(Handled::Proxy)
             }
             Target::ListModels => {
                 ctx.path_label = "/v1/models";
                 require_method(&method, http::Method::GET)?;
-                let data: Vec<serde_json::Value> = route::visible_models(cfg, listener)
+                let data: Vec<serde_json::Value> = caller_models(state, listener, &ctx.caller)
                     .iter()
-                    .filter(|id| {
-                        let name = state
-                            .router
-                            .resolve(cfg, listener, id)
-                            .ok()
-                            .and_then(|i| cfg.models.get(i))
-                            .map_or(id.as_str(), |m| m.name.as_str());
-                        ctx.caller.allows(name, id)
-                    })
                     .map(|id| model_object(id, anthropic))
                     .collect();
                 let body = if anthropic {
@@ -374,7 +393,7 @@ impl Gateway {
             Target::GetModel(id) => {
                 ctx.path_label = "/v1/models/{model}";
                 require_method(&method, http::Method::GET)?;
-                let i = state.router.resolve(cfg, listener, &id)?;
+                let i = resolve_for(state, listener, &ctx.caller, &id)?;
                 if !ctx.caller.allows(&cfg.models[i].name, &id) {
                     return Err(GatewayError::ModelNotAllowed(format!(
                         "This key may not use model `{id}`"
@@ -406,7 +425,7 @@ impl Gateway {
                     .key()
                     .map_or(req.model.as_str(), |k| k.resolve_model(&req.model))
                     .to_string();
-                let model_idx = state.router.resolve(cfg, listener, &requested)?;
+                let model_idx = resolve_for(state, listener, &ctx.caller, &requested)?;
                 if !ctx.caller.allows(&cfg.models[model_idx].name, &req.model) {
                     return Err(GatewayError::ModelNotAllowed(format!(
                         "This key may not use model `{}`",
@@ -414,7 +433,16 @@ impl Gateway {
                     )));
                 }
                 ctx.model = Some(model_idx);
-                self.key_limits(state, session, ctx, endpoint, model_idx, &req)?;
+                self.key_limits(state, ctx, || {
+                    let sched = &state.sched.models[model_idx];
+                    crate::sched::tokens::estimate(
+                        endpoint,
+                        &req.body,
+                        sched.counter,
+                        sched.policy.default_max_tokens,
+                    )
+                    .total()
+                })?;
                 // Anthropic's token counting, for a model with no Anthropic deployment to ask.
                 if endpoint == crate::route::Endpoint::CountTokens
                     && !has_provider(state, model_idx, crate::config::Provider::Anthropic)
@@ -557,11 +585,8 @@ impl Gateway {
     fn key_limits(
         &self,
         state: &State,
-        session: &Session,
-        ctx: &mut RequestCtx,
-        endpoint: crate::route::Endpoint,
-        model_idx: usize,
-        req: &body::ModelRequest<'_>,
+        ctx: &RequestCtx,
+        tokens: impl FnOnce() -> u64,
     ) -> std::result::Result<(), GatewayError> {
         let Some(k) = ctx.caller.key() else {
             return Ok(());
@@ -569,8 +594,6 @@ impl Gateway {
         if k.rpm().is_none() && k.tpm().is_none() {
             return Ok(());
         }
-        let _ = session;
-        let sched = &state.sched.models[model_idx];
         let rpm = k.rpm().map(|r| crate::sched::store::Budget {
             id: format!("key:{}:rpm", k.key_id()).into(),
             rate: crate::sched::bucket::Rate::per_minute(r),
@@ -579,17 +602,7 @@ impl Gateway {
             id: format!("key:{}:tpm", k.key_id()).into(),
             rate: crate::sched::bucket::Rate::per_minute(t),
         });
-        let tokens = if tpm.is_some() {
-            crate::sched::tokens::estimate(
-                endpoint,
-                &req.body,
-                sched.counter,
-                sched.policy.default_max_tokens,
-            )
-            .total() as f64
-        } else {
-            0.0
-        };
+        let tokens = if tpm.is_some() { tokens() as f64 } else { 0.0 };
         let mut charges = Vec::with_capacity(2);
         if let Some(b) = &rpm {
             charges.push(crate::sched::store::Charge {
@@ -619,6 +632,57 @@ impl Gateway {
                 retry_after: Duration::from_secs_f64(w.max(1.0)),
             }),
         }
+    }
+
+    /// A passthrough route is governed like a model: the listener must serve it, a virtual key must
+    /// be granted it (`routes` scope; the master key may use every route), the path must be one the
+    /// route allows, the declared body must fit `max_request_body` (a chunked body is counted as it
+    /// streams, `request_body_filter`), and the key's own rpm / tpm apply (tokens estimated from the
+    /// body size, one per 4 bytes, as the body is not read here).
+    fn admit_route(
+        &self,
+        state: &State,
+        session: &Session,
+        ctx: &RequestCtx,
+        listener: &crate::config::Listener,
+        i: usize,
+        rest: &str,
+    ) -> std::result::Result<(), GatewayError> {
+        let route = &state.config.routes[i];
+        if !listener.route_scope.allows(i) {
+            return Err(GatewayError::RouteNotAllowed(format!(
+                "This endpoint does not serve the route `{}`",
+                route.prefix
+            )));
+        }
+        if ctx
+            .caller
+            .key()
+            .is_some_and(|k| !k.allows_route(&route.prefix))
+        {
+            return Err(GatewayError::RouteNotAllowed(format!(
+                "This key may not use the route `{}` (a key's `routes` must name it)",
+                route.prefix
+            )));
+        }
+        if !route.allows_path(rest) {
+            return Err(GatewayError::RouteNotAllowed(format!(
+                "The route `{}` does not allow the path `{}` (routes[].allow_paths)",
+                route.prefix,
+                rest.chars().take(200).collect::<String>()
+            )));
+        }
+        let limit = state.config.server.max_request_body;
+        let declared = session
+            .req_header()
+            .headers
+            .get(http::header::CONTENT_LENGTH)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok());
+        if declared.is_some_and(|n| n > limit as u64) {
+            return Err(GatewayError::RequestTooLarge { limit });
+        }
+        self.key_limits(state, ctx, || declared.unwrap_or(0) / 4)
     }
 
     /// Whether and how the response cache applies to this request.
@@ -924,6 +988,45 @@ async fn count_tokens_locally(state: &State, model_idx: usize, raw: &Bytes) -> u
     })
     .await
     .unwrap_or(0)
+}
+
+/// The model ids (names and aliases) this caller may use on this listener.
+fn caller_models(
+    state: &State,
+    listener: &crate::config::Listener,
+    caller: &ctx::Caller,
+) -> Vec<String> {
+    let cfg = &state.config;
+    route::visible_models(cfg, listener)
+        .into_iter()
+        .filter(|id| {
+            let name = state
+                .router
+                .lookup(id)
+                .and_then(|i| cfg.models.get(i))
+                .map_or(id.as_str(), |m| m.name.as_str());
+            caller.allows(name, id)
+        })
+        .collect()
+}
+
+/// [`route::Router::resolve`], with an unknown model's 404 listing only what this caller may use.
+fn resolve_for(
+    state: &State,
+    listener: &crate::config::Listener,
+    caller: &ctx::Caller,
+    name: &str,
+) -> std::result::Result<usize, GatewayError> {
+    state
+        .router
+        .resolve(&state.config, listener, name)
+        .map_err(|e| match e {
+            GatewayError::ModelNotFound { model, .. } => GatewayError::ModelNotFound {
+                model,
+                available: caller_models(state, listener, caller),
+            },
+            other => other,
+        })
 }
 
 fn require_method(got: &http::Method, want: http::Method) -> std::result::Result<(), GatewayError> {
