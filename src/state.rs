@@ -143,7 +143,7 @@ pub struct Shared {
     pub batcher: crate::batch::Batcher,
     /// Responses API: response id → the upstream that created it, so a request continuing it
     /// (`previous_response_id`) goes back there (the conversation state lives upstream).
-    pub response_pins: crate::providers::pins::ResponsePins,
+    pub response_pins: crate::exchange::pins::ResponsePins,
 }
 
 /// The upstream connection pool (HTTP/1.1), shared by every request.

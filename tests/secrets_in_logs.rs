@@ -123,7 +123,7 @@ routes:\n\
     .await;
     let text = std::fs::read_to_string(&log).unwrap();
     assert!(
-        text.contains("DEBUG llmproxy::proxy::exchange") && text.contains("upstream basic"),
+        text.contains("DEBUG llmproxy::exchange::attempt") && text.contains("upstream basic"),
         "the gateway logged its upstream requests (debug level is on)"
     );
     assert!(

@@ -2,7 +2,7 @@
 //! within the nesting limit), and splits them into the same members.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llmproxy::proxy::json_scan::top_level;
+use llmproxy::body::scan::top_level;
 use serde::de::{Deserializer, MapAccess, Visitor};
 use serde_json::value::RawValue;
 

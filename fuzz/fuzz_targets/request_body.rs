@@ -3,7 +3,7 @@
 //! valid for serde_json's `Value` (which refuses, e.g., numbers beyond f64), so is the rewrite.
 #![no_main]
 use libfuzzer_sys::fuzz_target;
-use llmproxy::proxy::body::{ModelRequest, CONTROL_FIELDS};
+use llmproxy::body::{ModelRequest, CONTROL_FIELDS};
 
 fuzz_target!(|data: &[u8]| {
     if let Ok(req) = ModelRequest::parse(data) {

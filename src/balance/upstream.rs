@@ -169,10 +169,12 @@ impl UpstreamPool {
             check.consecutive_success = hc.healthy_after;
             check.reuse_connection = false;
             check.peer_template.options.custom_l4 = custom_l4.clone();
-            // Azure: `/openai/models?api-version=...` (see `providers::health_path`).
-            let path = crate::providers::health_path(&cfg);
+            // The provider's probe (Azure: `/openai/models?api-version=...`).
+            let provider = crate::providers::of(cfg.provider);
+            let path = provider.health_path(&cfg);
             let mut req = RequestHeader::build("GET", path.as_bytes(), None)?;
             req.insert_header(http::header::HOST, cfg.url.authority.as_str())?;
+            provider.request_headers(&mut req)?;
             apply_upstream_headers(&cfg, &mut req)?;
             check.req = req;
             check.validator = Some(Box::new(|resp: &ResponseHeader| {
@@ -294,15 +296,6 @@ pub fn apply_upstream_headers(cfg: &Upstream, req: &mut RequestHeader) -> Result
     }
     if let Some(ua) = &cfg.client.user_agent {
         req.insert_header(http::header::USER_AGENT, ua.as_str())?;
-    }
-    // Anthropic refuses requests without an API version; a client's own (Anthropic SDK) is kept.
-    if cfg.provider == crate::config::Provider::Anthropic
-        && !req.headers.contains_key("anthropic-version")
-    {
-        req.insert_header(
-            "anthropic-version",
-            crate::providers::anthropic::ANTHROPIC_VERSION,
-        )?;
     }
     for op in &cfg.headers {
         match (op.op, &op.value) {

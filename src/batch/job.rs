@@ -91,7 +91,7 @@ pub fn jsonl<'a>(url: &str, lines: impl Iterator<Item = &'a super::Line>) -> Byt
 /// Parse an output or error file into `results` (a custom_id seen twice keeps its first line:
 /// the output file is read first). Bodies are slices of `file`, not copies.
 pub fn parse_output(file: &Bytes, results: &mut HashMap<String, LineResult>) {
-    use crate::proxy::json_scan::top_level;
+    use crate::body::scan::top_level;
     for line in file.split(|b| *b == b'\n') {
         let line = line.trim_ascii();
         if line.is_empty() {

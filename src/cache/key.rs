@@ -4,7 +4,7 @@
 //! `user`, the gateway's own controls) are left out. A streaming and a non-streaming request for the
 //! same thing share a key: the entry can serve both (see [`super::convert`]).
 
-use crate::proxy::body::JsonBody;
+use crate::body::JsonBody;
 use crate::route::Endpoint;
 use serde_json::Value;
 use sha2::{Digest, Sha256};

@@ -139,7 +139,7 @@ pub struct Controls {
 }
 
 impl Controls {
-    pub fn read(body: &crate::proxy::body::JsonBody, headers: &http::HeaderMap) -> Controls {
+    pub fn read(body: &crate::body::JsonBody, headers: &http::HeaderMap) -> Controls {
         let mut c = Controls::default();
         if body.get("caching").map(str::trim) == Some("false") {
             c.off = true;
@@ -319,7 +319,7 @@ impl Cache {
         model_name: &str,
         model: &ModelCache,
         endpoint: crate::route::Endpoint,
-        body: &crate::proxy::body::JsonBody,
+        body: &crate::body::JsonBody,
         controls: Controls,
         caller: Option<&str>,
     ) -> Option<Plan> {

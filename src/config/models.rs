@@ -415,7 +415,7 @@ fn read_params(r: &mut Reader, n: Node) -> Option<Vec<(String, String)>> {
             continue;
         };
         if matches!(key, "model" | "stream" | "messages" | "input" | "prompt")
-            || crate::proxy::body::CONTROL_FIELDS.contains(&key)
+            || crate::body::CONTROL_FIELDS.contains(&key)
         {
             r.error(
                 &format!("{}.{key}", n.path),

@@ -16,8 +16,39 @@
 //! - bodies, SSE streams, errors and rate-limit headers (`x-ratelimit-remaining-*`, `retry-after`)
 //!   are OpenAI's, so they are relayed unchanged and the scheduler reads them as it reads OpenAI's.
 
+use super::{Attempt, Outbound, Provider};
 use crate::config::Upstream;
+use crate::error::GatewayError;
 use crate::route::Endpoint;
+
+/// `provider: azure`.
+pub struct Azure;
+
+impl Provider for Azure {
+    fn supports(&self, endpoint: Endpoint) -> bool {
+        matches!(
+            endpoint,
+            Endpoint::ChatCompletions
+                | Endpoint::Completions
+                | Endpoint::Embeddings
+                | Endpoint::Responses
+        )
+    }
+
+    fn request(&self, a: &Attempt<'_>) -> Result<Outbound, GatewayError> {
+        // The wire format is OpenAI's: the same relay (Azure reports usage like OpenAI).
+        let path = upstream_path(a.upstream, a.endpoint, &a.deployment.model);
+        Ok(super::openai::relayed(a, false, path))
+    }
+
+    fn wants_max_completion_tokens(&self, model: &str) -> bool {
+        super::openai::is_reasoning_model(model)
+    }
+
+    fn health_path(&self, u: &Upstream) -> String {
+        health_path(u)
+    }
+}
 
 /// Bytes kept as they are in a path segment (RFC 3986 unreserved); everything else is
 /// percent-encoded, so a deployment name can never change the path's shape.

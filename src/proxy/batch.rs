@@ -8,12 +8,12 @@
 //! served synchronously in both modes: the Batch API has no streams, and refusing it would break
 //! clients that stream some calls and not others behind one model name.
 
-use super::body::ModelRequest;
 use super::ctx::RequestCtx;
-use super::exchange::{self, Relayed};
 use crate::batch::{Account, BatchEndpoint, Line, QueueKey, Reply, Target};
+use crate::body::ModelRequest;
 use crate::config::batch::Mode;
 use crate::error::GatewayError;
+use crate::exchange::{self, Relayed};
 use crate::route::Endpoint;
 use crate::state::{Shared, State};
 use bytes::Bytes;

@@ -15,8 +15,6 @@ pub mod batch;
 pub mod body;
 pub mod client_addr;
 pub mod ctx;
-pub mod exchange;
-pub mod json_scan;
 pub mod respond;
 
 use crate::cache;
@@ -173,6 +171,7 @@ impl ProxyHttp for Gateway {
         }
         req.insert_header(http::header::HOST, pool.cfg.url.authority.as_str())?;
         req.insert_header("x-request-id", ctx.request_id.as_str())?;
+        crate::providers::of(pool.cfg.provider).request_headers(req)?;
         crate::balance::upstream::apply_upstream_headers(&pool.cfg, req)
     }
 
@@ -418,7 +417,7 @@ impl Gateway {
                 {
                     ctx.traced_body = Some(raw.clone());
                 }
-                let req = body::ModelRequest::parse(&raw)?;
+                let req = crate::body::ModelRequest::parse(&raw)?;
                 // A key's own aliases map the requested name first (seed 002).
                 let requested = ctx
                     .caller
@@ -445,7 +444,7 @@ impl Gateway {
                 })?;
                 // Anthropic's token counting, for a model with no Anthropic deployment to ask.
                 if endpoint == crate::route::Endpoint::CountTokens
-                    && !has_provider(state, model_idx, crate::config::Provider::Anthropic)
+                    && !serves_natively(state, model_idx, endpoint)
                 {
                     let n = count_tokens_locally(state, model_idx, &raw).await;
                     let body = serde_json::json!({ "input_tokens": n }).to_string();
@@ -481,24 +480,25 @@ impl Gateway {
                 .await?
                 {
                     return Ok(match relayed {
-                        exchange::Relayed::Complete => Handled::Done,
-                        exchange::Relayed::Truncated => Handled::Abort,
+                        crate::exchange::Relayed::Complete => Handled::Done,
+                        crate::exchange::Relayed::Truncated => Handled::Abort,
                     });
                 }
-                let ex = exchange::Exchange {
+                let ex = crate::exchange::Exchange {
                     endpoint,
                     model_idx,
                     req: &req,
                     raw: &raw,
                 };
                 // A complete answer is stored by the relay before its last byte goes out.
-                let relayed = exchange::forward(&self.shared, state, session, ctx, ex).await?;
+                let relayed =
+                    crate::exchange::forward(&self.shared, state, session, ctx, ex).await?;
                 ctx.cache_record = None;
                 // Followers of this miss look again now (the answer is stored, or it failed).
                 drop(flight);
                 match relayed {
-                    exchange::Relayed::Complete => Ok(Handled::Done),
-                    exchange::Relayed::Truncated => Ok(Handled::Abort),
+                    crate::exchange::Relayed::Complete => Ok(Handled::Done),
+                    crate::exchange::Relayed::Truncated => Ok(Handled::Abort),
                 }
             }
             Target::Unknown => Err(GatewayError::NotFound(
@@ -693,7 +693,7 @@ impl Gateway {
         ctx: &mut RequestCtx,
         endpoint: crate::route::Endpoint,
         model_idx: usize,
-        req: &body::ModelRequest<'_>,
+        req: &crate::body::ModelRequest<'_>,
     ) -> Option<cache::Plan> {
         let model = &state.config.models[model_idx];
         if !model.cache.enabled || endpoint == crate::route::Endpoint::CountTokens {
@@ -726,7 +726,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         p: &cache::Plan,
-        req: &body::ModelRequest<'_>,
+        req: &crate::body::ModelRequest<'_>,
     ) -> Lookup {
         if !p.read {
             return Lookup::Lead(None);
@@ -761,7 +761,7 @@ impl Gateway {
         session: &mut Session,
         ctx: &mut RequestCtx,
         p: &cache::Plan,
-        req: &body::ModelRequest<'_>,
+        req: &crate::body::ModelRequest<'_>,
     ) -> bool {
         let Some(entry) = state.cache.get(&p.key, p.ttl).await else {
             return false;
@@ -964,12 +964,11 @@ impl Gateway {
     }
 }
 
-/// Whether any deployment of the model is on `provider`.
-fn has_provider(state: &State, model_idx: usize, provider: crate::config::Provider) -> bool {
-    state.config.models[model_idx]
-        .deployments
-        .iter()
-        .any(|d| state.config.upstreams[d.upstream_idx].provider == provider)
+/// Whether any deployment of the model can serve `endpoint` itself (token counting: Anthropic).
+fn serves_natively(state: &State, model_idx: usize, endpoint: crate::route::Endpoint) -> bool {
+    state.config.models[model_idx].deployments.iter().any(|d| {
+        crate::providers::serves(state.config.upstreams[d.upstream_idx].provider, endpoint)
+    })
 }
 
 /// `POST /v1/messages/count_tokens` answered by the gateway: the prompt's tokens as the scheduler

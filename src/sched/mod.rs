@@ -17,7 +17,7 @@ pub mod store;
 pub mod tokens;
 
 use crate::config::models::{Model, QueuePolicy};
-use crate::config::upstreams::{Provider, Upstream};
+use crate::config::upstreams::Upstream;
 use crate::config::Config;
 use bucket::Rate;
 use prometheus::{Histogram, IntCounterVec, IntGauge};
@@ -684,9 +684,7 @@ fn model_sched(
                 tokens,
                 // OpenAI and Azure count prompt + max_tokens at admission and keep it; self-hosted
                 // budgets are the operator's own and count what was really used.
-                reconcile: up.is_some_and(|u| {
-                    matches!(u.provider, Provider::OpenAiCompatible | Provider::Anthropic)
-                }),
+                reconcile: up.is_some_and(|u| crate::providers::of(u.provider).reconciles_tokens()),
             }
         })
         .collect();

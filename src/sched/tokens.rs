@@ -9,7 +9,7 @@
 //! one token per 3 bytes of text, which over-estimates every common tokenizer, so a budget is never
 //! overrun because of the estimate. Images count 765 tokens each (a 1024×1024 high-detail image).
 
-use crate::proxy::body::JsonBody;
+use crate::body::JsonBody;
 use crate::route::Endpoint;
 use serde_json::Value;
 use tiktoken_rs::tokenizer::Tokenizer;

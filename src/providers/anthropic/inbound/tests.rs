@@ -1,6 +1,6 @@
 use super::*;
 use crate::providers::anthropic;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn tr(body: Value) -> Value {
     messages_to_chat_request(&body, "gpt-x").unwrap()

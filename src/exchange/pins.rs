@@ -87,3 +87,31 @@ impl ResponsePins {
         }
     }
 }
+
+/// The `id` of a Responses API answer (`resp_...`), from its first bytes: the object itself, or
+/// the stream's first event (`response.created`).
+pub fn response_id(first: &[u8]) -> Option<&str> {
+    let at = memchr::memmem::find(first, b"\"id\":\"resp_")? + 6;
+    let len = memchr::memchr(b'"', &first[at..])?;
+    std::str::from_utf8(&first[at..at + len])
+        .ok()
+        .filter(|id| id.len() <= 256)
+}
+
+#[cfg(test)]
+mod id_tests {
+    use super::*;
+
+    #[test]
+    fn finds_response_ids() {
+        assert_eq!(
+            response_id(br#"{"id":"resp_abc123","object":"response"}"#),
+            Some("resp_abc123")
+        );
+        assert_eq!(
+            response_id(b"event: response.created\ndata: {\"type\":\"response.created\",\"response\":{\"id\":\"resp_9\",\"status\":\"in_progress\"}}\n\n"),
+            Some("resp_9")
+        );
+        assert_eq!(response_id(br#"{"id":"chatcmpl-1"}"#), None);
+    }
+}

@@ -1,5 +1,5 @@
 use super::*;
-use serde_json::json;
+use serde_json::{json, Value};
 
 fn tr(body: Value) -> Value {
     chat_to_messages(&body, "claude-x", DEFAULT_MAX_TOKENS).unwrap()

@@ -1,0 +1,395 @@
+//! The answer to the client: a stream relayed (or translated) chunk by chunk, each chunk written
+//! before the next read; an answer converted whole; a buffered upstream error relayed as it is.
+//! A complete successful answer is stored in the response cache before its end is written.
+
+use super::attempt::{Buffered, Outcome, Target};
+use super::{client_gone, count_error, Deadlines, Relayed, PROBE_AFTER, PROBE_BETWEEN_CHUNKS};
+use crate::providers::{relayable, Answer, HeaderFate, Mode};
+use crate::proxy::ctx::RequestCtx;
+use crate::state::{Shared, State};
+use bytes::{Bytes, BytesMut};
+use pingora::prelude::*;
+use pingora::protocols::http::client::HttpSession;
+use pingora::proxy::Session;
+use std::time::Instant;
+
+/// Largest answer the gateway holds to convert whole (a translated non-streamed answer).
+const WHOLE_BODY_LIMIT: usize = 32 * 1024 * 1024;
+
+/// Relay the rest of the response, starting with `first`. Returns how it ended and whether the
+/// upstream ended the body cleanly (then its connection can go back to the pool).
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn stream(
+    shared: &Shared,
+    t: &Target<'_>,
+    http: &mut HttpSession,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    first: Option<Bytes>,
+    answer: &mut dyn Answer,
+    mode: Mode,
+    deadlines: Deadlines,
+) -> (Relayed, bool) {
+    let sse = mode.is_sse();
+    let timeout = tokio::time::sleep_until(deadlines.total);
+    tokio::pin!(timeout);
+    let mut next = first;
+    let upstream_failure = loop {
+        let Some(chunk) = next.take() else {
+            if let Some(rest) = answer.finish() {
+                if let Some(rec) = ctx.cache_record.as_mut() {
+                    rec.push(&rest);
+                }
+                let _ = session.write_response_body(Some(rest), false).await;
+            }
+            break None;
+        };
+        if ctx.first_byte.is_none() {
+            ctx.first_byte = Some(Instant::now());
+        }
+        let out = answer.chunk(chunk);
+        if let (Some(rec), Some(c)) = (ctx.cache_record.as_mut(), out.as_ref()) {
+            if ctx.status < 300 {
+                rec.sse = sse;
+                rec.push(c);
+            }
+        }
+        if out.is_some() && session.write_response_body(out, false).await.is_err() {
+            // The client left: dropping the upstream connection stops the generation.
+            ctx.error = Some("client_closed");
+            return (Relayed::Truncated, false);
+        }
+        let read = tokio::select! {
+            biased;
+            r = http.read_response_body() => r,
+            _ = &mut timeout => break Some("timeout"),
+            _ = client_gone(session, PROBE_BETWEEN_CHUNKS) => {
+                ctx.error = Some("client_closed");
+                return (Relayed::Truncated, false);
+            }
+        };
+        match read {
+            Ok(c) => next = c,
+            Err(e) => {
+                log::warn!(
+                    "request {}: upstream {} failed mid-response: {e}",
+                    ctx.request_id,
+                    t.pool.cfg.name
+                );
+                break Some(if e.etype() == &ReadTimedout {
+                    "stream_timeout"
+                } else {
+                    "stream_interrupted"
+                });
+            }
+        }
+    };
+    ctx.usage = answer.usage();
+    if upstream_failure.is_some() || ctx.status >= 300 {
+        // Only complete successful answers are cached.
+        ctx.cache_record = None;
+    }
+    if let Some(kind) = upstream_failure {
+        let labels = [t.model.name.as_str(), t.pool.cfg.name.as_str()];
+        count_error(shared, kind, &labels);
+        shared
+            .metrics
+            .stream_errors
+            .with_label_values(&labels)
+            .inc();
+        t.pool.note_error(format!("response broke off: {kind}"));
+        ctx.error = Some("upstream_stream_error");
+        if !sse {
+            return (Relayed::Truncated, false);
+        }
+        // Never a silent truncation: tell the client in the stream's own format.
+        let ok = session
+            .write_response_body(Some(Bytes::from_static(answer.stream_error())), true)
+            .await
+            .is_ok();
+        return (
+            if ok {
+                Relayed::Complete
+            } else {
+                Relayed::Truncated
+            },
+            false,
+        );
+    }
+    if let Some(rec) = ctx.cache_record.take() {
+        store_answer(ctx, rec).await;
+    }
+    if session.write_response_body(None, true).await.is_err() {
+        return (Relayed::Truncated, true);
+    }
+    (Relayed::Complete, true)
+}
+
+/// An answer converted whole (a translated non-streamed answer): read (bounded), converted, written
+/// in one piece. Until it is written, a failure can still move to another attempt.
+#[allow(clippy::too_many_arguments)]
+pub(super) async fn whole(
+    shared: &Shared,
+    t: &Target<'_>,
+    mut http: HttpSession,
+    peer: &HttpPeer,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    mut answer: Box<dyn Answer>,
+    deadlines: Deadlines,
+) -> Outcome {
+    let mut buf = BytesMut::new();
+    loop {
+        let read = tokio::select! {
+            biased;
+            r = tokio::time::timeout_at(deadlines.total, http.read_response_body()) => r,
+            _ = client_gone(session, PROBE_AFTER) => return Outcome::ClientGone,
+        };
+        match read {
+            Err(_) => return Outcome::Timeout,
+            Ok(Ok(Some(chunk))) => {
+                if ctx.first_byte.is_none() {
+                    ctx.first_byte = Some(Instant::now());
+                }
+                buf.extend_from_slice(&chunk);
+                if buf.len() > WHOLE_BODY_LIMIT {
+                    return Outcome::Broken("the answer is too large to translate".into());
+                }
+            }
+            Ok(Ok(None)) => break,
+            Ok(Err(e)) if e.etype() == &ReadTimedout => return Outcome::Timeout,
+            Ok(Err(e)) => {
+                return Outcome::Broken(format!("answer broke off: {}", e.etype().as_str()))
+            }
+        }
+    }
+    let Some(up) = http.response_header() else {
+        return Outcome::Broken("no response header".into());
+    };
+    let Some(body) = answer.whole(&buf) else {
+        return Outcome::Broken("the upstream's answer is not what was expected".into());
+    };
+    ctx.usage = answer.usage();
+    ctx.status = up.status.as_u16();
+    let mut resp = match downstream_header(
+        up,
+        ctx,
+        &t.pool.cfg.name,
+        &t.model.name,
+        Some(body.len()),
+        Mode::Whole,
+        answer.as_ref(),
+    ) {
+        Ok(r) => r,
+        Err(e) => return Outcome::Broken(format!("building the response header: {e}")),
+    };
+    let _ = resp.insert_header(http::header::CONTENT_TYPE, "application/json");
+    shared
+        .connector
+        .release(http, peer, t.pool.cfg.client.idle_timeout)
+        .await;
+    if let Some(mut rec) = ctx.cache_record.take() {
+        rec.sse = false;
+        rec.push(&body);
+        store_answer(ctx, rec).await;
+    }
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+        || session.write_response_body(Some(body), true).await.is_err()
+    {
+        ctx.error = Some("client_closed");
+        ctx.cache_record = None;
+        return Outcome::Done(Relayed::Truncated, None);
+    }
+    let unreported = if ctx.usage.is_none() {
+        answer.unreported()
+    } else {
+        None
+    };
+    Outcome::Done(Relayed::Complete, unreported)
+}
+
+/// Relay a buffered upstream answer as it is.
+pub(super) async fn buffered(
+    state: &State,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    b: Buffered,
+) -> Relayed {
+    let upstream = state
+        .upstreams
+        .get(b.upstream)
+        .map(|u| u.cfg.name.as_str())
+        .unwrap_or("");
+    let model = ctx
+        .model
+        .and_then(|m| state.config.models.get(m))
+        .map(|m| m.name.as_str())
+        .unwrap_or("");
+    ctx.upstream = Some(b.upstream);
+    ctx.status = b.header.status.as_u16();
+    let resp = match downstream_header(
+        &b.header,
+        ctx,
+        upstream,
+        model,
+        Some(b.body.len()),
+        Mode::Relay { sse: false },
+        &Untranslated,
+    ) {
+        Ok(r) => r,
+        Err(e) => {
+            log::error!(
+                "request {}: building the response header failed: {e}",
+                ctx.request_id
+            );
+            return Relayed::Truncated;
+        }
+    };
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+        || session
+            .write_response_body(Some(b.body), true)
+            .await
+            .is_err()
+    {
+        ctx.error = Some("client_closed");
+        return Relayed::Truncated;
+    }
+    Relayed::Complete
+}
+
+/// An error answer too large to buffer: what was read, then the rest as it streams.
+pub(super) async fn large_error(
+    shared: &Shared,
+    t: &Target<'_>,
+    http: &mut HttpSession,
+    session: &mut Session,
+    ctx: &mut RequestCtx,
+    b: Buffered,
+    deadline: tokio::time::Instant,
+) -> Relayed {
+    ctx.status = b.header.status.as_u16();
+    let mode = Mode::Relay { sse: false };
+    let resp = match downstream_header(
+        &b.header,
+        ctx,
+        &t.pool.cfg.name,
+        &t.model.name,
+        None,
+        mode,
+        &Untranslated,
+    ) {
+        Ok(r) => r,
+        Err(_) => return Relayed::Truncated,
+    };
+    if session
+        .write_response_header(Box::new(resp), false)
+        .await
+        .is_err()
+    {
+        return Relayed::Truncated;
+    }
+    let mut relay = crate::providers::openai::Relay::plain();
+    stream(
+        shared,
+        t,
+        http,
+        session,
+        ctx,
+        Some(b.body),
+        &mut relay,
+        mode,
+        Deadlines { total: deadline },
+    )
+    .await
+    .0
+}
+
+/// Store a complete answer in the response cache before its end is written to the client.
+async fn store_answer(ctx: &RequestCtx, rec: crate::cache::Recorder) {
+    if let Some(state) = ctx.state.as_ref() {
+        rec.store(&state.cache).await;
+    }
+}
+
+/// Header handling for answers relayed as they are.
+struct Untranslated;
+
+impl Answer for Untranslated {
+    fn begin(&mut self, _: u16, _: &http::HeaderMap) -> Mode {
+        Mode::Relay { sse: false }
+    }
+    fn whole(&mut self, body: &[u8]) -> Option<Bytes> {
+        Some(Bytes::copy_from_slice(body))
+    }
+    fn chunk(&mut self, chunk: Bytes) -> Option<Bytes> {
+        Some(chunk)
+    }
+    fn finish(&mut self) -> Option<Bytes> {
+        None
+    }
+    fn usage(&self) -> Option<crate::providers::usage::Usage> {
+        None
+    }
+    fn error_body(&self, _: u16, _: &[u8]) -> Option<Bytes> {
+        None
+    }
+    fn stream_error(&self) -> &'static [u8] {
+        crate::providers::OPENAI_STREAM_ERROR
+    }
+}
+
+/// The client's response header: the upstream's status and headers (hop-by-hop removed; for a
+/// translated answer, its length dropped and its headers as the client's API names them), plus the
+/// request id, the upstream and the model that answered.
+pub(super) fn downstream_header(
+    up: &ResponseHeader,
+    ctx: &RequestCtx,
+    upstream: &str,
+    model: &str,
+    content_length: Option<usize>,
+    mode: Mode,
+    answer: &dyn Answer,
+) -> Result<ResponseHeader> {
+    let translated = mode.translated();
+    let mut resp = ResponseHeader::build_no_case(up.status, Some(up.headers.len() + 4))?;
+    for (name, value) in up.headers.iter() {
+        if !relayable(name) || (translated && name == http::header::CONTENT_LENGTH) {
+            continue;
+        }
+        if translated {
+            match answer.client_header(name, value) {
+                HeaderFate::Keep => {}
+                HeaderFate::Drop => continue,
+                HeaderFate::Rename(n, v) => {
+                    resp.append_header(n, v)?;
+                    continue;
+                }
+            }
+        }
+        resp.append_header(name.clone(), value.clone())?;
+    }
+    if mode == Mode::Stream && !crate::providers::is_event_stream(&resp.headers) {
+        resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;
+    }
+    if let Some(len) = content_length {
+        resp.insert_header(http::header::CONTENT_LENGTH, len)?;
+    } else if !resp.headers.contains_key(http::header::CONTENT_LENGTH) {
+        resp.insert_header(http::header::TRANSFER_ENCODING, "chunked")?;
+    }
+    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header("x-llmproxy-deployment", upstream)?;
+    resp.insert_header("x-llmproxy-model", model)?;
+    if !ctx.queue_wait.is_zero() {
+        resp.insert_header("x-llmproxy-queue-ms", ctx.queue_wait.as_millis() as u64)?;
+    }
+    if let Some(c) = ctx.cache {
+        resp.insert_header("x-llmproxy-cache", c)?;
+    }
+    Ok(resp)
+}
