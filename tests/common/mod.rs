@@ -1,9 +1,9 @@
-//! Test harness: boots the real `llmproxy` binary and `mock_upstream` processes on loopback with
-//! ephemeral ports, and waits for readiness with bounded polling (never fixed sleeps).
+//! Test harness: boots the real `llmproxy` binary on loopback with ephemeral ports, and the mock
+//! upstream in-process (the `mock-upstream` crate, on its own thread and runtime); waits for
+//! readiness with bounded polling (never fixed sleeps).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
 use serde_json::Value;
-use std::io::{BufRead, BufReader};
 use std::net::TcpListener;
 use std::path::PathBuf;
 use std::process::{Child, Command, Stdio};
@@ -11,7 +11,6 @@ use std::sync::atomic::{AtomicUsize, Ordering};
 use std::time::{Duration, Instant};
 
 pub const LLMPROXY: &str = env!("CARGO_BIN_EXE_llmproxy");
-pub const MOCK: &str = env!("CARGO_BIN_EXE_mock_upstream");
 
 /// A port that was free a moment ago, for a gateway to listen on. Chosen below the kernel's
 /// ephemeral range (32768–60999): a port from that range can be taken in the meantime as the local
@@ -42,8 +41,11 @@ pub fn tmp_path(name: &str) -> PathBuf {
     ))
 }
 
+/// A mock upstream, serving until dropped (then its port refuses connections and its open streams
+/// break off).
 pub struct Mock {
-    child: Child,
+    /// Serves until dropped with the `Mock`.
+    server: mock_upstream::MockServer,
     pub port: u16,
     pub name: String,
 }
@@ -54,27 +56,12 @@ impl Mock {
     }
 
     pub fn start_with(name: &str, args: &[&str]) -> Mock {
-        let mut child = Command::new(MOCK)
-            .args(["--listen", "127.0.0.1:0", "--name", name])
-            .args(args)
-            .stdout(Stdio::piped())
-            .stderr(Stdio::null())
-            .spawn()
-            .expect("start mock_upstream");
-        let mut line = String::new();
-        BufReader::new(child.stdout.take().unwrap())
-            .read_line(&mut line)
-            .unwrap();
-        let port = line
-            .trim()
-            .rsplit(':')
-            .next()
-            .unwrap()
-            .parse()
-            .expect("mock port");
+        let mut argv = vec!["--listen", "127.0.0.1:0", "--name", name];
+        argv.extend_from_slice(args);
+        let server = mock_upstream::MockServer::start(&argv).expect("start mock_upstream");
         Mock {
-            child,
-            port,
+            port: server.port(),
+            server,
             name: name.to_string(),
         }
     }
@@ -156,13 +143,6 @@ impl Mock {
             .await
             .unwrap();
         assert!(r.status().is_success());
-    }
-}
-
-impl Drop for Mock {
-    fn drop(&mut self) {
-        let _ = self.child.kill();
-        let _ = self.child.wait();
     }
 }
 

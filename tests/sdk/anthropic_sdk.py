@@ -8,7 +8,7 @@ Environment (as openai_sdk.py):
   LLMPROXY_SDK_SKIP  comma-separated cases not to run
 Prints one JSON line {"sdk", "version", "order": [case, ...], "cases": {case: "pass" | "skip" | "fail: why"},
 "values": {case: what it saw}}, and exits 1 when a case failed.
-The expected answers are the mock upstream's (src/bin/mock_upstream.rs).
+The expected answers are the mock upstream's (the mock-upstream crate, mock-upstream/src/).
 """
 import json
 import os

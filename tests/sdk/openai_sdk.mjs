@@ -11,7 +11,7 @@
 //                              (scripts/install-deps --test puts it there)
 // Prints one JSON line {"sdk", "version", "order": [case, ...], "cases": {case: "pass" | "skip" | "fail: why"},
 // "values": {case: what it saw}}, and exits 1 when a case failed.
-// The expected answers are the mock upstream's (src/bin/mock_upstream.rs).
+// The expected answers are the mock upstream's (the mock-upstream crate, mock-upstream/src/).
 import { readFileSync } from 'node:fs';
 import { createRequire } from 'node:module';
 import path from 'node:path';

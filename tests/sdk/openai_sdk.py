@@ -7,7 +7,7 @@ Environment (the same contract as openai_sdk.mjs, the Node SDK's twin):
   LLMPROXY_SDK_SKIP  comma-separated cases not to run (a provider without embeddings, ...)
 Prints one JSON line {"sdk", "version", "order": [case, ...], "cases": {case: "pass" | "skip" | "fail: why"},
 "values": {case: what it saw}}, and exits 1 when a case failed.
-The expected answers are the mock upstream's (src/bin/mock_upstream.rs).
+The expected answers are the mock upstream's (the mock-upstream crate, mock-upstream/src/).
 """
 import json
 import os

@@ -1,0 +1,247 @@
+//! `mock_upstream` — a fast, controllable fake OpenAI-compatible upstream.
+//!
+//! The gateway's test oracle and the baseline of its load tests. It shares no code with the
+//! gateway (`llmproxy`): what it answers comes from the providers' documentation, written down
+//! here a second time, so a misunderstanding in the gateway cannot hide in a shared helper.
+//!
+//! It is a plain hyper 1 HTTP/1.1 server (keep-alive, TCP_NODELAY, one task per connection) on a
+//! tokio multi-thread runtime of its own, with no per-request logging. Two ways to run it:
+//!
+//! * in-process, as a library: [`MockServer::start`] takes the command-line arguments below,
+//!   binds, serves on its own thread and runtime, and shuts down when dropped (the listener is
+//!   closed and every open connection dropped, so in-flight streams break as they would if the
+//!   upstream died). The gateway's integration tests use this.
+//! * as the binary `mock_upstream` (`cargo build --release -p mock-upstream --bin
+//!   mock_upstream`), for the load tests.
+//!
+//! # Modules
+//!
+//! | module | owns |
+//! | --- | --- |
+//! | `server` | shared state, the accept loop, the per-request dispatch |
+//! | `openai` | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/models` |
+//! | `azure` | Azure OpenAI's paths, refusals and rate-limit answers |
+//! | `anthropic` | Anthropic's Messages API |
+//! | `batch` | the Files and Batch API |
+//! | `limits` | `--rpm` / `--tpm`: token buckets and `x-ratelimit-*` headers |
+//! | `tokens` | the token estimate a request is charged against `--tpm` |
+//! | `control` | `/__mock/*` and the request recording |
+//! | `content` | what an answer says: content, chunking, pacing, usage |
+//! | `body` | response bodies (full, or paced SSE frames) and the shared error answers |
+//!
+//! # CLI
+//!
+//! ```text
+//! mock_upstream [--listen 127.0.0.1:0] [--name NAME] [--threads N]
+//!               [--latency-ms N] [--ttft-ms N] [--chunks N]
+//!               [--chunk-interval-ms N] [--tokens-per-sec N]
+//!               [--response-bytes N] [--fail-status CODE]
+//!               [--embedding-dim N] [--no-record]
+//!               [--rpm N] [--tpm N] [--default-max-tokens N] [--echo]
+//! ```
+//!
+//! * `--listen` (default `127.0.0.1:0`): after binding, the binary prints exactly one line
+//!   `listening on <addr>` (the real bound address) to stdout; in-process,
+//!   [`MockServer::addr`] says it.
+//! * `--name` (default `mock`): sent back in the `x-mock-name` header of every
+//!   response.
+//! * `--threads` (default 1): tokio worker threads.
+//! * `--latency-ms` (default 0): delay before the response headers are sent
+//!   (applies to every non-`/__mock` response, streaming or not, errors too).
+//!   Can be changed at runtime with `POST /__mock/latency?ms=N`.
+//! * `--ttft-ms` (default 0): streaming only; delay between the response
+//!   headers and the first content event.
+//! * `--chunks` (default 5): number of content events in a stream; also the
+//!   completion token count reported in usage (see `content`).
+//! * `--chunk-interval-ms` (default 0): delay between consecutive content
+//!   events.
+//! * `--tokens-per-sec` (default 0 = unlimited): when set and no chunk interval
+//!   is given (CLI or header), the interval is `1/tps` seconds
+//!   (microsecond resolution, so tps > 1000 works).
+//! * `--response-bytes` (default 0): 0 = the fixed content `Hello from mock`
+//!   (non-stream) or `tok<i> ` per event (stream); N = exactly N bytes of ASCII
+//!   filler content, spread across the content events of a stream.
+//! * `--fail-status` (default 0 = never): initial value of the global failure
+//!   status (see `POST /__mock/fail`).
+//! * `--fail-code`, `--fail-message`: the `error.code` / `error.message` of every
+//!   failure answer (e.g. `--fail-status 400 --fail-code context_length_exceeded`);
+//!   `--retry-after N` adds `Retry-After: N` to failure answers.
+//! * `--embedding-dim` (default 8): length of every embedding vector.
+//! * `--no-record`: do not record requests for `GET /__mock/requests`
+//!   (recording is on by default; turn it off for load tests).
+//! * `--rpm N`, `--tpm N` (default 0 = unlimited): requests / tokens per minute,
+//!   enforced as OpenAI documents it ("a per-minute limit may be enforced over
+//!   shorter periods"); see `limits`. Changeable at runtime with
+//!   `POST /__mock/limits`.
+//! * `--default-max-tokens N` (default 1024): the output allowance charged
+//!   against `--tpm` when a request sets no `max_tokens` /
+//!   `max_completion_tokens` / `max_output_tokens`.
+//! * `--echo` (default off; runtime `POST /__mock/echo?on=true|false`): chat
+//!   completions answer with the last `user` message as their content (its
+//!   string, or its `text` parts joined; spread over the chunks of a stream)
+//!   instead of `Hello from mock` / filler, so each answer can be matched to
+//!   its request. Batch lines follow the same setting.
+//!
+//! # Per-request override headers (win over the CLI / runtime defaults)
+//!
+//! * `x-mock-latency-ms`, `x-mock-ttft-ms`, `x-mock-chunks`,
+//!   `x-mock-chunk-interval-ms`, `x-mock-tokens-per-sec`,
+//!   `x-mock-response-bytes`: as the CLI options above.
+//! * `x-mock-status: CODE`: respond with CODE (only codes >= 400 are honoured)
+//!   and the OpenAI-shaped body
+//!   `{"error":{"message":"mock error","type":"mock_error","param":null,"code":"mock_<CODE>"}}`.
+//! * `x-mock-drop-after-chunks: K`: streaming only; send the leading events and
+//!   K content events (at most all of them) and then abort the connection (the
+//!   chunked body is truncated: no terminating chunk, no finish event, no
+//!   `[DONE]`). Ignored for non-stream requests.
+
+mod anthropic;
+mod azure;
+mod batch;
+mod body;
+mod content;
+mod control;
+mod limits;
+mod openai;
+mod server;
+mod tokens;
+
+use std::io;
+use std::net::SocketAddr;
+use std::thread::JoinHandle;
+
+use clap::Parser;
+
+/// The command-line options (see the crate docs for what each does).
+#[derive(Parser, Debug, Clone)]
+#[command(name = "mock_upstream", about = "Fast fake OpenAI-compatible upstream")]
+pub struct Options {
+    /// Address to listen on.
+    #[arg(long, default_value = "127.0.0.1:0")]
+    pub listen: SocketAddr,
+    /// Returned in the `x-mock-name` response header.
+    #[arg(long, default_value = "mock")]
+    pub name: String,
+    /// Tokio worker threads.
+    #[arg(long, default_value_t = 1)]
+    pub threads: usize,
+    /// Delay before response headers (ms).
+    #[arg(long, default_value_t = 0)]
+    pub latency_ms: u64,
+    /// Streaming: delay before the first content event (ms).
+    #[arg(long, default_value_t = 0)]
+    pub ttft_ms: u64,
+    /// Number of content chunks.
+    #[arg(long, default_value_t = 5)]
+    pub chunks: u64,
+    /// Delay between content chunks (ms).
+    #[arg(long)]
+    pub chunk_interval_ms: Option<u64>,
+    /// Stream pacing in tokens (chunks) per second; 0 = unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub tokens_per_sec: u64,
+    /// Content size in bytes; 0 = short fixed content.
+    #[arg(long, default_value_t = 0)]
+    pub response_bytes: u64,
+    /// Fail every request with this status; 0 = never.
+    #[arg(long, default_value_t = 0)]
+    pub fail_status: u16,
+    /// `error.code` of the failure answers (default `mock_<status>`), e.g. `context_length_exceeded`.
+    #[arg(long)]
+    pub fail_code: Option<String>,
+    /// `error.message` of the failure answers (default "mock error").
+    #[arg(long)]
+    pub fail_message: Option<String>,
+    /// Send `Retry-After: N` (seconds) with failure answers.
+    #[arg(long)]
+    pub retry_after: Option<u64>,
+    /// Embedding vector length.
+    #[arg(long, default_value_t = 8)]
+    pub embedding_dim: usize,
+    /// Do not record requests (for load tests).
+    #[arg(long)]
+    pub no_record: bool,
+    /// Requests per minute, enforced per second; 0 = unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub rpm: u64,
+    /// Tokens per minute (estimated), enforced per second; 0 = unlimited.
+    #[arg(long, default_value_t = 0)]
+    pub tpm: u64,
+    /// Output tokens charged against --tpm when a request sets no maximum.
+    #[arg(long, default_value_t = 1024)]
+    pub default_max_tokens: u64,
+    /// Chat answers echo the last user message as their content.
+    #[arg(long)]
+    pub echo: bool,
+}
+
+impl Options {
+    /// Parse command-line arguments (without the program name), as the binary does.
+    pub fn from_args(args: &[&str]) -> Result<Options, clap::Error> {
+        Options::try_parse_from(std::iter::once("mock_upstream").chain(args.iter().copied()))
+    }
+}
+
+/// A running mock upstream: its own thread and tokio runtime, serving until dropped.
+///
+/// Dropping it stops the accept loop, closes the listener and drops every open connection (a
+/// stream being sent breaks off mid-body), and returns once all of that is done, so the port
+/// refuses connections from then on.
+pub struct MockServer {
+    addr: SocketAddr,
+    stop: Option<tokio::sync::oneshot::Sender<()>>,
+    thread: Option<JoinHandle<()>>,
+}
+
+impl MockServer {
+    /// Start a mock with these command-line arguments (e.g. `["--name", "A", "--rpm", "600"]`);
+    /// returns once it listens. Bad arguments are an [`io::ErrorKind::InvalidInput`] error that
+    /// carries clap's message.
+    pub fn start(args: &[&str]) -> io::Result<MockServer> {
+        let options = Options::from_args(args)
+            .map_err(|e| io::Error::new(io::ErrorKind::InvalidInput, e.to_string()))?;
+        MockServer::start_with(options)
+    }
+
+    /// Start a mock with these options; returns once it listens.
+    pub fn start_with(options: Options) -> io::Result<MockServer> {
+        let (addr, stop, thread) = server::spawn(options)?;
+        Ok(MockServer {
+            addr,
+            stop: Some(stop),
+            thread: Some(thread),
+        })
+    }
+
+    /// The bound address.
+    pub fn addr(&self) -> SocketAddr {
+        self.addr
+    }
+
+    /// The bound port.
+    pub fn port(&self) -> u16 {
+        self.addr.port()
+    }
+
+    /// Block until the server stops, which it does only if its thread fails (the binary serves
+    /// this way until it is killed).
+    pub fn wait(mut self) -> io::Result<()> {
+        match self.thread.take().map(JoinHandle::join) {
+            Some(Err(_)) => Err(io::Error::other("the mock server thread panicked")),
+            _ => Ok(()),
+        }
+    }
+}
+
+impl Drop for MockServer {
+    fn drop(&mut self) {
+        if let Some(stop) = self.stop.take() {
+            // An error means the server has stopped already.
+            let _ = stop.send(());
+        }
+        if let Some(thread) = self.thread.take() {
+            // A panic on the server thread has been reported by the panic hook already.
+            let _ = thread.join();
+        }
+    }
+}
