@@ -14,6 +14,7 @@
 //!
 //! Background services: upstream DNS refresh and active health checks ([`balance::health`]); the
 //! Batch API coalescer ([`batch`]), which answers opted-in requests from provider batch jobs.
+//! Model prices — the built-in price table — are in [`pricing`].
 //! The admin listener ([`admin`]) serves health, metrics and the redacted config.
 
 pub mod admin;
@@ -27,6 +28,7 @@ pub mod keys;
 pub mod listener;
 pub mod metrics;
 pub mod otel;
+pub mod pricing;
 pub mod providers;
 pub mod proxy;
 pub mod redis_conn;
