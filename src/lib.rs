@@ -14,7 +14,7 @@
 //!
 //! Background services: upstream DNS refresh and active health checks ([`balance::health`]); the
 //! Batch API coalescer ([`batch`]), which answers opted-in requests from provider batch jobs.
-//! Model prices — the built-in price table — are in [`pricing`].
+//! What requests cost — the built-in price table and exact cost arithmetic — is [`pricing`].
 //! The admin listener ([`admin`]) serves health, metrics and the redacted config.
 
 pub mod admin;
