@@ -1,4 +1,5 @@
-//! What a request costs: the built-in price table and exact cost arithmetic.
+//! What a request costs: the built-in price table, exact cost arithmetic, and the record of models
+//! that have no price.
 //!
 //! - **The table** ([`PriceTable::builtin`]) is `prices.csv` beside this file, compiled into the
 //!   binary: USD per million tokens for input, cached input, cache write and output, and the batch
@@ -11,15 +12,19 @@
 //!   (less the batch discount, also exact) are rounded once, to the nearest micro-dollar with halves
 //!   rounded up, into [`Micros`]. Sums of `Micros` are exact; floats appear only when a value is
 //!   exported to a float-only sink ([`Micros::as_usd_f64`]).
+//! - **Unpriced models** ([`Unpriced`]) are counted and warned about once each; they are never
+//!   priced at zero by default.
 //!
 //! This module is self-contained: the request path, the batcher and the spend store call into it.
 
 pub mod money;
 pub mod table;
+pub mod unpriced;
 pub mod usage;
 
 pub use money::{DecimalError, Micros, PerMtok, Ppm};
 pub use table::{Checked, Entry, Match, MatchKind, PriceTable, TableError, PROVIDERS};
+pub use unpriced::{Unpriced, UnpricedCount};
 pub use usage::{AnthropicCounts, BedrockCounts, GeminiCounts, OpenAiCounts, TokenUsage};
 
 use std::sync::LazyLock;

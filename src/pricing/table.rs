@@ -14,7 +14,7 @@
 //!    table to be found. Snapshots priced unlike their base model (`gpt-4o-2024-05-13`) have their
 //!    own rows, which step 1 finds first.
 //!
-//! Nothing else is guessed: an id that none of these find is unpriced (see the unpriced-model record).
+//! Nothing else is guessed: an id that none of these find is unpriced (see [`super::Unpriced`]).
 
 use super::money::{DecimalError, PerMtok, Ppm};
 use super::Price;
