@@ -5,6 +5,9 @@
 //!   binary: USD per million tokens for input, cached input, cache write and output, and the batch
 //!   discount, per provider and model id, with where each price comes from.
 //!   [`PriceTable::lookup`] finds a model's row by the rules in [`table`].
+//! - **Overrides**: a model's `models[].pricing` replaces the table for that model; the config
+//!   reader converts it to a [`Price`] at load ([`crate::config::Pricing::price`]). [`resolve`]
+//!   applies that order.
 //! - **Usage** ([`TokenUsage`]) has one meaning for every provider; its `from_*` constructors convert
 //!   each provider's counters (see [`usage`] for who includes what).
 //! - **Cost** ([`cost`]) is integer arithmetic end to end: a token count times a price in
@@ -95,6 +98,20 @@ impl PriceTable {
     /// The compiled-in table, parsed on first use.
     pub fn builtin() -> &'static PriceTable {
         &BUILTIN
+    }
+}
+
+/// The price of a deployment's model: the model's `models[].pricing` when configured, else the
+/// built-in table's row for (`provider`, `model`); `None` when neither has one (count it with
+/// [`Unpriced::record`]).
+pub fn resolve(
+    configured: Option<&crate::config::Pricing>,
+    provider: &str,
+    model: &str,
+) -> Option<Price> {
+    match configured {
+        Some(p) => Some(p.price),
+        None => PriceTable::builtin().lookup(provider, model).copied(),
     }
 }
 
