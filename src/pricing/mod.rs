@@ -3,8 +3,8 @@
 //!
 //! - **The table** ([`PriceTable::builtin`]) is `prices.csv` beside this file, compiled into the
 //!   binary: USD per million tokens for input, cached input, cache write and output, and the batch
-//!   discount, per provider and model id, with where each price comes from.
-//!   [`PriceTable::lookup`] finds a model's row by the rules in [`table`].
+//!   discount, per provider and model id, with where each price comes from. `llmproxy prices`
+//!   lists it. [`PriceTable::lookup`] finds a model's row by the rules in [`table`].
 //! - **Overrides**: a model's `models[].pricing` replaces the table for that model; the config
 //!   reader converts it to a [`Price`] at load ([`crate::config::Pricing::price`]). [`resolve`]
 //!   applies that order.
