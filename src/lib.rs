@@ -14,6 +14,7 @@
 //!
 //! Background services: upstream DNS refresh and active health checks ([`balance::health`]); the
 //! Batch API coalescer ([`batch`]), which answers opted-in requests from provider batch jobs.
+//! What requests cost — the built-in price table and exact cost arithmetic — is [`pricing`].
 //! The admin listener ([`admin`]) serves health, metrics and the redacted config.
 
 pub mod admin;
@@ -30,6 +31,7 @@ pub mod listener;
 pub mod logging;
 pub mod metrics;
 pub mod otel;
+pub mod pricing;
 pub mod providers;
 pub mod proxy;
 pub mod redis_conn;

@@ -62,6 +62,13 @@ enum Command {
         #[command(subcommand)]
         action: Box<KeysAction>,
     },
+    /// The built-in price table (USD per million tokens: input, cached input, cache write, output;
+    /// batch discount). With MODEL: the rows its lookup finds at any provider, then every row whose id
+    /// or alias contains MODEL; exit 1 when none does.
+    Prices {
+        /// A model id, or part of one (case ignored).
+        model: Option<String>,
+    },
 }
 
 #[derive(Args, Clone)]
@@ -142,6 +149,7 @@ fn main() -> ExitCode {
     match cli.command {
         Some(Command::Check { config }) => check(&config),
         Some(Command::Keys { action }) => keys_command(*action),
+        Some(Command::Prices { model }) => prices(model.as_deref()),
         Some(Command::Run(args)) => run(args, None),
         None => {
             let quick = match (cli.model, cli.api_base) {
@@ -171,6 +179,76 @@ fn check(path: &std::path::Path) -> ExitCode {
             ExitCode::FAILURE
         }
     }
+}
+
+/// `llmproxy prices [MODEL]`: the built-in price table as an aligned text table.
+fn prices(model: Option<&str>) -> ExitCode {
+    use llmproxy::pricing::{self, PriceTable};
+    let table = PriceTable::builtin();
+    let entries: Vec<&pricing::Entry> = match model {
+        None => table.entries().iter().collect(),
+        Some(q) => table.search(q),
+    };
+    if entries.is_empty() {
+        eprintln!(
+            "no built-in price for `{}`; `llmproxy prices` lists every model the table knows, and models[].pricing prices any other",
+            model.unwrap_or_default()
+        );
+        return ExitCode::FAILURE;
+    }
+    let mut rows = vec![[
+        "PROVIDER".to_string(),
+        "MODEL".into(),
+        "INPUT".into(),
+        "CACHED".into(),
+        "CACHE WRITE".into(),
+        "OUTPUT".into(),
+        "BATCH".into(),
+        "CHECKED".into(),
+        "ALIASES".into(),
+    ]];
+    for e in &entries {
+        let p = &e.price;
+        let batch = if p.batch_discount.0 == 0 {
+            "-".to_string()
+        } else {
+            format!("-{}", p.batch_discount)
+        };
+        rows.push([
+            e.provider.clone(),
+            e.model.clone(),
+            p.input.to_string(),
+            p.cached_input.to_string(),
+            p.cache_write.to_string(),
+            p.output.to_string(),
+            batch,
+            e.checked.as_str().to_string(),
+            e.aliases.join(" "),
+        ]);
+    }
+    let mut widths = [0usize; 9];
+    for row in &rows {
+        for (w, cell) in widths.iter_mut().zip(row) {
+            *w = (*w).max(cell.chars().count());
+        }
+    }
+    println!(
+        "# USD per million tokens; built-in table compiled {} (sources and notes: src/pricing/prices.csv); models[].pricing overrides it",
+        pricing::COMPILED
+    );
+    for row in &rows {
+        let mut line = String::new();
+        for (i, (cell, w)) in row.iter().zip(widths).enumerate() {
+            // Names left-aligned, prices right-aligned, the last column unpadded.
+            match i {
+                2..=6 => line.push_str(&format!("{cell:>w$}  ")),
+                8 => line.push_str(cell),
+                _ => line.push_str(&format!("{cell:<w$}  ")),
+            }
+        }
+        println!("{}", line.trim_end());
+    }
+    ExitCode::SUCCESS
 }
 
 /// The database URL for `llmproxy keys`: `--database`, else the config's `state.database` (with

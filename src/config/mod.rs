@@ -20,7 +20,7 @@ pub mod upstreams;
 
 pub use admin::AdminConfig;
 pub use logging::{AccessLog, LoggingConfig};
-pub use models::{Deployment, Model, Strategy};
+pub use models::{Deployment, Model, Pricing, Strategy};
 pub use reader::{ConfigError, ConfigErrors, Env, ProcessEnv};
 pub use routes::Route;
 pub use secret::Secret;

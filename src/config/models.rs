@@ -141,13 +141,20 @@ impl Model {
     }
 }
 
-/// `models[].pricing`.
+/// `models[].pricing`: USD per million tokens, replacing the built-in price table for this model.
 #[derive(Debug, Clone, Copy, PartialEq)]
 pub struct Pricing {
     pub input_per_mtok: f64,
     pub output_per_mtok: f64,
-    /// Multiplier for requests served through the Batch API (OpenAI: 0.5).
+    /// The fraction taken off requests served through the Batch API (0.5 = half price, OpenAI's).
     pub batch_discount: f64,
+    /// `cached_input_per_mtok`: prompt tokens read from the provider's cache (absent: the input price).
+    pub cached_input_per_mtok: Option<f64>,
+    /// `cache_write_per_mtok`: prompt tokens written to the provider's cache (absent: the input price).
+    pub cache_write_per_mtok: Option<f64>,
+    /// The same prices as exact integers, converted from the YAML text at load (no float rounding):
+    /// what spend is computed with ([`crate::pricing::cost`]).
+    pub price: crate::pricing::Price,
 }
 
 /// Keys of the reference that later features implement.
@@ -241,32 +248,72 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
 }
 
 fn read_pricing(r: &mut Reader, n: Node) -> Option<Pricing> {
-    let m = n.map(r, &["input_per_mtok", "output_per_mtok", "batch_discount"])?;
-    let price = |r: &mut Reader, key: &str, default: Option<f64>| -> Option<f64> {
-        let v = match default {
-            Some(d) => m.with(r, key, |r, n| n.f64(r)).unwrap_or(d),
-            None => m.required(r, key, |r, n| n.f64(r))?,
-        };
-        if v < 0.0 {
-            r.error(&format!("{}.{key}", m.path()), "must not be negative");
+    use crate::pricing::{PerMtok, Ppm, Price};
+    let m = n.map(
+        r,
+        &[
+            "input_per_mtok",
+            "cached_input_per_mtok",
+            "cache_write_per_mtok",
+            "output_per_mtok",
+            "batch_discount",
+        ],
+    )?;
+    let input = m.required(r, "input_per_mtok", read_decimal);
+    let output = m.required(r, "output_per_mtok", read_decimal);
+    let cached = m.with(r, "cached_input_per_mtok", read_decimal);
+    let write = m.with(r, "cache_write_per_mtok", read_decimal);
+    let discount = m.with(r, "batch_discount", read_decimal);
+    let (discount_f, discount_ppm) = match discount {
+        Some((f, ppm)) if ppm > u64::from(Ppm::ONE.0) => {
+            r.error(
+                &format!("{}.batch_discount", m.path()),
+                "the fraction taken off Batch API requests, between 0 and 1 (0.5 = half price)",
+            );
+            (f, u64::from(Ppm::ONE.0))
+        }
+        Some(d) => d,
+        None => (0.5, 500_000),
+    };
+    let batch_discount = Ppm(u32::try_from(discount_ppm).unwrap_or(Ppm::ONE.0));
+    let (input, output) = (input?, output?);
+    let cached_or_input = |v: Option<(f64, u64)>| PerMtok(v.map_or(input.1, |(_, exact)| exact));
+    Some(Pricing {
+        input_per_mtok: input.0,
+        output_per_mtok: output.0,
+        batch_discount: discount_f.min(1.0),
+        cached_input_per_mtok: cached.map(|(f, _)| f),
+        cache_write_per_mtok: write.map(|(f, _)| f),
+        price: Price {
+            input: PerMtok(input.1),
+            cached_input: cached_or_input(cached),
+            cache_write: cached_or_input(write),
+            output: PerMtok(output.1),
+            batch_discount,
+        },
+    })
+}
+
+/// A non-negative decimal price or fraction, as a float (for the fields older code reads) and as
+/// exact millionths, parsed from the number's text rather than from the float: YAML's `0.0375` is
+/// 37,500 micro-dollars per million tokens, exactly. At most 6 decimal places.
+fn read_decimal(r: &mut Reader, n: Node) -> Option<(f64, u64)> {
+    let text = match n.value {
+        serde_yaml::Value::Number(num) => num.to_string(),
+        serde_yaml::Value::String(_) => n.string(r)?,
+        _ => {
+            // The reader's own message for a value that is not a number.
+            n.f64(r)?;
             return None;
         }
-        Some(v)
     };
-    let input = price(r, "input_per_mtok", None);
-    let output = price(r, "output_per_mtok", None);
-    let discount = price(r, "batch_discount", Some(0.5));
-    if discount.is_some_and(|d| d > 1.0) {
-        r.error(
-            &format!("{}.batch_discount", m.path()),
-            "a multiplier between 0 and 1 (0.5 = half price)",
-        );
+    match crate::pricing::money::parse_decimal(&text) {
+        Ok(exact) => Some((exact as f64 / 1e6, exact)),
+        Err(e) => {
+            r.error(n.path, e.to_string());
+            None
+        }
     }
-    Some(Pricing {
-        input_per_mtok: input?,
-        output_per_mtok: output?,
-        batch_discount: discount?.min(1.0),
-    })
 }
 
 fn read_queue(r: &mut Reader, n: Node) -> Option<QueuePolicy> {
@@ -496,4 +543,115 @@ fn read_headers(r: &mut Reader, n: Node) -> Option<Vec<(http::HeaderName, http::
         }
     }
     Some(out)
+}
+
+#[cfg(test)]
+mod tests {
+    use crate::config::{parse, Env};
+    use crate::pricing::{PerMtok, Ppm};
+
+    struct NoEnv;
+    impl Env for NoEnv {
+        fn var(&self, _: &str) -> Option<String> {
+            None
+        }
+    }
+
+    fn with_pricing(pricing: &str) -> String {
+        format!(
+            r#"
+server:
+  listeners: [{{name: main, listen: "127.0.0.1:4000"}}]
+upstreams:
+  - {{name: a, provider: openai, url: "http://127.0.0.1:1/v1"}}
+models:
+  - {{name: m, pricing: {pricing}, deployments: [{{upstream: a, model: x}}]}}
+"#
+        )
+    }
+
+    #[test]
+    fn pricing_is_converted_exactly_at_load() {
+        let text = with_pricing(
+            "{input_per_mtok: 0.0375, cached_input_per_mtok: \"0.00375\", cache_write_per_mtok: 0.046875, output_per_mtok: 10, batch_discount: 0.25}",
+        );
+        let cfg = parse(&text, &NoEnv).unwrap();
+        let p = cfg.models[0].pricing.unwrap();
+        assert_eq!(p.price.input, PerMtok(37_500));
+        assert_eq!(p.price.cached_input, PerMtok(3_750));
+        assert_eq!(p.price.cache_write, PerMtok(46_875));
+        assert_eq!(p.price.output, PerMtok(10_000_000));
+        assert_eq!(p.price.batch_discount, Ppm(250_000));
+        assert_eq!(
+            (p.input_per_mtok, p.output_per_mtok, p.batch_discount),
+            (0.0375, 10.0, 0.25)
+        );
+        assert_eq!(p.cached_input_per_mtok, Some(0.00375));
+        assert_eq!(p.cache_write_per_mtok, Some(0.046875));
+    }
+
+    #[test]
+    fn omitted_cache_prices_are_the_input_price() {
+        let cfg = parse(
+            &with_pricing("{input_per_mtok: 2.5, output_per_mtok: 10}"),
+            &NoEnv,
+        )
+        .unwrap();
+        let p = cfg.models[0].pricing.unwrap();
+        assert_eq!(p.price.cached_input, PerMtok(2_500_000));
+        assert_eq!(p.price.cache_write, PerMtok(2_500_000));
+        assert_eq!(p.price.batch_discount, Ppm(500_000));
+        assert_eq!((p.cached_input_per_mtok, p.batch_discount), (None, 0.5));
+    }
+
+    #[test]
+    fn bad_pricing_is_reported_with_key_paths() {
+        let cases = [
+            (
+                "{input_per_mtok: -1, output_per_mtok: 1}",
+                "models[0].pricing.input_per_mtok",
+                "must not be negative",
+            ),
+            (
+                "{input_per_mtok: 1, output_per_mtok: 1, cached_input_per_mtok: 0.0000001}",
+                "models[0].pricing.cached_input_per_mtok",
+                "at most 6 decimal places",
+            ),
+            (
+                "{input_per_mtok: 1, output_per_mtok: 1, cache_write_per_mtok: lots}",
+                "models[0].pricing.cache_write_per_mtok",
+                "expected a decimal number",
+            ),
+            (
+                "{input_per_mtok: 1, output_per_mtok: [1]}",
+                "models[0].pricing.output_per_mtok",
+                "expected a number",
+            ),
+            (
+                "{input_per_mtok: 1, output_per_mtok: 1, batch_discount: 1.5}",
+                "models[0].pricing.batch_discount",
+                "between 0 and 1",
+            ),
+            (
+                "{output_per_mtok: 1}",
+                "models[0].pricing.input_per_mtok",
+                "required key is missing",
+            ),
+            (
+                "{input_per_mtok: 1, output_per_mtok: 1, cache_read_per_mtok: 1}",
+                "models[0].pricing.cache_read_per_mtok",
+                "cached_input_per_mtok",
+            ),
+        ];
+        for (pricing, path, message) in cases {
+            let all = parse(&with_pricing(pricing), &NoEnv)
+                .unwrap_err()
+                .to_string();
+            let line = all.lines().find(|l| l.contains(path));
+            assert!(
+                line.is_some_and(|l| l.contains(message)),
+                "{pricing}: {all}"
+            );
+        }
+    }
 }
