@@ -19,6 +19,7 @@
 
 pub mod admin;
 pub mod app;
+pub mod auth;
 pub mod balance;
 pub mod batch;
 pub mod body;

@@ -10,6 +10,7 @@
 
 pub mod connect_proxy;
 pub mod health;
+pub mod signer;
 pub mod upstream;
 
 pub use upstream::UpstreamPool;

@@ -2,13 +2,15 @@
 //!
 //! Addresses come from DNS through a pingora-load-balancing `ServiceDiscovery` (async `lookup_host`,
 //! refreshed in the background, so no request ever resolves a name on a worker thread) and are checked
-//! by pingora's `HttpHealthCheck` (`GET {url}{health_check.path}` with the upstream's auth). A pool is
-//! healthy while at least one of its addresses is.
+//! by [`Probe`] (`GET` on the provider's health path with the upstream's headers, signed by its
+//! [`Signer`] like every other request). A pool is healthy while at least one of its addresses is.
 
+use super::signer::Signer;
 use crate::config::{Auth, HeaderOpKind, Upstream};
 use async_trait::async_trait;
+use pingora::connectors::http::Connector as HttpConnector;
 use pingora::lb::discovery::ServiceDiscovery;
-use pingora::lb::health_check::{HealthCheck, HttpHealthCheck};
+use pingora::lb::health_check::HealthCheck;
 use pingora::lb::selection::RoundRobin;
 use pingora::lb::{Backend, Backends, LoadBalancer};
 use pingora::prelude::*;
@@ -24,6 +26,8 @@ const DNS_REFRESH: Duration = Duration::from_secs(60);
 
 pub struct UpstreamPool {
     pub cfg: Arc<Upstream>,
+    /// Per-request credentials (signatures, short-lived tokens), applied after the static headers.
+    pub signer: Arc<Signer>,
     lb: LoadBalancer<RoundRobin>,
     last_error: Arc<Mutex<Option<String>>>,
     /// Whether an active health check ever succeeded. Pingora starts every address healthy until
@@ -78,18 +82,59 @@ impl ServiceDiscovery for DnsDiscovery {
     }
 }
 
-/// Wraps pingora's HTTP check to remember the last failure for `/health/upstreams`.
-struct RecordingCheck {
-    inner: HttpHealthCheck,
+/// The active health check: `GET` on the provider's health path with the upstream's headers and
+/// signature, fresh connection each time (a kept connection can hide a firewall or an L4 balancer
+/// in the way); 2xx is healthy. Remembers the last failure for `/health/upstreams`.
+struct Probe {
+    peer_template: HttpPeer,
+    req: RequestHeader,
+    signer: Arc<Signer>,
+    connector: HttpConnector,
+    consecutive_success: usize,
+    consecutive_failure: usize,
     last_error: Arc<Mutex<Option<String>>>,
     ever_ok: Arc<AtomicBool>,
     upstream: String,
 }
 
+impl Probe {
+    async fn probe(&self, target: &Backend) -> Result<()> {
+        let mut peer = self.peer_template.clone();
+        peer._address = target.addr.clone();
+        let (mut session, _) = self.connector.get_http_session(&peer).await?;
+        session.set_write_timeout(peer.options.write_timeout);
+        let mut req = self.req.clone();
+        self.signer
+            .sign(&mut req, Some(b""))
+            .await
+            .map_err(|e| Error::explain(InternalError, format!("signing the probe: {e}")))?;
+        session.write_request_header(Box::new(req)).await?;
+        session.finish_request_body().await?;
+        session.set_read_timeout(peer.options.read_timeout);
+        session.read_response_header().await?;
+        let status = session.response_header().map_or(0, |h| h.status.as_u16());
+        if !(200..300).contains(&status) {
+            return Error::e_explain(
+                CustomCode("unhealthy status", status),
+                format!("status {status}"),
+            );
+        }
+        // Drain a short body (a model list); a long one is not worth the wait.
+        let mut drained = 0;
+        while let Some(chunk) = session.read_response_body().await? {
+            drained += chunk.len();
+            if drained > 1 << 20 {
+                break;
+            }
+        }
+        Ok(())
+    }
+}
+
 #[async_trait]
-impl HealthCheck for RecordingCheck {
+impl HealthCheck for Probe {
     async fn check(&self, target: &Backend) -> Result<()> {
-        let res = self.inner.check(target).await;
+        let res = self.probe(target).await;
         match &res {
             Ok(()) => {
                 self.ever_ok.store(true, Ordering::Relaxed);
@@ -102,6 +147,7 @@ impl HealthCheck for RecordingCheck {
         }
         res
     }
+
     async fn health_status_change(&self, target: &Backend, healthy: bool) {
         if healthy {
             log::info!(
@@ -117,8 +163,13 @@ impl HealthCheck for RecordingCheck {
             );
         }
     }
+
     fn health_threshold(&self, success: bool) -> usize {
-        self.inner.health_threshold(success)
+        if success {
+            self.consecutive_success
+        } else {
+            self.consecutive_failure
+        }
     }
 }
 
@@ -152,23 +203,24 @@ impl UpstreamPool {
                     timeout: cfg.client.connect_timeout,
                 }) as Arc<dyn pingora::connectors::L4Connect + Send + Sync>
             });
+        let signer = Arc::new(Signer::for_upstream(&cfg));
         let mut backends = Backends::new(Box::new(discovery));
         let hc = &cfg.health_check;
         if hc.interval.is_some() {
-            let mut check = HttpHealthCheck::new(&cfg.url.authority, cfg.url.tls);
-            check.peer_template.sni = if cfg.url.tls {
-                cfg.url.host.clone()
-            } else {
-                String::new()
-            };
-            check.peer_template.options.connection_timeout = Some(hc.timeout);
-            check.peer_template.options.total_connection_timeout = Some(hc.timeout);
-            check.peer_template.options.read_timeout = Some(hc.timeout);
-            check.peer_template.options.write_timeout = Some(hc.timeout);
-            check.consecutive_failure = hc.unhealthy_after;
-            check.consecutive_success = hc.healthy_after;
-            check.reuse_connection = false;
-            check.peer_template.options.custom_l4 = custom_l4.clone();
+            let mut peer = HttpPeer::new(
+                SocketAddr::from(([127, 0, 0, 1], cfg.url.port)),
+                cfg.url.tls,
+                if cfg.url.tls {
+                    cfg.url.host.clone()
+                } else {
+                    String::new()
+                },
+            );
+            peer.options.connection_timeout = Some(hc.timeout);
+            peer.options.total_connection_timeout = Some(hc.timeout);
+            peer.options.read_timeout = Some(hc.timeout);
+            peer.options.write_timeout = Some(hc.timeout);
+            peer.options.custom_l4 = custom_l4.clone();
             // The provider's probe (Azure: `/openai/models?api-version=...`).
             let provider = crate::providers::of(cfg.provider);
             let path = provider.health_path(&cfg);
@@ -176,19 +228,13 @@ impl UpstreamPool {
             req.insert_header(http::header::HOST, cfg.url.authority.as_str())?;
             provider.request_headers(&mut req)?;
             apply_upstream_headers(&cfg, &mut req)?;
-            check.req = req;
-            check.validator = Some(Box::new(|resp: &ResponseHeader| {
-                if resp.status.is_success() {
-                    Ok(())
-                } else {
-                    Error::e_explain(
-                        CustomCode("unhealthy status", resp.status.as_u16()),
-                        format!("status {}", resp.status.as_u16()),
-                    )
-                }
-            }));
-            backends.set_health_check(Box::new(RecordingCheck {
-                inner: check,
+            backends.set_health_check(Box::new(Probe {
+                peer_template: peer,
+                req,
+                signer: signer.clone(),
+                connector: HttpConnector::new(None),
+                consecutive_success: hc.healthy_after,
+                consecutive_failure: hc.unhealthy_after,
                 last_error: last_error.clone(),
                 ever_ok: ever_ok.clone(),
                 upstream: cfg.name.clone(),
@@ -227,6 +273,7 @@ impl UpstreamPool {
         Ok(UpstreamPool {
             active_checks: cfg.health_check.interval.is_some(),
             cfg,
+            signer,
             lb,
             last_error,
             ever_ok,

@@ -89,6 +89,11 @@ pub async fn run(
         Ok(h) => Some(h),
         Err(e) => return Outcome::Broken(format!("building the upstream request: {e}")),
     };
+    if let Some(h) = header.as_deref_mut() {
+        if let Err(e) = pool.signer.sign(h, Some(&body)).await {
+            return Outcome::Broken(format!("signing the upstream request: {e}"));
+        }
+    }
     if log::log_enabled!(log::Level::Debug) {
         if let Some(h) = header.as_deref() {
             log::debug!(
@@ -112,9 +117,20 @@ pub async fn run(
             Err(e) => return Outcome::Connect(e.to_string(), e.etype() == &ConnectTimedout),
         };
         // The header is sent by value; a retry on a fresh connection (rare) builds it again.
-        let h = match header.take().map(Ok).unwrap_or_else(|| build(session)) {
-            Ok(h) => h,
-            Err(e) => return Outcome::Broken(format!("building the upstream request: {e}")),
+        let h = match header.take() {
+            Some(h) => h,
+            None => {
+                let mut h = match build(session) {
+                    Ok(h) => h,
+                    Err(e) => {
+                        return Outcome::Broken(format!("building the upstream request: {e}"))
+                    }
+                };
+                if let Err(e) = pool.signer.sign(&mut h, Some(&body)).await {
+                    return Outcome::Broken(format!("signing the upstream request: {e}"));
+                }
+                h
+            }
         };
         let sent = tokio::select! {
             biased;
@@ -186,7 +202,7 @@ pub async fn run(
     };
     if t.pin_response && status < 300 {
         if let Some(id) = first.as_deref().and_then(super::pins::response_id) {
-            let redis = ctx.state.as_ref().and_then(|s| s.redis.as_ref());
+            let redis = ctx.state.redis.as_ref();
             shared.response_pins.insert(id, &pool.cfg.name, redis);
         }
     }
@@ -202,13 +218,13 @@ pub async fn run(
         Ok(r) => r,
         Err(e) => return Outcome::Broken(format!("building the response header: {e}")),
     };
-    ctx.status = status;
+    ctx.outcome.status = status;
     if session
         .write_response_header(Box::new(resp), false)
         .await
         .is_err()
     {
-        ctx.error = Some("client_closed");
+        ctx.fail(crate::proxy::ctx::ErrorKind::ClientClosed);
         return Outcome::ClientGone;
     }
     http.set_read_timeout(Some(client.stream_idle_timeout));
@@ -231,7 +247,7 @@ pub async fn run(
             .release(http, &peer, client.idle_timeout)
             .await;
     }
-    let unreported = if clean && ctx.status < 300 && ctx.usage.is_none() {
+    let unreported = if clean && ctx.outcome.status < 300 && ctx.outcome.usage.is_none() {
         answer.unreported()
     } else {
         None

@@ -474,8 +474,7 @@ async fn estimate_usage(ctx: &mut RequestCtx, ex: &Exchange<'_, '_>, model: &str
     })
     .await;
     if let Ok(u) = counted {
-        ctx.usage = Some(u);
-        ctx.usage_estimated = true;
+        ctx.outcome.usage = Some(crate::proxy::ctx::Metered::Estimated(u));
     }
 }
 

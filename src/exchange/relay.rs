@@ -44,19 +44,19 @@ pub(super) async fn stream(
             }
             break None;
         };
-        if ctx.first_byte.is_none() {
-            ctx.first_byte = Some(Instant::now());
+        if ctx.outcome.first_byte.is_none() {
+            ctx.outcome.first_byte = Some(Instant::now());
         }
         let out = answer.chunk(chunk);
         if let (Some(rec), Some(c)) = (ctx.cache_record.as_mut(), out.as_ref()) {
-            if ctx.status < 300 {
+            if ctx.outcome.status < 300 {
                 rec.sse = sse;
                 rec.push(c);
             }
         }
         if out.is_some() && session.write_response_body(out, false).await.is_err() {
             // The client left: dropping the upstream connection stops the generation.
-            ctx.error = Some("client_closed");
+            ctx.fail(crate::proxy::ctx::ErrorKind::ClientClosed);
             return (Relayed::Truncated, false);
         }
         let read = tokio::select! {
@@ -64,7 +64,7 @@ pub(super) async fn stream(
             r = http.read_response_body() => r,
             _ = &mut timeout => break Some("timeout"),
             _ = client_gone(session, PROBE_BETWEEN_CHUNKS) => {
-                ctx.error = Some("client_closed");
+                ctx.fail(crate::proxy::ctx::ErrorKind::ClientClosed);
                 return (Relayed::Truncated, false);
             }
         };
@@ -84,8 +84,8 @@ pub(super) async fn stream(
             }
         }
     };
-    ctx.usage = answer.usage();
-    if upstream_failure.is_some() || ctx.status >= 300 {
+    ctx.set_usage(answer.usage());
+    if upstream_failure.is_some() || ctx.outcome.status >= 300 {
         // Only complete successful answers are cached.
         ctx.cache_record = None;
     }
@@ -98,7 +98,7 @@ pub(super) async fn stream(
             .with_label_values(&labels)
             .inc();
         t.pool.note_error(format!("response broke off: {kind}"));
-        ctx.error = Some("upstream_stream_error");
+        ctx.fail(crate::proxy::ctx::ErrorKind::UpstreamStream);
         if !sse {
             return (Relayed::Truncated, false);
         }
@@ -148,8 +148,8 @@ pub(super) async fn whole(
         match read {
             Err(_) => return Outcome::Timeout,
             Ok(Ok(Some(chunk))) => {
-                if ctx.first_byte.is_none() {
-                    ctx.first_byte = Some(Instant::now());
+                if ctx.outcome.first_byte.is_none() {
+                    ctx.outcome.first_byte = Some(Instant::now());
                 }
                 buf.extend_from_slice(&chunk);
                 if buf.len() > WHOLE_BODY_LIMIT {
@@ -169,8 +169,8 @@ pub(super) async fn whole(
     let Some(body) = answer.whole(&buf) else {
         return Outcome::Broken("the upstream's answer is not what was expected".into());
     };
-    ctx.usage = answer.usage();
-    ctx.status = up.status.as_u16();
+    ctx.set_usage(answer.usage());
+    ctx.outcome.status = up.status.as_u16();
     let mut resp = match downstream_header(
         up,
         ctx,
@@ -199,11 +199,11 @@ pub(super) async fn whole(
         .is_err()
         || session.write_response_body(Some(body), true).await.is_err()
     {
-        ctx.error = Some("client_closed");
+        ctx.fail(crate::proxy::ctx::ErrorKind::ClientClosed);
         ctx.cache_record = None;
         return Outcome::Done(Relayed::Truncated, None);
     }
-    let unreported = if ctx.usage.is_none() {
+    let unreported = if ctx.outcome.usage.is_none() {
         answer.unreported()
     } else {
         None
@@ -229,7 +229,7 @@ pub(super) async fn buffered(
         .map(|m| m.name.as_str())
         .unwrap_or("");
     ctx.upstream = Some(b.upstream);
-    ctx.status = b.header.status.as_u16();
+    ctx.outcome.status = b.header.status.as_u16();
     let resp = match downstream_header(
         &b.header,
         ctx,
@@ -257,7 +257,7 @@ pub(super) async fn buffered(
             .await
             .is_err()
     {
-        ctx.error = Some("client_closed");
+        ctx.fail(crate::proxy::ctx::ErrorKind::ClientClosed);
         return Relayed::Truncated;
     }
     Relayed::Complete
@@ -273,7 +273,7 @@ pub(super) async fn large_error(
     b: Buffered,
     deadline: tokio::time::Instant,
 ) -> Relayed {
-    ctx.status = b.header.status.as_u16();
+    ctx.outcome.status = b.header.status.as_u16();
     let mode = Mode::Relay { sse: false };
     let resp = match downstream_header(
         &b.header,
@@ -312,9 +312,7 @@ pub(super) async fn large_error(
 
 /// Store a complete answer in the response cache before its end is written to the client.
 async fn store_answer(ctx: &RequestCtx, rec: crate::cache::Recorder) {
-    if let Some(state) = ctx.state.as_ref() {
-        rec.store(&state.cache).await;
-    }
+    rec.store(&ctx.state.cache).await;
 }
 
 /// Header handling for answers relayed as they are.
@@ -388,8 +386,8 @@ pub(super) fn downstream_header(
     if !ctx.queue_wait.is_zero() {
         resp.insert_header("x-llmproxy-queue-ms", ctx.queue_wait.as_millis() as u64)?;
     }
-    if let Some(c) = ctx.cache {
-        resp.insert_header("x-llmproxy-cache", c)?;
+    if let Some(c) = ctx.outcome.cache {
+        resp.insert_header("x-llmproxy-cache", c.label())?;
     }
     Ok(resp)
 }

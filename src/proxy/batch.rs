@@ -141,7 +141,7 @@ pub async fn try_batch(
         r = &mut rx => r.unwrap_or(Reply::Fallback("batcher_stopped")),
         _ = exchange::client_gone(session, Duration::ZERO) => {
             count(shared, "client_gone");
-            ctx.error = Some("client_closed");
+            ctx.fail(crate::proxy::ctx::ErrorKind::ClientClosed);
             return Ok(Some(Relayed::Truncated));
         }
     };
@@ -151,10 +151,10 @@ pub async fn try_batch(
         Reply::Fallback(why) => return Ok(fallback(shared, ctx, why)),
     };
     ctx.upstream = Some(dep.upstream_idx);
-    ctx.usage = answer.usage;
+    ctx.set_usage(answer.usage);
     ctx.batch.id = Some(answer.batch_id.clone());
-    ctx.status = answer.status;
-    ctx.first_byte = Some(Instant::now());
+    ctx.outcome.status = answer.status;
+    ctx.outcome.first_byte = Some(Instant::now());
     let header = match response_header(ctx, &answer, &pool.cfg.name, &model.name) {
         Ok(h) => h,
         Err(e) => {
@@ -163,7 +163,7 @@ pub async fn try_batch(
                 ctx.request_id
             );
             ctx.batch.id = None;
-            ctx.usage = None;
+            ctx.set_usage(None);
             return Ok(fallback(shared, ctx, "bad_header"));
         }
     };
@@ -177,7 +177,7 @@ pub async fn try_batch(
             .is_ok();
     if !written {
         count(shared, "client_gone");
-        ctx.error = Some("client_closed");
+        ctx.fail(crate::proxy::ctx::ErrorKind::ClientClosed);
         return Ok(Some(Relayed::Truncated));
     }
     count(
@@ -217,8 +217,8 @@ fn response_header(
     resp.insert_header("x-llmproxy-deployment", upstream)?;
     resp.insert_header("x-llmproxy-model", model)?;
     resp.insert_header("x-llmproxy-batch", &*a.batch_id)?;
-    if let Some(c) = ctx.cache {
-        resp.insert_header("x-llmproxy-cache", c)?;
+    if let Some(c) = ctx.outcome.cache {
+        resp.insert_header("x-llmproxy-cache", c.label())?;
     }
     Ok(resp)
 }

@@ -1,10 +1,12 @@
-//! `RequestCtx`: everything one request carries through the phases.
+//! `RequestCtx`: everything one request carries through the phases — the config snapshot it runs
+//! on (loaded once, when the request starts), who is calling, what it asked for, the exchange's
+//! working state, and its [`Outcome`], which observation reads at the end.
 
 use crate::providers::usage::{Usage, UsageScanner};
 use crate::state::State;
 use std::net::SocketAddr;
 use std::sync::Arc;
-use std::time::Instant;
+use std::time::{Duration, Instant};
 
 /// A passthrough request handed to Pingora's proxy loop.
 pub struct Passthrough {
@@ -19,53 +21,156 @@ pub struct Passthrough {
 }
 
 pub struct RequestCtx {
-    pub start: Instant,
     /// The config snapshot this request runs on, from start to end.
-    pub state: Option<Arc<State>>,
+    pub state: Arc<State>,
+    pub start: Instant,
     pub request_id: String,
+    /// Which configured listener accepted the connection.
     pub listener: usize,
+    /// Who is calling (with `server.master_key` set).
+    pub caller: Caller,
+    /// A stable identity of the caller's API key (a hash; never the key).
+    pub key_id: Option<Arc<str>>,
     /// Metric `path` label: a route template, never the raw URL.
     pub path_label: &'static str,
-    pub model: Option<usize>,
-    pub upstream: Option<usize>,
-    pub status: u16,
-    /// Error label for `llmproxy_http_request_errors_total`.
-    pub error: Option<&'static str>,
-    pub usage: Option<Usage>,
-    pub first_byte: Option<Instant>,
     /// The passthrough route matched by the path (set even when the request is then refused).
     pub route: Option<usize>,
     pub passthrough: Option<Passthrough>,
+    /// The model being served (after fallbacks: the one that answered) and its upstream.
+    pub model: Option<usize>,
+    pub upstream: Option<usize>,
     /// The scheduler's admission of the attempt that answered (for feedback and reconciliation).
     pub admission: Option<Admission>,
     /// Time spent waiting in scheduler queues, all attempts together.
-    pub queue_wait: std::time::Duration,
-    /// A stable identity of the caller's API key (a hash; never the key).
-    pub key_id: Option<std::sync::Arc<str>>,
-    /// The gateway asked the upstream for stream usage the client did not ask for: remove the
-    /// usage event from what the client receives.
-    pub strip_usage: bool,
-    /// The upstream reported no usage (some self-hosted servers): `usage` is the gateway's own
-    /// tiktoken estimate, marked so in the access log.
-    pub usage_estimated: bool,
-    /// The answer's text, kept to estimate its tokens when the upstream reports no usage.
-    pub estimate_text: Option<String>,
+    pub queue_wait: Duration,
     /// Recording the answer for the response cache (a cacheable miss).
     pub cache_record: Option<crate::cache::Recorder>,
-    /// `x-llmproxy-cache` of the answer: hit | miss | bypass.
-    pub cache: Option<&'static str>,
-    /// The request body, kept only when `tracing.include_content` is on.
-    pub traced_body: Option<bytes::Bytes>,
-    /// Who is calling (with `server.master_key` set).
-    pub caller: Caller,
     /// Batch API coalescing: the batch that answered, or how long the request waited for one.
     pub batch: super::batch::BatchState,
+    /// The request body, kept only when `tracing.include_content` is on.
+    pub traced_body: Option<bytes::Bytes>,
+    pub outcome: Outcome,
+}
+
+/// What happened, for metrics, the access log, the span and spend.
+#[derive(Default)]
+pub struct Outcome {
+    /// The status sent to the client (0: none was sent).
+    pub status: u16,
+    pub error: Option<ErrorKind>,
+    pub usage: Option<Metered>,
+    /// When the first byte of the answer reached the client.
+    pub first_byte: Option<Instant>,
+    /// `x-llmproxy-cache` of the answer.
+    pub cache: Option<CacheOutcome>,
+}
+
+/// Why a request did not end well, as counted in `llmproxy_http_request_errors_total{error}`.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum ErrorKind {
+    /// The gateway refused or failed it: the error's code (`rate_limited`, `upstream_timeout`, ...).
+    Gateway(&'static str),
+    /// The client went away before the answer was complete.
+    ClientClosed,
+    /// The upstream broke off after the first byte.
+    UpstreamStream,
+    /// A key-management call failed.
+    KeyApi,
+}
+
+impl ErrorKind {
+    pub fn label(self) -> &'static str {
+        match self {
+            ErrorKind::Gateway(code) => code,
+            ErrorKind::ClientClosed => "client_closed",
+            ErrorKind::UpstreamStream => "upstream_stream_error",
+            ErrorKind::KeyApi => "key_api",
+        }
+    }
+}
+
+/// The response cache's part in an answer (`x-llmproxy-cache`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum CacheOutcome {
+    Hit,
+    Miss,
+    Bypass,
+}
+
+impl CacheOutcome {
+    /// The header value and the metric label.
+    pub fn label(self) -> &'static str {
+        match self {
+            CacheOutcome::Hit => "hit",
+            CacheOutcome::Miss => "miss",
+            CacheOutcome::Bypass => "bypass",
+        }
+    }
+}
+
+/// An answer's token usage: as the upstream reported it, or the gateway's own estimate (some
+/// self-hosted servers report none).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum Metered {
+    Reported(Usage),
+    Estimated(Usage),
+}
+
+impl Metered {
+    pub fn usage(&self) -> Usage {
+        match self {
+            Metered::Reported(u) | Metered::Estimated(u) => *u,
+        }
+    }
+
+    pub fn estimated(&self) -> bool {
+        matches!(self, Metered::Estimated(_))
+    }
 }
 
 impl RequestCtx {
+    /// A request starting now on `state`.
+    pub fn new(state: Arc<State>) -> RequestCtx {
+        RequestCtx {
+            state,
+            start: Instant::now(),
+            request_id: String::new(),
+            listener: 0,
+            caller: Caller::Open,
+            key_id: None,
+            path_label: "other",
+            route: None,
+            passthrough: None,
+            model: None,
+            upstream: None,
+            admission: None,
+            queue_wait: Duration::ZERO,
+            cache_record: None,
+            batch: Default::default(),
+            traced_body: None,
+            outcome: Outcome::default(),
+        }
+    }
+
+    /// The listener that accepted the request.
+    pub fn listener(&self) -> &crate::config::Listener {
+        let listeners = &self.state.config.server.listeners;
+        &listeners[self.listener.min(listeners.len().saturating_sub(1))]
+    }
+
+    /// Record the answer's usage as the upstream reported it.
+    pub fn set_usage(&mut self, usage: Option<Usage>) {
+        self.outcome.usage = usage.map(Metered::Reported);
+    }
+
+    /// Count the request as failed with `kind`.
+    pub fn fail(&mut self, kind: ErrorKind) {
+        self.outcome.error = Some(kind);
+    }
+
     /// The caller's key identity: the virtual key's id, or else a hash of the key it presented
     /// (priority fairness and `cache.scope: key` without virtual keys).
-    pub fn key_identity(&mut self, headers: &http::HeaderMap) -> Option<std::sync::Arc<str>> {
+    pub fn key_identity(&mut self, headers: &http::HeaderMap) -> Option<Arc<str>> {
         if self.key_id.is_none() {
             self.key_id = ["authorization", "x-api-key", "api-key"]
                 .iter()
@@ -83,7 +188,7 @@ pub enum Caller {
     #[default]
     Open,
     Master,
-    Key(std::sync::Arc<crate::keys::KeyEntry>),
+    Key(Arc<crate::keys::KeyEntry>),
 }
 
 impl Caller {
@@ -105,46 +210,9 @@ impl Caller {
 
 /// What the scheduler charged a request's current attempt.
 pub struct Admission {
-    pub sched: std::sync::Arc<crate::sched::ModelSched>,
+    pub sched: Arc<crate::sched::ModelSched>,
     pub deployment: usize,
     pub estimate: crate::sched::tokens::Estimate,
-}
-
-impl RequestCtx {
-    pub fn new() -> RequestCtx {
-        RequestCtx {
-            start: Instant::now(),
-            state: None,
-            request_id: String::new(),
-            listener: 0,
-            path_label: "other",
-            model: None,
-            upstream: None,
-            status: 0,
-            error: None,
-            usage: None,
-            first_byte: None,
-            route: None,
-            passthrough: None,
-            admission: None,
-            queue_wait: std::time::Duration::ZERO,
-            key_id: None,
-            strip_usage: false,
-            usage_estimated: false,
-            estimate_text: None,
-            cache_record: None,
-            cache: None,
-            traced_body: None,
-            caller: Caller::Open,
-            batch: Default::default(),
-        }
-    }
-}
-
-impl Default for RequestCtx {
-    fn default() -> Self {
-        Self::new()
-    }
 }
 
 /// A request id: the client's `x-request-id` when it is sane, else 128 random bits in hex.

@@ -23,7 +23,7 @@ async fn json_with(
     body: Bytes,
     retry_after: Option<std::time::Duration>,
 ) -> Result<()> {
-    ctx.status = status;
+    ctx.outcome.status = status;
     let mut resp = ResponseHeader::build(status, Some(6))?;
     if let Some(ra) = retry_after {
         let secs = ra.as_secs() + u64::from(ra.subsec_nanos() > 0);
@@ -41,7 +41,7 @@ async fn json_with(
 
 /// Answer with an OpenAI-shaped error. A 413 closes the connection: the unread body is not drained.
 pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError) {
-    ctx.error = Some(e.code());
+    ctx.fail(super::ctx::ErrorKind::Gateway(e.code()));
     if matches!(e, GatewayError::RequestTooLarge { .. }) {
         session.set_keepalive(None);
     }
@@ -57,7 +57,7 @@ pub async fn error(session: &mut Session, ctx: &mut RequestCtx, e: &GatewayError
             ctx.request_id
         );
     }
-    ctx.status = e.status();
+    ctx.outcome.status = e.status();
 }
 
 /// `POST /v1/messages` (Anthropic's Messages API), also without `/v1`.
@@ -75,8 +75,8 @@ pub async fn cached(
     chunks: Vec<Bytes>,
     model: &str,
 ) -> Result<()> {
-    ctx.status = 200;
-    ctx.first_byte = Some(std::time::Instant::now());
+    ctx.outcome.status = 200;
+    ctx.outcome.first_byte = Some(std::time::Instant::now());
     let mut resp = ResponseHeader::build_no_case(200, Some(6))?;
     if sse {
         resp.insert_header(http::header::CONTENT_TYPE, "text/event-stream")?;

@@ -1,0 +1,51 @@
+//! Credentials that change from request to request: a signature over the final request (AWS
+//! SigV4), or a short-lived access token fetched and refreshed in the background (Google OAuth2).
+//!
+//! A static credential (`auth: {type: bearer | basic | header}`) is a fixed header, applied with the
+//! upstream's other headers (`upstream::apply_upstream_headers`). A [`Signer`] runs after those,
+//! on the request as it will be sent — every model request, passthrough request and health probe —
+//! so a signature covers the final headers and body.
+
+use pingora::http::RequestHeader;
+
+/// Why a request could not be signed or authorised.
+#[derive(Debug, Clone, PartialEq, Eq)]
+pub struct SignError(pub String);
+
+impl std::fmt::Display for SignError {
+    fn fmt(&self, f: &mut std::fmt::Formatter<'_>) -> std::fmt::Result {
+        f.write_str(&self.0)
+    }
+}
+
+/// One upstream's per-request credentials.
+pub enum Signer {
+    /// Nothing beyond the static headers.
+    Static,
+}
+
+impl Signer {
+    /// The signer an upstream's `auth` needs.
+    pub fn for_upstream(_cfg: &crate::config::Upstream) -> Signer {
+        Signer::Static
+    }
+
+    /// Sign or authorise `req`, whose headers are final. `body`: the exact bytes that will be sent
+    /// (`None`: a body streamed from the client, which a signature cannot cover).
+    pub async fn sign(
+        &self,
+        _req: &mut RequestHeader,
+        _body: Option<&[u8]>,
+    ) -> Result<(), SignError> {
+        match self {
+            Signer::Static => Ok(()),
+        }
+    }
+
+    /// Whether requests with a body the gateway does not hold (passthrough) can be signed.
+    pub fn signs_streamed_bodies(&self) -> bool {
+        match self {
+            Signer::Static => true,
+        }
+    }
+}
