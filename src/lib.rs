@@ -15,6 +15,9 @@
 //! Background services: upstream DNS refresh and active health checks ([`balance::health`]); the
 //! Batch API coalescer ([`batch`]), which answers opted-in requests from provider batch jobs.
 //! The admin listener ([`admin`]) serves health, metrics and the redacted config.
+//!
+//! Configs are native or LiteLLM-format (seed 002, translated by [`config::litellm`]); seed 002's
+//! command line adds [`curl`] (`--detailed_debug` lines) and [`probe`] (`--test`, `--health`).
 
 pub mod admin;
 pub mod app;

@@ -49,6 +49,25 @@ fn client(timeout: Duration) -> Result<reqwest::Client, String> {
         .map_err(|e| format!("HTTP client: {e}"))
 }
 
+/// A transport error with its causes ("connection refused"), which reqwest's own text leaves out.
+fn describe(e: &reqwest::Error) -> String {
+    let mut out = e.to_string();
+    let mut source = std::error::Error::source(e);
+    while let Some(s) = source {
+        let text = s.to_string();
+        if !out.contains(&text) {
+            out.push_str(&format!(": {text}"));
+        }
+        source = s.source();
+    }
+    if e.is_connect() {
+        out.push_str(" (is llmproxy running there?)");
+    } else if e.is_timeout() {
+        out.push_str(" (timed out)");
+    }
+    out
+}
+
 fn url(addr: SocketAddr, path: &str) -> String {
     format!("http://{}{path}", reachable(addr))
 }
@@ -82,7 +101,7 @@ pub async fn test(target: &Target, model: Option<&str>) -> Result<(String, Strin
     let resp = with_key(c.post(&endpoint).json(&body), &target.key)
         .send()
         .await
-        .map_err(|e| format!("POST {endpoint}: {e}"))?;
+        .map_err(|e| format!("POST {endpoint}: {}", describe(&e)))?;
     let status = resp.status();
     let text = resp
         .text()
@@ -110,7 +129,7 @@ async fn first_model(c: &reqwest::Client, target: &Target) -> Result<String, Str
     let resp = with_key(c.get(&endpoint), &target.key)
         .send()
         .await
-        .map_err(|e| format!("GET {endpoint}: {e}"))?;
+        .map_err(|e| format!("GET {endpoint}: {}", describe(&e)))?;
     let status = resp.status();
     let text = resp
         .text()
@@ -141,7 +160,7 @@ pub async fn health(target: &Target) -> Result<Value, String> {
             }
             format!("GET {admin}: {}", error_text(status, &text))
         }
-        Err(e) => format!("GET {admin}: {e}"),
+        Err(e) => format!("GET {admin}: {}", describe(&e)),
     };
     // A client listener that serves the report itself (LiteLLM's `/health`).
     let main = url(target.listener, "/health");

@@ -1933,26 +1933,28 @@ impl Tx<'_> {
                 paths.push((format!("{mp}.strategy"), p.clone()));
             }
             // LiteLLM's simple-shuffle weighs deployments by rpm when none has a weight.
-            let by_rpm = model.deployments.len() > 1
+            let rpm_weights = if model.deployments.len() > 1
                 && model
                     .deployments
                     .iter()
-                    .all(|d| !d.weighted && d.rpm.is_some());
-            let max_rpm = model
-                .deployments
-                .iter()
-                .filter_map(|d| d.rpm)
-                .max()
-                .unwrap_or(1)
-                .max(1);
+                    .all(|d| !d.weighted && d.rpm.is_some())
+            {
+                rpm_weights(
+                    &model
+                        .deployments
+                        .iter()
+                        .filter_map(|d| d.rpm)
+                        .collect::<Vec<_>>(),
+                )
+            } else {
+                Vec::new()
+            };
             let mut deployments = Vec::new();
             for (j, d) in model.deployments.iter().enumerate() {
                 let dp = format!("{mp}.deployments[{j}]");
                 let mut body = d.body.clone();
-                if by_rpm {
-                    let rpm = d.rpm.unwrap_or(1);
-                    let w = ((rpm as f64 * 1000.0 / max_rpm as f64).round() as u64).clamp(1, 1000);
-                    body.insert(s("weight"), Value::from(w));
+                if let Some(w) = rpm_weights.get(j) {
+                    body.insert(s("weight"), Value::from(*w));
                 }
                 paths.push((dp.clone(), d.source.clone()));
                 for (field, p) in &d.fields {
@@ -2112,6 +2114,29 @@ fn unknown_provider(prefix: &str, model: &str) -> String {
     )
 }
 
+/// Weights in proportion to rpm limits, as small as they can be (the weighted round robin walks a
+/// list with each deployment repeated `weight` times: 1:1:2 interleaves, 500:500:1000 would send
+/// runs of 500), at most 1000.
+fn rpm_weights(rpms: &[u64]) -> Vec<u64> {
+    fn gcd(a: u64, b: u64) -> u64 {
+        if b == 0 {
+            a
+        } else {
+            gcd(b, a % b)
+        }
+    }
+    let g = rpms.iter().fold(0, |g, r| gcd(g, *r)).max(1);
+    let reduced: Vec<u64> = rpms.iter().map(|r| (r / g).max(1)).collect();
+    let max = reduced.iter().copied().max().unwrap_or(1);
+    if max <= 1000 {
+        return reduced;
+    }
+    reduced
+        .iter()
+        .map(|w| ((*w as f64 * 1000.0 / max as f64).round() as u64).clamp(1, 1000))
+        .collect()
+}
+
 fn per_million(per_token: f64) -> f64 {
     // Round away float noise (0.000003 × 1e6 = 2.9999999999999996).
     (per_token * 1e6 * 1e6).round() / 1e6
@@ -2228,6 +2253,7 @@ impl QuickStart {
             ".litellm_params.api_version" => "--api_version".into(),
             ".litellm_params.api_key" => "the provider's API key variable".into(),
             ".model_name" => "--alias".into(),
+            _ if path.contains(".add_function_to_prompt") => "--add_function_to_prompt".into(),
             _ => path.to_string(),
         }
     }
@@ -2389,9 +2415,9 @@ model_list:
         assert_eq!(
             deps,
             vec![
-                ("gpt-turbo-small-eu", Some(6), 4),
-                ("gpt-turbo-small-ca", Some(6), 4),
-                ("gpt-turbo-large", Some(1440), 1000)
+                ("gpt-turbo-small-eu", Some(6), 1),
+                ("gpt-turbo-small-ca", Some(6), 1),
+                ("gpt-turbo-large", Some(1440), 240)
             ]
         );
         assert_eq!(cfg.upstreams.len(), 3);
@@ -2409,6 +2435,13 @@ model_list:
         assert_eq!(cfg.server.listeners[0].listen.to_string(), "0.0.0.0:4000");
         assert_eq!(cfg.admin.listen.to_string(), "127.0.0.1:9000");
         assert!(cfg.warnings.is_empty(), "{}", cfg.warnings);
+    }
+
+    #[test]
+    fn rpm_weights_are_small_and_bounded() {
+        assert_eq!(rpm_weights(&[6000, 6000, 12000]), [1, 1, 2]);
+        assert_eq!(rpm_weights(&[7, 3]), [7, 3]);
+        assert_eq!(rpm_weights(&[1, 5000]), [1, 1000]);
     }
 
     #[test]

@@ -179,13 +179,20 @@ pub fn quick_start(
         }
     }
     overrides.apply(&mut t.native);
-    from_translation(t, env).config.map_err(|errs| {
+    let in_flags = |errs: ConfigErrors| {
         let mut out = ConfigErrors::default();
         for e in errs.0 {
             out.push(&QuickStart::flag_for(&e.path), e.message);
         }
         out
-    })
+    };
+    match from_translation(t, env).config {
+        Ok(mut cfg) => {
+            cfg.warnings = in_flags(std::mem::take(&mut cfg.warnings));
+            Ok(cfg)
+        }
+        Err(errs) => Err(in_flags(errs)),
+    }
 }
 
 fn from_translation(t: litellm::Translation, env: &dyn Env) -> Report {
@@ -262,6 +269,13 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let drop_params = m.with(r, "drop_params", |r, n| n.bool(r)).unwrap_or(false);
     for model in &mut models {
         model.drop_params.get_or_insert(drop_params);
+    }
+    // One warning, not one per model: the request path does not act on it yet.
+    if let Some(i) = models.iter().position(|m| m.add_function_to_prompt) {
+        r.warn(
+            &format!("models[{i}].add_function_to_prompt"),
+            "accepted; describing tools in the system prompt is not applied by this version yet (every provider llmproxy has today supports tools natively)",
+        );
     }
     if cache.backend == cache::Backend::Redis && state.redis.is_none() {
         r.error("cache.backend", "`redis` needs state.redis to be set");
