@@ -774,13 +774,19 @@ impl Tx<'_> {
             }
             _ => None,
         };
+        let shown = match v {
+            Value::Number(n) => format!("`{n}`"),
+            Value::String(t) => format!("`{t}`"),
+            other => kind(other).to_string(),
+        };
         match parsed {
             Some(n) if n.is_finite() && n >= 0.0 => Some(n),
-            _ => {
-                self.error(
-                    path,
-                    format!("expected a non-negative number, found {}", kind(v)),
-                );
+            Some(_) => {
+                self.error(path, format!("must not be negative, found {shown}"));
+                None
+            }
+            None => {
+                self.error(path, format!("expected a number, found {shown}"));
                 None
             }
         }
@@ -2669,6 +2675,13 @@ litellm_settings:
         assert_eq!(timeouts, [10, 3, 10]);
         assert_eq!(cfg.upstreams[2].provider.as_str(), "openai");
         assert_eq!(cfg.upstreams[2].url.raw, "https://api.openai.com/v1");
+        // seed 002's OpenTelemetry switch, with no OTEL_* variable: a collector on this host
+        let otel = format!("{text}general_settings: {{otel: True}}\n");
+        let cfg = parse(&otel, &no_env()).unwrap();
+        assert_eq!(
+            cfg.tracing.otlp_endpoint.as_deref(),
+            Some("http://127.0.0.1:4318/v1/traces")
+        );
     }
 
     #[test]
