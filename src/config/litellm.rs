@@ -1048,10 +1048,11 @@ impl Tx<'_> {
                 self.unsupported(pp, key, &all);
             }
         }
-        let api_base_key = if p.contains_key("api_base") {
-            "api_base"
-        } else {
+        // `base_url` is a newer LiteLLM spelling of `api_base`.
+        let api_base_key = if p.contains_key("base_url") && !p.contains_key("api_base") {
             "base_url"
+        } else {
+            "api_base"
         };
         let api_base_path = join(pp, api_base_key);
         let api_base = self.text(&api_base_path, p.get(api_base_key));
@@ -2893,6 +2894,17 @@ environment_variables:
         assert!(
             e.to_string()
                 .starts_with("--model: cannot tell the provider of `mystery`"),
+            "{e}"
+        );
+
+        let qs = QuickStart {
+            model: "huggingface/bigcode/starcoder".into(),
+            ..Default::default()
+        };
+        let e = crate::config::quick_start(&qs, &no_env(), &Default::default()).unwrap_err();
+        assert!(
+            e.to_string()
+                .starts_with("--api_base: required for `huggingface/` models"),
             "{e}"
         );
     }
