@@ -16,6 +16,9 @@
 //! Batch API coalescer ([`batch`]), which answers opted-in requests from provider batch jobs.
 //! What requests cost — the built-in price table and exact cost arithmetic — is [`pricing`].
 //! The admin listener ([`admin`]) serves health, metrics and the redacted config.
+//!
+//! Configs are native or LiteLLM-format (seed 002, translated by [`config::litellm`]); seed 002's
+//! command line adds [`curl`] (`--detailed_debug` lines) and [`probe`] (`--test`, `--health`).
 
 pub mod admin;
 pub mod app;
@@ -25,6 +28,7 @@ pub mod batch;
 pub mod body;
 pub mod cache;
 pub mod config;
+pub mod curl;
 pub mod error;
 pub mod exchange;
 pub mod keys;
@@ -33,6 +37,7 @@ pub mod logging;
 pub mod metrics;
 pub mod otel;
 pub mod pricing;
+pub mod probe;
 pub mod providers;
 pub mod proxy;
 pub mod redis_conn;

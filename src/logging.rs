@@ -136,15 +136,25 @@ impl log::Log for Guarded {
     }
 }
 
-/// Install the process logger: `level` (raised to `debug` by `--debug`), `RUST_LOG` on top.
-pub fn init(level: log::LevelFilter, debug: bool) {
-    let level = if debug {
+/// Install the process logger: `level` (raised to `debug` by `--debug` and `--detailed_debug`),
+/// `RUST_LOG` on top. The upstream requests as `curl` commands ([`crate::curl`]) carry prompts:
+/// they are logged only with `--detailed_debug`.
+pub fn init(level: log::LevelFilter, debug: bool, detailed: bool) {
+    let level = if debug || detailed {
         log::LevelFilter::Debug
     } else {
         level
     };
     let mut b = env_logger::Builder::new();
     b.filter_level(level);
+    b.filter_module(
+        crate::curl::TARGET,
+        if detailed {
+            log::LevelFilter::Debug
+        } else {
+            log::LevelFilter::Off
+        },
+    );
     if let Ok(spec) = std::env::var("RUST_LOG") {
         b.parse_filters(&spec);
     }

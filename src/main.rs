@@ -3,7 +3,7 @@
 use clap::{Args, Parser, Subcommand};
 use llmproxy::app::{self, ProcessOptions};
 use llmproxy::config;
-use llmproxy::reload::Source;
+use llmproxy::reload::{Origin, Source};
 use std::path::PathBuf;
 use std::process::ExitCode;
 
@@ -11,30 +11,96 @@ use std::process::ExitCode;
 #[command(
     name = "llmproxy",
     version,
-    about = "An OpenAI-compatible LLM API gateway on Pingora"
+    about = "An OpenAI-compatible LLM API gateway on Pingora",
+    after_help = "Seed 002 (LiteLLM) style: `llmproxy --model ollama/llama3`, `llmproxy --config litellm.yaml`, \
+`llmproxy --test`, `llmproxy --health`. Flags with `_` also take `-` (`--api_base` = `--api-base`)."
 )]
 struct Cli {
     #[command(subcommand)]
     command: Option<Command>,
     #[command(flatten)]
     run: RunArgs,
-    /// Quick start: serve this one model (no config file).
-    #[arg(long, requires = "api_base")]
+    #[command(flatten)]
+    seed: SeedArgs,
+}
+
+/// Seed 002's proxy flags (LiteLLM's `litellm --model ... --port ...`).
+#[derive(Args, Clone, Default)]
+struct SeedArgs {
+    /// Serve this one model without a config file: `provider/id` (`openai/x` for any
+    /// OpenAI-compatible server with --api_base, `azure/<deployment>`, `ollama/llama3`,
+    /// `anthropic/claude-...`, ...), or a name served by the OpenAI-compatible server at --api_base.
+    /// With --test: the model to test.
+    #[arg(short = 'm', long)]
     model: Option<String>,
-    /// Quick start: the OpenAI-compatible base URL of the model, e.g. http://127.0.0.1:8000/v1.
-    #[arg(long)]
+    /// The model's base URL, e.g. http://127.0.0.1:8000/v1 (with --model).
+    #[arg(long = "api_base", visible_alias = "api-base")]
     api_base: Option<String>,
-    /// Quick start: the listening port.
-    #[arg(long, default_value_t = 4000)]
-    port: u16,
-    /// Quick start: the admin listener address.
-    #[arg(long, default_value = "127.0.0.1:9000")]
-    admin_listen: String,
+    /// Azure OpenAI's api-version (with --model azure/...).
+    #[arg(long = "api_version", visible_alias = "api-version")]
+    api_version: Option<String>,
+    /// The name clients use for --model (default: --model as written; its bare id works too).
+    #[arg(long)]
+    alias: Option<String>,
+    /// The listening address [default: 0.0.0.0, or the config's]. With --test/--health: the
+    /// gateway's.
+    #[arg(long)]
+    host: Option<std::net::IpAddr>,
+    /// The listening port [default: 4000, or the config's]. With --test/--health: the gateway's.
+    #[arg(long)]
+    port: Option<u16>,
+    /// The admin listener address [default: 127.0.0.1:9000, or the config's].
+    #[arg(long = "admin-listen", visible_alias = "admin_listen")]
+    admin_listen: Option<String>,
+    /// Worker threads (LiteLLM's uvicorn workers) [default: one per CPU].
+    #[arg(long = "num_workers", visible_alias = "num-workers")]
+    num_workers: Option<u64>,
+    /// Default temperature for requests that do not set one.
+    #[arg(long)]
+    temperature: Option<f64>,
+    /// Default max_tokens for requests that do not set it.
+    #[arg(long = "max_tokens", visible_alias = "max-tokens")]
+    max_tokens: Option<u64>,
+    /// Seconds a request may take (every model's timeout). With --test: how long to wait.
+    #[arg(long = "request_timeout", visible_alias = "request-timeout")]
+    request_timeout: Option<f64>,
+    /// Drop request parameters the provider does not support instead of refusing them.
+    #[arg(long = "drop_params", visible_alias = "drop-params")]
+    drop_params: bool,
+    /// For providers without tool support: describe the request's tools in the system prompt.
+    #[arg(
+        long = "add_function_to_prompt",
+        visible_alias = "add-function-to-prompt"
+    )]
+    add_function_to_prompt: bool,
+    /// Debug logs, and every upstream request logged as a curl command (keys masked).
+    #[arg(long = "detailed_debug", visible_alias = "detailed-debug")]
+    detailed_debug: bool,
+    /// Accepted for compatibility and ignored: llmproxy sends no telemetry anywhere.
+    #[arg(long, num_args = 0..=1, default_missing_value = "true", value_parser = parse_bool)]
+    telemetry: Option<bool>,
+    /// Send one chat request to the running gateway (--host/--port, or the config's listener),
+    /// print the answer; exit 1 with the error.
+    #[arg(long)]
+    test: bool,
+    /// Print the running gateway's upstream health report (healthy_endpoints /
+    /// unhealthy_endpoints) from its admin listener.
+    #[arg(long)]
+    health: bool,
+}
+
+/// `True`/`False` as LiteLLM writes them, and the usual spellings.
+fn parse_bool(s: &str) -> Result<bool, String> {
+    match s.to_ascii_lowercase().as_str() {
+        "true" | "1" | "yes" | "on" => Ok(true),
+        "false" | "0" | "no" | "off" => Ok(false),
+        _ => Err(format!("expected True or False, got `{s}`")),
+    }
 }
 
 #[derive(Args, Clone)]
 struct RunArgs {
-    /// Config file (default: the embedded conf/llmproxy.yaml).
+    /// Config file, native or LiteLLM format (default: the embedded conf/llmproxy.yaml).
     #[arg(short = 'c', long = "config", visible_alias = "conf")]
     config: Option<PathBuf>,
     /// Run in the background (Pingora daemon mode).
@@ -52,8 +118,14 @@ struct RunArgs {
 enum Command {
     /// Start the gateway.
     Run(RunArgs),
-    /// Validate a config file: every error with its key path (exit 1), or `ok` and a summary.
+    /// Validate a config file (native or LiteLLM format): every error with its key path (exit 1),
+    /// or `ok` and a summary; unsupported LiteLLM keys are listed as warnings.
     Check {
+        #[arg(short = 'c', long = "config", visible_alias = "conf")]
+        config: PathBuf,
+    },
+    /// Print a LiteLLM-format config (seed 002) in llmproxy's native format.
+    Convert {
         #[arg(short = 'c', long = "config", visible_alias = "conf")]
         config: PathBuf,
     },
@@ -140,37 +212,117 @@ enum KeysAction {
     },
 }
 
-fn init_logging(level: log::LevelFilter, debug: bool) {
-    llmproxy::logging::init(level, debug);
+fn init_logging(level: log::LevelFilter, debug: bool, detailed: bool) {
+    llmproxy::logging::init(level, debug, detailed);
 }
 
 fn main() -> ExitCode {
     let cli = Cli::parse();
     match cli.command {
         Some(Command::Check { config }) => check(&config),
+        Some(Command::Convert { config }) => convert(&config),
         Some(Command::Keys { action }) => keys_command(*action),
         Some(Command::Prices { model }) => prices(model.as_deref()),
-        Some(Command::Run(args)) => run(args, None),
-        None => {
-            let quick = match (cli.model, cli.api_base) {
-                (Some(m), Some(u)) => Some(QuickStart {
-                    model: m,
-                    api_base: u,
-                    port: cli.port,
-                    admin: cli.admin_listen,
-                }),
-                _ => None,
+        Some(Command::Run(args)) => {
+            let overrides = config::Overrides {
+                debug: args.debug,
+                ..Default::default()
             };
-            run(cli.run, quick)
+            run(args, None, overrides, false)
+        }
+        None if cli.seed.test || cli.seed.health => probe(&cli.run, &cli.seed),
+        None => {
+            let seed = cli.seed;
+            if seed.model.is_some() && cli.run.config.is_some() {
+                eprintln!("--model serves one model without a config file: use either --model or --config");
+                return ExitCode::FAILURE;
+            }
+            if seed.model.is_none() {
+                for (given, flag) in [
+                    (seed.api_base.is_some(), "--api_base"),
+                    (seed.api_version.is_some(), "--api_version"),
+                    (seed.alias.is_some(), "--alias"),
+                ] {
+                    if given {
+                        eprintln!("{flag} describes the model of --model: give --model too");
+                        return ExitCode::FAILURE;
+                    }
+                }
+            }
+            if seed.telemetry == Some(true) {
+                eprintln!("note: --telemetry has no effect: llmproxy sends no telemetry anywhere");
+            }
+            let overrides = config::Overrides {
+                host: seed.host,
+                port: seed.port,
+                admin_listen: seed.admin_listen.clone(),
+                threads: seed.num_workers,
+                temperature: seed.temperature,
+                max_tokens: seed.max_tokens,
+                request_timeout: seed.request_timeout,
+                drop_params: seed.drop_params,
+                add_function_to_prompt: seed.add_function_to_prompt,
+                debug: cli.run.debug || seed.detailed_debug,
+            };
+            let quick = seed.model.map(|model| config::QuickStart {
+                model,
+                api_base: seed.api_base,
+                api_version: seed.api_version,
+                alias: seed.alias,
+            });
+            run(cli.run, quick, overrides, seed.detailed_debug)
         }
     }
 }
 
+fn print_warnings(warnings: &config::ConfigErrors) {
+    for w in &warnings.0 {
+        eprintln!("warning: {w}");
+    }
+}
+
 fn check(path: &std::path::Path) -> ExitCode {
-    match config::load(path) {
+    let report = config::report(path, &config::Overrides::default(), &config::ProcessEnv);
+    let format = if report.litellm {
+        " (LiteLLM format)"
+    } else {
+        ""
+    };
+    match report.config {
         Ok(cfg) => {
-            println!("ok: {}", path.display());
+            print_warnings(&report.warnings);
+            println!("ok: {}{format}", path.display());
             print!("{}", cfg.summary());
+            ExitCode::SUCCESS
+        }
+        Err(errs) => {
+            eprintln!("{}{format}: {} error(s)", path.display(), errs.0.len());
+            eprintln!("{errs}");
+            print_warnings(&report.warnings);
+            ExitCode::FAILURE
+        }
+    }
+}
+
+/// `llmproxy convert -c litellm.yaml`: the native YAML on stdout.
+fn convert(path: &std::path::Path) -> ExitCode {
+    let doc = match config::read_file(path) {
+        Ok(d) => d,
+        Err(errs) => {
+            eprintln!("{errs}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if !config::litellm::is_litellm(&doc) {
+        eprintln!(
+            "{}: not a LiteLLM config (it has no top-level `model_list`); llmproxy reads it as it is",
+            path.display()
+        );
+        return ExitCode::FAILURE;
+    }
+    match config::litellm::convert(&doc, &config::ProcessEnv, &path.display().to_string()) {
+        Ok(yaml) => {
+            print!("{yaml}");
             ExitCode::SUCCESS
         }
         Err(errs) => {
@@ -251,6 +403,108 @@ fn prices(model: Option<&str>) -> ExitCode {
     ExitCode::SUCCESS
 }
 
+/// `--test` / `--health` against a running gateway: its addresses from --host/--port/--admin-listen,
+/// else from the config (-c), else seed 002's defaults (0.0.0.0:4000, admin 127.0.0.1:9000).
+fn probe(run: &RunArgs, seed: &SeedArgs) -> ExitCode {
+    use llmproxy::probe;
+    use std::net::SocketAddr;
+    init_logging(log::LevelFilter::Warn, false, false);
+    let cfg = match &run.config {
+        Some(path) => match config::load(path) {
+            Ok(c) => Some(c),
+            Err(errs) => {
+                eprintln!("{}: {errs}", path.display());
+                return ExitCode::FAILURE;
+            }
+        },
+        None => None,
+    };
+    let listen = cfg
+        .as_ref()
+        .and_then(|c| c.server.listeners.first())
+        .map(|l| l.listen)
+        .unwrap_or_else(|| SocketAddr::from(([0, 0, 0, 0], 4000)));
+    let listener = SocketAddr::new(
+        seed.host.unwrap_or(listen.ip()),
+        seed.port.unwrap_or(listen.port()),
+    );
+    let admin = match &seed.admin_listen {
+        Some(a) => match a.parse::<SocketAddr>() {
+            Ok(a) => a,
+            Err(_) => {
+                eprintln!("--admin-listen: `{a}` is not an IP:port address");
+                return ExitCode::FAILURE;
+            }
+        },
+        None => cfg
+            .as_ref()
+            .map(|c| c.admin.listen)
+            .unwrap_or_else(|| SocketAddr::from(([127, 0, 0, 1], 9000))),
+    };
+    let key = cfg
+        .as_ref()
+        .and_then(|c| c.server.master_key.as_ref().map(|k| k.expose().to_string()))
+        .or_else(|| {
+            std::env::var("LLMPROXY_MASTER_KEY")
+                .ok()
+                .filter(|k| !k.is_empty())
+        });
+    let admin_token = cfg
+        .as_ref()
+        .and_then(|c| c.admin.token.as_ref().map(|t| t.expose().to_string()))
+        .or_else(|| {
+            std::env::var("LLMPROXY_ADMIN_TOKEN")
+                .ok()
+                .filter(|k| !k.is_empty())
+        });
+    let target = probe::Target {
+        listener,
+        admin,
+        key,
+        admin_token,
+        timeout: std::time::Duration::from_secs_f64(seed.request_timeout.unwrap_or(600.0).max(1.0)),
+    };
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if seed.health {
+        match rt.block_on(probe::health(&target)) {
+            Ok(report) => println!(
+                "{}",
+                serde_json::to_string_pretty(&report).unwrap_or_else(|_| report.to_string())
+            ),
+            Err(e) => {
+                eprintln!("llmproxy --health: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    if seed.test {
+        let model = seed.alias.as_deref().or(seed.model.as_deref());
+        match rt.block_on(probe::test(&target, model)) {
+            Ok((model, answer)) => {
+                eprintln!(
+                    "llmproxy --test: `{model}` at http://{}/v1/chat/completions answered:",
+                    probe::reachable(target.listener)
+                );
+                println!("{answer}");
+            }
+            Err(e) => {
+                eprintln!("llmproxy --test: {e}");
+                return ExitCode::FAILURE;
+            }
+        }
+    }
+    ExitCode::SUCCESS
+}
+
 /// The database URL for `llmproxy keys`: `--database`, else the config's `state.database` (with
 /// `${VAR:-fallback}` expanded), else `$LLMPROXY_DATABASE_URL`, else `sqlite://./data/llmproxy.db`.
 fn keys_database(db: &KeysDb) -> Result<String, String> {
@@ -266,6 +520,24 @@ fn keys_database(db: &KeysDb) -> Result<String, String> {
                 std::fs::read_to_string(path).map_err(|e| format!("{}: {e}", path.display()))?;
             let doc: serde_yaml::Value =
                 serde_yaml::from_str(&text).map_err(|e| format!("{}: {e}", path.display()))?;
+            // A LiteLLM file: its general_settings.database_url, as the gateway reads it.
+            if config::litellm::is_litellm(&doc) {
+                let t = config::litellm::translate(&doc, &env);
+                let raw = t
+                    .native
+                    .get("state")
+                    .and_then(|s| s.get("database"))
+                    .and_then(serde_yaml::Value::as_str)
+                    .unwrap_or(DEFAULT);
+                let url = config::reader::expand_env(raw, &t.env(&env))
+                    .map_err(|e| format!("general_settings.database_url: {e}"))?;
+                return Ok(if url.is_empty() {
+                    config::reader::expand_env(DEFAULT, &env)
+                        .map_err(|e| format!("state.database: {e}"))?
+                } else {
+                    url
+                });
+            }
             match doc.get("state").and_then(|s| s.get("database")) {
                 None | Some(serde_yaml::Value::Null) => None,
                 Some(serde_yaml::Value::String(s)) => Some(s.clone()),
@@ -292,7 +564,7 @@ fn keys_command(action: KeysAction) -> ExitCode {
     use llmproxy::keys::{self, Keys, KeysOptions};
     use serde_json::{json, Map, Value};
 
-    init_logging(log::LevelFilter::Warn, false);
+    init_logging(log::LevelFilter::Warn, false, false);
     let (db, method, path, query, body) = match action {
         KeysAction::Generate {
             db,
@@ -423,39 +695,41 @@ fn percent_encode(s: &str) -> String {
     out
 }
 
-/// `--model/--api-base` quick start settings.
-struct QuickStart {
-    model: String,
-    api_base: String,
-    port: u16,
-    admin: String,
-}
-
-fn run(args: RunArgs, quick: Option<QuickStart>) -> ExitCode {
+fn run(
+    args: RunArgs,
+    quick: Option<config::QuickStart>,
+    overrides: config::Overrides,
+    detailed_debug: bool,
+) -> ExitCode {
     // A SIGHUP before the reload service installs its handler must not kill the process (the
     // default action); the reload service replaces this disposition once it runs.
     ignore_sighup();
-    let source = match (quick, &args.config) {
-        (Some(q), _) => Source::QuickStart {
-            model: q.model,
-            api_base: q.api_base,
-            port: q.port,
-            admin: q.admin,
-        },
-        (None, Some(path)) => Source::File(path.clone()),
-        (None, None) => Source::Embedded,
+    let origin = match (quick, &args.config) {
+        (Some(q), _) => Origin::QuickStart(q),
+        (None, Some(path)) => Origin::File(path.clone()),
+        (None, None) => Origin::Embedded,
     };
+    let source = Source { origin, overrides };
     let cfg = match source.load() {
         Ok(c) => c,
         Err(errs) => {
-            init_logging(log::LevelFilter::Info, false);
+            init_logging(log::LevelFilter::Info, false, false);
             eprintln!("invalid configuration:\n{errs}");
             return ExitCode::FAILURE;
         }
     };
-    init_logging(cfg.logging.level, args.debug);
-    if matches!(source, Source::Embedded) {
+    init_logging(cfg.logging.level, args.debug, detailed_debug);
+    if matches!(source.origin, Origin::Embedded) {
         log::info!("no -c given: running the embedded default config (conf/llmproxy.yaml)");
+    }
+    for w in &cfg.warnings.0 {
+        log::warn!("config: {w}");
+    }
+    // A LiteLLM file's environment_variables go into the process environment too (LiteLLM sets
+    // `os.environ`), for what reads it directly (e.g. a provider's credential chain). This runs
+    // before any thread exists; reloads lay the file's values over the environment instead.
+    for (name, value) in &cfg.environment {
+        std::env::set_var(name, value.expose());
     }
     drop(cfg);
     let process = ProcessOptions {

@@ -23,32 +23,38 @@ use std::sync::Arc;
 use std::time::Duration;
 use tokio::sync::watch;
 
-/// Where the config comes from, to read it again on reload.
+/// Where the config comes from, to read it again on reload, and the command-line settings laid
+/// over it each time.
 #[derive(Debug, Clone)]
-pub enum Source {
+pub struct Source {
+    pub origin: Origin,
+    pub overrides: config::Overrides,
+}
+
+#[derive(Debug, Clone)]
+pub enum Origin {
+    /// A config file, native or LiteLLM format.
     File(PathBuf),
     /// The embedded `conf/llmproxy.yaml` (environment variables are read again).
     Embedded,
-    /// `--model/--api-base`: nothing to re-read but the environment.
-    QuickStart {
-        model: String,
-        api_base: String,
-        port: u16,
-        admin: String,
-    },
+    /// `--model provider/id [--api_base URL]`: nothing to re-read but the environment.
+    QuickStart(config::QuickStart),
 }
 
 impl Source {
     pub fn load(&self) -> Result<Config, ConfigErrors> {
-        match self {
-            Source::File(p) => config::load(p),
-            Source::Embedded => config::parse(config::DEFAULT_CONFIG, &config::ProcessEnv),
-            Source::QuickStart {
-                model,
-                api_base,
-                port,
-                admin,
-            } => Config::quick_start(model, api_base, *port, admin),
+        let env = &config::ProcessEnv;
+        match &self.origin {
+            Origin::File(p) => config::load_with(p, &self.overrides, env),
+            Origin::Embedded => {
+                let doc = serde_yaml::from_str(config::DEFAULT_CONFIG).map_err(|e| {
+                    let mut errs = ConfigErrors::default();
+                    errs.push("", format!("the embedded config: {e}"));
+                    errs
+                })?;
+                config::from_value(&doc, env, &self.overrides).config
+            }
+            Origin::QuickStart(qs) => config::quick_start(qs, env, &self.overrides),
         }
     }
 }
@@ -93,6 +99,9 @@ impl Reloader {
             Ok(summary) => {
                 m.config_reloads.with_label_values(&["ok"]).inc();
                 log::info!("config reloaded: {summary}");
+                for w in &self.shared.state.load().config.warnings.0 {
+                    log::warn!("config: {w}");
+                }
             }
             Err(errs) => {
                 m.config_reloads.with_label_values(&["error"]).inc();

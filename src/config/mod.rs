@@ -4,12 +4,19 @@
 //! `models`, `routes`, `logging`); a new feature adds its section the same way. Reading goes through
 //! [`reader`], which collects every error with its key path, so `llmproxy check` lists them all at once.
 //! Cross references (a deployment's upstream, a route's upstream, a listener's models) are checked here.
+//!
+//! Every way in goes through [`from_value`]: a LiteLLM-format document (seed 002, a top-level
+//! `model_list`) is first translated into the native one ([`litellm`]), command-line settings are
+//! laid over it ([`overrides`]), then the native reader validates it; errors of a LiteLLM file are
+//! reported at its own key paths.
 
 pub mod admin;
 pub mod batch;
 pub mod cache;
+pub mod litellm;
 pub mod logging;
 pub mod models;
+pub mod overrides;
 pub mod reader;
 pub mod routes;
 pub mod secret;
@@ -19,8 +26,10 @@ pub mod tracing;
 pub mod upstreams;
 
 pub use admin::AdminConfig;
+pub use litellm::QuickStart;
 pub use logging::{AccessLog, LoggingConfig};
 pub use models::{Deployment, Model, Pricing, Strategy};
+pub use overrides::Overrides;
 pub use reader::{ConfigError, ConfigErrors, Env, ProcessEnv};
 pub use routes::Route;
 pub use secret::Secret;
@@ -46,8 +55,22 @@ pub struct Config {
     pub state: state::StateConfig,
     pub cache: cache::CacheConfig,
     pub tracing: tracing::TracingConfig,
-    /// The parsed YAML with secrets redacted, for `GET /config`.
+    /// The parsed YAML with secrets redacted, for `GET /config` (for a LiteLLM file: its
+    /// translation).
     pub redacted: serde_json::Value,
+    /// Settings accepted but without effect (unsupported LiteLLM keys, ...): `check` lists them,
+    /// `run` logs them once.
+    pub warnings: ConfigErrors,
+    /// A LiteLLM file's `environment_variables` (also laid over the environment while reading it).
+    pub environment: Vec<(String, Secret)>,
+}
+
+/// A config read for `llmproxy check`: the result, and the warnings whether it is valid or not.
+pub struct Report {
+    pub config: Result<Config, ConfigErrors>,
+    pub warnings: ConfigErrors,
+    /// Whether the file is in LiteLLM's format.
+    pub litellm: bool,
 }
 
 const TOP_KEYS: &[&str] = &[
@@ -63,19 +86,44 @@ const TOP_KEYS: &[&str] = &[
     "drop_params",
 ];
 
-/// Read and validate a config file.
+/// Read and validate a config file (native or LiteLLM format).
 pub fn load(path: &Path) -> Result<Config, ConfigErrors> {
+    load_with(path, &Overrides::default(), &ProcessEnv)
+}
+
+/// Read and validate a config file with command-line settings laid over it.
+pub fn load_with(
+    path: &Path,
+    overrides: &Overrides,
+    env: &dyn Env,
+) -> Result<Config, ConfigErrors> {
+    report(path, overrides, env).config
+}
+
+/// Read and validate a config file, keeping the warnings of an invalid one too (`llmproxy check`).
+pub fn report(path: &Path, overrides: &Overrides, env: &dyn Env) -> Report {
+    match read_file(path) {
+        Ok(value) => from_value(&value, env, overrides),
+        Err(errs) => Report {
+            config: Err(errs),
+            warnings: ConfigErrors::default(),
+            litellm: false,
+        },
+    }
+}
+
+/// The YAML document of a file.
+pub fn read_file(path: &Path) -> Result<serde_yaml::Value, ConfigErrors> {
     let text = std::fs::read_to_string(path).map_err(|e| {
         let mut errs = ConfigErrors::default();
         errs.push("", format!("cannot read {}: {e}", path.display()));
         errs
     })?;
-    parse(&text, &ProcessEnv)
+    yaml(&text)
 }
 
-/// Parse and validate config text.
-pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
-    let value: serde_yaml::Value = serde_yaml::from_str(text).map_err(|e| {
+fn yaml(text: &str) -> Result<serde_yaml::Value, ConfigErrors> {
+    serde_yaml::from_str(text).map_err(|e| {
         let mut errs = ConfigErrors::default();
         let at = e
             .location()
@@ -83,18 +131,120 @@ pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
             .unwrap_or_default();
         errs.push("", format!("invalid YAML{at}: {e}"));
         errs
-    })?;
+    })
+}
+
+/// Parse and validate config text.
+pub fn parse(text: &str, env: &dyn Env) -> Result<Config, ConfigErrors> {
+    from_value(&yaml(text)?, env, &Overrides::default()).config
+}
+
+/// Validate a parsed document (native or LiteLLM format) with `overrides` laid over it.
+pub fn from_value(value: &serde_yaml::Value, env: &dyn Env, overrides: &Overrides) -> Report {
+    if !litellm::is_litellm(value) {
+        let mut native = value.clone();
+        overrides.apply(&mut native);
+        let (config, warnings) = read_native(&native, env);
+        return Report {
+            config,
+            warnings,
+            litellm: false,
+        };
+    }
+    let mut t = litellm::translate(value, env);
+    overrides.apply(&mut t.native);
+    from_translation(t, env)
+}
+
+/// The quick start (`llmproxy --model provider/id [--api_base URL]`, seed 002): a one-entry
+/// LiteLLM `model_list`, served under `--alias` (else the `--model` text) and its bare id.
+pub fn quick_start(
+    qs: &QuickStart,
+    env: &dyn Env,
+    overrides: &Overrides,
+) -> Result<Config, ConfigErrors> {
+    let mut t = litellm::translate(&qs.document(), env);
+    let aliases = qs.aliases();
+    if let Some(model) = t
+        .native
+        .get_mut("models")
+        .and_then(|m| m.get_mut(0))
+        .and_then(serde_yaml::Value::as_mapping_mut)
+    {
+        if !aliases.is_empty() {
+            model.insert(
+                "aliases".into(),
+                serde_yaml::Value::Sequence(aliases.into_iter().map(Into::into).collect()),
+            );
+        }
+    }
+    overrides.apply(&mut t.native);
+    let in_flags = |errs: ConfigErrors| {
+        let mut out = ConfigErrors::default();
+        for e in errs.0 {
+            out.push(&QuickStart::flag_for(&e.path), e.message);
+        }
+        out
+    };
+    match from_translation(t, env).config {
+        Ok(mut cfg) => {
+            cfg.warnings = in_flags(std::mem::take(&mut cfg.warnings));
+            Ok(cfg)
+        }
+        Err(errs) => Err(in_flags(errs)),
+    }
+}
+
+fn from_translation(t: litellm::Translation, env: &dyn Env) -> Report {
+    let overlay = t.env(env);
+    let (config, native_warnings) = read_native(&t.native, &overlay);
+    let mut warnings = t.warnings.clone();
+    warnings.0.extend(t.map_errors(native_warnings).0);
+    let config = match config {
+        Ok(mut cfg) if t.errors.is_empty() => {
+            cfg.warnings = warnings.clone();
+            cfg.environment = t
+                .environment
+                .iter()
+                .map(|(k, v)| (k.clone(), Secret::new(v.clone())))
+                .collect();
+            Ok(cfg)
+        }
+        Ok(_) => Err(t.errors.clone()),
+        Err(errs) => {
+            let mut all = t.errors.clone();
+            all.0.extend(t.map_errors(errs).0);
+            Err(all)
+        }
+    };
+    Report {
+        config,
+        warnings,
+        litellm: true,
+    }
+}
+
+/// The native reader on a native document: the config (or every error) and the warnings.
+fn read_native(
+    value: &serde_yaml::Value,
+    env: &dyn Env,
+) -> (Result<Config, ConfigErrors>, ConfigErrors) {
     let mut r = Reader::new(env);
-    let cfg = read(&mut r, &value);
-    match cfg {
-        Some(cfg) if r.errors.is_empty() => Ok(cfg),
+    let cfg = read(&mut r, value);
+    let warnings = std::mem::take(&mut r.warnings);
+    let result = match cfg {
+        Some(mut cfg) if r.errors.is_empty() => {
+            cfg.warnings = warnings.clone();
+            Ok(cfg)
+        }
         _ => {
             if r.errors.is_empty() {
                 r.error("", "invalid configuration");
             }
             Err(r.errors)
         }
-    }
+    };
+    (result, warnings)
 }
 
 fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
@@ -120,6 +270,13 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     for model in &mut models {
         model.drop_params.get_or_insert(drop_params);
     }
+    // One warning, not one per model: the request path does not act on it yet.
+    if let Some(i) = models.iter().position(|m| m.add_function_to_prompt) {
+        r.warn(
+            &format!("models[{i}].add_function_to_prompt"),
+            "accepted; describing tools in the system prompt is not applied by this version yet (every provider llmproxy has today supports tools natively)",
+        );
+    }
     if cache.backend == cache::Backend::Redis && state.redis.is_none() {
         r.error("cache.backend", "`redis` needs state.redis to be set");
     }
@@ -138,6 +295,8 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
         cache,
         tracing,
         redacted,
+        warnings: ConfigErrors::default(),
+        environment: Vec::new(),
     })
 }
 
@@ -352,28 +511,6 @@ impl Config {
         out.sort();
         out.dedup();
         out
-    }
-
-    /// The zero-config quick start (seed 002): one model on one OpenAI-compatible upstream.
-    /// The upstream key comes from `OPENAI_API_KEY` when set.
-    pub fn quick_start(
-        model: &str,
-        api_base: &str,
-        port: u16,
-        admin: &str,
-    ) -> Result<Config, ConfigErrors> {
-        let doc = serde_json::json!({
-            "server": {"listeners": [{"name": "main", "listen": format!("0.0.0.0:{port}")}]},
-            "admin": {"listen": admin},
-            "upstreams": [{
-                "name": "default",
-                "provider": "openai_compatible",
-                "url": api_base,
-                "auth": {"type": "bearer", "token": "${OPENAI_API_KEY:-}"},
-            }],
-            "models": [{"name": model, "deployments": [{"upstream": "default", "model": model}]}],
-        });
-        parse(&doc.to_string(), &ProcessEnv)
     }
 
     /// The one-screen summary printed by `llmproxy check`.

@@ -132,6 +132,10 @@ pub struct Model {
     /// `drop_params`: parameters the provider does not support are dropped instead of refused. Set
     /// per model, else from the top-level `drop_params` (resolved when the config is read).
     pub drop_params: Option<bool>,
+    /// `add_function_to_prompt` (seed 002's `--add_function_to_prompt`): for deployments whose provider
+    /// has no tool support, the request's `tools` / `functions` are to be described in the system
+    /// prompt instead of refused. The setting is read and validated here; the request path applies it.
+    pub add_function_to_prompt: bool,
 }
 
 impl Model {
@@ -176,6 +180,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         "pricing",
         "batch",
         "drop_params",
+        "add_function_to_prompt",
     ];
     allowed.extend_from_slice(NOT_YET);
     let m = node.map(r, &allowed)?;
@@ -229,6 +234,9 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         .with(r, "batch", super::batch::read_model)
         .unwrap_or_default();
     let drop_params = m.with(r, "drop_params", |r, n| n.bool(r));
+    let add_function_to_prompt = m
+        .with(r, "add_function_to_prompt", |r, n| n.bool(r))
+        .unwrap_or(false);
     Some(Model {
         name: name?,
         aliases,
@@ -244,6 +252,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         pricing,
         batch,
         drop_params,
+        add_function_to_prompt,
     })
 }
 

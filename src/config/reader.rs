@@ -70,10 +70,12 @@ impl Env for ProcessEnv {
     }
 }
 
-/// The reading context: environment and collected errors.
+/// The reading context: environment, collected errors and warnings.
 pub struct Reader<'e> {
     pub env: &'e dyn Env,
     pub errors: ConfigErrors,
+    /// Settings that are accepted but have no effect yet (listed by `check`, logged at start).
+    pub warnings: ConfigErrors,
 }
 
 impl<'e> Reader<'e> {
@@ -81,11 +83,16 @@ impl<'e> Reader<'e> {
         Reader {
             env,
             errors: ConfigErrors::default(),
+            warnings: ConfigErrors::default(),
         }
     }
 
     pub fn error(&mut self, path: &str, message: impl Into<String>) {
         self.errors.push(path, message);
+    }
+
+    pub fn warn(&mut self, path: &str, message: impl Into<String>) {
+        self.warnings.push(path, message);
     }
 }
 

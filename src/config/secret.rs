@@ -33,7 +33,15 @@ impl fmt::Display for Secret {
 }
 
 /// Keys whose values are secrets wherever they appear in the YAML tree.
-const SECRET_KEYS: &[&str] = &["token", "password", "master_key", "api_key", "key"];
+const SECRET_KEYS: &[&str] = &[
+    "token",
+    "password",
+    "master_key",
+    "api_key",
+    "key",
+    "public_key",
+    "secret_key",
+];
 
 /// Replace every secret in a config tree by `"***"`: secret keys, auth values, sensitive header-op
 /// values and passwords inside URLs (`redis://:pw@host`).
