@@ -30,9 +30,10 @@
 //!   answers CODE (>= 400) with an OpenAI error body; `status=0` restores normal
 //!   behaviour.
 //! * `POST /__mock/latency?ms=N`: set the default latency at runtime.
-//! * `POST /__mock/limits?rpm=N&tpm=N`: set the rate limits (0 = unlimited; a
-//!   parameter left out keeps its value) and refill both buckets; answers
-//!   `{"ok":true,"rpm":N,"tpm":N}`, 400 on a malformed value.
+//! * `POST /__mock/limits?rpm=N&tpm=N&mode=bucket|sliding`: set the rate limits (0 =
+//!   unlimited) and how they are enforced (see `limits`; a parameter left out keeps its value),
+//!   refilling both buckets / emptying both windows; answers
+//!   `{"ok":true,"rpm":N,"tpm":N,"mode":"bucket"|"sliding"}`, 400 on a malformed value.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
@@ -46,6 +47,7 @@ use crate::body::{error_response, fail_code, json_response, query_param, MockBod
 use crate::limits;
 use crate::openai::ReqBody;
 use crate::server::State;
+use crate::LimitMode;
 
 /// `GET /__mock/requests` keeps the last this many.
 const MAX_RECORDS: usize = 10_000;
@@ -192,7 +194,22 @@ pub(crate) fn control(
                     )
                 }
             };
-            let Some((rpm, tpm)) = limits::set_limits(state, rpm, tpm) else {
+            let mode = match query_param(query, "mode") {
+                None => None,
+                Some(m) => match LimitMode::parse(m) {
+                    Some(m) => Some(m),
+                    None => {
+                        return error_response(
+                            state,
+                            StatusCode::BAD_REQUEST,
+                            "mode must be bucket or sliding",
+                            "invalid_request_error",
+                            "bad_mode",
+                        )
+                    }
+                },
+            };
+            let Some((rpm, tpm, mode)) = limits::set_limits(state, rpm, tpm, mode) else {
                 return error_response(
                     state,
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -204,7 +221,10 @@ pub(crate) fn control(
             json_response(
                 state,
                 StatusCode::OK,
-                format!(r#"{{"ok":true,"rpm":{rpm},"tpm":{tpm}}}"#),
+                format!(
+                    r#"{{"ok":true,"rpm":{rpm},"tpm":{tpm},"mode":"{}"}}"#,
+                    mode.as_str()
+                ),
             )
         }
         "/__mock/fail" => match query_param(query, "status").and_then(|s| s.parse::<u16>().ok()) {

@@ -37,7 +37,8 @@
 //!               [--chunk-interval-ms N] [--tokens-per-sec N]
 //!               [--response-bytes N] [--fail-status CODE]
 //!               [--embedding-dim N] [--no-record]
-//!               [--rpm N] [--tpm N] [--default-max-tokens N] [--echo]
+//!               [--rpm N] [--tpm N] [--limit-mode bucket|sliding]
+//!               [--default-max-tokens N] [--echo]
 //! ```
 //!
 //! * `--listen` (default `127.0.0.1:0`): after binding, the binary prints exactly one line
@@ -73,6 +74,10 @@
 //!   enforced as OpenAI documents it ("a per-minute limit may be enforced over
 //!   shorter periods"); see `limits`. Changeable at runtime with
 //!   `POST /__mock/limits`.
+//! * `--limit-mode bucket|sliding` (default `bucket`): how `--rpm` / `--tpm` are enforced —
+//!   token buckets refilling continuously, or hard ceilings over any sliding 1-second window
+//!   (at most `rpm / 60` requests and `tpm / 60` tokens start in any second); see `limits`.
+//!   Changeable at runtime with `POST /__mock/limits?mode=...`.
 //! * `--default-max-tokens N` (default 1024): the output allowance charged
 //!   against `--tpm` when a request sets no `max_tokens` /
 //!   `max_completion_tokens` / `max_output_tokens`.
@@ -173,6 +178,36 @@ pub struct Options {
     /// Chat answers echo the last user message as their content.
     #[arg(long)]
     pub echo: bool,
+    /// How --rpm / --tpm are enforced: token buckets, or hard ceilings over any sliding second.
+    #[arg(long, value_enum, default_value_t = LimitMode::Bucket)]
+    pub limit_mode: LimitMode,
+}
+
+/// How `--rpm` / `--tpm` are enforced (see the `limits` module).
+#[derive(clap::ValueEnum, Debug, Clone, Copy, PartialEq, Eq, Default)]
+pub enum LimitMode {
+    /// Token buckets refilling continuously, each holding one second's worth.
+    #[default]
+    Bucket,
+    /// At most `rpm / 60` requests and `tpm / 60` tokens start in any 1-second window.
+    Sliding,
+}
+
+impl LimitMode {
+    pub(crate) fn as_str(self) -> &'static str {
+        match self {
+            LimitMode::Bucket => "bucket",
+            LimitMode::Sliding => "sliding",
+        }
+    }
+
+    pub(crate) fn parse(s: &str) -> Option<LimitMode> {
+        match s {
+            "bucket" => Some(LimitMode::Bucket),
+            "sliding" => Some(LimitMode::Sliding),
+            _ => None,
+        }
+    }
 }
 
 impl Options {

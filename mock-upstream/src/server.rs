@@ -93,7 +93,7 @@ impl State {
             start: std::time::Instant::now(),
             default_max_tokens: o.default_max_tokens,
             limits_on: AtomicBool::new(o.rpm > 0 || o.tpm > 0),
-            limiter: Mutex::new(Limiter::new(o.rpm, o.tpm, Duration::ZERO)),
+            limiter: Mutex::new(Limiter::new(o.limit_mode, o.rpm, o.tpm, Duration::ZERO)),
             rate_limited: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
             admitted_tokens: AtomicU64::new(0),
