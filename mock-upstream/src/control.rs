@@ -38,6 +38,7 @@
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use http::request::Parts;
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
@@ -81,6 +82,23 @@ pub(crate) struct Recorded {
     model: Value,
     stream: bool,
     body_prefix: String,
+    /// The dialect's verdict on the request's credentials (Bedrock's SigV4, Vertex's bearer
+    /// token, the OAuth token endpoint's JWT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<Value>,
+    /// A text-generation server's `inputs`, whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<String>,
+}
+
+/// What a dialect that reads its own requests adds to their recording.
+#[derive(Default)]
+pub(crate) struct Extra {
+    /// The model (from the path, for the dialects that name it there).
+    pub(crate) model: Option<String>,
+    pub(crate) stream: bool,
+    pub(crate) auth: Option<Value>,
+    pub(crate) inputs: Option<String>,
 }
 
 /// A `/__mock/*` request.
@@ -296,6 +314,44 @@ pub(crate) fn record(
     body: &[u8],
     parsed: Option<&ReqBody>,
 ) {
+    let extra = Extra {
+        model: None,
+        stream: parsed.is_some_and(ReqBody::is_stream),
+        auth: None,
+        inputs: None,
+    };
+    let model = parsed.map(|p| p.model.clone()).unwrap_or(Value::Null);
+    push(
+        state,
+        recorded(method, path, query, headers, body, model, extra),
+    );
+}
+
+/// Record a request of a dialect that reads its own requests, with what it adds.
+pub(crate) fn record_extra(state: &State, parts: &Parts, body: &[u8], extra: Extra) {
+    let (uri, headers) = (&parts.uri, &parts.headers);
+    let rec = recorded(
+        &parts.method,
+        uri.path(),
+        uri.query(),
+        headers,
+        body,
+        Value::Null,
+        extra,
+    );
+    push(state, rec);
+}
+
+/// A request as recorded (`model` is the body's unless `extra` names one).
+fn recorded(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    model: Value,
+    extra: Extra,
+) -> Recorded {
     let mut hmap: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in headers {
         let v = String::from_utf8_lossy(v.as_bytes());
@@ -309,16 +365,21 @@ pub(crate) fn record(
             }
         }
     }
-    let rec = Recorded {
+    Recorded {
         method: method.as_str().to_owned(),
         path: path.to_owned(),
         query: query.map(str::to_owned),
         headers: hmap,
         body_len: body.len(),
-        model: parsed.map(|p| p.model.clone()).unwrap_or(Value::Null),
-        stream: parsed.is_some_and(ReqBody::is_stream),
+        model: extra.model.map(Value::String).unwrap_or(model),
+        stream: extra.stream,
         body_prefix: String::from_utf8_lossy(&body[..body.len().min(BODY_PREFIX_LEN)]).into_owned(),
-    };
+        auth: extra.auth,
+        inputs: extra.inputs,
+    }
+}
+
+fn push(state: &State, rec: Recorded) {
     if let Ok(mut r) = state.records.lock() {
         if r.len() >= MAX_RECORDS {
             r.pop_front();

@@ -22,6 +22,9 @@
 //! | `openai` | `/v1/chat/completions`, `/v1/completions`, `/v1/embeddings`, `/v1/responses`, `/v1/models` |
 //! | `azure` | Azure OpenAI's paths, refusals and rate-limit answers |
 //! | `anthropic` | Anthropic's Messages API |
+//! | `bedrock` | AWS Bedrock: Converse, ConverseStream, InvokeModel (embeddings), ListFoundationModels |
+//! | `eventstream` | AWS's event-stream binary framing (Bedrock's streams) |
+//! | `sigv4` | AWS Signature Version 4 verification |
 //! | `batch` | the Files and Batch API |
 //! | `limits` | `--rpm` / `--tpm`: token buckets and `x-ratelimit-*` headers |
 //! | `tokens` | the token estimate a request is charged against `--tpm` |
@@ -38,7 +41,10 @@
 //!               [--response-bytes N] [--fail-status CODE]
 //!               [--embedding-dim N] [--no-record]
 //!               [--rpm N] [--tpm N] [--limit-mode bucket|sliding]
-//!               [--default-max-tokens N] [--echo]
+//!               [--default-max-tokens N] [--echo] [--max-input-tokens N]
+//!               [--aws-access-key-id ID --aws-secret-access-key SECRET]
+//!               [--aws-session-token TOKEN] [--aws-region REGION]
+//!               [--bedrock-api-key KEY]
 //! ```
 //!
 //! * `--listen` (default `127.0.0.1:0`): after binding, the binary prints exactly one line
@@ -85,7 +91,14 @@
 //!   completions answer with the last `user` message as their content (its
 //!   string, or its `text` parts joined; spread over the chunks of a stream)
 //!   instead of `Hello from mock` / filler, so each answer can be matched to
-//!   its request. Batch lines follow the same setting.
+//!   its request. Batch lines follow the same setting. Bedrock's Converse answers with the last
+//!   user message's text blocks.
+//! * `--max-input-tokens N` (default 0 = none): a generation request of the Bedrock, Gemini /
+//!   Vertex AI or text-generation-server dialects whose prompt exceeds N tokens gets that
+//!   dialect's context-length error (see each module).
+//! * `--aws-access-key-id`, `--aws-secret-access-key`, `--aws-session-token`, `--aws-region`
+//!   (default `us-east-1`), `--bedrock-api-key`: Bedrock requests must be signed with these
+//!   credentials (SigV4, signing name `bedrock`) or carry the API key; see `bedrock`.
 //!
 //! # Per-request override headers (win over the CLI / runtime defaults)
 //!
@@ -99,16 +112,28 @@
 //!   K content events (at most all of them) and then abort the connection (the
 //!   chunked body is truncated: no terminating chunk, no finish event, no
 //!   `[DONE]`). Ignored for non-stream requests.
+//! * `x-mock-tool-call: NAME`, `x-mock-tool-input: {JSON}`: answer with a call of that tool
+//!   (chat, Anthropic, Bedrock's `toolUse`, Gemini's `functionCall`).
+//! * `x-mock-finish-reason: R` (Bedrock, Gemini / Vertex, text-generation servers): the
+//!   answer's stop / finish reason, in the dialect's own words.
+//! * `x-mock-cache-read-tokens: N`, `x-mock-cache-write-tokens: N` (Bedrock; Gemini / Vertex
+//!   read only): cached prompt tokens reported in the usage.
+//!
+//! The dialects' own faults (Bedrock's event-stream faults, Gemini's blocks, ...) are documented
+//! in their modules.
 
 mod anthropic;
 mod azure;
 mod batch;
+mod bedrock;
 mod body;
 mod content;
 mod control;
+mod eventstream;
 mod limits;
 mod openai;
 mod server;
+mod sigv4;
 mod tokens;
 
 use std::io;
@@ -181,6 +206,26 @@ pub struct Options {
     /// How --rpm / --tpm are enforced: token buckets, or hard ceilings over any sliding second.
     #[arg(long, value_enum, default_value_t = LimitMode::Bucket)]
     pub limit_mode: LimitMode,
+    /// Answer a generation request whose prompt is longer than this many tokens with the
+    /// dialect's context-length error (Bedrock, Gemini / Vertex, text-generation servers); 0 = no
+    /// limit.
+    #[arg(long, default_value_t = 0)]
+    pub max_input_tokens: u64,
+    /// Bedrock: require SigV4 signatures made with this access key id.
+    #[arg(long, requires = "aws_secret_access_key")]
+    pub aws_access_key_id: Option<String>,
+    /// Bedrock: the secret access key of --aws-access-key-id.
+    #[arg(long, requires = "aws_access_key_id")]
+    pub aws_secret_access_key: Option<String>,
+    /// Bedrock: the session token signed requests must carry in `x-amz-security-token`.
+    #[arg(long, requires = "aws_access_key_id")]
+    pub aws_session_token: Option<String>,
+    /// Bedrock: the region of the signatures' credential scope.
+    #[arg(long, default_value = "us-east-1")]
+    pub aws_region: String,
+    /// Bedrock: also accept `Authorization: Bearer KEY` (a Bedrock API key).
+    #[arg(long)]
+    pub bedrock_api_key: Option<String>,
 }
 
 /// How `--rpm` / `--tpm` are enforced (see the `limits` module).
