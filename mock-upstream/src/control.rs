@@ -8,8 +8,9 @@
 //!   "body_len","model","stream","body_prefix"}` (`body_prefix` = first 4,096
 //!   body bytes, lossy UTF-8).
 //! * `GET /__mock/stats`: `{"requests","in_flight","by_path":{path: count},
-//!   "rate_limited","admitted","admitted_tokens","files_uploaded",
-//!   "batches_created","batches_cancelled","batch_polls"}`. `in_flight` counts requests
+//!   "rate_limited","admitted","admitted_tokens","token_grants","files_uploaded",
+//!   "batches_created","batches_cancelled","batch_polls"}`. `token_grants` counts the access
+//!   tokens issued by the OAuth2 token endpoint and the metadata server (see `vertex`). `in_flight` counts requests
 //!   whose response body has not finished yet (so open streams count).
 //!   `rate_limited` counts 429s from the rate limits; `admitted` and
 //!   `admitted_tokens` count the requests that passed them and the sum of their
@@ -137,6 +138,7 @@ pub(crate) fn control(
                 "rate_limited": state.rate_limited.load(Ordering::Relaxed),
                 "admitted": state.admitted.load(Ordering::Relaxed),
                 "admitted_tokens": state.admitted_tokens.load(Ordering::Relaxed),
+                "token_grants": state.token_grants.load(Ordering::Relaxed),
             });
             if let (Ok(b), Some(o)) = (state.batch.lock(), body.as_object_mut()) {
                 o.extend(b.stats());
@@ -160,6 +162,7 @@ pub(crate) fn control(
             state.rate_limited.store(0, Ordering::Relaxed);
             state.admitted.store(0, Ordering::Relaxed);
             state.admitted_tokens.store(0, Ordering::Relaxed);
+            state.token_grants.store(0, Ordering::Relaxed);
             if let Ok(mut b) = state.batch.lock() {
                 b.reset();
             }

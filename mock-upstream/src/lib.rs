@@ -25,6 +25,8 @@
 //! | `bedrock` | AWS Bedrock: Converse, ConverseStream, InvokeModel (embeddings), ListFoundationModels |
 //! | `eventstream` | AWS's event-stream binary framing (Bedrock's streams) |
 //! | `sigv4` | AWS Signature Version 4 verification |
+//! | `gemini` | Google's Gemini API, and its wire format on Vertex AI (generation, streaming, embeddings, models) |
+//! | `vertex` | Vertex AI's authentication: the OAuth2 token endpoint (JWT bearer grant), the metadata server, bearer checks |
 //! | `batch` | the Files and Batch API |
 //! | `limits` | `--rpm` / `--tpm`: token buckets and `x-ratelimit-*` headers |
 //! | `tokens` | the token estimate a request is charged against `--tpm` |
@@ -44,7 +46,9 @@
 //!               [--default-max-tokens N] [--echo] [--max-input-tokens N]
 //!               [--aws-access-key-id ID --aws-secret-access-key SECRET]
 //!               [--aws-session-token TOKEN] [--aws-region REGION]
-//!               [--bedrock-api-key KEY]
+//!               [--bedrock-api-key KEY] [--gemini-api-key KEY]
+//!               [--gcp-sa-public-key FILE] [--gcp-sa-email EMAIL]
+//!               [--gcp-token-ttl SECS] [--gcp-token-uri URI]
 //! ```
 //!
 //! * `--listen` (default `127.0.0.1:0`): after binding, the binary prints exactly one line
@@ -99,6 +103,12 @@
 //! * `--aws-access-key-id`, `--aws-secret-access-key`, `--aws-session-token`, `--aws-region`
 //!   (default `us-east-1`), `--bedrock-api-key`: Bedrock requests must be signed with these
 //!   credentials (SigV4, signing name `bedrock`) or carry the API key; see `bedrock`.
+//! * `--gemini-api-key KEY`: the only Gemini API key accepted (any, when unset; a key is always
+//!   required); see `gemini`.
+//! * `--gcp-sa-public-key FILE` (PEM), `--gcp-sa-email EMAIL`, `--gcp-token-ttl SECS` (default
+//!   3600), `--gcp-token-uri URI`: Vertex AI's service account — `POST /token` verifies the JWT
+//!   assertion against them and issues tokens living that long, and (with a public key) Vertex
+//!   paths accept only those tokens; see `vertex`. [`gcp_test_key`] is a key pair for tests.
 //!
 //! # Per-request override headers (win over the CLI / runtime defaults)
 //!
@@ -130,11 +140,13 @@ mod body;
 mod content;
 mod control;
 mod eventstream;
+mod gemini;
 mod limits;
 mod openai;
 mod server;
 mod sigv4;
 mod tokens;
+mod vertex;
 
 use std::io;
 use std::net::SocketAddr;
@@ -226,6 +238,22 @@ pub struct Options {
     /// Bedrock: also accept `Authorization: Bearer KEY` (a Bedrock API key).
     #[arg(long)]
     pub bedrock_api_key: Option<String>,
+    /// Gemini API: the only API key accepted (any key when unset).
+    #[arg(long)]
+    pub gemini_api_key: Option<String>,
+    /// Vertex AI: the service account's public key (PEM); when set, `/token` verifies JWT
+    /// signatures and Vertex paths accept only tokens this mock issued.
+    #[arg(long)]
+    pub gcp_sa_public_key: Option<std::path::PathBuf>,
+    /// Vertex AI: the service account's email, the JWT's required `iss`.
+    #[arg(long)]
+    pub gcp_sa_email: Option<String>,
+    /// Vertex AI: lifetime of the access tokens issued, seconds.
+    #[arg(long, default_value_t = 3600)]
+    pub gcp_token_ttl: u64,
+    /// Vertex AI: a JWT `aud` accepted besides Google's token URI and this mock's `/token`.
+    #[arg(long)]
+    pub gcp_token_uri: Option<String>,
 }
 
 /// How `--rpm` / `--tpm` are enforced (see the `limits` module).
@@ -259,6 +287,39 @@ impl Options {
     /// Parse command-line arguments (without the program name), as the binary does.
     pub fn from_args(args: &[&str]) -> Result<Options, clap::Error> {
         Options::try_parse_from(std::iter::once("mock_upstream").chain(args.iter().copied()))
+    }
+}
+
+/// A throwaway RSA key pair for tests of the Vertex AI dialect (never used anywhere else): the
+/// private key goes into a service-account JSON file for the client under test, the public key is
+/// given to the mock with `--gcp-sa-public-key` [`gcp_test_key::PUBLIC_KEY_PATH`].
+pub mod gcp_test_key {
+    /// The private key, PKCS#8 PEM (`-----BEGIN PRIVATE KEY-----`), as in a service-account file.
+    pub const PRIVATE_KEY_PEM: &str = include_str!("../fixtures/gcp-test-sa-key.pem");
+    /// The public key, PEM SubjectPublicKeyInfo (`-----BEGIN PUBLIC KEY-----`).
+    pub const PUBLIC_KEY_PEM: &str = include_str!("../fixtures/gcp-test-sa-key.pub.pem");
+    /// The public key's file, for `--gcp-sa-public-key`.
+    pub const PUBLIC_KEY_PATH: &str = concat!(
+        env!("CARGO_MANIFEST_DIR"),
+        "/fixtures/gcp-test-sa-key.pub.pem"
+    );
+
+    /// A service-account key file (JSON) with the test private key, for `client_email`, whose
+    /// tokens are to be fetched from `token_uri` (e.g. `http://127.0.0.1:PORT/token`).
+    pub fn service_account_json(client_email: &str, token_uri: &str) -> String {
+        serde_json::json!({
+            "type": "service_account",
+            "project_id": "mock-project",
+            "private_key_id": "mock-key-1",
+            "private_key": PRIVATE_KEY_PEM,
+            "client_email": client_email,
+            "client_id": "100000000000000000000",
+            "auth_uri": "https://accounts.google.com/o/oauth2/auth",
+            "token_uri": token_uri,
+            "auth_provider_x509_cert_url": "https://www.googleapis.com/oauth2/v1/certs",
+            "universe_domain": "googleapis.com",
+        })
+        .to_string()
     }
 }
 

@@ -27,7 +27,7 @@ use crate::control::{self, Recorded, KNOWN_PATHS};
 use crate::limits::{self, Limiter};
 use crate::openai::{self, Endpoint, ReqBody};
 use crate::tokens::{self, Api};
-use crate::{anthropic, azure, bedrock, sigv4, Options};
+use crate::{anthropic, azure, bedrock, gemini, sigv4, vertex, Options};
 
 /// What every request of one mock shares: its settings, counters, recordings, rate limiter and
 /// batch store.
@@ -70,6 +70,12 @@ pub(crate) struct State {
     pub(crate) aws: Option<sigv4::Credentials>,
     pub(crate) aws_region: String,
     pub(crate) bedrock_api_key: Option<String>,
+    /// `--gemini-api-key`.
+    pub(crate) gemini_api_key: Option<String>,
+    /// Vertex AI's service account and the access tokens issued.
+    pub(crate) gcp: vertex::GcpAuth,
+    /// Access tokens issued (`/token`, the metadata server).
+    pub(crate) token_grants: AtomicU64,
 }
 
 impl State {
@@ -118,6 +124,9 @@ impl State {
             },
             aws_region: o.aws_region.clone(),
             bedrock_api_key: o.bedrock_api_key.clone(),
+            gemini_api_key: o.gemini_api_key.clone(),
+            gcp: vertex::GcpAuth::new(o)?,
+            token_grants: AtomicU64::new(0),
         })
     }
 }
@@ -262,6 +271,18 @@ async fn handle(
 
     if bedrock::is_path(path) {
         let mut resp = bedrock::handle(&state, &parts, body).await;
+        resp.body_mut().track(guard);
+        return Ok(resp);
+    }
+
+    if let Some(route) = gemini::route(&parts.method, path) {
+        let mut resp = gemini::handle(&state, &parts, body, route).await;
+        resp.body_mut().track(guard);
+        return Ok(resp);
+    }
+
+    if vertex::is_auth_path(path) {
+        let mut resp = vertex::handle_auth(&state, &parts, body);
         resp.body_mut().track(guard);
         return Ok(resp);
     }

@@ -57,6 +57,8 @@ pub(crate) enum Api {
     Messages,
     /// Bedrock's Converse API.
     Converse,
+    /// Gemini's (and Vertex AI's) `generateContent`.
+    Gemini,
     /// An embedding request of another dialect: every string in the body.
     AllText,
 }
@@ -130,6 +132,34 @@ pub(crate) fn estimate(api: Api, body: &[u8], default_max: u64) -> u64 {
                 + turns
                 + req.get("toolConfig").map_or(0, |t| text.json(t))
                 + nested_max(&req, "inferenceConfig", "maxTokens", default_max)
+        }
+        Api::Gemini => {
+            let field = |camel: &str, snake: &str| req.get(camel).or_else(|| req.get(snake));
+            let turns: u64 = match req.get("contents") {
+                Some(Value::Array(c)) => c
+                    .iter()
+                    .map(|c| {
+                        TOKENS_PER_MESSAGE
+                            + text.strings(c.get("role"))
+                            + text.blocks(c.get("parts"))
+                    })
+                    .sum(),
+                _ => 0,
+            };
+            let system = field("systemInstruction", "system_instruction")
+                .map_or(0, |s| text.blocks(s.get("parts")));
+            let allowance = field("generationConfig", "generation_config")
+                .and_then(|g| {
+                    g.get("maxOutputTokens")
+                        .or_else(|| g.get("max_output_tokens"))
+                })
+                .and_then(Value::as_u64)
+                .unwrap_or(default_max);
+            REPLY_PRIMING
+                + system
+                + turns
+                + req.get("tools").map_or(0, |t| text.json(t))
+                + allowance
         }
         Api::AllText => req.values().map(|v| text.strings(Some(v))).sum(),
     }
