@@ -27,6 +27,7 @@
 //! | `sigv4` | AWS Signature Version 4 verification |
 //! | `gemini` | Google's Gemini API, and its wire format on Vertex AI (generation, streaming, embeddings, models) |
 //! | `vertex` | Vertex AI's authentication: the OAuth2 token endpoint (JWT bearer grant), the metadata server, bearer checks |
+//! | `tgi` | a text-generation server (Hugging Face TGI): `/generate`, `/generate_stream`, `/health`, `/info` |
 //! | `batch` | the Files and Batch API |
 //! | `limits` | `--rpm` / `--tpm`: token buckets and `x-ratelimit-*` headers |
 //! | `tokens` | the token estimate a request is charged against `--tpm` |
@@ -49,6 +50,7 @@
 //!               [--bedrock-api-key KEY] [--gemini-api-key KEY]
 //!               [--gcp-sa-public-key FILE] [--gcp-sa-email EMAIL]
 //!               [--gcp-token-ttl SECS] [--gcp-token-uri URI]
+//!               [--tgi-model-id ID]
 //! ```
 //!
 //! * `--listen` (default `127.0.0.1:0`): after binding, the binary prints exactly one line
@@ -96,7 +98,8 @@
 //!   string, or its `text` parts joined; spread over the chunks of a stream)
 //!   instead of `Hello from mock` / filler, so each answer can be matched to
 //!   its request. Batch lines follow the same setting. Bedrock's Converse answers with the last
-//!   user message's text blocks.
+//!   user message's text blocks, Gemini / Vertex with the last user turn's text parts, a
+//!   text-generation server with its whole `inputs`.
 //! * `--max-input-tokens N` (default 0 = none): a generation request of the Bedrock, Gemini /
 //!   Vertex AI or text-generation-server dialects whose prompt exceeds N tokens gets that
 //!   dialect's context-length error (see each module).
@@ -109,6 +112,8 @@
 //!   3600), `--gcp-token-uri URI`: Vertex AI's service account — `POST /token` verifies the JWT
 //!   assertion against them and issues tokens living that long, and (with a public key) Vertex
 //!   paths accept only those tokens; see `vertex`. [`gcp_test_key`] is a key pair for tests.
+//! * `--tgi-model-id ID` (default `mock/tgi-model`): the text-generation server's `model_id` in
+//!   `GET /info`; see `tgi`.
 //!
 //! # Per-request override headers (win over the CLI / runtime defaults)
 //!
@@ -145,6 +150,7 @@ mod limits;
 mod openai;
 mod server;
 mod sigv4;
+mod tgi;
 mod tokens;
 mod vertex;
 
@@ -254,6 +260,9 @@ pub struct Options {
     /// Vertex AI: a JWT `aud` accepted besides Google's token URI and this mock's `/token`.
     #[arg(long)]
     pub gcp_token_uri: Option<String>,
+    /// Text-generation server: the `model_id` of `GET /info`.
+    #[arg(long, default_value = "mock/tgi-model")]
+    pub tgi_model_id: String,
 }
 
 /// How `--rpm` / `--tpm` are enforced (see the `limits` module).

@@ -27,7 +27,7 @@ use crate::control::{self, Recorded, KNOWN_PATHS};
 use crate::limits::{self, Limiter};
 use crate::openai::{self, Endpoint, ReqBody};
 use crate::tokens::{self, Api};
-use crate::{anthropic, azure, bedrock, gemini, sigv4, vertex, Options};
+use crate::{anthropic, azure, bedrock, gemini, sigv4, tgi, vertex, Options};
 
 /// What every request of one mock shares: its settings, counters, recordings, rate limiter and
 /// batch store.
@@ -76,6 +76,8 @@ pub(crate) struct State {
     pub(crate) gcp: vertex::GcpAuth,
     /// Access tokens issued (`/token`, the metadata server).
     pub(crate) token_grants: AtomicU64,
+    /// `--tgi-model-id`.
+    pub(crate) tgi_model_id: String,
 }
 
 impl State {
@@ -127,6 +129,7 @@ impl State {
             gemini_api_key: o.gemini_api_key.clone(),
             gcp: vertex::GcpAuth::new(o)?,
             token_grants: AtomicU64::new(0),
+            tgi_model_id: o.tgi_model_id.clone(),
         })
     }
 }
@@ -277,6 +280,12 @@ async fn handle(
 
     if let Some(route) = gemini::route(&parts.method, path) {
         let mut resp = gemini::handle(&state, &parts, body, route).await;
+        resp.body_mut().track(guard);
+        return Ok(resp);
+    }
+
+    if tgi::is_path(&parts.method, path) {
+        let mut resp = tgi::handle(&state, &parts, body).await;
         resp.body_mut().track(guard);
         return Ok(resp);
     }

@@ -59,6 +59,8 @@ pub(crate) enum Api {
     Converse,
     /// Gemini's (and Vertex AI's) `generateContent`.
     Gemini,
+    /// A text-generation server's `/generate`.
+    Tgi,
     /// An embedding request of another dialect: every string in the body.
     AllText,
 }
@@ -161,8 +163,28 @@ pub(crate) fn estimate(api: Api, body: &[u8], default_max: u64) -> u64 {
                 + req.get("tools").map_or(0, |t| text.json(t))
                 + allowance
         }
+        Api::Tgi => {
+            text.strings(req.get("inputs"))
+                + nested_max(&req, "parameters", "max_new_tokens", default_max)
+        }
         Api::AllText => req.values().map(|v| text.strings(Some(v))).sum(),
     }
+}
+
+/// `text` in o200k_base tokens: each token's id and text (lossy where a token is part of a
+/// character).
+pub(crate) fn tokenize(text: &str) -> Vec<(u32, String)> {
+    let bpe = bpe(Tokenizer::O200kBase);
+    bpe.encode_ordinary(text)
+        .into_iter()
+        .map(|id| {
+            let piece = bpe
+                .decode_bytes(&[id])
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            (id, piece)
+        })
+        .collect()
 }
 
 /// `req[outer][field]` as a count, else `default`.
