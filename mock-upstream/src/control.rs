@@ -6,7 +6,10 @@
 //! * `GET /__mock/requests`: JSON array of the last 10,000 recorded requests:
 //!   `{"method","path","query","headers":{name: value (repeats joined with ", ")},
 //!   "body_len","model","stream","body_prefix"}` (`body_prefix` = first 4,096
-//!   body bytes, lossy UTF-8).
+//!   body bytes, lossy UTF-8; `model` = the body's, or the path's for Bedrock, Gemini and Vertex
+//!   AI). Dialects that check credentials add `"auth"`, their verdict (Bedrock's SigV4, Gemini's
+//!   API key, Vertex's bearer token, the token endpoint's JWT; see those modules); a
+//!   text-generation server's requests add `"inputs"`, the prompt whole.
 //! * `GET /__mock/stats`: `{"requests","in_flight","by_path":{path: count},
 //!   "rate_limited","admitted","admitted_tokens","token_grants","files_uploaded",
 //!   "batches_created","batches_cancelled","batch_polls"}`. `token_grants` counts the access

@@ -1,4 +1,6 @@
-//! `mock_upstream` — a fast, controllable fake OpenAI-compatible upstream.
+//! `mock_upstream` — a fast, controllable fake LLM upstream: OpenAI, Azure OpenAI, Anthropic,
+//! AWS Bedrock, Google's Gemini API and Vertex AI, and text-generation servers (Hugging Face TGI),
+//! each in its own wire format.
 //!
 //! The gateway's test oracle and the baseline of its load tests. It shares no code with the
 //! gateway (`llmproxy`): what it answers comes from the providers' documentation, written down
@@ -122,7 +124,9 @@
 //!   `x-mock-response-bytes`: as the CLI options above.
 //! * `x-mock-status: CODE`: respond with CODE (only codes >= 400 are honoured)
 //!   and the OpenAI-shaped body
-//!   `{"error":{"message":"mock error","type":"mock_error","param":null,"code":"mock_<CODE>"}}`.
+//!   `{"error":{"message":"mock error","type":"mock_error","param":null,"code":"mock_<CODE>"}}`
+//!   (Anthropic, Azure's 429, Bedrock, Gemini / Vertex AI and text-generation servers answer in
+//!   their own error shapes, see their modules; so do `--fail-status` and `/__mock/fail`).
 //! * `x-mock-drop-after-chunks: K`: streaming only; send the leading events and
 //!   K content events (at most all of them) and then abort the connection (the
 //!   chunked body is truncated: no terminating chunk, no finish event, no
@@ -162,7 +166,10 @@ use clap::Parser;
 
 /// The command-line options (see the crate docs for what each does).
 #[derive(Parser, Debug, Clone)]
-#[command(name = "mock_upstream", about = "Fast fake OpenAI-compatible upstream")]
+#[command(
+    name = "mock_upstream",
+    about = "Fast fake LLM upstream (OpenAI, Azure, Anthropic, Bedrock, Gemini, Vertex AI, TGI)"
+)]
 pub struct Options {
     /// Address to listen on.
     #[arg(long, default_value = "127.0.0.1:0")]
