@@ -18,10 +18,21 @@ use tokio::time::{Instant, Sleep};
 
 use crate::server::State;
 
-/// One pre-rendered SSE frame and the delay before it is emitted.
+/// One pre-rendered SSE frame (or any other piece of a streamed body) and the delay before it is
+/// emitted.
 pub(crate) struct SseFrame {
     delay: Duration,
     data: Bytes,
+}
+
+impl SseFrame {
+    /// Any bytes, emitted as one body frame after `delay`.
+    pub(crate) fn raw(delay: Duration, data: impl Into<Bytes>) -> SseFrame {
+        SseFrame {
+            delay,
+            data: data.into(),
+        }
+    }
 }
 
 struct SseBody {
@@ -262,6 +273,42 @@ pub(crate) fn sse_response(
     resp
 }
 
+/// A paced streamed body of any content type (the frames as `sse_response` sends them).
+pub(crate) fn stream_response(
+    state: &State,
+    frames: Vec<SseFrame>,
+    drop_after: Option<usize>,
+    content_type: &'static str,
+) -> Response<MockBody> {
+    let mut resp = sse_response(state, frames, drop_after);
+    resp.headers_mut()
+        .insert(CONTENT_TYPE, HeaderValue::from_static(content_type));
+    resp
+}
+
+/// The failure status a request gets: the global one (`--fail-status`, `/__mock/fail`), else its
+/// `x-mock-status`.
+pub(crate) fn failure_status(state: &State, h: &HeaderMap) -> Option<StatusCode> {
+    fail_code(u64::from(state.fail_status.load(Ordering::Relaxed)))
+        .or_else(|| hdr_u64(h, "x-mock-status").and_then(fail_code))
+}
+
+/// Wait the request's latency (`x-mock-latency-ms`, else the mock's); returns it in ms.
+pub(crate) async fn apply_latency(state: &State, h: &HeaderMap) -> u64 {
+    let latency =
+        hdr_u64(h, "x-mock-latency-ms").unwrap_or_else(|| state.latency_ms.load(Ordering::Relaxed));
+    if latency > 0 {
+        tokio::time::sleep(Duration::from_millis(latency)).await;
+    }
+    latency
+}
+
+/// A fresh request id shaped like a UUID (`00000000-0000-4000-8000-<n>`).
+pub(crate) fn uuid_like(state: &State) -> String {
+    let n = state.ids.fetch_add(1, Ordering::Relaxed);
+    format!("00000000-0000-4000-8000-{n:012x}")
+}
+
 pub(crate) fn data_frame(delay: Duration, json: &str) -> SseFrame {
     let mut s = String::with_capacity(json.len() + 8);
     s.push_str("data: ");
@@ -293,4 +340,22 @@ pub(crate) fn full_body(resp: Response<MockBody>) -> (u16, Bytes) {
         Kind::Full(Some(b)) => (status, b),
         _ => (status, Bytes::new()),
     }
+}
+
+/// The status, headers and whole body of an answer, streamed frames concatenated (up to an
+/// `x-mock-drop-after-chunks` abort), delays skipped (unit tests).
+#[cfg(test)]
+pub(crate) fn collect(resp: Response<MockBody>) -> (u16, HeaderMap, Vec<u8>) {
+    let status = resp.status().as_u16();
+    let (parts, body) = resp.into_parts();
+    let data = match body.kind {
+        Kind::Full(Some(b)) => b.to_vec(),
+        Kind::Full(None) => Vec::new(),
+        Kind::Sse(s) => s
+            .frames
+            .take(s.drop_after.unwrap_or(usize::MAX))
+            .flat_map(|f| f.data.to_vec())
+            .collect(),
+    };
+    (status, parts.headers, data)
 }

@@ -35,6 +35,8 @@ pub(crate) struct Gen {
     /// Chat only (`x-mock-tool-call: NAME` with a non-empty `tools`): answer with one tool call,
     /// `(name, arguments as a JSON string)`.
     pub(crate) tool_call: Option<(String, String)>,
+    /// Set by [`Gen::cap`]: the answer stops after this many chunks (fewer than `chunks`).
+    cap: Option<usize>,
 }
 
 impl Gen {
@@ -64,12 +66,35 @@ impl Gen {
             completion_tokens,
             echo: None,
             tool_call: None,
+            cap: None,
         }
+    }
+
+    /// Apply a request's output maximum (Bedrock's `maxTokens`, Gemini's `maxOutputTokens`, a
+    /// text-generation server's `max_new_tokens`): with fewer tokens allowed than chunks, the
+    /// answer is its first `max` chunks (and that many completion tokens at most). Returns whether
+    /// the answer was cut.
+    pub(crate) fn cap(&mut self, max: Option<u64>) -> bool {
+        match max.map(|m| usize::try_from(m).unwrap_or(usize::MAX)) {
+            Some(m) if m < self.chunks => {
+                self.cap = Some(m);
+                self.completion_tokens = self.completion_tokens.min(m as u64);
+                true
+            }
+            _ => false,
+        }
+    }
+
+    /// The number of content chunks sent.
+    pub(crate) fn sent(&self) -> usize {
+        self.cap.unwrap_or(self.chunks)
     }
 
     /// Full (non-stream) content.
     pub(crate) fn content(&self) -> String {
-        if let Some(e) = &self.echo {
+        if let Some(c) = self.cap {
+            (0..c).map(|i| self.chunk(i)).collect()
+        } else if let Some(e) = &self.echo {
             e.clone()
         } else if self.response_bytes > 0 {
             filler(self.response_bytes)
@@ -106,8 +131,29 @@ impl Gen {
 
     /// Frame index at which to abort, given `lead` leading frames.
     pub(crate) fn drop_index(&self, lead: usize) -> Option<usize> {
-        self.drop_after.map(|k| lead + k.min(self.chunks))
+        self.drop_after.map(|k| lead + k.min(self.sent()))
     }
+}
+
+/// The mock's tool input: `x-mock-tool-input` (a JSON object), else `"mock"` for every property
+/// of the tool's JSON schema `properties`.
+pub(crate) fn tool_input(h: &HeaderMap, properties: Option<&Value>) -> Value {
+    if let Some(v) = h
+        .get("x-mock-tool-input")
+        .and_then(|v| serde_json::from_slice::<Value>(v.as_bytes()).ok())
+        .filter(Value::is_object)
+    {
+        return v;
+    }
+    let mut input = serde_json::Map::new();
+    for k in properties
+        .and_then(Value::as_object)
+        .into_iter()
+        .flat_map(|p| p.keys())
+    {
+        input.insert(k.clone(), Value::String("mock".to_owned()));
+    }
+    Value::Object(input)
 }
 
 /// `n` bytes of ASCII filler text.

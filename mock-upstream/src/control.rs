@@ -6,10 +6,14 @@
 //! * `GET /__mock/requests`: JSON array of the last 10,000 recorded requests:
 //!   `{"method","path","query","headers":{name: value (repeats joined with ", ")},
 //!   "body_len","model","stream","body_prefix"}` (`body_prefix` = first 4,096
-//!   body bytes, lossy UTF-8).
+//!   body bytes, lossy UTF-8; `model` = the body's, or the path's for Bedrock, Gemini and Vertex
+//!   AI). Dialects that check credentials add `"auth"`, their verdict (Bedrock's SigV4, Gemini's
+//!   API key, Vertex's bearer token, the token endpoint's JWT; see those modules); a
+//!   text-generation server's requests add `"inputs"`, the prompt whole.
 //! * `GET /__mock/stats`: `{"requests","in_flight","by_path":{path: count},
-//!   "rate_limited","admitted","admitted_tokens","files_uploaded",
-//!   "batches_created","batches_cancelled","batch_polls"}`. `in_flight` counts requests
+//!   "rate_limited","admitted","admitted_tokens","token_grants","files_uploaded",
+//!   "batches_created","batches_cancelled","batch_polls"}`. `token_grants` counts the access
+//!   tokens issued by the OAuth2 token endpoint and the metadata server (see `vertex`). `in_flight` counts requests
 //!   whose response body has not finished yet (so open streams count).
 //!   `rate_limited` counts 429s from the rate limits; `admitted` and
 //!   `admitted_tokens` count the requests that passed them and the sum of their
@@ -30,13 +34,15 @@
 //!   answers CODE (>= 400) with an OpenAI error body; `status=0` restores normal
 //!   behaviour.
 //! * `POST /__mock/latency?ms=N`: set the default latency at runtime.
-//! * `POST /__mock/limits?rpm=N&tpm=N`: set the rate limits (0 = unlimited; a
-//!   parameter left out keeps its value) and refill both buckets; answers
-//!   `{"ok":true,"rpm":N,"tpm":N}`, 400 on a malformed value.
+//! * `POST /__mock/limits?rpm=N&tpm=N&mode=bucket|sliding`: set the rate limits (0 =
+//!   unlimited) and how they are enforced (see `limits`; a parameter left out keeps its value),
+//!   refilling both buckets / emptying both windows; answers
+//!   `{"ok":true,"rpm":N,"tpm":N,"mode":"bucket"|"sliding"}`, 400 on a malformed value.
 
 use std::collections::BTreeMap;
 use std::sync::atomic::Ordering;
 
+use http::request::Parts;
 use http::{HeaderMap, Method, Response, StatusCode};
 use serde::Serialize;
 use serde_json::Value;
@@ -46,6 +52,7 @@ use crate::body::{error_response, fail_code, json_response, query_param, MockBod
 use crate::limits;
 use crate::openai::ReqBody;
 use crate::server::State;
+use crate::LimitMode;
 
 /// `GET /__mock/requests` keeps the last this many.
 const MAX_RECORDS: usize = 10_000;
@@ -79,6 +86,23 @@ pub(crate) struct Recorded {
     model: Value,
     stream: bool,
     body_prefix: String,
+    /// The dialect's verdict on the request's credentials (Bedrock's SigV4, Vertex's bearer
+    /// token, the OAuth token endpoint's JWT).
+    #[serde(skip_serializing_if = "Option::is_none")]
+    auth: Option<Value>,
+    /// A text-generation server's `inputs`, whole.
+    #[serde(skip_serializing_if = "Option::is_none")]
+    inputs: Option<String>,
+}
+
+/// What a dialect that reads its own requests adds to their recording.
+#[derive(Default)]
+pub(crate) struct Extra {
+    /// The model (from the path, for the dialects that name it there).
+    pub(crate) model: Option<String>,
+    pub(crate) stream: bool,
+    pub(crate) auth: Option<Value>,
+    pub(crate) inputs: Option<String>,
 }
 
 /// A `/__mock/*` request.
@@ -117,6 +141,7 @@ pub(crate) fn control(
                 "rate_limited": state.rate_limited.load(Ordering::Relaxed),
                 "admitted": state.admitted.load(Ordering::Relaxed),
                 "admitted_tokens": state.admitted_tokens.load(Ordering::Relaxed),
+                "token_grants": state.token_grants.load(Ordering::Relaxed),
             });
             if let (Ok(b), Some(o)) = (state.batch.lock(), body.as_object_mut()) {
                 o.extend(b.stats());
@@ -140,6 +165,7 @@ pub(crate) fn control(
             state.rate_limited.store(0, Ordering::Relaxed);
             state.admitted.store(0, Ordering::Relaxed);
             state.admitted_tokens.store(0, Ordering::Relaxed);
+            state.token_grants.store(0, Ordering::Relaxed);
             if let Ok(mut b) = state.batch.lock() {
                 b.reset();
             }
@@ -192,7 +218,22 @@ pub(crate) fn control(
                     )
                 }
             };
-            let Some((rpm, tpm)) = limits::set_limits(state, rpm, tpm) else {
+            let mode = match query_param(query, "mode") {
+                None => None,
+                Some(m) => match LimitMode::parse(m) {
+                    Some(m) => Some(m),
+                    None => {
+                        return error_response(
+                            state,
+                            StatusCode::BAD_REQUEST,
+                            "mode must be bucket or sliding",
+                            "invalid_request_error",
+                            "bad_mode",
+                        )
+                    }
+                },
+            };
+            let Some((rpm, tpm, mode)) = limits::set_limits(state, rpm, tpm, mode) else {
                 return error_response(
                     state,
                     StatusCode::INTERNAL_SERVER_ERROR,
@@ -204,7 +245,10 @@ pub(crate) fn control(
             json_response(
                 state,
                 StatusCode::OK,
-                format!(r#"{{"ok":true,"rpm":{rpm},"tpm":{tpm}}}"#),
+                format!(
+                    r#"{{"ok":true,"rpm":{rpm},"tpm":{tpm},"mode":"{}"}}"#,
+                    mode.as_str()
+                ),
             )
         }
         "/__mock/fail" => match query_param(query, "status").and_then(|s| s.parse::<u16>().ok()) {
@@ -276,6 +320,44 @@ pub(crate) fn record(
     body: &[u8],
     parsed: Option<&ReqBody>,
 ) {
+    let extra = Extra {
+        model: None,
+        stream: parsed.is_some_and(ReqBody::is_stream),
+        auth: None,
+        inputs: None,
+    };
+    let model = parsed.map(|p| p.model.clone()).unwrap_or(Value::Null);
+    push(
+        state,
+        recorded(method, path, query, headers, body, model, extra),
+    );
+}
+
+/// Record a request of a dialect that reads its own requests, with what it adds.
+pub(crate) fn record_extra(state: &State, parts: &Parts, body: &[u8], extra: Extra) {
+    let (uri, headers) = (&parts.uri, &parts.headers);
+    let rec = recorded(
+        &parts.method,
+        uri.path(),
+        uri.query(),
+        headers,
+        body,
+        Value::Null,
+        extra,
+    );
+    push(state, rec);
+}
+
+/// A request as recorded (`model` is the body's unless `extra` names one).
+fn recorded(
+    method: &Method,
+    path: &str,
+    query: Option<&str>,
+    headers: &HeaderMap,
+    body: &[u8],
+    model: Value,
+    extra: Extra,
+) -> Recorded {
     let mut hmap: BTreeMap<String, String> = BTreeMap::new();
     for (k, v) in headers {
         let v = String::from_utf8_lossy(v.as_bytes());
@@ -289,16 +371,21 @@ pub(crate) fn record(
             }
         }
     }
-    let rec = Recorded {
+    Recorded {
         method: method.as_str().to_owned(),
         path: path.to_owned(),
         query: query.map(str::to_owned),
         headers: hmap,
         body_len: body.len(),
-        model: parsed.map(|p| p.model.clone()).unwrap_or(Value::Null),
-        stream: parsed.is_some_and(ReqBody::is_stream),
+        model: extra.model.map(Value::String).unwrap_or(model),
+        stream: extra.stream,
         body_prefix: String::from_utf8_lossy(&body[..body.len().min(BODY_PREFIX_LEN)]).into_owned(),
-    };
+        auth: extra.auth,
+        inputs: extra.inputs,
+    }
+}
+
+fn push(state: &State, rec: Recorded) {
     if let Ok(mut r) = state.records.lock() {
         if r.len() >= MAX_RECORDS {
             r.pop_front();

@@ -43,6 +43,7 @@ use serde::Serialize;
 use crate::body::{error_response, hdr_string, MockBody};
 use crate::server::State;
 use crate::tokens::{self, Api};
+use crate::LimitMode;
 
 /// `GET /__mock/admissions` keeps the last this many.
 const MAX_ADMISSIONS: usize = 100_000;
@@ -138,6 +139,175 @@ impl Bucket {
             remaining: self.remaining(),
             reset: self.reset_in(),
         })
+    }
+}
+
+/// The sliding window of `--limit-mode sliding`: the admissions of the last second, each with
+/// its cost; a request may start if the window then holds at most `limit / 60` (or it is empty).
+#[derive(Debug)]
+struct Window {
+    /// Per minute; 0 = unlimited.
+    limit: u64,
+    /// Whole units reported as available in an empty window, at least (1 for requests).
+    min_capacity: u64,
+    /// `(admission time, cost)` of the admissions less than [`WINDOW`] old, oldest first.
+    log: VecDeque<(Duration, u64)>,
+    /// The costs in `log`, summed.
+    sum: u64,
+    /// The latest time seen.
+    now: Duration,
+}
+
+/// The sliding window's length.
+const WINDOW: Duration = Duration::from_secs(1);
+
+impl Window {
+    fn new(limit: u64, min_capacity: u64, now: Duration) -> Self {
+        Window {
+            limit,
+            min_capacity,
+            log: VecDeque::new(),
+            sum: 0,
+            now,
+        }
+    }
+
+    fn unlimited(&self) -> bool {
+        self.limit == 0
+    }
+
+    /// Forget the admissions that have left the window by `now`.
+    fn advance(&mut self, now: Duration) {
+        if now > self.now {
+            self.now = now;
+        }
+        while let Some(&(t, c)) = self.log.front() {
+            if t + WINDOW > self.now {
+                break;
+            }
+            self.log.pop_front();
+            self.sum -= c;
+        }
+    }
+
+    /// Whether `sum` units in one second stay within `limit` per minute.
+    fn fits(&self, sum: u64) -> bool {
+        u128::from(sum) * 60 <= u128::from(self.limit)
+    }
+
+    fn admits(&self, n: u64) -> bool {
+        self.unlimited() || self.sum == 0 || self.fits(self.sum.saturating_add(n))
+    }
+
+    fn take(&mut self, n: u64) {
+        if !self.unlimited() && n > 0 {
+            self.log.push_back((self.now, n));
+            self.sum += n;
+        }
+    }
+
+    /// Time until a request costing `n` would pass: until enough of the oldest admissions have
+    /// left the window.
+    fn wait(&self, n: u64) -> Duration {
+        if self.admits(n) {
+            return Duration::ZERO;
+        }
+        let mut left = self.sum;
+        for &(t, c) in &self.log {
+            left -= c;
+            if left == 0 || self.fits(left.saturating_add(n)) {
+                return (t + WINDOW).saturating_sub(self.now);
+            }
+        }
+        Duration::ZERO
+    }
+
+    /// Whole units the window has left.
+    fn remaining(&self) -> u64 {
+        (self.limit / 60)
+            .max(self.min_capacity)
+            .saturating_sub(self.sum)
+    }
+
+    /// Time until the window is empty.
+    fn reset_in(&self) -> Duration {
+        match self.log.back() {
+            Some(&(t, _)) if !self.unlimited() => (t + WINDOW).saturating_sub(self.now),
+            _ => Duration::ZERO,
+        }
+    }
+}
+
+/// One limit (requests or tokens), enforced as a token bucket or a sliding window.
+#[derive(Debug)]
+enum Meter {
+    Bucket(Bucket),
+    Window(Window),
+}
+
+impl Meter {
+    fn new(mode: LimitMode, limit: u64, min_capacity: u64, now: Duration) -> Self {
+        match mode {
+            LimitMode::Bucket => Meter::Bucket(Bucket::new(limit, min_capacity, now)),
+            LimitMode::Sliding => Meter::Window(Window::new(limit, min_capacity, now)),
+        }
+    }
+
+    fn limit(&self) -> u64 {
+        match self {
+            Meter::Bucket(b) => b.limit,
+            Meter::Window(w) => w.limit,
+        }
+    }
+
+    fn unlimited(&self) -> bool {
+        self.limit() == 0
+    }
+
+    fn advance(&mut self, now: Duration) {
+        match self {
+            Meter::Bucket(b) => b.refill(now),
+            Meter::Window(w) => w.advance(now),
+        }
+    }
+
+    fn admits(&self, n: u64) -> bool {
+        match self {
+            Meter::Bucket(b) => b.admits(n),
+            Meter::Window(w) => w.admits(n),
+        }
+    }
+
+    fn take(&mut self, n: u64) {
+        match self {
+            Meter::Bucket(b) => b.take(n),
+            Meter::Window(w) => w.take(n),
+        }
+    }
+
+    fn wait(&self, n: u64) -> Duration {
+        match self {
+            Meter::Bucket(b) => b.wait(n),
+            Meter::Window(w) => w.wait(n),
+        }
+    }
+
+    fn remaining(&self) -> u64 {
+        match self {
+            Meter::Bucket(b) => b.remaining(),
+            Meter::Window(w) => w.remaining(),
+        }
+    }
+
+    fn header(&self) -> Option<RateHeader> {
+        match self {
+            Meter::Bucket(b) => b.header(),
+            Meter::Window(w) => (!w.unlimited()).then(|| RateHeader {
+                limit: w.limit,
+                remaining: w.remaining(),
+                reset: w.reset_in(),
+            }),
+        }
     }
 }
 
@@ -240,19 +410,21 @@ pub(crate) struct Admission {
     tokens: u64,
 }
 
-/// The two buckets and the log of admitted requests.
+/// The two limits and the log of admitted requests.
 #[derive(Debug)]
 pub(crate) struct Limiter {
-    requests: Bucket,
-    tokens: Bucket,
+    mode: LimitMode,
+    requests: Meter,
+    tokens: Meter,
     admissions: VecDeque<Admission>,
 }
 
 impl Limiter {
-    pub(crate) fn new(rpm: u64, tpm: u64, now: Duration) -> Self {
+    pub(crate) fn new(mode: LimitMode, rpm: u64, tpm: u64, now: Duration) -> Self {
         Limiter {
-            requests: Bucket::new(rpm, 1, now),
-            tokens: Bucket::new(tpm, 0, now),
+            mode,
+            requests: Meter::new(mode, rpm, 1, now),
+            tokens: Meter::new(mode, tpm, 0, now),
             admissions: VecDeque::new(),
         }
     }
@@ -261,15 +433,16 @@ impl Limiter {
         !self.requests.unlimited() || !self.tokens.unlimited()
     }
 
-    /// Replace the limits, with both buckets full.
-    fn set(&mut self, rpm: u64, tpm: u64, now: Duration) {
-        self.requests = Bucket::new(rpm, 1, now);
-        self.tokens = Bucket::new(tpm, 0, now);
+    /// Replace the limits (and the mode), with both buckets full / both windows empty.
+    fn set(&mut self, mode: LimitMode, rpm: u64, tpm: u64, now: Duration) {
+        self.mode = mode;
+        self.requests = Meter::new(mode, rpm, 1, now);
+        self.tokens = Meter::new(mode, tpm, 0, now);
     }
 
     fn refill(&mut self, now: Duration) {
-        self.requests.refill(now);
-        self.tokens.refill(now);
+        self.requests.advance(now);
+        self.tokens.advance(now);
     }
 
     /// Charge one request costing `tokens` at `now`, or say why not (then
@@ -284,7 +457,7 @@ impl Limiter {
             return Ok(());
         }
         let (rw, tw) = (self.requests.wait(1), self.tokens.wait(tokens));
-        let (kind, bucket, requested) = if !r_ok && (t_ok || rw >= tw) {
+        let (kind, meter, requested) = if !r_ok && (t_ok || rw >= tw) {
             (LimitKind::Requests, &self.requests, 1)
         } else {
             (LimitKind::Tokens, &self.tokens, tokens)
@@ -292,8 +465,8 @@ impl Limiter {
         Err(Rejection {
             kind,
             wait: rw.max(tw),
-            limit: bucket.limit,
-            remaining: bucket.remaining(),
+            limit: meter.limit(),
+            remaining: meter.remaining(),
             requested,
         })
     }
@@ -407,9 +580,15 @@ pub(crate) fn rate_limit(
     }
 }
 
-/// `POST /__mock/limits`: set the limits (`None` keeps one) with both buckets full; returns the
-/// limits now in force, or `None` if the limiter is unusable (a panic while it was locked).
-pub(crate) fn set_limits(state: &State, rpm: Option<u64>, tpm: Option<u64>) -> Option<(u64, u64)> {
+/// `POST /__mock/limits`: set the limits and the mode (`None` keeps one) with both buckets full
+/// (windows empty); returns the limits and mode now in force, or `None` if the limiter is unusable
+/// (a panic while it was locked).
+pub(crate) fn set_limits(
+    state: &State,
+    rpm: Option<u64>,
+    tpm: Option<u64>,
+    mode: Option<LimitMode>,
+) -> Option<(u64, u64, LimitMode)> {
     if rpm.is_some_and(|n| n > 0)
         || tpm.is_some_and(|n| n > 0)
         || state.limits_on.load(Ordering::Relaxed)
@@ -419,11 +598,12 @@ pub(crate) fn set_limits(state: &State, rpm: Option<u64>, tpm: Option<u64>) -> O
     let Ok(mut l) = state.limiter.lock() else {
         return None;
     };
-    let rpm = rpm.unwrap_or(l.requests.limit);
-    let tpm = tpm.unwrap_or(l.tokens.limit);
-    l.set(rpm, tpm, state.start.elapsed());
+    let rpm = rpm.unwrap_or(l.requests.limit());
+    let tpm = tpm.unwrap_or(l.tokens.limit());
+    let mode = mode.unwrap_or(l.mode);
+    l.set(mode, rpm, tpm, state.start.elapsed());
     state.limits_on.store(l.enabled(), Ordering::Relaxed);
-    Some((rpm, tpm))
+    Some((rpm, tpm, mode))
 }
 
 #[cfg(test)]
@@ -522,7 +702,7 @@ mod tests {
     #[test]
     fn limiter_rejection_consumes_nothing() {
         // 120 rpm (2/s, capacity 2), 600 tpm (10/s, capacity 10).
-        let mut l = Limiter::new(120, 600, ms(0));
+        let mut l = Limiter::new(LimitMode::Bucket, 120, 600, ms(0));
         assert!(l.enabled());
         assert_eq!(l.check(4, ms(0)), Ok(()));
         // Tokens: 6 left; a 7-token request is refused on tokens.
@@ -557,11 +737,11 @@ mod tests {
 
     #[test]
     fn limiter_both_refusing_reports_longer_wait() {
-        let mut l = Limiter::new(60, 60, ms(0)); // 1 req/s, 1 token/s
+        let mut l = Limiter::new(LimitMode::Bucket, 60, 60, ms(0)); // 1 req/s, 1 token/s
         assert_eq!(l.check(1, ms(0)), Ok(()));
         // Requests wait 1 s, tokens (needs 1 from 0) 1 s, ties go to requests.
         assert_eq!(l.check(1, ms(0)).unwrap_err().kind, LimitKind::Requests);
-        let mut l = Limiter::new(60, 60, ms(0));
+        let mut l = Limiter::new(LimitMode::Bucket, 60, 60, ms(0));
         assert_eq!(l.check(5, ms(0)), Ok(())); // full token bucket: goes to -4
         let r = l.check(1, ms(0)).unwrap_err();
         assert_eq!(r.kind, LimitKind::Tokens);
@@ -570,16 +750,16 @@ mod tests {
 
     #[test]
     fn limiter_single_limit() {
-        let mut l = Limiter::new(0, 6_000, ms(0));
+        let mut l = Limiter::new(LimitMode::Bucket, 0, 6_000, ms(0));
         assert_eq!(l.headers().requests, None);
         for _ in 0..10 {
             assert_eq!(l.check(10, ms(0)), Ok(()));
         }
         assert!(l.check(10, ms(0)).is_err());
-        l.set(0, 0, ms(0));
+        l.set(LimitMode::Bucket, 0, 0, ms(0));
         assert!(!l.enabled());
         assert_eq!(l.check(1_000_000, ms(0)), Ok(()));
-        l.set(60, 0, ms(0));
+        l.set(LimitMode::Bucket, 60, 0, ms(0));
         assert_eq!(l.check(1_000_000, ms(0)), Ok(()));
         assert_eq!(l.check(0, ms(999)).unwrap_err().kind, LimitKind::Requests);
         assert_eq!(l.check(0, ms(1_000)), Ok(()));
@@ -587,7 +767,7 @@ mod tests {
 
     #[test]
     fn admissions_are_bounded() {
-        let mut l = Limiter::new(1, 0, ms(0));
+        let mut l = Limiter::new(LimitMode::Bucket, 1, 0, ms(0));
         for i in 0..(MAX_ADMISSIONS as u64 + 5) {
             l.record(Admission {
                 t_ms: i,
@@ -616,10 +796,122 @@ mod tests {
     #[test]
     fn headers_are_written() {
         let mut h = HeaderMap::new();
-        Limiter::new(0, 600, ms(0)).headers().apply(&mut h);
+        Limiter::new(LimitMode::Bucket, 0, 600, ms(0))
+            .headers()
+            .apply(&mut h);
         assert_eq!(h.get("x-ratelimit-limit-tokens").unwrap(), "600");
         assert_eq!(h.get("x-ratelimit-remaining-tokens").unwrap(), "10");
         assert_eq!(h.get("x-ratelimit-reset-tokens").unwrap(), "0s");
         assert!(h.get("x-ratelimit-limit-requests").is_none());
+    }
+    #[test]
+    fn sliding_window_caps_any_second() {
+        // 300 rpm: at most 5 requests in any 1-second window.
+        let mut l = Limiter::new(LimitMode::Sliding, 300, 0, ms(0));
+        for i in 0..5 {
+            assert_eq!(l.check(0, ms(i * 10)), Ok(()));
+        }
+        let r = l.check(0, ms(240)).unwrap_err();
+        assert_eq!(r.kind, LimitKind::Requests);
+        // The oldest admission (t = 0) leaves the window at 1 s.
+        assert_eq!(r.wait, ms(760));
+        assert_eq!((r.limit, r.remaining, r.requested), (300, 0, 1));
+        let h = l.headers().requests.unwrap();
+        assert_eq!((h.limit, h.remaining, h.reset), (300, 0, ms(800)));
+        assert!(l.check(0, ms(999)).is_err());
+        assert_eq!(l.check(0, ms(1_000)), Ok(()));
+        // Now 10, 20, 30, 40 and 1000 are in the window: the next slot is at 1010.
+        assert_eq!(l.check(0, ms(1_005)).unwrap_err().wait, ms(5));
+        assert_eq!(l.check(0, ms(1_010)), Ok(()));
+        // The bucket mode, by contrast, refills continuously: the same burst, and a request
+        // 240 ms later passes (1.2 requests refilled).
+        let mut b = Limiter::new(LimitMode::Bucket, 300, 0, ms(0));
+        for i in 0..5 {
+            assert_eq!(b.check(0, ms(i * 10)), Ok(()));
+        }
+        assert_eq!(b.check(0, ms(240)), Ok(()));
+    }
+
+    #[test]
+    fn sliding_window_never_exceeds_the_limit() {
+        // Pseudo-random arrivals; whatever was admitted, no 1-second window holds more than
+        // rpm / 60 requests or tpm / 60 tokens.
+        let (rpm, tpm) = (600, 6_000);
+        let mut l = Limiter::new(LimitMode::Sliding, rpm, tpm, ms(0));
+        let mut seed = 0x2545_f491_4f6c_dd1d_u64;
+        let mut next = || {
+            seed ^= seed << 13;
+            seed ^= seed >> 7;
+            seed ^= seed << 17;
+            seed
+        };
+        let mut t = 0;
+        let mut admitted = Vec::new();
+        for _ in 0..5_000 {
+            t += next() % 40;
+            let tokens = next() % 60;
+            if l.check(tokens, ms(t)).is_ok() {
+                admitted.push((t, tokens));
+            }
+        }
+        assert!(admitted.len() > 100);
+        for (i, &(start, _)) in admitted.iter().enumerate() {
+            let inside = admitted[i..].iter().take_while(|(u, _)| *u < start + 1_000);
+            let (n, sum) = inside.fold((0, 0), |(n, s), (_, c)| (n + 1, s + c));
+            assert!(n * 60 <= rpm, "{n} requests in the second from {start} ms");
+            assert!(
+                sum * 60 <= tpm,
+                "{sum} tokens in the second from {start} ms"
+            );
+        }
+    }
+
+    #[test]
+    fn sliding_window_tokens() {
+        // 600 tpm: 10 tokens in any second.
+        let mut l = Limiter::new(LimitMode::Sliding, 0, 600, ms(0));
+        assert_eq!(l.check(4, ms(0)), Ok(()));
+        assert_eq!(l.check(6, ms(100)), Ok(()));
+        let r = l.check(1, ms(200)).unwrap_err();
+        assert_eq!(r.kind, LimitKind::Tokens);
+        // Once the 4 tokens of t = 0 leave (at 1 s), 6 + 1 fit.
+        assert_eq!(r.wait, ms(800));
+        assert_eq!((r.limit, r.remaining, r.requested), (600, 0, 1));
+        // A request larger than a second's tokens passes into an empty window only.
+        assert_eq!(l.check(25, ms(1_000)).unwrap_err().wait, ms(100));
+        assert_eq!(l.check(25, ms(1_100)), Ok(()));
+        let r = l.check(1, ms(1_200)).unwrap_err();
+        assert_eq!(r.wait, ms(900));
+        let h = l.headers();
+        assert_eq!(h.requests, None);
+        assert_eq!(
+            h.tokens,
+            Some(RateHeader {
+                limit: 600,
+                remaining: 0,
+                reset: ms(900)
+            })
+        );
+        // Requests below 60 per minute: one per second, as the bucket's minimum.
+        let mut l = Limiter::new(LimitMode::Sliding, 6, 0, ms(0));
+        assert_eq!(l.headers().requests.map(|h| h.remaining), Some(1));
+        assert_eq!(l.check(0, ms(0)), Ok(()));
+        assert_eq!(l.check(0, ms(999)).unwrap_err().wait, ms(1));
+        assert_eq!(l.check(0, ms(1_000)), Ok(()));
+    }
+
+    #[test]
+    fn switching_modes_starts_afresh() {
+        let mut l = Limiter::new(LimitMode::Bucket, 60, 0, ms(0));
+        assert_eq!(l.check(0, ms(0)), Ok(()));
+        assert!(l.check(0, ms(10)).is_err());
+        l.set(LimitMode::Sliding, 60, 0, ms(10));
+        assert_eq!(l.mode, LimitMode::Sliding);
+        assert_eq!(l.check(0, ms(10)), Ok(()));
+        assert_eq!(l.check(0, ms(500)).unwrap_err().wait, ms(510));
+        l.set(LimitMode::Bucket, 120, 0, ms(500));
+        assert_eq!(l.check(0, ms(500)), Ok(()));
+        assert_eq!(l.check(0, ms(500)), Ok(()));
+        assert!(l.check(0, ms(500)).is_err());
     }
 }

@@ -27,7 +27,7 @@ use crate::control::{self, Recorded, KNOWN_PATHS};
 use crate::limits::{self, Limiter};
 use crate::openai::{self, Endpoint, ReqBody};
 use crate::tokens::{self, Api};
-use crate::{anthropic, azure, Options};
+use crate::{anthropic, azure, bedrock, gemini, sigv4, tgi, vertex, Options};
 
 /// What every request of one mock shares: its settings, counters, recordings, rate limiter and
 /// batch store.
@@ -64,6 +64,20 @@ pub(crate) struct State {
     pub(crate) echo: AtomicBool,
     /// Files and Batch API state, with its `/__mock/batch` settings.
     pub(crate) batch: Mutex<BatchStore>,
+    /// `--max-input-tokens`.
+    pub(crate) max_input_tokens: u64,
+    /// Bedrock's SigV4 credentials (`--aws-*`), when requests must be signed.
+    pub(crate) aws: Option<sigv4::Credentials>,
+    pub(crate) aws_region: String,
+    pub(crate) bedrock_api_key: Option<String>,
+    /// `--gemini-api-key`.
+    pub(crate) gemini_api_key: Option<String>,
+    /// Vertex AI's service account and the access tokens issued.
+    pub(crate) gcp: vertex::GcpAuth,
+    /// Access tokens issued (`/token`, the metadata server).
+    pub(crate) token_grants: AtomicU64,
+    /// `--tgi-model-id`.
+    pub(crate) tgi_model_id: String,
 }
 
 impl State {
@@ -93,13 +107,39 @@ impl State {
             start: std::time::Instant::now(),
             default_max_tokens: o.default_max_tokens,
             limits_on: AtomicBool::new(o.rpm > 0 || o.tpm > 0),
-            limiter: Mutex::new(Limiter::new(o.rpm, o.tpm, Duration::ZERO)),
+            limiter: Mutex::new(Limiter::new(o.limit_mode, o.rpm, o.tpm, Duration::ZERO)),
             rate_limited: AtomicU64::new(0),
             admitted: AtomicU64::new(0),
             admitted_tokens: AtomicU64::new(0),
             echo: AtomicBool::new(o.echo),
             batch: Mutex::new(BatchStore::default()),
+            max_input_tokens: o.max_input_tokens,
+            aws: match (&o.aws_access_key_id, &o.aws_secret_access_key) {
+                (Some(id), Some(secret)) => Some(sigv4::Credentials {
+                    access_key_id: id.clone(),
+                    secret_access_key: secret.clone(),
+                    session_token: o.aws_session_token.clone(),
+                    region: o.aws_region.clone(),
+                    service: "bedrock".to_owned(),
+                }),
+                _ => None,
+            },
+            aws_region: o.aws_region.clone(),
+            bedrock_api_key: o.bedrock_api_key.clone(),
+            gemini_api_key: o.gemini_api_key.clone(),
+            gcp: vertex::GcpAuth::new(o)?,
+            token_grants: AtomicU64::new(0),
+            tgi_model_id: o.tgi_model_id.clone(),
         })
+    }
+}
+
+/// A mock's state built from command-line arguments (unit tests).
+#[cfg(test)]
+pub(crate) fn test_state(args: &[&str]) -> State {
+    match Options::from_args(args).map(|o| State::new(&o)) {
+        Ok(Ok(s)) => s,
+        _ => panic!("bad test arguments {args:?}"),
     }
 }
 
@@ -231,6 +271,30 @@ async fn handle(
         Ok(b) => b.to_bytes(),
         Err(_) => Bytes::new(),
     };
+
+    if bedrock::is_path(path) {
+        let mut resp = bedrock::handle(&state, &parts, body).await;
+        resp.body_mut().track(guard);
+        return Ok(resp);
+    }
+
+    if let Some(route) = gemini::route(&parts.method, path) {
+        let mut resp = gemini::handle(&state, &parts, body, route).await;
+        resp.body_mut().track(guard);
+        return Ok(resp);
+    }
+
+    if tgi::is_path(&parts.method, path) {
+        let mut resp = tgi::handle(&state, &parts, body).await;
+        resp.body_mut().track(guard);
+        return Ok(resp);
+    }
+
+    if vertex::is_auth_path(path) {
+        let mut resp = vertex::handle_auth(&state, &parts, body);
+        resp.body_mut().track(guard);
+        return Ok(resp);
+    }
 
     if anthropic::is_path(path) {
         let mut resp = anthropic::handle(&state, &parts, body).await;

@@ -18,7 +18,16 @@
 //!   `tool_use_id`) are not counted;
 //! * token-id arrays (`prompt` / `input` as numbers) count one token per id;
 //! * the Responses API counts `instructions` and its `input` (a string, or items counted as
-//!   messages); Anthropic's Messages API counts `system` and its `messages` likewise.
+//!   messages); Anthropic's Messages API counts `system` and its `messages` likewise;
+//! * Bedrock's Converse API counts `system` and its `messages` likewise (content blocks as parts:
+//!   `text`, an `image` / `document` / `video` at the image price, `toolUse` / `toolResult` as
+//!   their JSON text), its `toolConfig` as JSON, and `inferenceConfig.maxTokens` as the allowance;
+//!   Gemini's `generateContent` (also Vertex AI's) counts `systemInstruction` and its `contents`
+//!   (parts likewise: `inlineData` / `fileData` at the image price, `functionCall` /
+//!   `functionResponse` as JSON), its `tools` as JSON, and `generationConfig.maxOutputTokens`;
+//!   a text-generation server's `/generate` counts `inputs` plus `parameters.max_new_tokens`;
+//! * embedding requests of the other dialects (Bedrock's Titan / Cohere, Gemini's and Vertex's)
+//!   count every string of the body, no allowance.
 //!
 //! A body that is not a JSON object costs nothing.
 
@@ -46,6 +55,14 @@ pub(crate) enum Api {
     Responses,
     /// Anthropic's Messages API.
     Messages,
+    /// Bedrock's Converse API.
+    Converse,
+    /// Gemini's (and Vertex AI's) `generateContent`.
+    Gemini,
+    /// A text-generation server's `/generate`.
+    Tgi,
+    /// An embedding request of another dialect: every string in the body.
+    AllText,
 }
 
 /// The tokens `body` is charged: its prompt tokens plus its output allowance (`default_max` when
@@ -100,7 +117,89 @@ pub(crate) fn estimate(api: Api, body: &[u8], default_max: u64) -> u64 {
                 + tools(&["tools"])
                 + max(&["max_tokens"])
         }
+        Api::Converse => {
+            let turns: u64 = match req.get("messages") {
+                Some(Value::Array(m)) => m
+                    .iter()
+                    .map(|m| {
+                        TOKENS_PER_MESSAGE
+                            + text.strings(m.get("role"))
+                            + text.blocks(m.get("content"))
+                    })
+                    .sum(),
+                _ => 0,
+            };
+            REPLY_PRIMING
+                + text.blocks(req.get("system"))
+                + turns
+                + req.get("toolConfig").map_or(0, |t| text.json(t))
+                + nested_max(&req, "inferenceConfig", "maxTokens", default_max)
+        }
+        Api::Gemini => {
+            let field = |camel: &str, snake: &str| req.get(camel).or_else(|| req.get(snake));
+            let turns: u64 = match req.get("contents") {
+                Some(Value::Array(c)) => c
+                    .iter()
+                    .map(|c| {
+                        TOKENS_PER_MESSAGE
+                            + text.strings(c.get("role"))
+                            + text.blocks(c.get("parts"))
+                    })
+                    .sum(),
+                _ => 0,
+            };
+            let system = field("systemInstruction", "system_instruction")
+                .map_or(0, |s| text.blocks(s.get("parts")));
+            let allowance = field("generationConfig", "generation_config")
+                .and_then(|g| {
+                    g.get("maxOutputTokens")
+                        .or_else(|| g.get("max_output_tokens"))
+                })
+                .and_then(Value::as_u64)
+                .unwrap_or(default_max);
+            REPLY_PRIMING
+                + system
+                + turns
+                + req.get("tools").map_or(0, |t| text.json(t))
+                + allowance
+        }
+        Api::Tgi => {
+            text.strings(req.get("inputs"))
+                + nested_max(&req, "parameters", "max_new_tokens", default_max)
+        }
+        Api::AllText => req.values().map(|v| text.strings(Some(v))).sum(),
     }
+}
+
+/// `text` in o200k_base tokens: each token's id and text (lossy where a token is part of a
+/// character).
+pub(crate) fn tokenize(text: &str) -> Vec<(u32, String)> {
+    let bpe = bpe(Tokenizer::O200kBase);
+    bpe.encode_ordinary(text)
+        .into_iter()
+        .map(|id| {
+            let piece = bpe
+                .decode_bytes(&[id])
+                .map(|b| String::from_utf8_lossy(&b).into_owned())
+                .unwrap_or_default();
+            (id, piece)
+        })
+        .collect()
+}
+
+/// `req[outer][field]` as a count, else `default`.
+fn nested_max(req: &serde_json::Map<String, Value>, outer: &str, field: &str, default: u64) -> u64 {
+    req.get(outer)
+        .and_then(|o| o.get(field))
+        .and_then(Value::as_u64)
+        .unwrap_or(default)
+}
+
+/// The tokens of `text` in OpenAI's current encoding (o200k_base), for answers that report a
+/// token count of their input (Titan's `inputTextTokenCount`, a text-generation server's
+/// `input_length`).
+pub(crate) fn count(text: &str) -> u64 {
+    Text(bpe(Tokenizer::O200kBase)).count(text)
 }
 
 /// Load the vocabularies most requests use (a few hundred milliseconds each), so the first
@@ -181,6 +280,41 @@ impl Text {
                 .map(|(_, v)| self.strings(Some(v)))
                 .sum(),
         }
+    }
+
+    /// Content blocks of Bedrock's Converse API or parts of Gemini's: their text, a fixed price for
+    /// media, the JSON text of tool calls and results.
+    fn blocks(self, v: Option<&Value>) -> u64 {
+        let Some(Value::Array(blocks)) = v else {
+            return self.strings(v);
+        };
+        blocks
+            .iter()
+            .map(|b| {
+                let Value::Object(f) = b else {
+                    return self.strings(Some(b));
+                };
+                if let Some(t) = f.get("text") {
+                    return self.strings(Some(t));
+                }
+                let media = [
+                    "image",
+                    "document",
+                    "video",
+                    "inlineData",
+                    "inline_data",
+                    "fileData",
+                    "file_data",
+                ];
+                if media.iter().any(|k| f.contains_key(*k)) {
+                    return IMAGE_TOKENS;
+                }
+                f.iter()
+                    .filter(|(k, _)| !PAIRING_IDS.contains(&k.as_str()))
+                    .map(|(_, v)| self.json(v))
+                    .sum()
+            })
+            .sum()
     }
 
     /// One chat message (or Responses input item): framing plus every value it carries.
