@@ -18,7 +18,7 @@ COLORS = {"direct": "#999999", "nginx": "#009639", "pingora": "#f6821f", "llmpro
           "llmproxy-base": "#aec7e8", "litellm": "#9467bd", "portkey": "#e377c2"}
 
 
-def fig(r, key):
+def val(r, key):
     """A figure of a per-system result (the median over the rounds); 0 when absent or failed."""
     if not isinstance(r, dict) or "error" in r or "skipped" in r:
         return 0
@@ -32,14 +32,14 @@ def main() -> None:
     S = data["systems"]
     order = [s for s in ORDER if s in S and not S[s].get("error")]
     panels = []
-    if any(fig(S[s].get("latency"), "p50") for s in order):
+    if any(val(S[s].get("latency"), "p50") for s in order):
         panels.append("latency")
-    if any(fig(S[s].get("throughput"), "rps") or fig(S[s].get("large"), "rps") for s in order):
+    if any(val(S[s].get("throughput"), "rps") or val(S[s].get("large"), "rps") for s in order):
         panels.append("throughput")
     for key in ("stream1k", "stream10k"):
-        if any(fig(S[s].get(key), "ttft_ms.p50") for s in order):
+        if any(val(S[s].get(key), "ttft_ms.p50") for s in order):
             panels.append(key)
-    if any(fig(S[s].get("chunks"), "chunks_per_cpu_s") for s in order):
+    if any(val(S[s].get("chunks"), "chunks_per_cpu_s") for s in order):
         panels.append("chunks")
     if (data.get("sched") or {}).get("summary"):
         panels.append("sched")
@@ -133,10 +133,10 @@ def main() -> None:
             ax.margins(y=0.22)
             continue
         if panel == "chunks":
-            names = [s for s in order if fig(S[s].get("chunks"), "chunks_per_cpu_s")]
-            vals = [fig(S[s]["chunks"], "chunks_per_cpu_s") for s in names]
+            names = [s for s in order if val(S[s].get("chunks"), "chunks_per_cpu_s")]
+            vals = [val(S[s]["chunks"], "chunks_per_cpu_s") for s in names]
             bars = ax.bar(range(len(names)), vals, 0.6, color=[COLORS[s] for s in names])
-            ax.bar_label(bars, labels=[f"{v:,.0f}\np50 +{fig(S[s]['chunks'], 'added.p50'):.2f} ms"
+            ax.bar_label(bars, labels=[f"{v:,.0f}\np50 +{val(S[s]['chunks'], 'added.p50'):.2f} ms"
                                        for s, v in zip(names, vals)], fontsize=6, padding=2)
             spec = data["settings"]["chunks"]
             ax.set_title(f"chunk relay: chunks per gateway CPU-second\n{spec['streams']} streams x "
@@ -149,7 +149,7 @@ def main() -> None:
             pcts = ["p50", "p90", "p99"]
             w = 0.8 / len(pcts)
             for i, p in enumerate(pcts):
-                vals = [fig(S[s].get("latency"), p) for s in order]
+                vals = [val(S[s].get("latency"), p) for s in order]
                 bars = ax.bar([x + (i - 1) * w for x in range(len(order))], vals, w, label=p,
                               alpha=0.55 + 0.2 * i, color=[COLORS[s] for s in order])
                 ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
@@ -158,8 +158,8 @@ def main() -> None:
             ax.set_ylabel("ms")
         elif panel == "throughput":
             w = 0.38
-            t = [fig(S[s].get("throughput"), "rps") for s in order]
-            lg = [fig(S[s].get("large"), "rps") for s in order]
+            t = [val(S[s].get("throughput"), "rps") for s in order]
+            lg = [val(S[s].get("large"), "rps") for s in order]
             b1 = ax.bar([x - w / 2 for x in range(len(order))], t, w, color=[COLORS[s] for s in order],
                         label=f"small, c={data['settings']['throughput_conc']}")
             b2 = ax.bar([x + w / 2 for x in range(len(order))], lg, w, color=[COLORS[s] for s in order],
@@ -172,8 +172,8 @@ def main() -> None:
         else:
             spec = data["settings"][panel]
             w = 0.38
-            p50 = [fig(S[s].get(panel), "ttft_ms.p50") for s in order]
-            p99 = [fig(S[s].get(panel), "ttft_ms.p99") for s in order]
+            p50 = [val(S[s].get(panel), "ttft_ms.p50") for s in order]
+            p99 = [val(S[s].get(panel), "ttft_ms.p99") for s in order]
             b1 = ax.bar([x - w / 2 for x in range(len(order))], p50, w, color=[COLORS[s] for s in order],
                         alpha=0.6, label="p50")
             b2 = ax.bar([x + w / 2 for x in range(len(order))], p99, w, color=[COLORS[s] for s in order],
