@@ -11,25 +11,36 @@ import matplotlib
 matplotlib.use("Agg")
 import matplotlib.pyplot as plt  # noqa: E402
 
-ORDER = ["direct", "nginx", "pingora", "llmproxy", "litellm"]
+ORDER = ["direct", "nginx", "pingora", "llmproxy", "llmproxy-base", "litellm", "portkey"]
 LABELS = {"direct": "direct", "nginx": "nginx", "pingora": "plain\nPingora", "llmproxy": "llmproxy",
-          "litellm": "LiteLLM"}
+          "llmproxy-base": "llmproxy\nbase", "litellm": "LiteLLM", "portkey": "Portkey"}
 COLORS = {"direct": "#999999", "nginx": "#009639", "pingora": "#f6821f", "llmproxy": "#1f77b4",
-          "litellm": "#9467bd"}
+          "llmproxy-base": "#aec7e8", "litellm": "#9467bd", "portkey": "#e377c2"}
+
+
+def val(r, key):
+    """A figure of a per-system result (the median over the rounds); 0 when absent or failed."""
+    if not isinstance(r, dict) or "error" in r or "skipped" in r:
+        return 0
+    for k in key.split("."):
+        r = r.get(k) if isinstance(r, dict) else None
+    return r or 0
 
 
 def main() -> None:
     data = json.load(open(sys.argv[1]))
     S = data["systems"]
-    order = [s for s in ORDER if s in S]
+    order = [s for s in ORDER if s in S and not S[s].get("error")]
     panels = []
-    if any(S[s].get("latency") for s in order):
+    if any(val(S[s].get("latency"), "p50") for s in order):
         panels.append("latency")
-    if any(S[s].get("throughput") or S[s].get("large") for s in order):
+    if any(val(S[s].get("throughput"), "rps") or val(S[s].get("large"), "rps") for s in order):
         panels.append("throughput")
     for key in ("stream1k", "stream10k"):
-        if any((S[s].get(key) or {}).get("ttft_ms") for s in order):
+        if any(val(S[s].get(key), "ttft_ms.p50") for s in order):
             panels.append(key)
+    if any(val(S[s].get("chunks"), "chunks_per_cpu_s") for s in order):
+        panels.append("chunks")
     if (data.get("sched") or {}).get("summary"):
         panels.append("sched")
     if (data.get("cache") or {}).get("summary"):
@@ -38,7 +49,7 @@ def main() -> None:
         panels.append("vkey")
     if not panels:
         return
-    ncols = 2 if len(panels) == 4 else len(panels)
+    ncols = 2 if len(panels) == 4 else min(3, len(panels))
     nrows = (len(panels) + ncols - 1) // ncols
     fig, axes = plt.subplots(nrows, ncols, figsize=(5.6 * ncols, 4.6 * nrows), squeeze=False)
     flat = [ax for row in axes for ax in row]
@@ -121,20 +132,34 @@ def main() -> None:
             ax.set_xticklabels(names, fontsize=8)
             ax.margins(y=0.22)
             continue
+        if panel == "chunks":
+            names = [s for s in order if val(S[s].get("chunks"), "chunks_per_cpu_s")]
+            vals = [val(S[s]["chunks"], "chunks_per_cpu_s") for s in names]
+            bars = ax.bar(range(len(names)), vals, 0.6, color=[COLORS[s] for s in names])
+            ax.bar_label(bars, labels=[f"{v:,.0f}\np50 +{val(S[s]['chunks'], 'added.p50'):.2f} ms"
+                                       for s, v in zip(names, vals)], fontsize=6, padding=2)
+            spec = data["settings"]["chunks"]
+            ax.set_title(f"chunk relay: chunks per gateway CPU-second\n{spec['streams']} streams x "
+                         f"{spec['chunks']} chunks, {spec['interval_ms']} ms apart; label: added p50 latency")
+            ax.set_xticks(range(len(names)))
+            ax.set_xticklabels([LABELS[s] for s in names], fontsize=8)
+            ax.margins(y=0.25)
+            continue
         if panel == "latency":
             pcts = ["p50", "p90", "p99"]
             w = 0.8 / len(pcts)
             for i, p in enumerate(pcts):
-                vals = [(S[s].get("latency") or {}).get(p) or 0 for s in order]
+                vals = [val(S[s].get("latency"), p) for s in order]
                 bars = ax.bar([x + (i - 1) * w for x in range(len(order))], vals, w, label=p,
                               alpha=0.55 + 0.2 * i, color=[COLORS[s] for s in order])
                 ax.bar_label(bars, fmt="%.2f", fontsize=6, rotation=90, padding=2)
-            ax.set_title(f"latency, c=1 @ {data['settings']['latency_rate']} req/s (ms)\nbars: p50 / p90 / p99")
+            ax.set_title(f"latency, c=1 @ {data['settings']['latency_rate']} req/s (ms)\nbars: p50 / p90 / p99, "
+                         "median of the rounds")
             ax.set_ylabel("ms")
         elif panel == "throughput":
             w = 0.38
-            t = [(S[s].get("throughput") or {}).get("rps") or 0 for s in order]
-            lg = [(S[s].get("large") or {}).get("rps") or 0 for s in order]
+            t = [val(S[s].get("throughput"), "rps") for s in order]
+            lg = [val(S[s].get("large"), "rps") for s in order]
             b1 = ax.bar([x - w / 2 for x in range(len(order))], t, w, color=[COLORS[s] for s in order],
                         label=f"small, c={data['settings']['throughput_conc']}")
             b2 = ax.bar([x + w / 2 for x in range(len(order))], lg, w, color=[COLORS[s] for s in order],
@@ -147,8 +172,8 @@ def main() -> None:
         else:
             spec = data["settings"][panel]
             w = 0.38
-            p50 = [((S[s].get(panel) or {}).get("ttft_ms") or {}).get("p50") or 0 for s in order]
-            p99 = [((S[s].get(panel) or {}).get("ttft_ms") or {}).get("p99") or 0 for s in order]
+            p50 = [val(S[s].get(panel), "ttft_ms.p50") for s in order]
+            p99 = [val(S[s].get(panel), "ttft_ms.p99") for s in order]
             b1 = ax.bar([x - w / 2 for x in range(len(order))], p50, w, color=[COLORS[s] for s in order],
                         alpha=0.6, label="p50")
             b2 = ax.bar([x + w / 2 for x in range(len(order))], p99, w, color=[COLORS[s] for s in order],

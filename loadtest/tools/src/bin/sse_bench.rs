@@ -15,19 +15,34 @@
 //!   `rate / concurrency` req/s and latency is measured from the *intended* send time, so a
 //!   stalled server is not hidden by coordinated omission). Used by the harness only where oha
 //!   is not installed (the CI smoke mode).
+//! * `sse_bench serve` — a chunk source for the chunk-relay scenario: an OpenAI-compatible
+//!   upstream (`POST .../chat/completions`, `GET .../models`) whose stream chunks are sent on a
+//!   fixed schedule (chunk `i` at request arrival + `i * interval`, `x-mock-chunks` /
+//!   `x-mock-chunk-interval-ms` as the mock reads them, `--chunks` / `--interval-ms` otherwise)
+//!   and carry their send time: each chunk's `delta.content` is `@<unix time in ns>`, taken
+//!   when the chunk is handed to the socket. Prints `listening on ADDR` and serves until killed.
+//!   `sse_bench stream --stamped` reads those stamps: the per-chunk latency (receive time − send
+//!   time, one machine, one clock) is exact, whatever path the chunk took.
 
+use std::convert::Infallible;
+use std::future::Future;
+use std::pin::Pin;
 use std::sync::atomic::{AtomicI64, AtomicU64, Ordering};
 use std::sync::Arc;
-use std::time::{Duration, Instant};
+use std::task::{Context, Poll};
+use std::time::{Duration, Instant, SystemTime, UNIX_EPOCH};
 
 use bytes::Bytes;
 use clap::{Parser, Subcommand};
 use http::{Method, Request};
 use http_body_util::{BodyExt, Full};
+use hyper::body::{Body, Frame, Incoming};
 use hyper::client::conn::http1;
+use hyper::service::service_fn;
+use hyper::{Response, StatusCode};
 use hyper_util::rt::TokioIo;
 use serde_json::{json, Value};
-use tokio::net::TcpStream;
+use tokio::net::{TcpListener, TcpStream};
 
 #[derive(Parser, Debug)]
 #[command(name = "sse_bench", about = "SSE streaming / request-response load client")]
@@ -76,6 +91,24 @@ enum Mode {
         /// Delay between chunks (ms; sent as x-mock-chunk-interval-ms).
         #[arg(long, default_value_t = 50)]
         interval_ms: u64,
+        /// The chunks carry their send time (`sse_bench serve`): report the per-chunk latency.
+        #[arg(long)]
+        stamped: bool,
+    },
+    /// A chunk source: an upstream whose stream chunks carry their send time.
+    Serve {
+        /// Address to listen on.
+        #[arg(long, default_value = "127.0.0.1:0")]
+        listen: String,
+        /// Content chunks per stream when the request has no x-mock-chunks header.
+        #[arg(long, default_value_t = 20)]
+        chunks: u64,
+        /// Interval between chunks (ms) when the request has no x-mock-chunk-interval-ms header.
+        #[arg(long, default_value_t = 50)]
+        interval_ms: u64,
+        /// Tokio worker threads (0 = one per CPU the process may run on).
+        #[arg(long, default_value_t = 0)]
+        threads: usize,
     },
     /// Request/response load on keep-alive connections.
     Rr {
@@ -164,6 +197,7 @@ fn summary_ms(mut v: Vec<f64>) -> Value {
         "p50": percentile(&v, 50.0),
         "p90": percentile(&v, 90.0),
         "p99": percentile(&v, 99.0),
+        "p999": percentile(&v, 99.9),
         "max": v.last().copied(),
     })
 }
@@ -177,21 +211,33 @@ struct StreamResult {
     content_events: u64,
     done: bool,
     error: Option<String>,
+    /// `--stamped`: receive time − send time of every stamped chunk (ms).
+    chunk_latency_ms: Vec<f64>,
 }
 
-/// True when the SSE event's `choices[0].delta.content` (or `.text`) is a non-empty string.
-fn is_content_event(data: &str) -> bool {
-    let Ok(v) = serde_json::from_str::<Value>(data) else {
-        return false;
+/// The SSE event's `choices[0].delta.content` (or `.text`) when it is a non-empty string.
+fn content_of(data: &str) -> Option<String> {
+    let Ok(mut v) = serde_json::from_str::<Value>(data) else {
+        return None;
     };
-    let Some(choice) = v.get("choices").and_then(|c| c.get(0)) else {
-        return false;
+    let choice = v.get_mut("choices")?.get_mut(0)?.take();
+    let content = match choice.get("delta").and_then(|d| d.get("content")) {
+        Some(c) => c.clone(),
+        None => choice.get("text")?.clone(),
     };
-    let content = choice
-        .get("delta")
-        .and_then(|d| d.get("content"))
-        .or_else(|| choice.get("text"));
-    matches!(content, Some(Value::String(s)) if !s.is_empty())
+    match content {
+        Value::String(s) if !s.is_empty() => Some(s),
+        _ => None,
+    }
+}
+
+/// Wall-clock time in ns since the Unix epoch (the clock `serve` stamps chunks with; one machine,
+/// so sender and receiver read the same clock).
+fn unix_ns() -> u64 {
+    SystemTime::now()
+        .duration_since(UNIX_EPOCH)
+        .map(|d| d.as_nanos() as u64)
+        .unwrap_or(0)
 }
 
 async fn one_stream(
@@ -199,6 +245,7 @@ async fn one_stream(
     headers: Arc<Vec<(String, String)>>,
     chunks: u64,
     interval_ms: u64,
+    stamped: bool,
     in_flight: Arc<AtomicI64>,
     peak: Arc<AtomicI64>,
 ) -> StreamResult {
@@ -258,6 +305,7 @@ async fn one_stream(
                 }
                 Some(Ok(frame)) => {
                     let Ok(data) = frame.into_data() else { continue };
+                    let recv_ns = if stamped { unix_ns() } else { 0 };
                     buf.extend_from_slice(&data);
                     // Complete events end with a blank line ("\n\n"; tolerate "\r\n\r\n").
                     while let Some(pos) = find_event_end(&buf) {
@@ -269,10 +317,19 @@ async fn one_stream(
                             let d = d.trim();
                             if d == "[DONE]" {
                                 r.done = true;
-                            } else if is_content_event(d) {
+                            } else if let Some(content) = content_of(d) {
                                 r.content_events += 1;
                                 if r.ttft_ms.is_none() {
                                     r.ttft_ms = Some(sent.elapsed().as_secs_f64() * 1000.0);
+                                }
+                                if stamped {
+                                    if let Some(ns) = content
+                                        .strip_prefix('@')
+                                        .and_then(|t| t.trim().parse::<u64>().ok())
+                                    {
+                                        let lat = (recv_ns as i128 - ns as i128) as f64 / 1e6;
+                                        r.chunk_latency_ms.push(lat);
+                                    }
                                 }
                             }
                         }
@@ -310,6 +367,7 @@ async fn run_stream(
     ramp_per_sec: f64,
     chunks: u64,
     interval_ms: u64,
+    stamped: bool,
 ) -> Result<Value, String> {
     let headers = Arc::new(parse_headers(&c.headers)?);
     let c = Arc::new(c);
@@ -327,11 +385,13 @@ async fn run_stream(
             headers.clone(),
             chunks,
             interval_ms,
+            stamped,
             in_flight.clone(),
             peak.clone(),
         )));
     }
     let mut ttft = Vec::with_capacity(streams);
+    let mut chunk_lat: Vec<f64> = Vec::new();
     let (mut ok, mut received, mut no_done) = (0u64, 0u64, 0u64);
     let mut errors: std::collections::BTreeMap<String, u64> = Default::default();
     for h in handles {
@@ -343,6 +403,7 @@ async fn run_stream(
             },
         };
         received += r.content_events;
+        chunk_lat.extend_from_slice(&r.chunk_latency_ms);
         if let Some(t) = r.ttft_ms {
             ttft.push(t);
         }
@@ -359,7 +420,8 @@ async fn run_stream(
         }
     }
     let expected = streams as u64 * chunks;
-    Ok(json!({
+    let stamped_chunks = chunk_lat.len();
+    let mut out = json!({
         "mode": "stream",
         "streams": streams,
         "ok_streams": ok,
@@ -374,7 +436,221 @@ async fn run_stream(
         "peak_concurrent_streams": peak.load(Ordering::SeqCst),
         "ttft_ms": summary_ms(ttft),
         "elapsed_s": start.elapsed().as_secs_f64(),
-    }))
+    });
+    if stamped {
+        out["stamped_chunks"] = json!(stamped_chunks);
+        out["chunk_latency_ms"] = summary_ms(chunk_lat);
+    }
+    Ok(out)
+}
+
+// ---------------------------------------------------------------- serve mode
+
+struct ServeState {
+    chunks: u64,
+    interval_ms: u64,
+    requests: AtomicU64,
+}
+
+/// A response body: either one buffer, or a paced stream whose content chunks are due at
+/// `start + i * interval` (a fixed schedule: a late chunk does not delay the next ones) and are
+/// stamped with the wall-clock time at which they are handed to hyper.
+enum SourceBody {
+    Full(Option<Bytes>),
+    Paced(Box<Paced>),
+}
+
+struct Paced {
+    id: u64,
+    model: String,
+    created: u64,
+    start: tokio::time::Instant,
+    interval: Duration,
+    chunks: u64,
+    next: u64,
+    tail: Option<Bytes>,
+    sleep: Pin<Box<tokio::time::Sleep>>,
+}
+
+impl Body for SourceBody {
+    type Data = Bytes;
+    type Error = Infallible;
+
+    fn poll_frame(
+        self: Pin<&mut Self>,
+        cx: &mut Context<'_>,
+    ) -> Poll<Option<Result<Frame<Bytes>, Infallible>>> {
+        match self.get_mut() {
+            SourceBody::Full(d) => Poll::Ready(d.take().map(|d| Ok(Frame::data(d)))),
+            SourceBody::Paced(p) => {
+                if p.next < p.chunks {
+                    let due = p.start + p.interval.saturating_mul(p.next as u32);
+                    if tokio::time::Instant::now() < due {
+                        p.sleep.as_mut().reset(due);
+                        if p.sleep.as_mut().poll(cx).is_pending() {
+                            return Poll::Pending;
+                        }
+                    }
+                    let role = if p.next == 0 {
+                        r#""role":"assistant","#
+                    } else {
+                        ""
+                    };
+                    let chunk = format!(
+                        "data: {{\"id\":\"chatcmpl-src-{}\",\"object\":\"chat.completion.chunk\",\"created\":{},\"model\":{},\"choices\":[{{\"index\":0,\"delta\":{{{role}\"content\":\"@{}\"}},\"finish_reason\":null}}]}}\n\n",
+                        p.id,
+                        p.created,
+                        p.model,
+                        unix_ns()
+                    );
+                    p.next += 1;
+                    return Poll::Ready(Some(Ok(Frame::data(Bytes::from(chunk)))));
+                }
+                Poll::Ready(p.tail.take().map(|t| Ok(Frame::data(t))))
+            }
+        }
+    }
+
+    fn is_end_stream(&self) -> bool {
+        match self {
+            SourceBody::Full(d) => d.is_none(),
+            SourceBody::Paced(p) => p.next >= p.chunks && p.tail.is_none(),
+        }
+    }
+}
+
+fn json_response(status: StatusCode, body: String) -> Response<SourceBody> {
+    let mut r = Response::new(SourceBody::Full(Some(Bytes::from(body))));
+    *r.status_mut() = status;
+    r.headers_mut().insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("application/json"),
+    );
+    r
+}
+
+async fn serve_request(
+    req: Request<Incoming>,
+    st: Arc<ServeState>,
+) -> Result<Response<SourceBody>, Infallible> {
+    let hdr = |name: &str| {
+        req.headers()
+            .get(name)
+            .and_then(|v| v.to_str().ok())
+            .and_then(|v| v.trim().parse::<u64>().ok())
+    };
+    let chunks = hdr("x-mock-chunks").unwrap_or(st.chunks);
+    let interval_ms = hdr("x-mock-chunk-interval-ms").unwrap_or(st.interval_ms);
+    let path = req.uri().path().to_string();
+    if req.method() == Method::GET && path.ends_with("/models") {
+        return Ok(json_response(
+            StatusCode::OK,
+            json!({"object": "list", "data": [{"id": "gpt-4o-mini", "object": "model", "owned_by": "sse_bench"}]})
+                .to_string(),
+        ));
+    }
+    if req.method() != Method::POST || !path.ends_with("/chat/completions") {
+        return Ok(json_response(
+            StatusCode::NOT_FOUND,
+            json!({"error": {"message": format!("sse_bench serve: no route for {path}"), "type": "not_found"}})
+                .to_string(),
+        ));
+    }
+    let body = match req.into_body().collect().await {
+        Ok(b) => b.to_bytes(),
+        Err(_) => Bytes::new(),
+    };
+    let v: Value = serde_json::from_slice(&body).unwrap_or(Value::Null);
+    let model = v
+        .get("model")
+        .and_then(|m| m.as_str())
+        .unwrap_or("gpt-4o-mini");
+    let model = Value::String(model.to_string()).to_string();
+    let id = st.requests.fetch_add(1, Ordering::Relaxed);
+    let created = unix_ns() / 1_000_000_000;
+    let prompt = (body.len() as u64 / 4).max(1);
+    let usage = json!({"prompt_tokens": prompt, "completion_tokens": chunks, "total_tokens": prompt + chunks});
+    if v.get("stream").and_then(|s| s.as_bool()) != Some(true) {
+        return Ok(json_response(
+            StatusCode::OK,
+            format!(
+                "{{\"id\":\"chatcmpl-src-{id}\",\"object\":\"chat.completion\",\"created\":{created},\"model\":{model},\"choices\":[{{\"index\":0,\"message\":{{\"role\":\"assistant\",\"content\":\"Hello from sse_bench\"}},\"finish_reason\":\"stop\"}}],\"usage\":{usage}}}"
+            ),
+        ));
+    }
+    let include_usage = v
+        .get("stream_options")
+        .and_then(|o| o.get("include_usage"))
+        .and_then(|u| u.as_bool())
+        == Some(true);
+    let mut tail = format!(
+        "data: {{\"id\":\"chatcmpl-src-{id}\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":{model},\"choices\":[{{\"index\":0,\"delta\":{{}},\"finish_reason\":\"stop\"}}]}}\n\n"
+    );
+    if include_usage {
+        tail += &format!(
+            "data: {{\"id\":\"chatcmpl-src-{id}\",\"object\":\"chat.completion.chunk\",\"created\":{created},\"model\":{model},\"choices\":[],\"usage\":{usage}}}\n\n"
+        );
+    }
+    tail += "data: [DONE]\n\n";
+    let start = tokio::time::Instant::now();
+    let mut r = Response::new(SourceBody::Paced(Box::new(Paced {
+        id,
+        model,
+        created,
+        start,
+        interval: Duration::from_millis(interval_ms),
+        chunks,
+        next: 0,
+        tail: Some(Bytes::from(tail)),
+        sleep: Box::pin(tokio::time::sleep_until(start)),
+    })));
+    let h = r.headers_mut();
+    h.insert(
+        http::header::CONTENT_TYPE,
+        http::HeaderValue::from_static("text/event-stream"),
+    );
+    h.insert(
+        http::header::CACHE_CONTROL,
+        http::HeaderValue::from_static("no-cache"),
+    );
+    Ok(r)
+}
+
+async fn run_serve(listen: String, chunks: u64, interval_ms: u64) -> Result<Value, String> {
+    let l = TcpListener::bind(&listen)
+        .await
+        .map_err(|e| format!("bind {listen}: {e}"))?;
+    let addr = l.local_addr().map_err(|e| format!("local_addr: {e}"))?;
+    {
+        use std::io::Write;
+        let mut out = std::io::stdout().lock();
+        let _ = writeln!(out, "listening on {addr}");
+        let _ = out.flush();
+    }
+    let st = Arc::new(ServeState {
+        chunks,
+        interval_ms,
+        requests: AtomicU64::new(0),
+    });
+    loop {
+        let (tcp, _) = match l.accept().await {
+            Ok(x) => x,
+            Err(e) => {
+                // EMFILE and the like: back off instead of spinning.
+                eprintln!("sse_bench serve: accept: {e}");
+                tokio::time::sleep(Duration::from_millis(10)).await;
+                continue;
+            }
+        };
+        let _ = tcp.set_nodelay(true);
+        let st = st.clone();
+        tokio::spawn(async move {
+            let svc = service_fn(move |req| serve_request(req, st.clone()));
+            let _ = hyper::server::conn::http1::Builder::new()
+                .serve_connection(TokioIo::new(tcp), svc)
+                .await;
+        });
+    }
 }
 
 // ---------------------------------------------------------------- rr mode
@@ -545,6 +821,7 @@ fn main() {
     let cli = Cli::parse();
     let threads = match &cli.mode {
         Mode::Stream { common, .. } | Mode::Rr { common, .. } => common.threads,
+        Mode::Serve { threads, .. } => *threads,
     };
     let mut rt = tokio::runtime::Builder::new_multi_thread();
     rt.enable_all();
@@ -566,7 +843,14 @@ fn main() {
                 ramp_per_sec,
                 chunks,
                 interval_ms,
-            } => run_stream(common, streams, ramp_per_sec, chunks, interval_ms).await,
+                stamped,
+            } => run_stream(common, streams, ramp_per_sec, chunks, interval_ms, stamped).await,
+            Mode::Serve {
+                listen,
+                chunks,
+                interval_ms,
+                ..
+            } => run_serve(listen, chunks, interval_ms).await,
             Mode::Rr {
                 common,
                 concurrency,
