@@ -34,6 +34,8 @@ pub enum GatewayError {
     MethodNotAllowed(String),
     /// Body over `server.max_request_body`.
     RequestTooLarge { limit: usize },
+    /// A request body `Content-Encoding` the gateway does not decode.
+    UnsupportedMediaType(String),
     /// Every deployment of the model is unhealthy.
     NoHealthyUpstream(String),
     /// The upstream did not answer in time.
@@ -70,6 +72,7 @@ impl GatewayError {
             GatewayError::ModelNotFound { .. } | GatewayError::NotFound(_) => 404,
             GatewayError::MethodNotAllowed(_) => 405,
             GatewayError::RequestTooLarge { .. } => 413,
+            GatewayError::UnsupportedMediaType(_) => 415,
             GatewayError::UpstreamError(_) => 502,
             GatewayError::NoHealthyUpstream(_) => 503,
             GatewayError::UpstreamTimeout(_) => 504,
@@ -92,6 +95,7 @@ impl GatewayError {
             GatewayError::NotFound(_) => "not_found",
             GatewayError::MethodNotAllowed(_) => "method_not_allowed",
             GatewayError::RequestTooLarge { .. } => "request_too_large",
+            GatewayError::UnsupportedMediaType(_) => "unsupported_media_type",
             GatewayError::NoHealthyUpstream(_) => "no_healthy_upstream",
             GatewayError::UpstreamTimeout(_) => "upstream_timeout",
             GatewayError::UpstreamError(_) => "upstream_error",
@@ -110,7 +114,8 @@ impl GatewayError {
             | GatewayError::ModelNotFound { .. }
             | GatewayError::NotFound(_)
             | GatewayError::MethodNotAllowed(_)
-            | GatewayError::RequestTooLarge { .. } => "invalid_request_error",
+            | GatewayError::RequestTooLarge { .. }
+            | GatewayError::UnsupportedMediaType(_) => "invalid_request_error",
             GatewayError::InvalidApiKey(_) => "authentication_error",
             GatewayError::ModelNotAllowed(_) | GatewayError::RouteNotAllowed(_) => {
                 "permission_error"
@@ -149,7 +154,7 @@ impl GatewayError {
                 }
             ),
             GatewayError::NotFound(path) => format!("Unknown request URL: {path}"),
-            GatewayError::MethodNotAllowed(m) => m.clone(),
+            GatewayError::MethodNotAllowed(m) | GatewayError::UnsupportedMediaType(m) => m.clone(),
             GatewayError::RequestTooLarge { limit } => {
                 format!("Request body is larger than the limit of {limit} bytes")
             }

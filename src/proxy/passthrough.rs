@@ -93,7 +93,7 @@ pub async fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> 
 fn keep_for_passthrough(n: &http::HeaderName) -> bool {
     matches!(
         n.as_str(),
-        "content-length" | "transfer-encoding" | "accept-encoding"
+        "content-length" | "content-encoding" | "transfer-encoding" | "accept-encoding"
     )
 }
 
