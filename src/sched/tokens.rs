@@ -90,8 +90,31 @@ impl Estimate {
     }
 }
 
-/// Estimate the tokens a request costs. `default_max` is charged when the client sets no maximum.
+/// Bodies larger than this are estimated at one token per 3 bytes instead of with tiktoken, which
+/// counts about 1.5 MB of text per CPU-second: a 4 MiB prompt would hold a request worker for
+/// seconds and stall every request on it. The byte estimate over-counts common tokenizers (a budget
+/// is never overrun because of it) and costs microseconds; where the provider reports usage, the
+/// scheduler reconciles with the real count after the answer.
+pub const EXACT_COUNT_LIMIT: usize = 64 * 1024;
+
+/// Estimate the tokens a request costs, on the request path. `default_max` is charged when the
+/// client sets no maximum. Bodies over [`EXACT_COUNT_LIMIT`] bytes are counted by their size.
 pub fn estimate(
+    endpoint: Endpoint,
+    body: &JsonBody,
+    counter: Counter,
+    default_max: u64,
+) -> Estimate {
+    let size: usize = body.fields().map(|(k, v)| k.len() + v.len()).sum();
+    let counter = if size > EXACT_COUNT_LIMIT {
+        Counter::Bytes
+    } else {
+        counter
+    };
+    estimate_with(endpoint, body, counter, default_max)
+}
+
+fn estimate_with(
     endpoint: Endpoint,
     body: &JsonBody,
     counter: Counter,
@@ -174,9 +197,11 @@ pub fn estimate(
 }
 
 /// Estimate from raw request bytes (the mock upstream counts like a provider with this).
+/// [`estimate`] of a raw body, counted exactly whatever its size: for the blocking pool (token
+/// counting answered by the gateway, usage estimates), never a request worker.
 pub fn estimate_raw(endpoint: Endpoint, body: &[u8], model: &str, default_max: u64) -> Estimate {
     match JsonBody::parse(body) {
-        Ok(b) => estimate(endpoint, &b, Counter::for_model(model), default_max),
+        Ok(b) => estimate_with(endpoint, &b, Counter::for_model(model), default_max),
         Err(_) => Estimate::default(),
     }
 }
