@@ -20,6 +20,7 @@ use pingora::server::ShutdownWatch;
 use pingora::services::background::BackgroundService;
 use pingora::services::listening::Service;
 use std::net::SocketAddr;
+use std::sync::atomic::{AtomicUsize, Ordering};
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -92,14 +93,17 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
     let proxy_protocol = s
         .proxy_protocol
         .then(|| Arc::new(ProxyProtocol::new(shared.clone(), s.client_timeouts.header)));
-    let mut proxy = Service::new(
-        "llmproxy".to_string(),
-        Draining::new(
-            gateway,
-            Duration::from_secs(s.grace_period.as_secs()),
-            proxy_protocol.clone(),
-        ),
+    let draining = Draining::new(
+        gateway,
+        Duration::from_secs(s.grace_period.as_secs()),
+        proxy_protocol.clone(),
+        shared.clone(),
     );
+    let drain = Drain {
+        connections: draining.open_counter(),
+        services: Arc::new(AtomicUsize::new(0)),
+    };
+    let mut proxy = Service::new("llmproxy".to_string(), draining);
     let mut certificates = Vec::new();
     for l in &s.listeners {
         let mut listener = ListenerConfig::tcp(l.listen.to_string())
@@ -141,21 +145,28 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
     server.add_service(admin);
     server.add_service(background_service(
         "llmproxy health",
-        HealthService { pools: pools_rx },
+        drain.track(HealthService { pools: pools_rx }),
     ));
     server.add_service(background_service(
         "llmproxy reload",
-        ReloadService { reloader },
+        drain.track(ReloadService { reloader }),
     ));
-    server.add_service(background_service("llmproxy batch", batcher));
+    server.add_service(background_service("llmproxy batch", drain.track(batcher)));
     if let Some(keys) = keys {
-        server.add_service(background_service("llmproxy keys", KeysService { keys }));
+        server.add_service(background_service(
+            "llmproxy keys",
+            drain.track(KeysService { keys }),
+        ));
     }
     let mut probe: Vec<SocketAddr> = s.listeners.iter().map(|l| l.listen).collect();
     probe.push(config.admin.listen);
     server.add_service(background_service(
         "llmproxy ready",
-        Readiness { listeners: probe },
+        Readiness {
+            listeners: probe,
+            drain,
+            grace: s.grace_period,
+        },
     ));
     log::info!(
         "llmproxy listening on {} (admin {}), {} worker threads",
@@ -227,10 +238,50 @@ fn resolve_upstreams(state: &State) {
     });
 }
 
+/// What a graceful shutdown waits for: client connections still open (requests and streams in
+/// flight; idle ones close within a second) and background services still finishing their work
+/// (the batcher releasing its clients, the final spend flush).
+struct Drain {
+    connections: Arc<AtomicUsize>,
+    services: Arc<AtomicUsize>,
+}
+
+impl Drain {
+    fn track<S: BackgroundService + Send + Sync + 'static>(&self, inner: S) -> Tracked<S> {
+        Tracked {
+            inner,
+            services: self.services.clone(),
+        }
+    }
+
+    fn drained(&self) -> bool {
+        self.connections.load(Ordering::Acquire) == 0 && self.services.load(Ordering::Acquire) == 0
+    }
+}
+
+/// A background service counted as busy from its start until it returns (after shutdown).
+struct Tracked<S> {
+    inner: S,
+    services: Arc<AtomicUsize>,
+}
+
+#[async_trait]
+impl<S: BackgroundService + Send + Sync> BackgroundService for Tracked<S> {
+    async fn start(&self, shutdown: ShutdownWatch) {
+        self.services.fetch_add(1, Ordering::AcqRel);
+        self.inner.start(shutdown).await;
+        self.services.fetch_sub(1, Ordering::AcqRel);
+    }
+}
+
 /// Tells systemd (`Type=notify`) the gateway is ready once every listener accepts connections, and
-/// that it is stopping at shutdown.
+/// that it is stopping at shutdown. Then it ends the process as soon as the shutdown has drained:
+/// Pingora sleeps the whole grace period, which made an idle gateway take 30 s to stop; the grace
+/// period stays the most a request in flight gets.
 struct Readiness {
     listeners: Vec<SocketAddr>,
+    drain: Drain,
+    grace: Duration,
 }
 
 #[async_trait]
@@ -257,8 +308,19 @@ impl BackgroundService for Readiness {
         while shutdown.changed().await.is_ok() {
             if *shutdown.borrow() {
                 crate::sd_notify::notify("STOPPING=1");
-                return;
+                break;
             }
+        }
+        let started = tokio::time::Instant::now();
+        while started.elapsed() < self.grace {
+            if self.drain.drained() {
+                log::info!(
+                    "shutdown: nothing left in flight after {} ms; exiting",
+                    started.elapsed().as_millis()
+                );
+                std::process::exit(0);
+            }
+            tokio::time::sleep(Duration::from_millis(10)).await;
         }
     }
 }

@@ -10,17 +10,28 @@
 //! `Connection: close` (Pingora turns keep-alive off once shutdown is signalled) so its client
 //! reconnects to the new process, and only connections the clients left idle all that time are
 //! closed. The rest of the grace period is left for the requests and streams that were started.
+//!
+//! It also caps client connections: `server.max_connections_per_ip` per client address (the peer,
+//! or the address a PROXY protocol header named; peers in `server.trusted_proxies` carry many
+//! clients and are not capped per address) and `server.max_connections` in all, below the process's
+//! file-descriptor limit, so a flood of idle connections cannot starve the admin listener or the
+//! upstream connections. A connection over a cap is closed before anything is read from it, and
+//! counted in `llmproxy_connections_refused_total{reason}`.
 
+pub mod header_deadline;
 pub mod proxy_protocol;
 pub mod tls;
 
+use crate::state::Shared;
 use async_trait::async_trait;
 use pingora::apps::ServerApp;
 use pingora::protocols::Stream;
 use pingora::server::ShutdownWatch;
 use proxy_protocol::ProxyProtocol;
+use std::collections::HashMap;
+use std::net::IpAddr;
 use std::sync::atomic::{AtomicUsize, Ordering};
-use std::sync::Arc;
+use std::sync::{Arc, Mutex};
 use std::time::Duration;
 use tokio::sync::Notify;
 
@@ -31,28 +42,101 @@ const IDLE_DRAIN: Duration = Duration::from_secs(1);
 /// A [`ServerApp`] wrapper that drains client connections on shutdown.
 pub struct Draining<A> {
     inner: Arc<A>,
-    open: AtomicUsize,
+    open: Arc<AtomicUsize>,
     changed: Notify,
     grace: Duration,
     /// `server.proxy_protocol`: read each plain connection's header before serving it.
     proxy_protocol: Option<Arc<ProxyProtocol>>,
+    shared: Arc<Shared>,
+    /// Open connections per client address (addresses with none are removed).
+    per_ip: Mutex<HashMap<IpAddr, usize>>,
 }
 
 impl<A> Draining<A> {
-    pub fn new(inner: A, grace: Duration, proxy_protocol: Option<Arc<ProxyProtocol>>) -> Self {
+    pub fn new(
+        inner: A,
+        grace: Duration,
+        proxy_protocol: Option<Arc<ProxyProtocol>>,
+        shared: Arc<Shared>,
+    ) -> Self {
         Draining {
             inner: Arc::new(inner),
-            open: AtomicUsize::new(0),
+            open: Arc::new(AtomicUsize::new(0)),
             changed: Notify::new(),
             grace,
             proxy_protocol,
+            shared,
+            per_ip: Mutex::new(HashMap::new()),
         }
+    }
+
+    /// Count a new connection from `ip` against the caps; `None` when it is over one (close it).
+    fn admit(&self, ip: Option<IpAddr>) -> Option<IpGuard<'_, A>> {
+        let state = self.shared.state.load();
+        let server = &state.config.server;
+        if self.open() > server.max_connections {
+            self.refused("max_connections");
+            return None;
+        }
+        let ip = ip.filter(|ip| !server.trusted_proxies.contains(*ip));
+        if let Some(ip) = ip {
+            let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let n = per_ip.entry(ip).or_insert(0);
+            if *n >= server.max_connections_per_ip {
+                drop(per_ip);
+                self.refused("max_connections_per_ip");
+                return None;
+            }
+            *n += 1;
+        }
+        Some(IpGuard { app: self, ip })
+    }
+
+    fn refused(&self, reason: &str) {
+        self.shared
+            .metrics
+            .connections_refused
+            .with_label_values(&[reason])
+            .inc();
     }
 
     /// Client connections currently open (serving or idle between requests).
     pub fn open(&self) -> usize {
         self.open.load(Ordering::Acquire)
     }
+
+    /// The open-connection count, to watch from elsewhere (the shutdown drain).
+    pub fn open_counter(&self) -> Arc<AtomicUsize> {
+        self.open.clone()
+    }
+}
+
+/// Holds one connection's place in its address's count.
+struct IpGuard<'a, A> {
+    app: &'a Draining<A>,
+    ip: Option<IpAddr>,
+}
+
+impl<A> Drop for IpGuard<'_, A> {
+    fn drop(&mut self) {
+        let Some(ip) = self.ip else {
+            return;
+        };
+        let mut per_ip = self.app.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+        if let Some(n) = per_ip.get_mut(&ip) {
+            *n -= 1;
+            if *n == 0 {
+                per_ip.remove(&ip);
+            }
+        }
+    }
+}
+
+/// The connection's peer address (after a PROXY protocol header: the client it named).
+fn peer_ip(stream: &Stream) -> Option<IpAddr> {
+    let digest = stream.get_socket_digest()?;
+    let addr = digest.peer_addr()?.as_inet()?.ip();
+    Some(crate::config::server::canonical(addr))
 }
 
 /// Counts one connection for as long as its request (or its wait for the next one) runs.
@@ -81,12 +165,29 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
         let _open = OpenGuard::new(self);
+        let header_timeout = self
+            .shared
+            .state
+            .load()
+            .config
+            .server
+            .client_timeouts
+            .header;
         let Some(pp) = &self.proxy_protocol else {
+            let _ip = self.admit(peer_ip(&stream))?;
+            // Pingora calls this again with the same (wrapped) stream for each keep-alive request.
+            let stream = if stream.as_any().is::<header_deadline::HeaderDeadline>() {
+                stream
+            } else {
+                header_deadline::wrap(stream, header_timeout)
+            };
             return self.inner.process_new(stream, shutdown).await;
         };
         // The header opens the connection, not each request: read it once, then serve the
         // connection's requests here (the loop Pingora would otherwise run around this call).
         let mut next = pp.accept_plain(stream).await;
+        let _ip = self.admit(next.as_ref().and_then(peer_ip))?;
+        next = next.map(|s| header_deadline::wrap(s, header_timeout));
         while let Some(stream) = next {
             next = self.inner.process_new(stream, shutdown).await;
         }

@@ -108,6 +108,11 @@ pub struct ServerConfig {
     pub client_timeouts: ClientTimeouts,
     /// How long SIGTERM waits for requests in flight before the process exits.
     pub grace_period: Duration,
+    /// Open client connections one IP may hold; more are closed at once.
+    pub max_connections_per_ip: usize,
+    /// Open client connections in all, kept below the process's file-descriptor limit so the admin
+    /// listener (and upstream connections) always have room.
+    pub max_connections: usize,
     /// Unix socket through which a graceful upgrade (`-u`) takes over the listening sockets.
     pub upgrade_sock: String,
     /// Written in daemon mode (`-d`).
@@ -119,6 +124,27 @@ pub struct ServerConfig {
 }
 
 pub const DEFAULT_MAX_BODY: usize = 8 << 20;
+
+/// `server.max_connections_per_ip` when not set.
+pub const DEFAULT_MAX_CONNECTIONS_PER_IP: usize = 256;
+
+/// `server.max_connections` when not set: half the file descriptors the process may open (each
+/// client connection may hold an upstream one too), less room for the admin listener, upstream
+/// pools, the databases and the log, and at least 64.
+pub fn default_max_connections() -> usize {
+    let mut lim = libc::rlimit {
+        rlim_cur: 0,
+        rlim_max: 0,
+    };
+    // SAFETY: getrlimit writes the struct we pass; no other precondition.
+    let soft = if unsafe { libc::getrlimit(libc::RLIMIT_NOFILE, &mut lim) } == 0 {
+        lim.rlim_cur
+    } else {
+        1024
+    };
+    let soft = usize::try_from(soft).unwrap_or(usize::MAX).min(1 << 24);
+    (soft.saturating_sub(256) / 2).max(64)
+}
 
 impl Default for ClientTimeouts {
     fn default() -> Self {
@@ -147,6 +173,8 @@ pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
             "trusted_proxies",
             "proxy_protocol",
             "grace_period",
+            "max_connections_per_ip",
+            "max_connections",
             "upgrade_sock",
             "pid_file",
         ],
@@ -181,6 +209,20 @@ pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
         m.with(r, "trusted_proxies", |r, n| Some(n.list(r, read_cidr)))
             .unwrap_or_default(),
     );
+    let max_connections_per_ip = m
+        .with(r, "max_connections_per_ip", |r, n| n.u64(r))
+        .map_or(DEFAULT_MAX_CONNECTIONS_PER_IP, |n| n as usize);
+    let max_connections = m
+        .with(r, "max_connections", |r, n| n.u64(r))
+        .map_or_else(default_max_connections, |n| n as usize);
+    for (key, v) in [
+        ("max_connections_per_ip", max_connections_per_ip),
+        ("max_connections", max_connections),
+    ] {
+        if v == 0 {
+            r.error(&format!("{}.{key}", m.path()), "must be at least 1");
+        }
+    }
     let grace_period = m
         .with(r, "grace_period", |r, n| n.duration(r))
         .unwrap_or(Duration::from_secs(30));
@@ -200,6 +242,8 @@ pub fn read(r: &mut Reader, node: Node) -> Option<ServerConfig> {
         max_request_body,
         client_timeouts,
         grace_period,
+        max_connections_per_ip,
+        max_connections,
         upgrade_sock,
         pid_file,
         proxy_protocol,

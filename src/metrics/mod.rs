@@ -27,6 +27,7 @@ pub struct Metrics {
     pub http_duration: HistogramVec,
     pub http_errors: IntCounterVec,
     pub ratelimit: IntCounterVec,
+    pub connections_refused: IntCounterVec,
     pub tokens: IntCounterVec,
     pub ttft: HistogramVec,
     pub upstream_healthy: IntGaugeVec,
@@ -189,6 +190,12 @@ impl Metrics {
                 "llmproxy_ratelimit_total",
                 "Requests rejected by rate limiting",
                 &["forward"],
+            )?,
+            connections_refused: counter(
+                &r,
+                "llmproxy_connections_refused_total",
+                "Client connections closed at once for being over a cap (reason: max_connections, max_connections_per_ip)",
+                &["reason"],
             )?,
             tokens: counter(
                 &r,

@@ -65,6 +65,8 @@ impl ProxyHttp for Gateway {
     ) -> Result<()> {
         let t = ctx.state.config.server.client_timeouts;
         session.set_read_timeout(Some(t.header));
+        // Pipelined requests are answered in order (their bytes are set aside while this one runs).
+        session.as_downstream_mut().set_pipelining_enabled(true);
         // Pingora turns keep-alive off when the client asks for `Connection: close` and for every
         // request read after a shutdown or upgrade began (the answer then says `Connection: close`,
         // so the client reconnects to the new process); only lengthen what is still on.
