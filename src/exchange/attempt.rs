@@ -147,7 +147,7 @@ pub async fn run(
                     ctx.request_id
                 );
             }
-            Err(e) => return Outcome::Broken(e.to_string()),
+            Err(e) => return Outcome::Broken(brief(&e, &ctx.request_id)),
         }
     };
     let Some(up) = http.response_header() else {
@@ -253,6 +253,23 @@ pub async fn run(
         None
     };
     Outcome::Done(relayed, unreported)
+}
+
+/// What a client may be told about an upstream exchange that failed: the kind of failure in words,
+/// never the upstream's bytes (an invalid header block would otherwise be echoed back). The whole
+/// error goes to the debug log, bounded.
+fn brief(e: &Error, request_id: &str) -> String {
+    let detail: String = e.to_string().chars().take(300).collect();
+    log::debug!("request {request_id}: upstream exchange failed: {detail}");
+    let what = match e.etype() {
+        InvalidHTTPHeader => "its response header was not valid HTTP (or too large)",
+        ConnectionClosed => "it closed the connection",
+        ReadError => "reading its response failed",
+        WriteError => "sending the request failed",
+        ReadTimedout | WriteTimedout => "it did not answer in time",
+        _ => "the exchange failed",
+    };
+    format!("{what} ({})", e.etype().as_str())
 }
 
 /// `--debug`: the upstream request line and headers, credentials masked.

@@ -452,12 +452,44 @@ async fn try_model(
             break;
         }
     }
-    Err(last.unwrap_or_else(|| {
-        Failure::Error(GatewayError::NoHealthyUpstream(format!(
-            "No healthy deployment for model `{}`",
-            model.name
-        )))
-    }))
+    Err(last.unwrap_or_else(|| Failure::Error(no_healthy(state, m))))
+}
+
+/// `503 no_healthy_upstream` saying why: each deployment's upstream and what is wrong with it (its
+/// health check's last error, or its cooldown), never a secret.
+fn no_healthy(state: &State, m: usize) -> GatewayError {
+    let model = &state.config.models[m];
+    let balancer = &state.balancers[m];
+    let why: Vec<String> = model
+        .deployments
+        .iter()
+        .enumerate()
+        .map(|(i, d)| {
+            let pool = &state.upstreams[d.upstream_idx];
+            let cooling = balancer.deployments[i].cooldown_left();
+            let mut s = format!("`{}` ({})", pool.cfg.name, d.model);
+            if let Some(left) = cooling {
+                s.push_str(&format!(": cooling down for {:.0}s more", left.as_secs_f64().ceil()));
+            } else if !pool.healthy() {
+                match pool.last_error() {
+                    Some(e) => {
+                        let e: String = e.chars().take(200).collect();
+                        s.push_str(&format!(": unhealthy, {e}"));
+                        if e.contains("status 401") || e.contains("status 403") {
+                            s.push_str(" (the upstream refused the gateway's credentials: is its `auth` set, e.g. its API key variable?)");
+                        }
+                    }
+                    None => s.push_str(": unhealthy (no health check has passed yet)"),
+                }
+            }
+            s
+        })
+        .collect();
+    GatewayError::NoHealthyUpstream(format!(
+        "No healthy deployment for model `{}`: {}",
+        model.name,
+        why.join("; ")
+    ))
 }
 
 /// The upstream reported no usage: estimate it with tiktoken (off the worker thread, as loading a
@@ -527,11 +559,72 @@ const PROBE_AFTER: Duration = Duration::from_millis(20);
 const PROBE_BETWEEN_CHUNKS: Duration = Duration::from_millis(400);
 
 /// Resolves when the client has gone away (checked after `after`; pending while it is connected).
+///
+/// A read error is a client gone. End of input (FIN) is not by itself: HTTP/1.1 lets a client
+/// half-close after its request and still read the answer. So on FIN the gateway probes with
+/// something every client ignores — a `100 Continue` interim response before the answer started, an
+/// SSE comment line in a started stream — twice, a moment apart: a client that closed its socket
+/// answers the first with a reset, and the second write fails; a half-closed one reads on and the
+/// exchange continues. (A started answer that is not a stream cannot be probed: FIN ends it.)
 pub async fn client_gone(session: &mut Session, after: Duration) {
     if !after.is_zero() {
         tokio::time::sleep(after).await;
     }
-    let _ = session.as_downstream_mut().read_body_or_idle(true).await;
+    if half_closed(session) {
+        // Probed already: the client reads on; a write will tell if it leaves.
+        return std::future::pending().await;
+    }
+    if session
+        .as_downstream_mut()
+        .read_body_or_idle(true)
+        .await
+        .is_ok()
+    {
+        // Pipelined bytes of the next request were set aside: nothing more to learn here.
+        return std::future::pending().await;
+    }
+    if !half_closed(session) || gone_after_fin(session).await {
+        return;
+    }
+    std::future::pending().await
+}
+
+/// Whether the client sent FIN (HTTP/1.1).
+fn half_closed(session: &Session) -> bool {
+    session
+        .as_downstream()
+        .as_http1()
+        .is_some_and(|s| s.is_half_closed())
+}
+
+/// After FIN: whether the client closed its socket (two probes, the second fails) rather than only
+/// its sending side.
+async fn gone_after_fin(session: &mut Session) -> bool {
+    const GAP: Duration = Duration::from_millis(100);
+    let started = session.response_written().is_some();
+    let sse = session
+        .response_written()
+        .and_then(|h| h.headers.get(http::header::CONTENT_TYPE))
+        .is_some_and(|v| v.as_bytes().starts_with(b"text/event-stream"));
+    if started && !sse {
+        return true;
+    }
+    for i in 0..2 {
+        if i > 0 {
+            tokio::time::sleep(GAP).await;
+        }
+        let written = if started {
+            session
+                .write_response_body(Some(bytes::Bytes::from_static(b": \n\n")), false)
+                .await
+        } else {
+            session.as_downstream_mut().write_continue_response().await
+        };
+        if written.is_err() {
+            return true;
+        }
+    }
+    false
 }
 
 /// Sleep for `d`, returning early with `true` if the client disconnects meanwhile.

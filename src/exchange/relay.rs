@@ -4,7 +4,7 @@
 
 use super::attempt::{Buffered, Outcome, Target};
 use super::{client_gone, count_error, Deadlines, Relayed, PROBE_AFTER, PROBE_BETWEEN_CHUNKS};
-use crate::providers::{relayable, Answer, HeaderFate, Mode};
+use crate::providers::{relayable, Answer, HeaderFate, Mode, StreamFailure};
 use crate::proxy::ctx::RequestCtx;
 use crate::state::{Shared, State};
 use bytes::{Bytes, BytesMut};
@@ -40,7 +40,9 @@ pub(super) async fn stream(
                 if let Some(rec) = ctx.cache_record.as_mut() {
                     rec.push(&rest);
                 }
-                let _ = session.write_response_body(Some(rest), false).await;
+                if let Err(w) = write(session, Some(rest), false, deadlines).await {
+                    return client_failed(ctx, w);
+                }
             }
             break None;
         };
@@ -54,15 +56,16 @@ pub(super) async fn stream(
                 rec.push(c);
             }
         }
-        if out.is_some() && session.write_response_body(out, false).await.is_err() {
-            // The client left: dropping the upstream connection stops the generation.
-            ctx.fail(crate::proxy::ctx::ErrorKind::ClientClosed);
-            return (Relayed::Truncated, false);
+        if out.is_some() {
+            if let Err(w) = write(session, out, false, deadlines).await {
+                // Dropping the upstream connection stops the generation.
+                return client_failed(ctx, w);
+            }
         }
         let read = tokio::select! {
             biased;
             r = http.read_response_body() => r,
-            _ = &mut timeout => break Some("timeout"),
+            _ = &mut timeout => break Some(("timeout", StreamFailure::Timeout)),
             _ = client_gone(session, PROBE_BETWEEN_CHUNKS) => {
                 ctx.fail(crate::proxy::ctx::ErrorKind::ClientClosed);
                 return (Relayed::Truncated, false);
@@ -77,9 +80,9 @@ pub(super) async fn stream(
                     t.pool.cfg.name
                 );
                 break Some(if e.etype() == &ReadTimedout {
-                    "stream_timeout"
+                    ("stream_timeout", StreamFailure::Timeout)
                 } else {
-                    "stream_interrupted"
+                    ("stream_interrupted", StreamFailure::Broken)
                 });
             }
         }
@@ -89,7 +92,7 @@ pub(super) async fn stream(
         // Only complete successful answers are cached.
         ctx.cache_record = None;
     }
-    if let Some(kind) = upstream_failure {
+    if let Some((kind, why)) = upstream_failure {
         let labels = [t.model.name.as_str(), t.pool.cfg.name.as_str()];
         count_error(shared, kind, &labels);
         shared
@@ -103,8 +106,8 @@ pub(super) async fn stream(
             return (Relayed::Truncated, false);
         }
         // Never a silent truncation: tell the client in the stream's own format.
-        let ok = session
-            .write_response_body(Some(Bytes::from_static(answer.stream_error())), true)
+        let event = crate::providers::stream_error_event(answer.client_api(), why);
+        let ok = write(session, Some(Bytes::from_static(event)), true, deadlines)
             .await
             .is_ok();
         return (
@@ -119,10 +122,43 @@ pub(super) async fn stream(
     if let Some(rec) = ctx.cache_record.take() {
         store_answer(ctx, rec).await;
     }
-    if session.write_response_body(None, true).await.is_err() {
+    if write(session, None, true, deadlines).await.is_err() {
         return (Relayed::Truncated, true);
     }
     (Relayed::Complete, true)
+}
+
+/// Why writing to the client failed.
+enum WriteFailed {
+    /// The connection is gone.
+    Closed,
+    /// The client stopped reading and the request's time limit passed.
+    TimedOut,
+}
+
+/// Write to the client by the request's deadline: a client that stops reading cannot hold the
+/// exchange (and its upstream slot) past `request_timeout`.
+async fn write(
+    session: &mut Session,
+    body: Option<Bytes>,
+    end: bool,
+    deadlines: Deadlines,
+) -> Result<(), WriteFailed> {
+    match tokio::time::timeout_at(deadlines.total, session.write_response_body(body, end)).await {
+        Ok(Ok(())) => Ok(()),
+        Ok(Err(_)) => Err(WriteFailed::Closed),
+        Err(_) => Err(WriteFailed::TimedOut),
+    }
+}
+
+/// The client left or stopped reading: the relay ends (its connection is dropped, and with it the
+/// upstream's).
+fn client_failed(ctx: &mut RequestCtx, w: WriteFailed) -> (Relayed, bool) {
+    ctx.fail(match w {
+        WriteFailed::Closed => crate::proxy::ctx::ErrorKind::ClientClosed,
+        WriteFailed::TimedOut => crate::proxy::ctx::ErrorKind::ClientTimeout,
+    });
+    (Relayed::Truncated, false)
 }
 
 /// An answer converted whole (a translated non-streamed answer): read (bounded), converted, written
@@ -336,9 +372,6 @@ impl Answer for Untranslated {
     }
     fn error_body(&self, _: u16, _: &[u8]) -> Option<Bytes> {
         None
-    }
-    fn stream_error(&self) -> &'static [u8] {
-        crate::providers::OPENAI_STREAM_ERROR
     }
 }
 

@@ -144,8 +144,10 @@ pub trait Answer: Send {
     fn client_header(&self, _name: &http::HeaderName, _value: &http::HeaderValue) -> HeaderFate {
         HeaderFate::Keep
     }
-    /// The event that ends the client's stream when the upstream fails midway.
-    fn stream_error(&self) -> &'static [u8];
+    /// The API the client speaks (it shapes the event that ends a stream that broke).
+    fn client_api(&self) -> ClientApi {
+        ClientApi::OpenAi
+    }
 }
 
 /// One provider: its paths, bodies, answers, errors and checks.
@@ -280,12 +282,31 @@ pub fn is_context_window_error(status: u16, body: &[u8]) -> bool {
         .any(|m| lower.windows(m.len()).any(|w| w == *m))
 }
 
-/// The SSE event that ends an OpenAI stream whose upstream failed after the first byte.
-pub const OPENAI_STREAM_ERROR: &[u8] = b"data: {\"error\":{\"message\":\"The upstream connection failed during the stream\",\"type\":\"api_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\ndata: [DONE]\n\n";
+/// Why a stream ended before its end.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamFailure {
+    /// The request's time limit passed.
+    Timeout,
+    /// The upstream connection broke, or its answer could not be read.
+    Broken,
+}
+
+/// The event that ends a client's stream after its first byte when the upstream failed: never a
+/// silent truncation. OpenAI clients get an error chunk and `[DONE]`, Anthropic clients an `error`
+/// event.
+pub fn stream_error_event(api: ClientApi, why: StreamFailure) -> &'static [u8] {
+    match (api, why) {
+        (ClientApi::OpenAi, StreamFailure::Broken) => b"data: {\"error\":{\"message\":\"The upstream connection failed during the stream\",\"type\":\"api_error\",\"param\":null,\"code\":\"upstream_error\"}}\n\ndata: [DONE]\n\n",
+        (ClientApi::OpenAi, StreamFailure::Timeout) => b"data: {\"error\":{\"message\":\"The request timed out during the stream (its time limit passed)\",\"type\":\"api_error\",\"param\":null,\"code\":\"upstream_timeout\"}}\n\ndata: [DONE]\n\n",
+        (ClientApi::Anthropic, StreamFailure::Broken) => b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The upstream connection failed during the stream\"}}\n\n",
+        (ClientApi::Anthropic, StreamFailure::Timeout) => b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"timeout_error\",\"message\":\"The request timed out during the stream (its time limit passed)\"}}\n\n",
+    }
+}
 
 /// Client request headers never forwarded upstream: credentials (the upstream's own auth replaces
-/// them), hop-by-hop headers, framing (recomputed), gateway controls, and `accept-encoding` (usage is
-/// read from the response body, so it must arrive uncompressed).
+/// them), hop-by-hop headers, framing (recomputed; a body's `content-encoding` was decoded),
+/// gateway controls, and `accept-encoding` (usage is read from the response body, so it must
+/// arrive uncompressed).
 pub fn forwardable(name: &http::HeaderName) -> bool {
     !matches!(
         name.as_str(),
@@ -296,6 +317,7 @@ pub fn forwardable(name: &http::HeaderName) -> bool {
             | "cookie"
             | "host"
             | "content-length"
+            | "content-encoding"
             | "transfer-encoding"
             | "connection"
             | "keep-alive"

@@ -177,10 +177,6 @@ impl Answer for Relay {
     fn client_header(&self, _: &http::HeaderName, _: &http::HeaderValue) -> HeaderFate {
         HeaderFate::Keep
     }
-
-    fn stream_error(&self) -> &'static [u8] {
-        super::OPENAI_STREAM_ERROR
-    }
 }
 
 /// The usage of a whole OpenAI-shaped JSON answer.

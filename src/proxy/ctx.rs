@@ -72,6 +72,8 @@ pub enum ErrorKind {
     Gateway(&'static str),
     /// The client went away before the answer was complete.
     ClientClosed,
+    /// The client stopped reading the answer and the request's time limit passed.
+    ClientTimeout,
     /// The upstream broke off after the first byte.
     UpstreamStream,
     /// A key-management call failed.
@@ -83,6 +85,7 @@ impl ErrorKind {
         match self {
             ErrorKind::Gateway(code) => code,
             ErrorKind::ClientClosed => "client_closed",
+            ErrorKind::ClientTimeout => "client_timeout",
             ErrorKind::UpstreamStream => "upstream_stream_error",
             ErrorKind::KeyApi => "key_api",
         }

@@ -154,9 +154,6 @@ pub use stream::*;
 #[cfg(test)]
 mod tests;
 
-/// The same for Anthropic's own stream format (`/v1/messages`).
-pub const ANTHROPIC_STREAM_ERROR: &[u8] = b"event: error\ndata: {\"type\":\"error\",\"error\":{\"type\":\"api_error\",\"message\":\"The upstream connection failed during the stream\"}}\n\n";
-
 /// `provider: anthropic`: OpenAI chat requests translated to the Messages API and back; Anthropic
 /// clients (`/v1/messages`, `count_tokens`) relayed as they are.
 pub struct Anthropic;
@@ -289,10 +286,6 @@ impl Answer for ToOpenAi {
             None => HeaderFate::Drop,
         }
     }
-
-    fn stream_error(&self) -> &'static [u8] {
-        crate::providers::OPENAI_STREAM_ERROR
-    }
 }
 
 /// Anthropic's own answer to an Anthropic client, relayed as it is; the usage read on the way
@@ -352,8 +345,8 @@ impl Answer for Native {
         None
     }
 
-    fn stream_error(&self) -> &'static [u8] {
-        ANTHROPIC_STREAM_ERROR
+    fn client_api(&self) -> crate::providers::ClientApi {
+        crate::providers::ClientApi::Anthropic
     }
 }
 

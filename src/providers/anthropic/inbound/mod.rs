@@ -271,7 +271,7 @@ impl Answer for ToMessages {
         self.inner.client_header(name, value)
     }
 
-    fn stream_error(&self) -> &'static [u8] {
-        super::ANTHROPIC_STREAM_ERROR
+    fn client_api(&self) -> crate::providers::ClientApi {
+        crate::providers::ClientApi::Anthropic
     }
 }
