@@ -22,6 +22,7 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod state;
+pub mod template;
 pub mod tracing;
 pub mod upstreams;
 
