@@ -180,6 +180,32 @@ async fn gateway_with(template: &str, extra_args: &[&str], stderr: Stdio) -> Gat
     Gateway::spawn_with_stderr(&args, port, admin, path, stderr).await
 }
 
+/// Like [`gateway`], with extra environment variables for the gateway process.
+pub async fn gateway_with_env(template: &str, env: &[(&str, &str)]) -> Gateway {
+    let port = free_port();
+    let admin = free_port();
+    let yaml = template
+        .replace("{PORT}", &port.to_string())
+        .replace("{ADMIN}", &admin.to_string());
+    let path = tmp_path("llmproxy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let child = Command::new(LLMPROXY)
+        .args(["run", "-c", path.to_str().unwrap()])
+        .envs(env.iter().copied())
+        .stdout(Stdio::null())
+        .stderr(Stdio::inherit())
+        .spawn()
+        .expect("start llmproxy");
+    let gw = Gateway {
+        child,
+        port,
+        admin_port: admin,
+        config: path,
+    };
+    gw.wait_ready().await;
+    gw
+}
+
 /// Wait (bounded) for a line containing `needle` in the log file; returns the line.
 pub async fn wait_for_line(log: &std::path::Path, needle: &str) -> String {
     let t = Instant::now();
