@@ -334,8 +334,8 @@ async fn safety_blocks_are_content_filter() {
 async fn google_errors_in_openai_shape() {
     let mock = Mock::start_with("G", &["--gemini-api-key", KEY, "--max-input-tokens", "50"]);
     let other = Mock::start("O");
-    let extra = format!("  - {{name: gem-long, deployments: [{{upstream: o, model: gpt-4o}}]}}\n");
-    let cfg = gemini_config(&mock, &extra)
+    let extra = "  - {name: gem-long, deployments: [{upstream: o, model: gpt-4o}]}\n";
+    let cfg = gemini_config(&mock, extra)
         .replace(
             "  - {name: gem, deployments: [{upstream: g, model: gemini-2.5-flash}]}",
             "  - {name: gem, deployments: [{upstream: g, model: gemini-2.5-flash}], context_window_fallbacks: [gem-long], retry: {attempts: 1}}",
