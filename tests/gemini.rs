@@ -480,3 +480,45 @@ async fn broken_streams_end_with_an_error_event() {
         .contains("exceeds"));
     assert_eq!(ev.last().unwrap(), "[DONE]");
 }
+
+/// Seed 002's quick start: `--model gemini/<id>` with the key from `GEMINI_API_KEY`.
+#[tokio::test]
+async fn quick_start_model_flag() {
+    let mock = Mock::start_with("G", &["--gemini-api-key", KEY]);
+    let (port, admin) = (free_port(), free_port());
+    let (port_s, admin_s, base) = (
+        port.to_string(),
+        format!("127.0.0.1:{admin}"),
+        format!("{}/v1beta", mock.base()),
+    );
+    let args = [
+        "--model",
+        "gemini/gemini-2.5-flash",
+        "--api_base",
+        &base,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port_s,
+        "--admin_listen",
+        &admin_s,
+    ];
+    let gw = Gateway::spawn_with_env(
+        &args,
+        &[("GEMINI_API_KEY", KEY)],
+        port,
+        admin,
+        std::path::PathBuf::new(),
+    )
+    .await;
+    let r = gw.chat("gemini-2.5-flash").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["choices"][0]["message"]["content"], "Hello from mock");
+    let rec = last_post(&mock).await;
+    assert_eq!(
+        rec["path"],
+        "/v1beta/models/gemini-2.5-flash:generateContent"
+    );
+    assert_eq!(rec["headers"]["x-goog-api-key"], KEY);
+}

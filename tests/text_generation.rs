@@ -317,3 +317,40 @@ fn check_reports_templates_with_key_paths() {
     assert!(ok, "{out}");
     assert!(out.contains("rendered as ChatML"), "{out}");
 }
+
+/// Seed 002's quick start: `--model huggingface/<id> --api_base <server>`.
+#[tokio::test]
+async fn quick_start_model_flag() {
+    let mock = Mock::start("T");
+    let (port, admin) = (free_port(), free_port());
+    let (port_s, admin_s, base) = (port.to_string(), format!("127.0.0.1:{admin}"), mock.base());
+    let gw = Gateway::spawn(
+        &[
+            "--model",
+            "huggingface/HuggingFaceH4/zephyr-7b-beta",
+            "--api_base",
+            &base,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port_s,
+            "--admin_listen",
+            &admin_s,
+        ],
+        port,
+        admin,
+        std::path::PathBuf::new(),
+    )
+    .await;
+    let r = gw.chat("HuggingFaceH4/zephyr-7b-beta").await;
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(
+        v["choices"][0]["message"]["content"],
+        "tok0 tok1 tok2 tok3 tok4 "
+    );
+    assert_eq!(
+        last_generate(&mock).await["inputs"],
+        "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
+    );
+}

@@ -263,3 +263,40 @@ fn check_reports_google_settings_with_key_paths() {
     ));
     assert!(ok, "{out}");
 }
+
+/// Seed 002's quick start: `--model vertex_ai/<id>`, credentials from
+/// `GOOGLE_APPLICATION_CREDENTIALS`.
+#[tokio::test]
+async fn quick_start_model_flag() {
+    let mock = mock("3600");
+    let (port, admin) = (free_port(), free_port());
+    let (port_s, admin_s, base) = (
+        port.to_string(),
+        format!("127.0.0.1:{admin}"),
+        format!("{}{PUBLISHER}", mock.base()),
+    );
+    let key = key_file(&mock);
+    let args = [
+        "--model",
+        "vertex_ai/gemini-2.5-flash",
+        "--api_base",
+        &base,
+        "--host",
+        "127.0.0.1",
+        "--port",
+        &port_s,
+        "--admin_listen",
+        &admin_s,
+    ];
+    let gw = Gateway::spawn_with_env(
+        &args,
+        &[("GOOGLE_APPLICATION_CREDENTIALS", &key)],
+        port,
+        admin,
+        std::path::PathBuf::new(),
+    )
+    .await;
+    let r = gw.chat("gemini-2.5-flash").await;
+    assert_eq!(r.status(), 200);
+    assert_eq!(grants(&mock).await, 1);
+}
