@@ -36,6 +36,8 @@ pub const QUIET_TARGETS: &[&str] = &[
     "reqwest",
     "tokio_postgres",
     "redis",
+    // Token grants: the signed assertion and the access token.
+    "yup_oauth2",
 ];
 
 #[derive(Default)]

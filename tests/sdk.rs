@@ -6,6 +6,9 @@
 //!   anthropic` upstreams (clients speak OpenAI chat; the gateway translates), and over a TLS listener.
 //! * Anthropic Python SDK (`tests/sdk/anthropic_sdk.py`) against `POST /v1/messages` (passthrough to
 //!   `provider: anthropic`).
+//! * Both OpenAI SDKs and the Anthropic SDK against `provider: gemini`, `provider: vertex` (OAuth2
+//!   tokens from a service-account key whose token URI is the mock's) and `provider:
+//!   text_generation` (a TGI server: chat and completions only, answers of generated tokens).
 //!
 //! Each run prints one line `sdk matrix: provider=... client=... case=pass|skip(why) ...` (see it with
 //! `cargo test --test sdk -- --nocapture`): `skip(n/a)` = the provider has no such API, `skip(mock)` =
@@ -57,11 +60,38 @@ const ANTHROPIC_NA: &[(&str, &str)] = &[
     ("responses_stream", "n/a"),
 ];
 
+/// What Gemini and Vertex AI do not have (the Responses API is OpenAI's and Azure's).
+const GOOGLE_NA: &[(&str, &str)] = &[("responses", "n/a"), ("responses_stream", "n/a")];
+/// What a text-generation server does not have: tools, embeddings, the Responses API.
+const TGI_NA: &[(&str, &str)] = &[
+    ("tools", "n/a"),
+    ("tools_stream", "n/a"),
+    ("tool_result", "n/a"),
+    ("embeddings", "n/a"),
+    ("embeddings_base64", "n/a"),
+    ("responses", "n/a"),
+    ("responses_stream", "n/a"),
+];
+/// The same cases of the Anthropic SDK script.
+const TGI_ANTHROPIC_NA: &[(&str, &str)] = &[
+    ("tools", "n/a"),
+    ("tool_result", "n/a"),
+    ("tools_stream", "n/a"),
+];
+/// A text-generation server's whole answer: the generated tokens.
+const TGI_CONTENT: &str = "tok0 tok1 tok2 tok3 tok4 ";
+const GEMINI_KEY: &str = "gk-sdk-upstream-key";
+const SA_EMAIL: &str = "sdk@mock-project.iam.gserviceaccount.com";
+const PUBLISHER: &str = "/v1/projects/mock-project/locations/us-central1/publishers/google";
+
 #[derive(Clone, Copy, PartialEq)]
 enum Provider {
     OpenAi,
     Azure,
     Anthropic,
+    Gemini,
+    Vertex,
+    TextGeneration,
 }
 
 impl Provider {
@@ -70,7 +100,15 @@ impl Provider {
             Provider::OpenAi => "openai",
             Provider::Azure => "azure",
             Provider::Anthropic => "anthropic",
+            Provider::Gemini => "gemini",
+            Provider::Vertex => "vertex",
+            Provider::TextGeneration => "text_generation",
         }
+    }
+
+    /// The whole chat answer's text, when the provider's mock dialect says something else.
+    fn content(self) -> Option<&'static str> {
+        (self == Provider::TextGeneration).then_some(TGI_CONTENT)
     }
 
     /// The chat model clients ask for.
@@ -85,6 +123,8 @@ impl Provider {
     fn skips(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Provider::Anthropic => ANTHROPIC_NA,
+            Provider::Gemini | Provider::Vertex => GOOGLE_NA,
+            Provider::TextGeneration => TGI_NA,
             _ => MOCK_GAPS,
         }
     }
@@ -102,12 +142,37 @@ impl Provider {
                 "  - {{name: up, provider: anthropic, url: \"{}\", auth: {{type: header, name: x-api-key, value: sk-ant-upstream}}, health_check: {hc}}}\n",
                 mock.url()
             ),
+            Provider::Gemini => format!(
+                "  - {{name: up, provider: gemini, url: \"{}/v1beta\", auth: {{type: header, name: x-goog-api-key, value: {GEMINI_KEY}}}, health_check: {hc}}}\n",
+                mock.base()
+            ),
+            Provider::Vertex => {
+                let key = tmp_path("sdk-sa.json");
+                std::fs::write(
+                    &key,
+                    mock_upstream::gcp_test_key::service_account_json(
+                        SA_EMAIL,
+                        &format!("{}/token", mock.base()),
+                    ),
+                )
+                .unwrap();
+                format!(
+                    "  - {{name: up, provider: vertex, url: \"{}{PUBLISHER}\", auth: {{type: gcp, credentials_file: \"{}\"}}}}\n",
+                    mock.base(),
+                    key.display()
+                )
+            }
+            Provider::TextGeneration => format!(
+                "  - {{name: up, provider: text_generation, url: \"{}\", auth: {{type: none}}, health_check: {hc}}}\n",
+                mock.base()
+            ),
         }
     }
 
     fn models(self) -> &'static [&'static str] {
         match self {
             Provider::Anthropic => &[CLAUDE],
+            Provider::TextGeneration => &[MODEL],
             _ => &[MODEL, EMBED_MODEL],
         }
     }
@@ -116,6 +181,13 @@ impl Provider {
         match self {
             Provider::Anthropic => format!(
                 "  - {{name: {CLAUDE}, deployments: [{{upstream: up, model: claude-sonnet-4-5}}]}}\n"
+            ),
+            // The SDK scripts expect the mock's 8-dimension vectors.
+            Provider::Gemini | Provider::Vertex => format!(
+                "  - {{name: {MODEL}, deployments: [{{upstream: up, model: gemini-2.5-flash}}]}}\n  - {{name: {EMBED_MODEL}, deployments: [{{upstream: up, model: text-embedding-004, params: {{dimensions: 8}}}}]}}\n"
+            ),
+            Provider::TextGeneration => format!(
+                "  - {{name: {MODEL}, deployments: [{{upstream: up, model: tgi-model}}]}}\n"
             ),
             _ => format!(
                 "  - {{name: {MODEL}, deployments: [{{upstream: up, model: mini-dep}}]}}\n  - {{name: {EMBED_MODEL}, deployments: [{{upstream: up, model: embed-dep}}]}}\n"
@@ -133,6 +205,18 @@ impl Provider {
                 "/openai/v1/responses",
             ],
             Provider::Anthropic => &["/v1/messages"],
+            Provider::Gemini => &[
+                "/v1beta/models/gemini-2.5-flash:generateContent",
+                "/v1beta/models/gemini-2.5-flash:streamGenerateContent",
+                "/v1beta/models/text-embedding-004:batchEmbedContents",
+            ],
+            Provider::Vertex => &[
+                "/v1/projects/mock-project/locations/us-central1/publishers/google/models/gemini-2.5-flash:generateContent",
+                "/v1/projects/mock-project/locations/us-central1/publishers/google/models/gemini-2.5-flash:streamGenerateContent",
+                "/v1/projects/mock-project/locations/us-central1/publishers/google/models/text-embedding-004:predict",
+                "/token",
+            ],
+            Provider::TextGeneration => &["/generate", "/generate_stream"],
         }
     }
 
@@ -149,6 +233,23 @@ impl Provider {
                 assert_eq!(h["x-api-key"], "sk-ant-upstream", "{rec}");
                 assert!(h.get("authorization").is_none(), "{rec}");
             }
+            Provider::Gemini => {
+                assert_eq!(h["x-goog-api-key"], GEMINI_KEY, "{rec}");
+                assert!(h.get("authorization").is_none(), "{rec}");
+            }
+            // The token grant itself, then the token it gave.
+            Provider::Vertex if rec["path"] == "/token" => assert_eq!(rec["auth"]["ok"], true),
+            Provider::Vertex => {
+                assert!(
+                    h["authorization"]
+                        .as_str()
+                        .unwrap()
+                        .starts_with("Bearer ya29.mock."),
+                    "{rec}"
+                );
+                assert_eq!(rec["auth"]["issued_by_mock"], true, "{rec}");
+            }
+            Provider::TextGeneration => assert!(h.get("authorization").is_none(), "{rec}"),
         }
     }
 
@@ -260,6 +361,7 @@ async fn run(
     args: &[&str],
     skips: &[(&str, &str)],
     ca_file: Option<&str>,
+    content: Option<&str>,
 ) -> Report {
     let (program, script) = match sdk {
         Sdk::OpenAiPython => (t.python.as_os_str(), "tests/sdk/openai_sdk.py"),
@@ -275,6 +377,9 @@ async fn run(
         .env("LLMPROXY_SDK_SKIP", skip_list.join(","))
         .env("LLMPROXY_SDK_NODE_MODULES", &t.node_modules)
         .kill_on_drop(true);
+    if let Some(c) = content {
+        cmd.env("LLMPROXY_SDK_CONTENT", c);
+    }
     if let (Sdk::OpenAiNode, Some(ca)) = (sdk, ca_file) {
         cmd.env("NODE_EXTRA_CA_CERTS", ca);
     }
@@ -372,6 +477,7 @@ async fn openai_sdk_against(sdk: Sdk, provider: Provider) {
         &[&base, provider.model(), EMBED_MODEL],
         provider.skips(),
         None,
+        provider.content(),
     )
     .await;
     assert_eq!(
@@ -458,6 +564,7 @@ async fn anthropic_messages_endpoint_anthropic_python_sdk() {
         &[&base, CLAUDE],
         &[],
         None,
+        None,
     )
     .await;
     assert_upstream_saw(&mock, Provider::Anthropic).await;
@@ -484,6 +591,7 @@ async fn openai_upstream_anthropic_python_sdk() {
         "openai",
         &[&base, MODEL],
         &[],
+        None,
         None,
     )
     .await;
@@ -529,6 +637,7 @@ async fn openai_sdk_over_tls(sdk: Sdk) {
         &[&base, MODEL, EMBED_MODEL],
         MOCK_GAPS,
         Some(cert.to_str().unwrap()),
+        None,
     )
     .await;
     assert_upstream_saw(&mock, Provider::OpenAi).await;
@@ -542,4 +651,81 @@ async fn tls_listener_openai_python_sdk() {
 #[tokio::test]
 async fn tls_listener_openai_node_sdk() {
     openai_sdk_over_tls(Sdk::OpenAiNode).await;
+}
+
+#[tokio::test]
+async fn gemini_upstream_openai_python_sdk() {
+    openai_sdk_against(Sdk::OpenAiPython, Provider::Gemini).await;
+}
+
+#[tokio::test]
+async fn gemini_upstream_openai_node_sdk() {
+    openai_sdk_against(Sdk::OpenAiNode, Provider::Gemini).await;
+}
+
+#[tokio::test]
+async fn vertex_upstream_openai_python_sdk() {
+    openai_sdk_against(Sdk::OpenAiPython, Provider::Vertex).await;
+}
+
+#[tokio::test]
+async fn vertex_upstream_openai_node_sdk() {
+    openai_sdk_against(Sdk::OpenAiNode, Provider::Vertex).await;
+}
+
+#[tokio::test]
+async fn text_generation_upstream_openai_python_sdk() {
+    openai_sdk_against(Sdk::OpenAiPython, Provider::TextGeneration).await;
+}
+
+#[tokio::test]
+async fn text_generation_upstream_openai_node_sdk() {
+    openai_sdk_against(Sdk::OpenAiNode, Provider::TextGeneration).await;
+}
+
+/// The Anthropic SDK on `/v1/messages` for a model served by `provider` (which speaks neither
+/// Anthropic's API nor OpenAI's): Messages → chat → the provider's API, and back.
+async fn anthropic_sdk_against(provider: Provider, skips: &[(&str, &str)]) {
+    let Some(t) = tools(Sdk::AnthropicPython).await else {
+        return;
+    };
+    let mock = Mock::start("M");
+    let gw = gateway(&provider.config(&mock)).await;
+    let base = gw.url("");
+    run(
+        &t,
+        Sdk::AnthropicPython,
+        provider.name(),
+        &[&base, MODEL],
+        skips,
+        None,
+        provider.content(),
+    )
+    .await;
+    let seen = mock.requests().await;
+    let text = serde_json::to_string(&seen).unwrap();
+    assert!(
+        !text.contains(MASTER),
+        "the client's key reached the upstream"
+    );
+    let posts: Vec<&Value> = seen.iter().filter(|r| r["method"] == "POST").collect();
+    assert!(posts.len() >= 5, "{seen:?}");
+    for rec in posts {
+        provider.assert_upstream_auth(rec);
+    }
+}
+
+#[tokio::test]
+async fn gemini_upstream_anthropic_python_sdk() {
+    anthropic_sdk_against(Provider::Gemini, &[]).await;
+}
+
+#[tokio::test]
+async fn vertex_upstream_anthropic_python_sdk() {
+    anthropic_sdk_against(Provider::Vertex, &[]).await;
+}
+
+#[tokio::test]
+async fn text_generation_upstream_anthropic_python_sdk() {
+    anthropic_sdk_against(Provider::TextGeneration, TGI_ANTHROPIC_NA).await;
 }

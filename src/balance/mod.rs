@@ -9,6 +9,7 @@
 //! flight per deployment.
 
 pub mod connect_proxy;
+pub mod gcp;
 pub mod health;
 pub mod signer;
 pub mod upstream;

@@ -22,30 +22,38 @@ impl std::fmt::Display for SignError {
 pub enum Signer {
     /// Nothing beyond the static headers.
     Static,
+    /// A Google OAuth2 access token (`auth: {type: gcp}`), cached and refreshed.
+    Google(std::sync::Arc<super::gcp::TokenSource>),
 }
 
 impl Signer {
     /// The signer an upstream's `auth` needs.
-    pub fn for_upstream(_cfg: &crate::config::Upstream) -> Signer {
-        Signer::Static
+    pub fn for_upstream(cfg: &crate::config::Upstream) -> Signer {
+        match &cfg.auth {
+            crate::config::Auth::Gcp { credentials_file } => Signer::Google(
+                super::gcp::TokenSource::new(&cfg.name, credentials_file.as_ref()),
+            ),
+            _ => Signer::Static,
+        }
     }
 
     /// Sign or authorise `req`, whose headers are final. `body`: the exact bytes that will be sent
     /// (`None`: a body streamed from the client, which a signature cannot cover).
     pub async fn sign(
         &self,
-        _req: &mut RequestHeader,
+        req: &mut RequestHeader,
         _body: Option<&[u8]>,
     ) -> Result<(), SignError> {
         match self {
             Signer::Static => Ok(()),
+            Signer::Google(t) => t.sign(req).await,
         }
     }
 
     /// Whether requests with a body the gateway does not hold (passthrough) can be signed.
     pub fn signs_streamed_bodies(&self) -> bool {
         match self {
-            Signer::Static => true,
+            Signer::Static | Signer::Google(_) => true,
         }
     }
 }

@@ -22,6 +22,7 @@ pub mod routes;
 pub mod secret;
 pub mod server;
 pub mod state;
+pub mod template;
 pub mod tracing;
 pub mod upstreams;
 
@@ -274,7 +275,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     if let Some(i) = models.iter().position(|m| m.add_function_to_prompt) {
         r.warn(
             &format!("models[{i}].add_function_to_prompt"),
-            "accepted; describing tools in the system prompt is not applied by this version yet (every provider llmproxy has today supports tools natively)",
+            "accepted; describing tools in the system prompt is not applied by this version yet (only `text_generation` upstreams lack tools; they refuse them, or drop them with drop_params)",
         );
     }
     if cache.backend == cache::Backend::Redis && state.redis.is_none() {

@@ -412,6 +412,11 @@ impl<'a> Map<'a> {
         }
     }
 
+    /// The value of `key` as written (before any reading), for cross-field checks.
+    pub fn raw(&self, key: &str) -> Option<&'a Value> {
+        self.map.get(key).filter(|v| !v.is_null())
+    }
+
     pub fn has(&self, key: &str) -> bool {
         self.map.get(key).is_some_and(|v| !v.is_null())
     }

@@ -52,6 +52,9 @@ const OPENAI_PATHS: &[&str] = &[
 /// The Anthropic API's resource paths, below `https://api.anthropic.com/v1`.
 const ANTHROPIC_PATHS: &[&str] = &["/messages", "/models", "/complete"];
 
+/// A text-generation server's API (Hugging Face TGI).
+const TGI_PATHS: &[&str] = &["/generate", "/generate_stream", "/info", "/health"];
+
 /// A route's paths when it names none: the provider's API below the upstream's base path (Azure:
 /// everything under `/openai`, where its data-plane API lives).
 pub fn default_allow_paths(upstream: &Upstream) -> Vec<String> {
@@ -60,6 +63,9 @@ pub fn default_allow_paths(upstream: &Upstream) -> Vec<String> {
         Provider::OpenAi | Provider::OpenAiCompatible => OPENAI_PATHS,
         Provider::Anthropic => ANTHROPIC_PATHS,
         Provider::Azure => &["/openai"],
+        // Gemini's and Vertex AI's model methods (`/models/{m}:generateContent`, ...).
+        Provider::Gemini | Provider::Vertex => &["/models"],
+        Provider::TextGeneration => TGI_PATHS,
     };
     paths.iter().map(|p| format!("{base}{p}")).collect()
 }

@@ -3,6 +3,7 @@
 use super::reader::{Node, Reader};
 use super::secret::Secret;
 use base64::Engine;
+use std::path::PathBuf;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -13,6 +14,12 @@ pub enum Provider {
     Azure,
     /// Anthropic Messages API: OpenAI chat requests are translated (see `providers::anthropic`).
     Anthropic,
+    /// Google's Gemini API: OpenAI requests translated to `generateContent` (see `providers::gemini`).
+    Gemini,
+    /// Vertex AI: Gemini's wire format on the publisher path, OAuth2 access tokens.
+    Vertex,
+    /// A raw text-generation server (HF TGI `/generate`): chat rendered with a prompt template.
+    TextGeneration,
 }
 
 impl Provider {
@@ -22,6 +29,9 @@ impl Provider {
             Provider::OpenAiCompatible => "openai_compatible",
             Provider::Azure => "azure",
             Provider::Anthropic => "anthropic",
+            Provider::Gemini => "gemini",
+            Provider::Vertex => "vertex",
+            Provider::TextGeneration => "text_generation",
         }
     }
 }
@@ -48,6 +58,11 @@ pub enum Auth {
     Header {
         name: http::HeaderName,
         value: Secret,
+    },
+    /// Google OAuth2 access tokens (`type: gcp`), fetched and refreshed by `balance::gcp`: from a
+    /// service-account key file, else `GOOGLE_APPLICATION_CREDENTIALS`, else the metadata server.
+    Gcp {
+        credentials_file: Option<PathBuf>,
     },
 }
 
@@ -148,6 +163,8 @@ pub struct Upstream {
     pub health_check: HealthCheckConfig,
     /// Account-wide limits shared by all deployments on this upstream.
     pub limits: Limits,
+    /// `provider: text_generation`: how chat messages become one prompt (`None` elsewhere).
+    pub prompt_template: Option<super::template::PromptTemplate>,
 }
 
 /// Per-minute request and token limits (`None`: unlimited).
@@ -178,6 +195,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
             "limits",
             "client",
             "health_check",
+            "prompt_template",
         ],
     )?;
     let name = m.required(r, "name", |r, n| n.string(r));
@@ -190,6 +208,9 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
                     ("openai_compatible", Provider::OpenAiCompatible),
                     ("azure", Provider::Azure),
                     ("anthropic", Provider::Anthropic),
+                    ("gemini", Provider::Gemini),
+                    ("vertex", Provider::Vertex),
+                    ("text_generation", Provider::TextGeneration),
                 ],
             )
         })
@@ -210,13 +231,30 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
             }
         }
     }
+    if let (Provider::Vertex, Some(u)) = (provider, &url) {
+        if !u.base_path.contains("/projects/") || !u.base_path.contains("/publishers/") {
+            r.error(
+                &format!("{}.url", m.path()),
+                "for provider `vertex` the URL is the publisher path with project and region, e.g. https://us-central1-aiplatform.googleapis.com/v1/projects/PROJECT/locations/us-central1/publishers/google",
+            );
+        }
+    }
     let auth = m.with(r, "auth", read_auth).unwrap_or(Auth::None);
+    check_provider_auth(r, &m, provider, &auth);
+    let prompt_template = super::template::read_for(r, &m, provider);
     let headers = m
         .with(r, "headers", |r, n| Some(n.list(r, read_header_op)))
         .unwrap_or_default();
     let client = m.with(r, "client", read_client).unwrap_or_default();
     let default_health = HealthCheckConfig {
         path: default_health_path(provider).to_string(),
+        // Vertex AI has no cheap authenticated GET below the publisher path: no active probe unless
+        // one is configured (passive cooldowns still apply).
+        interval: if provider == Provider::Vertex {
+            None
+        } else {
+            HealthCheckConfig::default().interval
+        },
         ..HealthCheckConfig::default()
     };
     let health_check = m
@@ -233,7 +271,34 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
         client,
         health_check,
         limits,
+        prompt_template,
     })
+}
+
+/// Providers that cannot work without credentials say so at `check` (an empty value from an unset
+/// environment variable is let through: the example configs must check with no keys set).
+fn check_provider_auth(r: &mut Reader, m: &super::reader::Map, provider: Provider, auth: &Auth) {
+    let path = format!("{}.auth", m.path());
+    let declared_none = !m.has("auth") || (*auth == Auth::None && auth_type_is_none(m));
+    match provider {
+        Provider::Gemini if declared_none => r.error(
+            &path,
+            "required for provider `gemini`: the API key, e.g. { type: header, name: x-goog-api-key, value: \"${GEMINI_API_KEY}\" }",
+        ),
+        Provider::Vertex if declared_none => r.error(
+            &path,
+            "required for provider `vertex`: { type: gcp, credentials_file: /path/to/service-account.json } (an empty credentials_file uses GOOGLE_APPLICATION_CREDENTIALS, then the metadata server)",
+        ),
+        _ => {}
+    }
+}
+
+/// Whether `auth.type` is written as `none`.
+fn auth_type_is_none(m: &super::reader::Map) -> bool {
+    m.raw("auth")
+        .and_then(|a| a.get("type"))
+        .and_then(|t| t.as_str())
+        == Some("none")
 }
 
 /// The health-check path when `health_check.path` is not set: OpenAI's `GET /models`; Azure's
@@ -241,8 +306,15 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
 pub fn default_health_path(provider: Provider) -> &'static str {
     match provider {
         Provider::Azure => "/openai/models",
-        // Anthropic's `GET /v1/models` (the URL carries the `/v1`, as OpenAI's does).
-        Provider::OpenAi | Provider::OpenAiCompatible | Provider::Anthropic => "/models",
+        // TGI's `GET /health`.
+        Provider::TextGeneration => "/health",
+        // Anthropic's `GET /v1/models` (the URL carries the `/v1`, as OpenAI's does); Gemini's
+        // `GET /v1beta/models`; Vertex's is off by default (see `read`).
+        Provider::OpenAi
+        | Provider::OpenAiCompatible
+        | Provider::Anthropic
+        | Provider::Gemini
+        | Provider::Vertex => "/models",
     }
 }
 
@@ -357,7 +429,15 @@ fn secret_header_value(r: &mut Reader, path: &str, s: String) -> Option<Secret> 
 fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
     let m = n.map(
         r,
-        &["type", "token", "username", "password", "name", "value"],
+        &[
+            "type",
+            "token",
+            "username",
+            "password",
+            "name",
+            "value",
+            "credentials_file",
+        ],
     )?;
     #[derive(Clone, Copy)]
     enum T {
@@ -365,6 +445,7 @@ fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
         Bearer,
         Basic,
         Header,
+        Gcp,
     }
     let t = m.required(r, "type", |r, n| {
         n.choice(
@@ -374,6 +455,7 @@ fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
                 ("bearer", T::Bearer),
                 ("basic", T::Basic),
                 ("header", T::Header),
+                ("gcp", T::Gcp),
             ],
         )
     })?;
@@ -415,7 +497,45 @@ fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
             let value = secret_header_value(r, &format!("{path}.value"), value)?;
             Some(Auth::Header { name, value })
         }
+        T::Gcp => {
+            let file = m
+                .with(r, "credentials_file", |r, n| n.string(r))
+                .filter(|f| !f.is_empty());
+            if let Some(f) = &file {
+                if let Err(e) = check_credentials_file(f) {
+                    r.error(&format!("{path}.credentials_file"), e);
+                    return None;
+                }
+            }
+            Some(Auth::Gcp {
+                credentials_file: file.map(PathBuf::from),
+            })
+        }
     }
+}
+
+/// A Google service-account key file: readable, JSON, with the fields the token grant needs.
+pub fn check_credentials_file(path: &str) -> Result<(), String> {
+    let text = std::fs::read_to_string(path)
+        .map_err(|e| format!("cannot read the credentials file `{path}`: {e}"))?;
+    let v: serde_json::Value = serde_json::from_str(&text)
+        .map_err(|e| format!("the credentials file `{path}` is not JSON: {e}"))?;
+    if v.get("type").and_then(|t| t.as_str()) != Some("service_account") {
+        return Err(format!(
+            "`{path}` is not a service-account key file (its `type` must be `service_account`)"
+        ));
+    }
+    let missing: Vec<&str> = ["client_email", "private_key", "token_uri"]
+        .into_iter()
+        .filter(|k| v.get(*k).and_then(|x| x.as_str()).is_none_or(str::is_empty))
+        .collect();
+    if !missing.is_empty() {
+        return Err(format!(
+            "the credentials file `{path}` lacks {}",
+            missing.join(", ")
+        ));
+    }
+    Ok(())
 }
 
 fn read_header_op(r: &mut Reader, n: Node) -> Option<HeaderOp> {

@@ -159,9 +159,21 @@ pub async fn run(
     }
     if status >= 400 {
         return match buffer_error(shared, t, http, &peer, session, ctx, first_byte).await {
-            Outcome::Status(mut b, after, _) => {
+            Outcome::Status(mut b, mut after, _) => {
                 // Classified on the provider's own words, then shown in the client's API's shape.
                 let context_window = t.provider.is_context_window(status, &b.body);
+                if after.is_none() {
+                    // A delay only the body states (Google's RetryInfo): the scheduler, the
+                    // cooldown and the client learn it as a `Retry-After`.
+                    after = t.provider.retry_after(status, &b.body);
+                    if let Some(d) = after {
+                        let secs = d.as_secs_f64().ceil().max(1.0) as u64;
+                        let _ = b.header.insert_header(http::header::RETRY_AFTER, secs);
+                        if let Some(a) = &ctx.admission {
+                            a.sched.feedback(a.deployment, status, &b.header.headers);
+                        }
+                    }
+                }
                 if let Some(shaped) = answer.error_body(status, &b.body) {
                     b.body = shaped;
                     let _ = b

@@ -15,6 +15,8 @@
 //! | [`openai`] | `openai`, `openai_compatible` | OpenAI's API, relayed |
 //! | [`azure`] | `azure` | OpenAI's API on Azure's paths |
 //! | [`anthropic`] | `anthropic` | Anthropic Messages; OpenAI chat translated to it |
+//! | [`gemini`] | `gemini`, `vertex` | Gemini's `generateContent` (Gemini API, Vertex AI); OpenAI chat and embeddings translated to it |
+//! | [`text_generation`] | `text_generation` | a text-generation server's `/generate` (HF TGI); chat rendered with a prompt template |
 //!
 //! **Clients of the other API.** A client speaks OpenAI's API or Anthropic's Messages API
 //! ([`ClientApi`]). Every provider serves OpenAI chat (natively or translated); an Anthropic client on
@@ -30,8 +32,10 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod gemini;
 pub mod openai;
 pub mod sse;
+pub mod text_generation;
 pub mod usage;
 
 use crate::body::ModelRequest;
@@ -183,6 +187,11 @@ pub trait Provider: Send + Sync {
     fn reconciles_tokens(&self) -> bool {
         false
     }
+    /// How long to wait before retrying, from an error answer's body (Google's
+    /// `RetryInfo.retryDelay`), when the upstream sent no `Retry-After` header.
+    fn retry_after(&self, _status: u16, _body: &[u8]) -> Option<std::time::Duration> {
+        None
+    }
 }
 
 /// The provider behind `provider:` in the config.
@@ -192,6 +201,9 @@ pub fn of(kind: Kind) -> &'static dyn Provider {
         Kind::OpenAiCompatible => &openai::COMPATIBLE,
         Kind::Azure => &azure::Azure,
         Kind::Anthropic => &anthropic::Anthropic,
+        Kind::Gemini => &gemini::GEMINI,
+        Kind::Vertex => &gemini::VERTEX,
+        Kind::TextGeneration => &text_generation::TextGeneration,
     }
 }
 

@@ -64,6 +64,12 @@ impl SseReader {
         self.pos < self.buf.len() || !self.data.is_empty()
     }
 
+    /// Bytes held for the event being read (its data so far and the unfinished line), which a
+    /// translator bounds.
+    pub fn pending_len(&self) -> usize {
+        self.buf.len() - self.pos + self.data.len()
+    }
+
     /// The larger of its two buffers' capacities (they are reused, not regrown).
     pub fn capacity(&self) -> usize {
         self.buf.capacity().max(self.data.capacity())

@@ -180,7 +180,20 @@ async fn gateway_with(template: &str, extra_args: &[&str], stderr: Stdio) -> Gat
     Gateway::spawn_with_stderr(&args, port, admin, path, stderr).await
 }
 
-/// Wait (bounded) for a line containing `needle` in the log file; returns the line.
+/// Like [`gateway`], with extra environment variables for the gateway process.
+pub async fn gateway_with_env(template: &str, env: &[(&str, &str)]) -> Gateway {
+    let port = free_port();
+    let admin = free_port();
+    let yaml = template
+        .replace("{PORT}", &port.to_string())
+        .replace("{ADMIN}", &admin.to_string());
+    let path = tmp_path("llmproxy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    Gateway::spawn_with_env(&["run", "-c", &p], env, port, admin, path).await
+}
+
+/// Wait (bounded) for a line containing `needle` in the log file; returns the line./// Wait (bounded) for a line containing `needle` in the log file; returns the line.
 pub async fn wait_for_line(log: &std::path::Path, needle: &str) -> String {
     let t = Instant::now();
     loop {
@@ -242,6 +255,31 @@ impl Gateway {
             tokio::time::sleep(Duration::from_millis(20)).await;
         }
         None
+    }
+
+    /// Start the gateway with `args` and extra environment variables; ready when it answers.
+    pub async fn spawn_with_env(
+        args: &[&str],
+        env: &[(&str, &str)],
+        port: u16,
+        admin_port: u16,
+        config: PathBuf,
+    ) -> Gateway {
+        let child = Command::new(LLMPROXY)
+            .args(args)
+            .envs(env.iter().copied())
+            .stdout(Stdio::null())
+            .stderr(Stdio::inherit())
+            .spawn()
+            .expect("start llmproxy");
+        let gw = Gateway {
+            child,
+            port,
+            admin_port,
+            config,
+        };
+        gw.wait_ready().await;
+        gw
     }
 
     pub async fn spawn(args: &[&str], port: u16, admin_port: u16, config: PathBuf) -> Gateway {

@@ -6,6 +6,7 @@ Usage: python anthropic_sdk.py BASE_URL MODEL
 Environment (as openai_sdk.py):
   LLMPROXY_SDK_KEY   the API key for every call (the gateway's master key; the SDK sends it as x-api-key)
   LLMPROXY_SDK_SKIP  comma-separated cases not to run
+  LLMPROXY_SDK_CONTENT  a whole answer's text when the provider's mock says something else than "Hello from mock"
 Prints one JSON line {"sdk", "version", "order": [case, ...], "cases": {case: "pass" | "skip" | "fail: why"},
 "values": {case: what it saw}}, and exits 1 when a case failed.
 The expected answers are the mock upstream's (the mock-upstream crate, mock-upstream/src/).
@@ -31,7 +32,7 @@ CASES = [
     "error_404",
     "error_429",
 ]
-CONTENT = "Hello from mock"
+CONTENT = os.environ.get("LLMPROXY_SDK_CONTENT", "Hello from mock")
 STREAM = "tok0 tok1 tok2 tok3 tok4 "
 MAX_TOKENS = 64
 TOOLS = [

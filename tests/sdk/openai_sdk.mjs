@@ -7,6 +7,7 @@
 // Environment:
 //   LLMPROXY_SDK_KEY           the API key for every call (the gateway's master key); default sk-client-side-anything
 //   LLMPROXY_SDK_SKIP          comma-separated cases not to run (a provider without embeddings, ...)
+//   LLMPROXY_SDK_CONTENT       a whole chat answer's text when the provider's mock says something else
 //   LLMPROXY_SDK_NODE_MODULES  where `openai` is installed; default ../../target/sdk-node/node_modules
 //                              (scripts/install-deps --test puts it there)
 // Prints one JSON line {"sdk", "version", "order": [case, ...], "cases": {case: "pass" | "skip" | "fail: why"},
@@ -40,7 +41,8 @@ const CASES = [
   'error_404',
   'error_429',
 ];
-const CONTENT = 'Hello from mock';
+// A whole answer's text: the mock's, unless the provider's dialect answers otherwise.
+const CONTENT = process.env.LLMPROXY_SDK_CONTENT || 'Hello from mock';
 const STREAM = 'tok0 tok1 tok2 tok3 tok4 ';
 const EMBED_DIM = 8; // the mock's default --embedding-dim
 const TOOLS = [
