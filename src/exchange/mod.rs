@@ -467,10 +467,7 @@ async fn estimate_usage(ctx: &mut RequestCtx, ex: &Exchange<'_, '_>, model: &str
     let counted = tokio::task::spawn_blocking(move || {
         let prompt = crate::sched::tokens::estimate_raw(endpoint, &raw, &model, 0).prompt;
         let completion = crate::sched::tokens::Counter::for_model(&model).count(&text);
-        crate::providers::usage::Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-        }
+        crate::providers::usage::Usage::new(prompt, completion)
     })
     .await;
     if let Ok(u) = counted {
