@@ -322,6 +322,7 @@ async fn try_model(
         };
         ctx.model = Some(m);
         ctx.upstream = Some(dep.upstream_idx);
+        ctx.deployment = Some(d);
         let provider = crate::providers::of(pool.cfg.provider);
         let plan = crate::providers::plan(
             provider,
