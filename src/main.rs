@@ -724,7 +724,7 @@ fn keys_command(action: KeysAction) -> ExitCode {
 /// `llmproxy audit`: the audit log through the `GET /audit/logs` handler, against the database.
 fn audit_command(a: AuditArgs) -> ExitCode {
     use llmproxy::keys::{self, Keys, KeysOptions};
-    init_logging(log::LevelFilter::Warn, false);
+    init_logging(log::LevelFilter::Warn, false, false);
     let url = match keys_database(&a.db) {
         Ok(u) => u,
         Err(e) => {

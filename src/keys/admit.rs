@@ -258,7 +258,7 @@ impl Refusal {
 }
 
 /// An account's checks: not blocked, model in scope, budget left.
-fn check_account(a: &AccountEntry, model: &str, requested: &str, now: i64) -> Result<(), Refusal> {
+fn check_account(a: &AccountEntry, model: Option<(&str, &str)>, now: i64) -> Result<(), Refusal> {
     let level = Level::of(a.kind);
     if a.account.blocked {
         return Err(Refusal::Blocked {
@@ -266,12 +266,14 @@ fn check_account(a: &AccountEntry, model: &str, requested: &str, now: i64) -> Re
             id: a.account.id.clone(),
         });
     }
-    if !a.allows_model(model) && !a.allows_model(requested) {
-        return Err(Refusal::NotAllowed {
-            level,
-            id: a.account.id.clone(),
-            model: requested.to_string(),
-        });
+    if let Some((model, requested)) = model {
+        if !a.allows_model(model) && !a.allows_model(requested) {
+            return Err(Refusal::NotAllowed {
+                level,
+                id: a.account.id.clone(),
+                model: requested.to_string(),
+            });
+        }
     }
     let spend = a.spend();
     if a.account.limits.over_budget(spend, now) {
@@ -298,25 +300,33 @@ pub fn clip_user(user: &str) -> &str {
 }
 
 impl Keys {
-    /// Scope, state and budget checks of the key's team and of the end user `user` for `model` (the
-    /// configured name; `requested` is the name the client sent). The key itself was checked by
-    /// [`Keys::authenticate`] (and its model scope by the caller). With `require_known_user`, a
-    /// request must name an end user that exists. No I/O: map lookups in the view.
+    /// Scope, state and budget checks of the key's team and of the end user `user` for `model`
+    /// (`(configured name, name the client sent)`; `None` for a passthrough route, which has no
+    /// model scope). The key itself was checked by [`Keys::authenticate`] (and its model scope by the
+    /// caller). With `require_known_user`, a request must name an end user that exists. No I/O: map
+    /// lookups in the view.
     pub fn admit(
         &self,
         key: Option<&Arc<KeyEntry>>,
         user: Option<&str>,
-        model: &str,
-        requested: &str,
+        model: Option<(&str, &str)>,
         require_known_user: bool,
     ) -> Result<Governed, Refusal> {
+        let user_id = user.filter(|u| !u.is_empty()).map(clip_user);
+        if user_id.is_none() && !require_known_user && key.is_none_or(|k| k.key.team_id.is_none()) {
+            // Nothing but the key (already checked) governs this request.
+            return Ok(Governed {
+                key: key.cloned(),
+                ..Governed::default()
+            });
+        }
         let now = super::units::now();
         let view = self.view.load();
         let team = match key.and_then(|k| k.key.team_id.as_deref()) {
             None => None,
             Some(team_id) => match view.teams.get(team_id) {
                 Some(t) if !t.account.deleted => {
-                    check_account(t, model, requested, now)?;
+                    check_account(t, model, now)?;
                     Some(t.clone())
                 }
                 _ => {
@@ -326,13 +336,12 @@ impl Keys {
                 }
             },
         };
-        let user_id = user.filter(|u| !u.is_empty()).map(clip_user);
         let known = user_id
             .and_then(|u| view.users.get(u))
             .filter(|u| !u.account.deleted);
         let user_entry = match known {
             Some(u) => {
-                check_account(u, model, requested, now)?;
+                check_account(u, model, now)?;
                 Some(u.clone())
             }
             None if require_known_user => {

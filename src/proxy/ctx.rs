@@ -208,6 +208,14 @@ impl Caller {
         }
     }
 
+    /// The virtual key, shared.
+    pub fn key_entry(&self) -> Option<&Arc<crate::keys::KeyEntry>> {
+        match self {
+            Caller::Key(k) => Some(k),
+            _ => None,
+        }
+    }
+
     /// Whether the caller may use `model` (by name) requested as `requested`.
     pub fn allows(&self, model: &str, requested: &str) -> bool {
         match self {
