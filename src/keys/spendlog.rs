@@ -265,3 +265,43 @@ impl SpendLog {
         }
     }
 }
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize) -> SpendLogRow {
+        SpendLogRow {
+            request_id: format!("r{i}"),
+            model: "m".into(),
+            cost: Micros(i as u64),
+            priced: true,
+            start_ms: 1_000 + i as i64,
+            end_ms: 2_000 + i as i64,
+            ..SpendLogRow::default()
+        }
+    }
+
+    /// The queue never holds more than its bound: rows beyond it are dropped and counted, and a
+    /// drain writes every queued row.
+    #[tokio::test]
+    async fn the_queue_is_bounded_and_drains() {
+        let store = crate::keys::store::open("sqlite://:memory:").await.unwrap();
+        let log = SpendLog::new(store.clone(), 100).unwrap();
+        for i in 0..130 {
+            log.push(row(i));
+        }
+        assert_eq!(log.depth(), 100);
+        assert_eq!(log.dropped(), 30);
+        log.drain().await;
+        assert_eq!((log.depth(), log.written()), (0, 100));
+        let q = crate::keys::store::SpendLogQuery {
+            limit: 1000,
+            ..Default::default()
+        };
+        let (rows, total) = store.spend_logs(&q).await.unwrap();
+        assert_eq!(total, 100);
+        // Newest first, every field as written.
+        assert_eq!(rows[0], row(99));
+    }
+}
