@@ -81,6 +81,11 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
     let (pools_tx, pools_rx) = tokio::sync::watch::channel(state.upstreams.clone());
     let mut shared = Shared::new(state, metrics, connector);
     shared.keys = open_keys(&config)?;
+    if let Some(k) = &shared.keys {
+        k.spend_log()
+            .register(&shared.metrics.registry)
+            .map_err(|e| format!("registering metrics: {e}"))?;
+    }
     let keys = shared.keys.clone();
     let shared = Arc::new(shared);
 
@@ -337,7 +342,9 @@ fn open_keys(config: &crate::config::Config) -> Result<Option<Arc<crate::keys::K
     let url = config.state.database.expose();
     let options = crate::keys::KeysOptions {
         refresh: config.state.key_refresh,
-        ..Default::default()
+        flush: config.keys.spend_flush,
+        spend_log_queue: config.keys.spend_log_queue,
+        spend_log_retention: config.keys.spend_log_retention,
     };
     let keys = crate::keys::Keys::open_blocking(url, options).map_err(|e| {
         format!(
@@ -352,7 +359,7 @@ fn open_keys(config: &crate::config::Config) -> Result<Option<Arc<crate::keys::K
     Ok(Some(keys))
 }
 
-/// Refreshes the key view and writes pending spend (a final flush at shutdown).
+/// Refreshes the key view, writes pending spend and the spend log (a final flush at shutdown).
 struct KeysService {
     keys: Arc<crate::keys::Keys>,
 }

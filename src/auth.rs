@@ -1,14 +1,16 @@
 //! Who may call, and how much: the client-IP limit of a listener, the master key and virtual keys,
-//! a key's own rpm / tpm, and the admission of passthrough routes (governed like models).
+//! governance by key, team and end user (scope, budgets, rpm / tpm), and the admission of
+//! passthrough routes (governed like models).
 //!
 //! Everything here answers from memory: the key view is refreshed in the background
-//! ([`crate::keys`]), budgets are token buckets in process ([`crate::sched::store`]).
+//! ([`crate::keys`]); rate budgets are token buckets in process, or in Redis when `state.redis` is
+//! set ([`crate::sched::store`]).
 
 use crate::error::GatewayError;
 use crate::proxy::ctx::{Caller, RequestCtx};
 use crate::sched::bucket::Rate;
 use crate::sched::store::{Budget, Charge, Verdict};
-use crate::state::{Shared, State};
+use crate::state::Shared;
 use pingora::proxy::Session;
 use std::time::Duration;
 
@@ -114,72 +116,77 @@ pub fn presented_key(h: &http::HeaderMap) -> Option<&str> {
         .filter(|v| !v.is_empty())
 }
 
-/// A key's own `rpm` / `tpm`: checked (and charged) once per request, refused at once with 429
-/// rather than queued, so one key over its limit never holds up the model's queue. `tokens` is
-/// asked only when the key has a `tpm`.
-pub fn key_limits(
-    state: &State,
-    ctx: &RequestCtx,
+/// Governance of an authenticated request: the key's team and the end user named by the request
+/// (`user`) are checked — blocked, model scope (`model`: the configured name and the name the client
+/// sent; `None` for a passthrough route), budget — then the key's, the team's and the end user's
+/// rpm / tpm are charged (once per request, refused at once with 429 rather than queued, so that one
+/// caller over its limit never holds up the model's queue), in the scheduler's budget store: in
+/// process, or in Redis with `state.redis`, shared by every instance. `tokens` (the request's
+/// estimate) is asked only when a tpm applies. The refusal names the level that refused.
+pub async fn govern(
+    shared: &Shared,
+    ctx: &mut RequestCtx,
+    model: Option<(&str, &str)>,
+    user: Option<&str>,
     tokens: impl FnOnce() -> u64,
 ) -> Result<(), GatewayError> {
-    let Some(k) = ctx.caller.key() else {
+    let Some(keys) = &shared.keys else {
         return Ok(());
     };
-    if k.rpm().is_none() && k.tpm().is_none() {
-        return Ok(());
+    // The master key is the operator's: it need not name a known end user.
+    let require_known =
+        ctx.state.config.keys.require_known_user && !matches!(ctx.caller, Caller::Master);
+    ctx.governed = keys
+        .admit(ctx.caller.key_entry(), user, model, require_known)
+        .map_err(|r| r.to_error())?;
+    let state = ctx.state.clone();
+    ctx.rates_charged = ctx
+        .governed
+        .charge_rates(&state.sched.store, tokens)
+        .await?;
+    Ok(())
+}
+
+/// Settles the token budgets charged by [`govern`] with the answer's real usage.
+pub async fn settle(ctx: &RequestCtx) {
+    if ctx.rates_charged.tpm.is_empty() {
+        return;
     }
-    let rpm = k.rpm().map(|r| Budget {
-        id: format!("key:{}:rpm", k.key_id()).into(),
-        rate: Rate::per_minute(r),
+    let actual = ctx.outcome.usage.map_or(0, |u| {
+        let u = u.usage();
+        u.prompt_tokens.saturating_add(u.completion_tokens)
     });
-    let tpm = k.tpm().map(|t| Budget {
-        id: format!("key:{}:tpm", k.key_id()).into(),
-        rate: Rate::per_minute(t),
-    });
-    let tokens = if tpm.is_some() { tokens() as f64 } else { 0.0 };
-    let mut charges = Vec::with_capacity(2);
-    if let Some(b) = &rpm {
-        charges.push(Charge {
-            budget: b,
-            cost: 1.0,
-        });
+    ctx.rates_charged
+        .reconcile(&ctx.state.sched.store, actual)
+        .await;
+}
+
+/// The end user a request names: `user` (OpenAI), or `metadata.user_id` (Anthropic's Messages API).
+pub fn end_user(req: &crate::body::ModelRequest<'_>) -> Option<String> {
+    if let Some(raw) = req.body.get("user") {
+        return serde_json::from_str::<String>(raw).ok();
     }
-    if let Some(b) = &tpm {
-        charges.push(Charge {
-            budget: b,
-            cost: tokens,
-        });
+    #[derive(serde::Deserialize)]
+    struct Metadata {
+        user_id: Option<String>,
     }
-    match state.sched.store.local.try_admit(&charges) {
-        Verdict::Admitted => Ok(()),
-        Verdict::Wait(w) => Err(GatewayError::RateLimited {
-            message: format!(
-                "This key is over its own rate limit ({}); retry after {:.0}s",
-                match (k.rpm(), k.tpm()) {
-                    (Some(r), Some(t)) => format!("{r} requests / {t} tokens per minute"),
-                    (Some(r), None) => format!("{r} requests per minute"),
-                    (None, Some(t)) => format!("{t} tokens per minute"),
-                    (None, None) => String::new(),
-                },
-                w.ceil()
-            ),
-            retry_after: Duration::from_secs_f64(w.max(1.0)),
-        }),
-    }
+    let raw = req.body.get("metadata")?;
+    serde_json::from_str::<Metadata>(raw).ok()?.user_id
 }
 
 /// A passthrough route is governed like a model: the listener must serve it, a virtual key must
 /// be granted it (`routes` scope; the master key may use every route), the path must be one the
 /// route allows, the declared body must fit `max_request_body` (a chunked body is counted as it
-/// streams, `request_body_filter`), and the key's own rpm / tpm apply (tokens estimated from the
-/// body size, one per 4 bytes, as the body is not read here).
-pub fn admit_route(
+/// streams, `request_body_filter`), and the key's and its team's budgets and rpm / tpm apply
+/// (tokens estimated from the body size, one per 4 bytes, as the body is not read here).
+pub async fn admit_route(
+    shared: &Shared,
     session: &Session,
-    ctx: &RequestCtx,
+    ctx: &mut RequestCtx,
     route_idx: usize,
     rest: &str,
 ) -> Result<(), GatewayError> {
-    let state = &ctx.state;
+    let state = ctx.state.clone();
     let route = &state.config.routes[route_idx];
     if !ctx.listener().route_scope.allows(route_idx) {
         return Err(GatewayError::RouteNotAllowed(format!(
@@ -214,7 +221,7 @@ pub fn admit_route(
     if declared.is_some_and(|n| n > limit as u64) {
         return Err(GatewayError::RequestTooLarge { limit });
     }
-    key_limits(state, ctx, || declared.unwrap_or(0) / 4)
+    govern(shared, ctx, None, None, || declared.unwrap_or(0) / 4).await
 }
 
 #[cfg(test)]

@@ -53,6 +53,8 @@ pub enum GatewayError {
     BudgetExceeded(String),
     /// Only the master key may do this.
     MasterKeyRequired(String),
+    /// The request's end user (`user`) is blocked, or unknown with `keys.require_known_user`.
+    UserNotAllowed(String),
 }
 
 impl GatewayError {
@@ -79,7 +81,7 @@ impl GatewayError {
             GatewayError::RateLimited { .. } => 429,
             GatewayError::StateUnavailable(_) => 503,
             GatewayError::BudgetExceeded(_) => 429,
-            GatewayError::MasterKeyRequired(_) => 403,
+            GatewayError::MasterKeyRequired(_) | GatewayError::UserNotAllowed(_) => 403,
         }
     }
 
@@ -103,6 +105,7 @@ impl GatewayError {
             GatewayError::StateUnavailable(_) => "state_unavailable",
             GatewayError::BudgetExceeded(_) => "budget_exceeded",
             GatewayError::MasterKeyRequired(_) => "master_key_required",
+            GatewayError::UserNotAllowed(_) => "user_not_allowed",
         }
     }
 
@@ -127,7 +130,9 @@ impl GatewayError {
             GatewayError::RateLimited { .. } | GatewayError::BudgetExceeded(_) => {
                 "rate_limit_error"
             }
-            GatewayError::MasterKeyRequired(_) => "permission_error",
+            GatewayError::MasterKeyRequired(_) | GatewayError::UserNotAllowed(_) => {
+                "permission_error"
+            }
         }
     }
 
@@ -143,7 +148,8 @@ impl GatewayError {
             | GatewayError::UpstreamError(m)
             | GatewayError::StateUnavailable(m)
             | GatewayError::BudgetExceeded(m)
-            | GatewayError::MasterKeyRequired(m) => m.clone(),
+            | GatewayError::MasterKeyRequired(m)
+            | GatewayError::UserNotAllowed(m) => m.clone(),
             GatewayError::RateLimited { message, .. } => message.clone(),
             GatewayError::ModelNotFound { model, available } => format!(
                 "The model `{model}` does not exist or you do not have access to it. Available models: {}",

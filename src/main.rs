@@ -134,6 +134,9 @@ enum Command {
         #[command(subcommand)]
         action: Box<KeysAction>,
     },
+    /// The audit log of the configured database (`state.database`): every change to keys, teams
+    /// and end users, and every config reload, newest first.
+    Audit(AuditArgs),
     /// The built-in price table (USD per million tokens: input, cached input, cache write, output;
     /// batch discount). With MODEL: the rows its lookup finds at any provider, then every row whose id
     /// or alias contains MODEL; exit 1 when none does.
@@ -152,6 +155,33 @@ struct KeysDb {
     /// Use this database URL instead of the config's.
     #[arg(long)]
     database: Option<String>,
+}
+
+#[derive(Args, Clone)]
+struct AuditArgs {
+    #[command(flatten)]
+    db: KeysDb,
+    /// Only entries about this table: keys, teams, customers, config.
+    #[arg(long)]
+    table: Option<String>,
+    /// Only entries about this object (a key_id, team_id or end-user id).
+    #[arg(long)]
+    object: Option<String>,
+    /// Only this action: created, updated, deleted, reloaded, reload_failed.
+    #[arg(long)]
+    action: Option<String>,
+    /// Only entries at or after this date or time (YYYY-MM-DD, ISO 8601 UTC, or unix seconds).
+    #[arg(long)]
+    since: Option<String>,
+    /// Only entries before this date or time (a date alone includes that whole day).
+    #[arg(long)]
+    until: Option<String>,
+    /// At most this many entries.
+    #[arg(long, default_value_t = 50)]
+    limit: u64,
+    /// Print the entries as JSON (the `GET /audit/logs` shape) instead of one line each.
+    #[arg(long)]
+    json: bool,
 }
 
 #[derive(Subcommand)]
@@ -222,6 +252,7 @@ fn main() -> ExitCode {
         Some(Command::Check { config }) => check(&config),
         Some(Command::Convert { config }) => convert(&config),
         Some(Command::Keys { action }) => keys_command(*action),
+        Some(Command::Audit(args)) => audit_command(args),
         Some(Command::Prices { model }) => prices(model.as_deref()),
         Some(Command::Run(args)) => {
             let overrides = config::Overrides {
@@ -667,7 +698,15 @@ fn keys_command(action: KeysAction) -> ExitCode {
     let (status, out) = rt.block_on(async {
         let keys = Keys::open(&url, KeysOptions::default()).await?;
         Ok::<_, keys::StoreError>(
-            keys::handle(&keys, &method, path, query.as_deref(), &body).await,
+            keys::handle_as(
+                &keys,
+                keys::Actor::Cli,
+                &method,
+                path,
+                query.as_deref(),
+                &body,
+            )
+            .await,
         )
     })
     .unwrap_or_else(|e| (503, json!({"error": {"message": e.to_string(), "type": "server_error", "param": null, "code": "state_unavailable"}})));
@@ -680,6 +719,95 @@ fn keys_command(action: KeysAction) -> ExitCode {
     } else {
         ExitCode::FAILURE
     }
+}
+
+/// `llmproxy audit`: the audit log through the `GET /audit/logs` handler, against the database.
+fn audit_command(a: AuditArgs) -> ExitCode {
+    use llmproxy::keys::{self, Keys, KeysOptions};
+    init_logging(log::LevelFilter::Warn, false, false);
+    let url = match keys_database(&a.db) {
+        Ok(u) => u,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let mut query = vec![format!("page_size={}", a.limit.clamp(1, 1000))];
+    for (name, v) in [
+        ("table_name", &a.table),
+        ("object_id", &a.object),
+        ("action", &a.action),
+        ("start_date", &a.since),
+        ("end_date", &a.until),
+    ] {
+        if let Some(v) = v {
+            query.push(format!("{name}={}", percent_encode(v)));
+        }
+    }
+    let query = query.join("&");
+    let rt = match tokio::runtime::Builder::new_current_thread()
+        .enable_all()
+        .build()
+    {
+        Ok(rt) => rt,
+        Err(e) => {
+            eprintln!("tokio runtime: {e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    let result = rt.block_on(async {
+        let keys = Keys::open(&url, KeysOptions::default()).await?;
+        Ok::<_, keys::StoreError>(
+            keys::handle_as(
+                &keys,
+                keys::Actor::Cli,
+                &http::Method::GET,
+                "/audit/logs",
+                Some(&query),
+                &[],
+            )
+            .await,
+        )
+    });
+    let (status, out) = match result {
+        Ok(r) => r,
+        Err(e) => {
+            eprintln!("{e}");
+            return ExitCode::FAILURE;
+        }
+    };
+    if status != 200 {
+        eprintln!("{out}");
+        return ExitCode::FAILURE;
+    }
+    if a.json {
+        println!(
+            "{}",
+            serde_json::to_string_pretty(&out).unwrap_or_else(|_| out.to_string())
+        );
+        return ExitCode::SUCCESS;
+    }
+    let empty = Vec::new();
+    let entries = out["data"].as_array().unwrap_or(&empty);
+    for e in entries {
+        let text = |k: &str| e[k].as_str().unwrap_or("-").to_string();
+        let change = match text("action").as_str() {
+            "deleted" => e["before_value"].to_string(),
+            _ => e["updated_values"].to_string(),
+        };
+        println!(
+            "{}  {:<11} {:<13} {:<9} {:<28} {change}",
+            text("updated_at"),
+            text("changed_by"),
+            text("action"),
+            text("table_name"),
+            text("object_id"),
+        );
+    }
+    if entries.is_empty() {
+        eprintln!("no audit entries match");
+    }
+    ExitCode::SUCCESS
 }
 
 /// Percent-encodes a query value.

@@ -12,6 +12,7 @@
 
 use crate::balance::UpstreamPool;
 use crate::config::{self, Config, ConfigErrors};
+use crate::keys::audit::{changed_paths, Actor, AuditEntry};
 use crate::listener::tls::CertStore;
 use crate::state::{Shared, State};
 use async_trait::async_trait;
@@ -91,17 +92,24 @@ impl Reloader {
     }
 
     /// Reload; on success returns a one-line summary, on failure every error (the old config stays).
-    pub async fn reload(&self) -> Result<String, ConfigErrors> {
+    /// The attempt is recorded in the audit log (with the keys database: `server.master_key` set)
+    /// as done by `actor`, with the paths of the settings that changed, never their values.
+    pub async fn reload(&self, actor: Actor) -> Result<String, ConfigErrors> {
         let _one_at_a_time = self.lock.lock().await;
         let m = &self.shared.metrics;
         let result = self.try_reload().await;
+        let mut entry;
         match &result {
-            Ok(summary) => {
+            Ok((summary, (paths, total))) => {
                 m.config_reloads.with_label_values(&["ok"]).inc();
                 log::info!("config reloaded: {summary}");
                 for w in &self.shared.state.load().config.warnings.0 {
                     log::warn!("config: {w}");
                 }
+                entry = AuditEntry::new(actor, "reloaded", "config", None);
+                entry.updated_values = serde_json::json!({
+                    "result": "ok", "summary": summary, "changed": paths, "changed_count": total,
+                });
             }
             Err(errs) => {
                 m.config_reloads.with_label_values(&["error"]).inc();
@@ -109,12 +117,22 @@ impl Reloader {
                 for e in &errs.0 {
                     log::error!("  {e}");
                 }
+                // Error messages may quote a value of the file: only their paths are kept.
+                let mut paths: Vec<&str> = errs.0.iter().map(|e| e.path.as_str()).collect();
+                paths.dedup();
+                entry = AuditEntry::new(actor, "reload_failed", "config", None);
+                entry.updated_values = serde_json::json!({
+                    "result": "error", "errors": errs.0.len(), "paths": paths,
+                });
             }
         }
-        result
+        if let Some(keys) = &self.shared.keys {
+            keys.audit(entry).await;
+        }
+        result.map(|(summary, _)| summary)
     }
 
-    async fn try_reload(&self) -> Result<String, ConfigErrors> {
+    async fn try_reload(&self) -> Result<(String, (Vec<String>, usize)), ConfigErrors> {
         let cfg = self.source.load()?;
         let old = self.shared.state.load_full();
         warn_about_restart_only_settings(&old.config, &cfg);
@@ -189,9 +207,10 @@ impl Reloader {
         } else {
             summary
         };
+        let changed = changed_paths(&old.config.redacted, &state.config.redacted);
         self.shared.state.store(Arc::new(state));
         self.pools.send_replace(pools);
-        Ok(summary)
+        Ok((summary, changed))
     }
 }
 
@@ -258,7 +277,7 @@ impl BackgroundService for ReloadService {
                 _ = hup.recv() => {
                     log::info!("SIGHUP: reloading the config");
                     crate::sd_notify::notify("RELOADING=1");
-                    let _ = self.reloader.reload().await;
+                    let _ = self.reloader.reload(Actor::Signal).await;
                     crate::sd_notify::notify("READY=1");
                 }
                 _ = shutdown.changed() => if *shutdown.borrow() { return },

@@ -33,6 +33,8 @@ pub struct State {
     pub master_digest: Option<[u8; 32]>,
     /// OpenTelemetry export, when `tracing.otlp_endpoint` is set.
     pub tracing: Option<Arc<crate::otel::Tracing>>,
+    /// Every deployment's price (`models[].pricing`, else the built-in table).
+    pub prices: crate::pricing::ConfigPrices,
 }
 
 impl State {
@@ -115,6 +117,7 @@ impl State {
             .as_ref()
             .map(|k| crate::keys::material::digest(k.expose()));
         Ok(State {
+            prices: crate::pricing::ConfigPrices::for_config(&config),
             router: Router::new(&config),
             master_digest,
             tracing,
@@ -144,6 +147,8 @@ pub struct Shared {
     /// Responses API: response id → the upstream that created it, so a request continuing it
     /// (`previous_response_id`) goes back there (the conversation state lives upstream).
     pub response_pins: crate::exchange::pins::ResponsePins,
+    /// Requests whose model has no price: counted and warned about once per model.
+    pub unpriced: crate::pricing::Unpriced,
 }
 
 /// The upstream connection pool (HTTP/1.1), shared by every request.
@@ -190,12 +195,23 @@ impl Shared {
             keys: None,
             batcher: crate::batch::Batcher::new(),
             response_pins: Default::default(),
+            unpriced: Default::default(),
         }
     }
 
-    /// Refresh gauges that are read rather than counted (`llmproxy_upstream_healthy`).
+    /// Refresh gauges that are read rather than counted (`llmproxy_upstream_healthy`, spend by
+    /// team, the spend-log queue).
     pub fn refresh_gauges(&self) {
         let state = self.state.load();
+        if let Some(keys) = &self.keys {
+            keys.spend_log().depth();
+            let top = state.config.keys.metrics_top_teams;
+            let g = &self.metrics.team_spend;
+            g.reset();
+            for (team, usd) in keys.team_spend_top(top) {
+                g.with_label_values(&[team.as_str()]).set(usd);
+            }
+        }
         for (ui, u) in state.upstreams.iter().enumerate() {
             // Unhealthy when its health checks fail, or when every deployment on it is cooling down.
             let mut deployments = state

@@ -234,6 +234,10 @@ fn grafana_dashboard_uses_exported_metric_names() {
         "llmproxy_cache_requests_total",
         "llmproxy_spend_usd_total",
         "llmproxy_token_estimate_error_ratio",
+        "llmproxy_team_spend_usd",
+        "llmproxy_unpriced_requests_total",
+        "llmproxy_spend_log_rows_total",
+        "llmproxy_spend_log_queue_depth",
     ];
     // Every metric a panel queries is one the gateway exports.
     for word in text.split(|c: char| !(c.is_ascii_alphanumeric() || c == '_')) {

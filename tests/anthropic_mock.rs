@@ -219,10 +219,7 @@ async fn text_stream_translates_with_usage() {
     assert_eq!(usage["completion_tokens"], 4);
     assert_eq!(
         t.usage(),
-        Some(Usage {
-            prompt_tokens: usage["prompt_tokens"].as_u64().unwrap(),
-            completion_tokens: 4
-        })
+        Some(Usage::new(usage["prompt_tokens"].as_u64().unwrap(), 4))
     );
 }
 

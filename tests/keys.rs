@@ -176,7 +176,8 @@ async fn suite(database: &str) {
     // --- spend: exactly the priced usage ---
     let spender = generate(&gw, json!({"max_budget": 0.0001})).await;
     let mut n = 0;
-    let mut expected = 0.0;
+    // In micro-dollars, each request rounded once (halves up), as the gateway prices it.
+    let mut expected_micros: u64 = 0;
     loop {
         let r = call(&gw, bearer(&spender), "m").await;
         if r.status() == 429 {
@@ -186,13 +187,15 @@ async fn suite(database: &str) {
         assert_eq!(r.status(), 200);
         let v: Value = r.json().await.unwrap();
         let (p, c) = (
-            v["usage"]["prompt_tokens"].as_u64().unwrap() as f64,
-            v["usage"]["completion_tokens"].as_u64().unwrap() as f64,
+            v["usage"]["prompt_tokens"].as_u64().unwrap(),
+            v["usage"]["completion_tokens"].as_u64().unwrap(),
         );
-        expected += (p * 2.5 + c * 10.0) / 1e6;
+        // $2.50 and $10 per million tokens: 2.5 and 10 micro-dollars per token.
+        expected_micros += (25 * p + 100 * c + 5) / 10;
         n += 1;
         assert!(n < 1000, "the budget never ran out");
     }
+    let expected = expected_micros as f64 / 1e6;
     // Sequential requests: the overshoot is at most the one request in flight when it was reached.
     let per_request = expected / n as f64;
     assert!(

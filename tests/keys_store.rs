@@ -6,7 +6,8 @@ mod common;
 
 use common::*;
 use http::Method;
-use llmproxy::keys::{self, KeyError, Keys, KeysOptions};
+use llmproxy::keys::{self, Governed, KeyEntry, KeyError, Keys, KeysOptions};
+use llmproxy::pricing::{self, Micros};
 use serde_json::{json, Value};
 use std::future::Future;
 use std::pin::Pin;
@@ -18,6 +19,7 @@ fn fast() -> KeysOptions {
     KeysOptions {
         refresh: Duration::from_millis(200),
         flush: Duration::from_millis(100),
+        ..KeysOptions::default()
     }
 }
 
@@ -26,7 +28,17 @@ fn manual() -> KeysOptions {
     KeysOptions {
         refresh: Duration::from_secs(3600),
         flush: Duration::from_secs(3600),
+        ..KeysOptions::default()
     }
+}
+
+/// Records `micros` of spend on a key alone (no team, no end user).
+fn spend(keys: &Keys, e: &Arc<KeyEntry>, model: &str, micros: u64) {
+    let who = Governed {
+        key: Some(e.clone()),
+        ..Governed::default()
+    };
+    keys.record_spend(&who, model, Micros(micros));
 }
 
 async fn call(keys: &Keys, method: Method, path: &str, body: Value) -> (u16, Value) {
@@ -242,7 +254,7 @@ async fn update(url: String) {
     assert!(e.allows_model("b"));
     assert_eq!(e.resolve_model("x"), "b");
     assert_eq!((e.rpm(), e.tpm()), (Some(7), Some(70)));
-    assert_eq!(e.key.max_budget, None);
+    assert_eq!(e.key.limits.max_budget, None);
     assert_eq!(e.key.metadata, json!({"owner": "me"}));
     // ... and the database too.
     let fresh = Keys::open(&url, manual()).await.unwrap();
@@ -262,7 +274,7 @@ async fn update(url: String) {
             json!({"key": secret, "budget_duration": 30}),
             "budget_duration",
         ),
-        (json!({"key": secret, "team_id": "t"}), "team_id"),
+        (json!({"key": secret, "team_id": 5}), "team_id"),
         (json!({"models": ["a"]}), "key"),
     ] {
         let (st, v) = call(&keys, Method::POST, "/key/update", body.clone()).await;
@@ -271,6 +283,15 @@ async fn update(url: String) {
         assert_eq!(v["error"]["param"], param, "{body}");
     }
     assert_eq!(keys.authenticate(&secret).unwrap().rpm(), Some(7));
+    // A team must exist.
+    let (st, v) = call(
+        &keys,
+        Method::POST,
+        "/key/update",
+        json!({"key": secret, "team_id": "no-such-team"}),
+    )
+    .await;
+    assert_error(st, &v, 404, "team_not_found");
     let bad = keys::handle(&keys, &Method::POST, "/key/generate", None, b"{not json").await;
     assert_error(bad.0, &bad.1, 400, "invalid_request");
     let bad = keys::handle(&keys, &Method::POST, "/key/generate", None, b"[1]").await;
@@ -397,76 +418,88 @@ async fn spend_batching(url: String) {
     let (b, _) = generate(&keys, Value::Null).await;
     let ea = keys.authenticate(&a).unwrap();
     let eb = keys.authenticate(&b).unwrap();
-    // Dyadic amounts add exactly in binary floating point, whatever the grouping.
+    // Micro-dollars add exactly, whatever the grouping.
     for i in 0..1000 {
-        keys.record_spend(&ea, if i % 2 == 0 { "m1" } else { "m2" }, 0.125);
-        keys.record_spend(&eb, "m1", 0.0625);
+        spend(&keys, &ea, if i % 2 == 0 { "m1" } else { "m2" }, 125_000);
+        spend(&keys, &eb, "m1", 62_500);
     }
-    keys.record_spend(&ea, "m1", -5.0); // ignored
-    keys.record_spend(&ea, "m1", f64::NAN); // ignored
-                                            // Visible at once, before any write.
-    assert_eq!(ea.spend(), 125.0);
-    assert_eq!(keys.authenticate(&a).unwrap().spend(), 125.0);
+    spend(&keys, &ea, "m1", 0); // nothing to record
+                                // Visible at once, before any write.
+    assert_eq!(ea.spend(), Micros(125_000_000));
+    assert_eq!(keys.authenticate(&a).unwrap().spend(), Micros(125_000_000));
     assert_eq!(info(&keys, &a).await["spend"], 125.0);
     assert_eq!(
         keys.store().get(&ea.key.hash).await.unwrap().unwrap().spend,
-        0.0
+        Micros(0)
     );
     // One flush writes everything in one batch; nothing is counted twice or lost.
     keys.flush().await.unwrap();
-    assert_eq!(ea.spend(), 125.0);
+    assert_eq!(ea.spend(), Micros(125_000_000));
     assert_eq!(
         keys.store().get(&ea.key.hash).await.unwrap().unwrap().spend,
-        125.0
+        Micros(125_000_000)
     );
     assert_eq!(
         keys.store().get(&eb.key.hash).await.unwrap().unwrap().spend,
-        62.5
+        Micros(62_500_000)
     );
     keys.refresh().await.unwrap();
-    assert_eq!(keys.authenticate(&a).unwrap().spend(), 125.0);
+    assert_eq!(keys.authenticate(&a).unwrap().spend(), Micros(125_000_000));
     let i = info(&keys, &a).await;
     assert_eq!(i["spend"], 125.0);
     assert_eq!(i["model_spend"], json!({"m1": 62.5, "m2": 62.5}));
     // A second round on an entry from the old snapshot still counts (pending carries over).
-    keys.record_spend(&ea, "m1", 0.5);
-    assert_eq!(keys.authenticate(&a).unwrap().spend(), 125.5);
+    spend(&keys, &ea, "m1", 500_000);
+    assert_eq!(keys.authenticate(&a).unwrap().spend(), Micros(125_500_000));
     keys.flush().await.unwrap();
     keys.flush().await.unwrap(); // nothing pending: no double write
     let other = Keys::open(&url, manual()).await.unwrap();
-    assert_eq!(other.authenticate(&a).unwrap().spend(), 125.5);
+    assert_eq!(other.authenticate(&a).unwrap().spend(), Micros(125_500_000));
     assert_eq!(info(&other, &b).await["model_spend"], json!({"m1": 62.5}));
 
-    // Real prices: the total equals the sum of the priced usages (to float rounding).
+    // Real prices: the stored total is exactly the sum of the priced usages.
     let (c, _) = generate(&keys, Value::Null).await;
     let ec = keys.authenticate(&c).unwrap();
-    let mut expected = 0.0;
+    let price = pricing::Price {
+        input: pricing::PerMtok(2_500_000),
+        cached_input: pricing::PerMtok(1_250_000),
+        cache_write: pricing::PerMtok(2_500_000),
+        output: pricing::PerMtok(10_000_000),
+        batch_discount: pricing::Ppm(500_000),
+    };
+    let mut expected = Micros(0);
     for i in 0..500u64 {
-        let usd = keys::cost(100 + i, 20 + i % 7, 2.5, 10.0, (i % 3 == 0).then_some(0.5));
-        expected += usd;
-        keys.record_spend(&ec, "gpt-4o", usd);
+        let usage = pricing::TokenUsage {
+            prompt: 100 + i,
+            cached_prompt: i % 50,
+            completion: 20 + i % 7,
+            ..Default::default()
+        };
+        let cost = pricing::cost(&price, &usage, i % 3 == 0);
+        expected += cost;
+        spend(&keys, &ec, "gpt-4o", cost.0);
         if i % 100 == 0 {
             keys.flush().await.unwrap();
         }
     }
     keys.flush().await.unwrap();
     let stored = keys.store().get(&ec.key.hash).await.unwrap().unwrap().spend;
-    assert!((stored - expected).abs() < 1e-9, "{stored} vs {expected}");
-    assert!((ec.spend() - expected).abs() < 1e-9);
+    assert_eq!(stored, expected);
+    assert_eq!(ec.spend(), expected);
 
     // The pending buffer is per (key, model): many distinct model names stay bounded.
     let (d, _) = generate(&keys, Value::Null).await;
     let ed = keys.authenticate(&d).unwrap();
     for i in 0..(keys::MAX_PENDING_MODELS + 50) {
-        keys.record_spend(&ed, &format!("model-{i}"), 1.0);
+        spend(&keys, &ed, &format!("model-{i}"), 1_000_000);
     }
     keys.flush().await.unwrap();
     let per_model = keys.store().model_spend(&ed.key.hash).await.unwrap();
     assert_eq!(per_model.len(), keys::MAX_PENDING_MODELS + 1);
-    assert_eq!(per_model[keys::OTHER_MODEL], 50.0);
+    assert_eq!(per_model[keys::OTHER_MODEL], Micros(50_000_000));
     assert_eq!(
-        per_model.values().sum::<f64>(),
-        (keys::MAX_PENDING_MODELS + 50) as f64
+        per_model.values().copied().sum::<Micros>(),
+        Micros((keys::MAX_PENDING_MODELS as u64 + 50) * 1_000_000)
     );
 }
 
@@ -474,9 +507,9 @@ async fn budget_exceeded(url: String) {
     let keys = Keys::open(&url, manual()).await.unwrap();
     let (a, _) = generate(&keys, json!({"max_budget": 1.0})).await;
     let e = keys.authenticate(&a).unwrap();
-    keys.record_spend(&e, "m", 0.75);
+    spend(&keys, &e, "m", 750_000);
     assert!(keys.authenticate(&a).is_ok());
-    keys.record_spend(&e, "m", 0.5); // the request in flight when the budget ran out: overshoot 0.25
+    spend(&keys, &e, "m", 500_000); // the request in flight when the budget ran out: overshoot 0.25
     let err = keys.authenticate(&a).unwrap_err();
     assert_eq!(err, KeyError::BudgetExceeded);
     assert_eq!((err.status(), err.code()), (429, "budget_exceeded"));
@@ -503,7 +536,7 @@ async fn budget_exceeded(url: String) {
     // Exactly at the budget is spent.
     let (b, _) = generate(&keys, json!({"max_budget": 0.5})).await;
     let eb = keys.authenticate(&b).unwrap();
-    keys.record_spend(&eb, "m", 0.5);
+    spend(&keys, &eb, "m", 500_000);
     assert_eq!(keys.authenticate(&b).unwrap_err(), KeyError::BudgetExceeded);
 }
 
@@ -514,9 +547,9 @@ async fn budget_reset(url: String) {
     assert_eq!(g["budget_duration"], "1s");
     assert!(g["budget_reset_at"].is_string());
     let e = keys.authenticate(&a).unwrap();
-    let first_reset = e.key.budget_reset_at.unwrap();
+    let first_reset = e.key.limits.budget_reset_at.unwrap();
     assert_eq!(first_reset, e.key.created + 1);
-    keys.record_spend(&e, "m", 2.0);
+    spend(&keys, &e, "m", 2_000_000);
     assert_eq!(keys.authenticate(&a).unwrap_err(), KeyError::BudgetExceeded);
     // Within one period (1 s, second granularity) plus one refresh the key works again, with spend 0
     // in the database; the per-model lifetime spend is kept.
@@ -528,7 +561,7 @@ async fn budget_reset(url: String) {
     let t = Instant::now();
     loop {
         let k = keys.store().get(&hash).await.unwrap().unwrap();
-        if k.spend == 0.0 && k.budget_reset_at.unwrap() > first_reset {
+        if k.spend == Micros(0) && k.limits.budget_reset_at.unwrap() > first_reset {
             break;
         }
         assert!(
@@ -537,7 +570,10 @@ async fn budget_reset(url: String) {
         );
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
-    assert_eq!(keys.store().model_spend(&hash).await.unwrap()["m"], 2.0);
+    assert_eq!(
+        keys.store().model_spend(&hash).await.unwrap()["m"],
+        Micros(2_000_000)
+    );
     task.abort();
 }
 
@@ -557,9 +593,9 @@ async fn two_views(url: String) {
 
     // Spend on A reaches B within flush + refresh.
     let ea = a.authenticate(&secret).unwrap();
-    a.record_spend(&ea, "m", 0.25);
+    spend(&a, &ea, "m", 250_000);
     eventually(bound, "B sees A's spend", || {
-        b.authenticate(&secret).map(|e| e.spend()).unwrap_or(0.0) == 0.25
+        b.authenticate(&secret).map(|e| e.spend()) == Ok(Micros(250_000))
     })
     .await;
 
@@ -591,7 +627,7 @@ async fn shutdown_flushes(url: String) {
     let task = tokio::spawn(async move { k2.run(rx).await });
     let (a, _) = generate(&keys, Value::Null).await;
     let e = keys.authenticate(&a).unwrap();
-    keys.record_spend(&e, "m", 0.5);
+    spend(&keys, &e, "m", 500_000);
     tx.send(true).unwrap();
     tokio::time::timeout(Duration::from_secs(5), task)
         .await
@@ -599,7 +635,7 @@ async fn shutdown_flushes(url: String) {
         .unwrap();
     assert_eq!(
         keys.store().get(&e.key.hash).await.unwrap().unwrap().spend,
-        0.5
+        Micros(500_000)
     );
 }
 
@@ -671,6 +707,58 @@ async fn postgres_concurrent_migrations() {
     );
     let err = Keys::open("mysql://x", manual()).await.unwrap_err();
     assert!(err.to_string().contains("unsupported"), "{err}");
+}
+
+/// A database written by the release that kept dollars as DOUBLE PRECISION is converted in place
+/// to micro-dollar columns, keeping every row (× 10⁶, rounded half away from zero).
+#[tokio::test(flavor = "multi_thread", worker_threads = 2)]
+async fn postgres_converts_dollar_columns_in_place() {
+    let pg = Postgres::start();
+    let url = pg.create_db("old_money");
+    let (c, conn) = tokio_postgres::connect(&url, tokio_postgres::NoTls)
+        .await
+        .unwrap();
+    tokio::spawn(conn);
+    c.batch_execute(
+        "CREATE TABLE keys (hash TEXT PRIMARY KEY, key_id TEXT NOT NULL, alias TEXT,
+           models TEXT NOT NULL DEFAULT '[]', aliases TEXT NOT NULL DEFAULT '{}', expires BIGINT,
+           max_budget DOUBLE PRECISION, budget_duration BIGINT, budget_reset_at BIGINT,
+           spend DOUBLE PRECISION NOT NULL DEFAULT 0, rpm BIGINT, tpm BIGINT,
+           metadata TEXT NOT NULL DEFAULT 'null', created BIGINT NOT NULL,
+           deleted BOOLEAN NOT NULL DEFAULT FALSE);
+         CREATE TABLE spend (key_hash TEXT NOT NULL, model TEXT NOT NULL,
+           spend DOUBLE PRECISION NOT NULL DEFAULT 0, PRIMARY KEY (key_hash, model));
+         ALTER TABLE keys ADD COLUMN IF NOT EXISTS routes TEXT NOT NULL DEFAULT '[]';
+         INSERT INTO keys (hash, key_id, max_budget, spend, created)
+           VALUES ('aa', 'kaa', 12.5, 0.0000125, 1), ('bb', 'kbb', NULL, 3.0000004, 2);
+         INSERT INTO spend VALUES ('aa', 'gpt-4o', 0.0000125), ('bb', 'm', 3.0000004);",
+    )
+    .await
+    .unwrap();
+    // Two instances start at once on the old database: one converts, the other waits.
+    let (a, b) = tokio::join!(Keys::open(&url, manual()), Keys::open(&url, manual()));
+    let (a, _b) = (a.unwrap(), b.unwrap());
+    let k = a.store().get("aa").await.unwrap().unwrap();
+    assert_eq!(k.spend, Micros(13));
+    assert_eq!(k.limits.max_budget, Some(Micros(12_500_000)));
+    let k = a.store().get("bb").await.unwrap().unwrap();
+    assert_eq!((k.spend, k.limits.max_budget), (Micros(3_000_000), None));
+    assert_eq!(
+        a.store().model_spend("bb").await.unwrap()["m"],
+        Micros(3_000_000)
+    );
+    let cols: Vec<String> = c
+        .query(
+            "SELECT column_name FROM information_schema.columns WHERE table_name = 'keys'",
+            &[],
+        )
+        .await
+        .unwrap()
+        .iter()
+        .map(|r| r.get(0))
+        .collect();
+    assert!(!cols.contains(&"spend".to_string()), "{cols:?}");
+    assert!(cols.contains(&"spend_micros".to_string()), "{cols:?}");
 }
 
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]

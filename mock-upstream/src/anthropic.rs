@@ -556,7 +556,8 @@ fn anthropic_answer(
             "id": id, "type": "message", "role": "assistant", "model": model,
             "content": content, "stop_reason": stop_reason, "stop_sequence": null,
             "usage": {"input_tokens": p, "output_tokens": c,
-                      "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+                      "cache_creation_input_tokens": g.cache_write,
+                      "cache_read_input_tokens": g.cache_read},
         });
         return json_response(state, StatusCode::OK, body.to_string());
     }
@@ -565,7 +566,8 @@ fn anthropic_answer(
         "id": id, "type": "message", "role": "assistant", "model": model, "content": [],
         "stop_reason": null, "stop_sequence": null,
         "usage": {"input_tokens": p, "output_tokens": 1,
-                  "cache_creation_input_tokens": 0, "cache_read_input_tokens": 0},
+                  "cache_creation_input_tokens": g.cache_write,
+                  "cache_read_input_tokens": g.cache_read},
     }});
     frames.push(event_frame(
         Duration::ZERO,

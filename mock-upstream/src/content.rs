@@ -30,6 +30,12 @@ pub(crate) struct Gen {
     drop_after: Option<usize>,
     pub(crate) prompt_tokens: u64,
     pub(crate) completion_tokens: u64,
+    /// `x-mock-cache-read-tokens`: prompt tokens reported as read from the prompt cache.
+    pub(crate) cache_read: u64,
+    /// `x-mock-cache-write-tokens`: prompt tokens reported as written to the prompt cache.
+    pub(crate) cache_write: u64,
+    /// `x-mock-reasoning-tokens`: output tokens reported as reasoning (OpenAI dialect).
+    pub(crate) reasoning: u64,
     /// Echo mode (chat only): the content is this text instead of the default or filler.
     pub(crate) echo: Option<String>,
     /// Chat only (`x-mock-tool-call: NAME` with a non-empty `tools`): answer with one tool call,
@@ -40,6 +46,25 @@ pub(crate) struct Gen {
 }
 
 impl Gen {
+    /// OpenAI's `usage` object: `prompt_tokens` includes the cached part and `completion_tokens`
+    /// the reasoning part; the details are present when a cache read or reasoning is asked for.
+    pub(crate) fn openai_usage(&self) -> String {
+        let p = self.prompt_tokens + self.cache_read;
+        let c = self.completion_tokens + self.reasoning;
+        let details = if self.cache_read > 0 || self.reasoning > 0 {
+            format!(
+                r#","prompt_tokens_details":{{"cached_tokens":{}}},"completion_tokens_details":{{"reasoning_tokens":{}}}"#,
+                self.cache_read, self.reasoning
+            )
+        } else {
+            String::new()
+        };
+        format!(
+            r#"{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t}{details}}}"#,
+            t = p + c
+        )
+    }
+
     pub(crate) fn new(state: &State, h: &HeaderMap, body_len: usize) -> Self {
         let ttft = hdr_u64(h, "x-mock-ttft-ms").unwrap_or(state.ttft_ms);
         let chunks = hdr_u64(h, "x-mock-chunks").unwrap_or(state.chunks) as usize;
@@ -62,8 +87,12 @@ impl Gen {
             chunks,
             response_bytes,
             drop_after: hdr_u64(h, "x-mock-drop-after-chunks").map(|k| k as usize),
-            prompt_tokens: (body_len as u64 / 4).max(1),
+            prompt_tokens: hdr_u64(h, "x-mock-prompt-tokens")
+                .unwrap_or((body_len as u64 / 4).max(1)),
             completion_tokens,
+            cache_read: hdr_u64(h, "x-mock-cache-read-tokens").unwrap_or(0),
+            cache_write: hdr_u64(h, "x-mock-cache-write-tokens").unwrap_or(0),
+            reasoning: hdr_u64(h, "x-mock-reasoning-tokens").unwrap_or(0),
             echo: None,
             tool_call: None,
             cap: None,

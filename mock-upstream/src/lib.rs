@@ -135,8 +135,12 @@
 //!   (chat, Anthropic, Bedrock's `toolUse`, Gemini's `functionCall`).
 //! * `x-mock-finish-reason: R` (Bedrock, Gemini / Vertex, text-generation servers): the
 //!   answer's stop / finish reason, in the dialect's own words.
-//! * `x-mock-cache-read-tokens: N`, `x-mock-cache-write-tokens: N` (Bedrock; Gemini / Vertex
-//!   read only): cached prompt tokens reported in the usage.
+//! * `x-mock-cache-read-tokens: N`, `x-mock-cache-write-tokens: N` (Bedrock, Anthropic; Gemini /
+//!   Vertex and OpenAI chat read only): cached prompt tokens reported in the usage — OpenAI's
+//!   `prompt_tokens` includes them (`prompt_tokens_details.cached_tokens`), Anthropic's and
+//!   Bedrock's input count excludes them. `x-mock-reasoning-tokens: N` (OpenAI chat): N more
+//!   output tokens, reported as `completion_tokens_details.reasoning_tokens`.
+//! * `x-mock-prompt-tokens: N`: report N (uncached) prompt tokens instead of body length / 4.
 //!
 //! The dialects' own faults (Bedrock's event-stream faults, Gemini's blocks, ...) are documented
 //! in their modules.

@@ -83,15 +83,14 @@ pub(crate) fn chat(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> 
     let n = state.ids.fetch_add(1, Ordering::Relaxed);
     let created = now_secs();
     let model = req.model_json();
-    let (p, c) = (g.prompt_tokens, g.completion_tokens);
     if let Some((name, args)) = &g.tool_call {
         return chat_tool_call(state, g, req, n, name, args);
     }
     if !req.is_stream() {
         let content = serde_json::to_string(&g.content()).unwrap_or_default();
         let body = format!(
-            r#"{{"id":"chatcmpl-mock-{n}","object":"chat.completion","created":{created},"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop"}}],"usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t}}}}}"#,
-            t = p + c
+            r#"{{"id":"chatcmpl-mock-{n}","object":"chat.completion","created":{created},"model":{model},"choices":[{{"index":0,"message":{{"role":"assistant","content":{content}}},"finish_reason":"stop"}}],"usage":{usage}}}"#,
+            usage = g.openai_usage()
         );
         return json_response(state, StatusCode::OK, body);
     }
@@ -112,8 +111,8 @@ pub(crate) fn chat(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> 
     frames.push(data_frame(Duration::ZERO, &json));
     if usage {
         let json = format!(
-            r#"{{"id":"chatcmpl-mock-{n}","object":"chat.completion.chunk","created":{created},"model":{model},"choices":[],"usage":{{"prompt_tokens":{p},"completion_tokens":{c},"total_tokens":{t}}}}}"#,
-            t = p + c
+            r#"{{"id":"chatcmpl-mock-{n}","object":"chat.completion.chunk","created":{created},"model":{model},"choices":[],"usage":{usage}}}"#,
+            usage = g.openai_usage()
         );
         frames.push(data_frame(Duration::ZERO, &json));
     }

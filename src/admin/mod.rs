@@ -97,7 +97,12 @@ impl ServeHttp for Admin {
             if method != http::Method::POST {
                 return error(405, "method_not_allowed", "use POST /reload");
             }
-            return match self.reloader.reload().await {
+            let actor = if self.shared.state.load().config.admin.token.is_some() {
+                crate::keys::Actor::AdminToken
+            } else {
+                crate::keys::Actor::Admin
+            };
+            return match self.reloader.reload(actor).await {
                 Ok(summary) => json_response(200, json!({"status": "ok", "summary": summary})),
                 Err(errs) => json_response(
                     400,

@@ -802,24 +802,28 @@ impl Driver {
         // Spend, once per batch (the journal decided who records it), at the batch price; lines
         // whose client left count too.
         if settle {
-            let mut usd_total = 0.0;
+            let mut total = crate::pricing::Micros::ZERO;
             for (custom_id, account) in &self.rec.lines {
                 let Some(LineResult::Response { usage: Some(u), .. }) = results.get(custom_id)
                 else {
                     continue;
                 };
-                let usd = account.cost(*u);
-                if usd > 0.0 && usd.is_finite() {
-                    usd_total += usd;
-                    self.shared
-                        .metrics
-                        .spend
-                        .with_label_values(&[account.model.as_str()])
-                        .inc_by(usd);
-                    if let (Some(keys), Some(h)) = (&self.shared.keys, &account.key_hash) {
-                        if !keys.record_spend_by_hash(h, &account.model, usd) {
-                            log::debug!("batch {id}: a key of this batch is no longer known");
-                        }
+                let Some(cost) = account.cost(u) else {
+                    continue;
+                };
+                if cost == crate::pricing::Micros::ZERO {
+                    continue;
+                }
+                total += cost;
+                self.shared
+                    .metrics
+                    .spend
+                    .with_label_values(&[account.model.as_str()])
+                    .inc_by(cost.as_usd_f64());
+                if let (Some(keys), Some(h)) = (&self.shared.keys, &account.key_hash) {
+                    if !keys.record_spend_by_hash(h, account.user.as_deref(), &account.model, cost)
+                    {
+                        log::debug!("batch {id}: a key of this batch is no longer known");
                     }
                 }
             }
@@ -839,7 +843,7 @@ impl Driver {
             count_job(&self.shared, &b.status, ms, self.rec.lines.len());
             log::info!(
                 "batch {id}: {} after {ms:.0} ms: {answered} answered from the batch, {fallback} sent \
-                 synchronously, {gone} client(s) gone; spend {usd_total:.6} USD{}",
+                 synchronously, {gone} client(s) gone; spend {total}{}",
                 b.status,
                 if self.live { "" } else { " (recovered)" }
             );
@@ -865,8 +869,9 @@ mod tests {
             body: Bytes::from_static(b"{\"model\":\"m\",\r\n \"input\": [\n1]}"),
             account: Account {
                 key_hash: None,
+                user: None,
                 model: "m".into(),
-                pricing: None,
+                price: None,
             },
         };
         let out = jsonl("/v1/embeddings", std::iter::once(&line));
@@ -898,10 +903,7 @@ mod tests {
                 body: Bytes::from_static(
                     br#"{"id":"x", "usage":{"prompt_tokens":3,"completion_tokens":4,"total_tokens":7}}"#
                 ),
-                usage: Some(Usage {
-                    prompt_tokens: 3,
-                    completion_tokens: 4
-                }),
+                usage: Some(Usage::new(3, 4)),
             }
         );
         assert!(matches!(r["b"], LineResult::Response { status: 400, .. }));

@@ -26,6 +26,7 @@
 //! on its own thread (as the key store does), reconnecting when it closed.
 
 use super::Account;
+use crate::pricing::{PerMtok, Ppm, Price};
 use std::collections::HashSet;
 use std::fmt;
 use std::future::Future;
@@ -95,6 +96,10 @@ pub fn lease_for(poll: Duration) -> Duration {
     poll.saturating_mul(3) + Duration::from_secs(2)
 }
 
+/// Each line as `[custom_id, key_hash, model, null, price, user]`, the price exact as
+/// `[input, cached_input, cache_write, output]` micro-dollars per million tokens and the batch
+/// discount in parts per million. (Index 3 held a float price `[input, output, discount]` before
+/// prices were exact; it is still read.)
 fn lines_json(lines: &[(String, Account)]) -> String {
     let v: Vec<serde_json::Value> = lines
         .iter()
@@ -103,11 +108,52 @@ fn lines_json(lines: &[(String, Account)]) -> String {
                 id,
                 a.key_hash,
                 a.model,
-                a.pricing.map(|(i, o, d)| [i, o, d]),
+                serde_json::Value::Null,
+                a.price.map(|p| [
+                    p.input.0,
+                    p.cached_input.0,
+                    p.cache_write.0,
+                    p.output.0,
+                    u64::from(p.batch_discount.0)
+                ]),
+                a.user,
             ])
         })
         .collect();
     serde_json::Value::Array(v).to_string()
+}
+
+/// A journaled price: the exact form, or the float form of older journals (converted by rounding
+/// to micro-dollars; the cache rates were the input rate then).
+fn parse_price(
+    exact: Option<&serde_json::Value>,
+    old: Option<&serde_json::Value>,
+) -> Option<Price> {
+    if let Some(p) = exact.filter(|p| p.is_array()) {
+        let n = |i: usize| p.get(i).and_then(|v| v.as_u64());
+        return Some(Price {
+            input: PerMtok(n(0)?),
+            cached_input: PerMtok(n(1)?),
+            cache_write: PerMtok(n(2)?),
+            output: PerMtok(n(3)?),
+            batch_discount: Ppm(u32::try_from(n(4)?).ok()?.min(Ppm::ONE.0)),
+        });
+    }
+    let p = old?;
+    let f = |i: usize| {
+        p.get(i)
+            .and_then(|v| v.as_f64())
+            .filter(|v| v.is_finite() && *v >= 0.0)
+            .map(|v| (v * 1e6).round() as u64)
+    };
+    let input = PerMtok(f(0)?);
+    Some(Price {
+        input,
+        cached_input: input,
+        cache_write: input,
+        output: PerMtok(f(1)?),
+        batch_discount: Ppm(u32::try_from(f(2)?.min(1_000_000)).ok()?),
+    })
 }
 
 fn parse_lines(text: &str) -> Vec<(String, Account)> {
@@ -121,19 +167,15 @@ fn parse_lines(text: &str) -> Vec<(String, Account)> {
             let id = it.get(0)?.as_str()?.to_string();
             let key_hash = it.get(1).and_then(|v| v.as_str()).map(str::to_string);
             let model = it.get(2)?.as_str()?.to_string();
-            let pricing = it.get(3).and_then(|p| {
-                Some((
-                    p.get(0)?.as_f64()?,
-                    p.get(1)?.as_f64()?,
-                    p.get(2)?.as_f64()?,
-                ))
-            });
+            let price = parse_price(it.get(4), it.get(3));
+            let user = it.get(5).and_then(|v| v.as_str()).map(str::to_string);
             Some((
                 id,
                 Account {
                     key_hash,
+                    user,
                     model,
-                    pricing,
+                    price,
                 },
             ))
         })
@@ -693,6 +735,20 @@ mod pg {
 
 #[cfg(test)]
 mod tests {
+    #[test]
+    fn journals_with_float_prices_are_read() {
+        let lines =
+            parse_lines(r#"[["c1", null, "m", [2.5, 10.0, 0.5]], ["c2", null, "m", null]]"#);
+        let p = lines[0].1.price.unwrap();
+        assert_eq!(
+            (p.input, p.cached_input, p.output),
+            (PerMtok(2_500_000), PerMtok(2_500_000), PerMtok(10_000_000))
+        );
+        assert_eq!(p.batch_discount, Ppm(500_000));
+        assert_eq!(lines[1].1.price, None);
+        assert_eq!(lines[0].1.user, None);
+    }
+
     use super::*;
 
     fn record(job: &str, batch: Option<&str>) -> Record {
@@ -708,16 +764,24 @@ mod tests {
                     "c1".into(),
                     Account {
                         key_hash: Some("ab".repeat(32)),
+                        user: Some("u1".into()),
                         model: "m".into(),
-                        pricing: Some((2.5, 10.0, 0.5)),
+                        price: Some(Price {
+                            input: PerMtok(2_500_000),
+                            cached_input: PerMtok(1_250_000),
+                            cache_write: PerMtok(2_500_000),
+                            output: PerMtok(10_000_000),
+                            batch_discount: Ppm(500_000),
+                        }),
                     },
                 ),
                 (
                     "c2".into(),
                     Account {
                         key_hash: None,
+                        user: None,
                         model: "m".into(),
-                        pricing: None,
+                        price: None,
                     },
                 ),
             ],

@@ -110,23 +110,20 @@ pub struct Target {
 pub struct Account {
     /// SHA-256 hex of the caller's virtual key; `None` for the master key or without auth.
     pub key_hash: Option<String>,
+    /// The request's end user (`user`), whose budget the spend also counts against.
+    pub user: Option<String>,
     /// The configured model name (the spend label).
     pub model: String,
-    /// `(input_per_mtok, output_per_mtok, batch_discount)` at submission.
-    pub pricing: Option<(f64, f64, f64)>,
+    /// The deployment's price at submission, exact; `None`: the model has no price.
+    pub price: Option<crate::pricing::Price>,
 }
 
 impl Account {
-    /// USD for `usage` at the batch price.
-    pub fn cost(&self, usage: Usage) -> f64 {
-        match self.pricing {
-            Some((input, output, discount)) => {
-                (usage.prompt_tokens as f64 * input + usage.completion_tokens as f64 * output)
-                    / 1_000_000.0
-                    * discount
-            }
-            None => 0.0,
-        }
+    /// The cost of `usage` at the batch price (the price less its batch discount); `None` when the
+    /// model has no price.
+    pub fn cost(&self, usage: &Usage) -> Option<crate::pricing::Micros> {
+        self.price
+            .map(|p| crate::pricing::cost(&p, &usage.tokens(), true))
     }
 }
 
@@ -602,15 +599,24 @@ mod tests {
 
     #[test]
     fn account_cost_uses_the_discount() {
+        use crate::pricing::{Micros, PerMtok, Ppm, Price};
         let a = Account {
             key_hash: None,
+            user: None,
             model: "m".into(),
-            pricing: Some((2.5, 10.0, 0.5)),
+            price: Some(Price {
+                input: PerMtok(2_500_000),
+                cached_input: PerMtok(1_250_000),
+                cache_write: PerMtok(2_500_000),
+                output: PerMtok(10_000_000),
+                batch_discount: Ppm(500_000),
+            }),
         };
-        let usd = a.cost(Usage {
-            prompt_tokens: 1_000_000,
-            completion_tokens: 100_000,
-        });
-        assert!((usd - 1.75).abs() < 1e-9, "{usd}");
+        let mut u = Usage::new(1_000_000, 100_000);
+        assert_eq!(a.cost(&u), Some(Micros(1_750_000)));
+        // Cached prompt tokens at the cached rate, discounted too.
+        u.cached_tokens = 400_000;
+        assert_eq!(a.cost(&u), Some(Micros(1_500_000)));
+        assert_eq!(Account { price: None, ..a }.cost(&u), None);
     }
 }

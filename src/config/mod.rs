@@ -1,7 +1,7 @@
 //! Configuration: YAML → validated runtime types.
 //!
 //! Each top-level section is one file with one validated type (`server`, `admin`, `upstreams`,
-//! `models`, `routes`, `logging`); a new feature adds its section the same way. Reading goes through
+//! `models`, `routes`, `logging`, `keys`); a new feature adds its section the same way. Reading goes through
 //! [`reader`], which collects every error with its key path, so `llmproxy check` lists them all at once.
 //! Cross references (a deployment's upstream, a route's upstream, a listener's models) are checked here.
 //!
@@ -13,6 +13,7 @@
 pub mod admin;
 pub mod batch;
 pub mod cache;
+pub mod keys;
 pub mod litellm;
 pub mod logging;
 pub mod models;
@@ -56,6 +57,8 @@ pub struct Config {
     pub state: state::StateConfig,
     pub cache: cache::CacheConfig,
     pub tracing: tracing::TracingConfig,
+    /// `keys:` (governance: teams, end users, spend log).
+    pub keys: keys::KeysConfig,
     /// The parsed YAML with secrets redacted, for `GET /config` (for a LiteLLM file: its
     /// translation).
     pub redacted: serde_json::Value,
@@ -84,6 +87,7 @@ const TOP_KEYS: &[&str] = &[
     "cache",
     "logging",
     "tracing",
+    "keys",
     "drop_params",
 ];
 
@@ -266,6 +270,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let state = m.with(r, "state", state::read).unwrap_or_default();
     let cache = m.with(r, "cache", cache::read).unwrap_or_default();
     let tracing = m.with(r, "tracing", tracing::read).unwrap_or_default();
+    let keys = m.with(r, "keys", keys::read).unwrap_or_default();
     // The default for models that do not set `drop_params` themselves (LiteLLM's global setting).
     let drop_params = m.with(r, "drop_params", |r, n| n.bool(r)).unwrap_or(false);
     for model in &mut models {
@@ -295,6 +300,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
         state,
         cache,
         tracing,
+        keys,
         redacted,
         warnings: ConfigErrors::default(),
         environment: Vec::new(),

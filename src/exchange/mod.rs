@@ -322,6 +322,7 @@ async fn try_model(
         };
         ctx.model = Some(m);
         ctx.upstream = Some(dep.upstream_idx);
+        ctx.deployment = Some(d);
         let provider = crate::providers::of(pool.cfg.provider);
         let plan = crate::providers::plan(
             provider,
@@ -499,10 +500,7 @@ async fn estimate_usage(ctx: &mut RequestCtx, ex: &Exchange<'_, '_>, model: &str
     let counted = tokio::task::spawn_blocking(move || {
         let prompt = crate::sched::tokens::estimate_raw(endpoint, &raw, &model, 0).prompt;
         let completion = crate::sched::tokens::Counter::for_model(&model).count(&text);
-        crate::providers::usage::Usage {
-            prompt_tokens: prompt,
-            completion_tokens: completion,
-        }
+        crate::providers::usage::Usage::new(prompt, completion)
     })
     .await;
     if let Ok(u) = counted {

@@ -1,48 +1,67 @@
-//! Virtual keys, their budgets and spend, with no database round trip on the request path.
+//! Governance: virtual keys, teams and end users, their budgets and spend, the spend log and the
+//! audit log — with no database round trip on the request path.
 //!
 //! - [`material`]: `sk-` secrets (≈190 random bits), stored only as SHA-256; the short `key_id`.
+//! - [`accounts`]: teams and end users (one type, [`Account`]); [`limits`]: what keys and accounts
+//!   share (a budget in exact micro-dollars, rpm/tpm, pending spend).
 //! - [`store`]: the [`Store`] trait, SQLite (`sqlite://PATH`, default) and PostgreSQL (`postgres://`).
-//! - [`Keys`]: the in-memory view the request path reads ([`Keys::authenticate`],
+//! - [`Keys`]: the in-memory view the request path reads ([`Keys::authenticate`], [`Keys::admit`],
 //!   [`Keys::record_spend`]); a background task ([`Keys::run`]) writes spend in batches and refreshes
-//!   the view from the database.
-//! - [`api`]: the LiteLLM-shaped `/key/*` management handlers ([`handle`]).
+//!   the view from the database ([`sync`]).
+//! - [`spendlog`]: one row per request, queued off the request path and written in batches.
+//! - [`audit`]: who changed which key, team or end user, and every config reload.
+//! - [`api`]: the LiteLLM-shaped `/key/*`, `/team/*`, `/customer/*`, `/spend/*` and `/audit/*`
+//!   handlers ([`handle`]).
+//!
+//! Money is integer micro-dollars ([`Micros`]) in memory and in the database; the JSON APIs speak
+//! USD numbers, as LiteLLM does.
 //!
 //! ## Bounds
-//! - **Memory**: the view holds one entry per key in the database; pending (unwritten) spend is at
-//!   most one amount per (key, model) — at most [`MAX_PENDING_MODELS`] models per key, beyond which
-//!   amounts are pooled under `"(other)"` — so it is O(keys × models), never O(requests), also while
-//!   the database is unreachable (failed batches are merged back, not queued).
-//! - **Revocation**: a key deleted or changed through another instance is seen here within one
-//!   `refresh` interval (default 5 s) plus the time of one load; through this instance, at once.
-//! - **Budget overshoot**: the budget check reads the view's spend plus this instance's pending spend,
-//!   which [`Keys::record_spend`] updates at once (before any database write). A key's spend can
-//!   therefore exceed `max_budget` by at most (a) the cost of the requests already admitted (in
-//!   flight) when the budget was reached — their cost is only known when they finish — plus (b) with
-//!   several instances on one database, what the other instances spent during the last `refresh`
-//!   interval + `flush` interval (their spend reaches the database within one flush, and this
-//!   instance within one refresh).
+//! - **Memory**: the view holds one entry per key, team and end user in the database; pending
+//!   (unwritten) spend is at most one amount per (holder, model) — at most
+//!   [`limits::MAX_PENDING_MODELS`] models per holder — so it is O(holders × models), never
+//!   O(requests), also while the database is unreachable (failed batches are merged back, not
+//!   queued). The spend-log queue is bounded (`keys.spend_log_queue`); rows beyond it are dropped and
+//!   counted.
+//! - **Revocation**: a key, team or end user deleted or changed through another instance is seen
+//!   here within one `refresh` interval (`state.key_refresh`, default 5 s) plus the time of one load;
+//!   through this instance, at once.
+//! - **Budget overshoot**: the budget checks read the view's spend plus this instance's pending spend,
+//!   which [`Keys::record_spend`] updates at once (before any database write). A budget (key, team or
+//!   end user) can therefore be exceeded by at most (a) the cost of its requests already admitted (in
+//!   flight) when it was reached — their cost is only known when they finish — plus (b) with several
+//!   instances on one database, what the other instances spent on it during the last `flush` +
+//!   `refresh` interval (their spend reaches the database within one flush, and this instance within
+//!   one refresh).
 
+pub mod accounts;
+pub mod admit;
 pub mod api;
+pub mod audit;
+pub mod limits;
 pub mod material;
+pub mod spendlog;
 pub mod store;
+pub mod sync;
 pub mod units;
 
-pub use api::handle;
-pub use store::{SpendIncrement, Store, StoreError};
-pub use units::{cost, format_duration, parse_duration};
+pub use accounts::{Account, AccountEntry, AccountKind};
+pub use admit::{Governed, Level, Refusal};
+pub use api::{handle, handle_as};
+pub use audit::{Actor, AuditEntry};
+pub use limits::{Limits, RateBudgets, MAX_PENDING_MODELS, OTHER_MODEL};
+pub use spendlog::{SpendLog, SpendLogRow};
+pub use store::{SpendIncrement, SpendTarget, Store, StoreError};
+pub use units::{format_duration, parse_duration};
 
+use crate::pricing::Micros;
 use arc_swap::ArcSwap;
+use limits::SharedPending;
 use material::Digest32;
 use std::collections::HashMap;
 use std::fmt;
-use std::sync::{Arc, Mutex, Weak};
-use std::time::{Duration, Instant};
-
-/// At most this many distinct models are kept apart in one key's pending spend (see the module
-/// docs); further models' amounts are pooled under [`OTHER_MODEL`].
-pub const MAX_PENDING_MODELS: usize = 256;
-/// The pooled model name past [`MAX_PENDING_MODELS`].
-pub const OTHER_MODEL: &str = "(other)";
+use std::sync::Arc;
+use std::time::Duration;
 
 /// One virtual key as stored.
 #[derive(Debug, Clone, PartialEq)]
@@ -53,7 +72,7 @@ pub struct VirtualKey {
     pub key_id: String,
     /// Optional human name (`key_alias` in LiteLLM).
     pub alias: Option<String>,
-    /// Models the key may use; empty = all.
+    /// Models the key may use; empty = all (within its team's models).
     pub models: Vec<String>,
     /// Passthrough routes (`routes[].prefix`) the key may use; empty = none. A route reaches every
     /// model of its upstream, so it is never granted implicitly.
@@ -62,16 +81,12 @@ pub struct VirtualKey {
     pub aliases: HashMap<String, String>,
     /// Expiry, unix seconds.
     pub expires: Option<i64>,
-    /// Budget per period in USD.
-    pub max_budget: Option<f64>,
-    /// Budget period; `None` = the budget never resets.
-    pub budget_duration: Option<Duration>,
-    /// When the current budget period ends, unix seconds.
-    pub budget_reset_at: Option<i64>,
-    /// Spend in the current budget period (as of the last load), USD.
-    pub spend: f64,
-    pub rpm: Option<u64>,
-    pub tpm: Option<u64>,
+    /// The team whose models, budget and limits also bind this key.
+    pub team_id: Option<String>,
+    /// Budget (USD micro-dollars per period) and rate limits.
+    pub limits: Limits,
+    /// Spend in the current budget period (as of the last load).
+    pub spend: Micros,
     pub metadata: serde_json::Value,
     /// Creation time, unix seconds.
     pub created: i64,
@@ -89,43 +104,13 @@ impl VirtualKey {
             routes: Vec::new(),
             aliases: HashMap::new(),
             expires: None,
-            max_budget: None,
-            budget_duration: None,
-            budget_reset_at: None,
-            spend: 0.0,
-            rpm: None,
-            tpm: None,
+            team_id: None,
+            limits: Limits::default(),
+            spend: Micros::ZERO,
             metadata: serde_json::Value::Null,
             created: units::now(),
             deleted: false,
         }
-    }
-}
-
-/// Spend recorded on this instance and not yet part of the loaded view.
-#[derive(Debug, Default)]
-struct PendingInner {
-    /// Not yet written, per model (bounded by [`MAX_PENDING_MODELS`]).
-    by_model: HashMap<String, f64>,
-    /// Sum of `by_model` plus amounts taken by a flush in progress.
-    unflushed: f64,
-    /// Written to the database since the view's last load (so not yet in `VirtualKey::spend`).
-    flushed: f64,
-}
-
-#[derive(Debug, Default)]
-struct Pending(Mutex<PendingInner>);
-
-impl Pending {
-    fn lock(&self) -> std::sync::MutexGuard<'_, PendingInner> {
-        // A panic while holding this lock cannot leave the sums inconsistent enough to matter more
-        // than losing them: keep going with the data as it is.
-        self.0.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    fn total(&self) -> f64 {
-        let p = self.lock();
-        p.unflushed + p.flushed
     }
 }
 
@@ -135,16 +120,26 @@ pub struct KeyEntry {
     /// The key as of the view's last load (or this instance's last change).
     pub key: VirtualKey,
     /// Carried over from snapshot to snapshot, so spend recorded on an old snapshot's entry counts.
-    pending: Arc<Pending>,
+    pending: SharedPending,
+    rates: RateBudgets,
 }
 
 impl KeyEntry {
+    fn new(key: VirtualKey, pending: SharedPending) -> KeyEntry {
+        let rates = RateBudgets::new("key", &key.key_id, &key.limits);
+        KeyEntry {
+            key,
+            pending,
+            rates,
+        }
+    }
+
     pub fn key_id(&self) -> &str {
         &self.key.key_id
     }
 
     /// Spend in the current budget period: the loaded spend plus what this instance recorded since.
-    pub fn spend(&self) -> f64 {
+    pub fn spend(&self) -> Micros {
         self.key.spend + self.pending.total()
     }
 
@@ -168,11 +163,16 @@ impl KeyEntry {
     }
 
     pub fn rpm(&self) -> Option<u64> {
-        self.key.rpm
+        self.key.limits.rpm
     }
 
     pub fn tpm(&self) -> Option<u64> {
-        self.key.tpm
+        self.key.limits.tpm
+    }
+
+    /// The key's rate limits as scheduler budgets.
+    pub fn rates(&self) -> &RateBudgets {
+        &self.rates
     }
 
     fn check(&self, now: i64) -> Result<(), KeyError> {
@@ -182,13 +182,8 @@ impl KeyEntry {
         if self.key.expires.is_some_and(|e| e <= now) {
             return Err(KeyError::Expired);
         }
-        if let Some(max) = self.key.max_budget {
-            // A period that has ended is over even before the background task resets it.
-            let period_over = self.key.budget_duration.is_some()
-                && self.key.budget_reset_at.is_some_and(|r| r <= now);
-            if !period_over && self.spend() >= max {
-                return Err(KeyError::BudgetExceeded);
-            }
+        if self.key.limits.over_budget(self.spend(), now) {
+            return Err(KeyError::BudgetExceeded);
         }
         Ok(())
     }
@@ -241,7 +236,9 @@ impl KeyError {
         match self {
             KeyError::Unknown | KeyError::Deleted => "Invalid API key.",
             KeyError::Expired => "This API key has expired.",
-            KeyError::BudgetExceeded => "This API key has spent its budget.",
+            KeyError::BudgetExceeded => {
+                "Budget exceeded for this API key (level: key): it has spent its max_budget."
+            }
         }
     }
 }
@@ -254,13 +251,17 @@ impl fmt::Display for KeyError {
 
 impl std::error::Error for KeyError {}
 
-/// Timing of the background task.
+/// Timing and sizes of the background work.
 #[derive(Debug, Clone, Copy)]
 pub struct KeysOptions {
     /// How often the view is reloaded from the database (the revocation bound). Default 5 s.
     pub refresh: Duration,
     /// How often pending spend is written. Default 1 s.
     pub flush: Duration,
+    /// Spend-log rows waiting to be written at most; further rows are dropped (and counted).
+    pub spend_log_queue: usize,
+    /// Spend-log rows older than this are deleted; `None` keeps them.
+    pub spend_log_retention: Option<Duration>,
 }
 
 impl Default for KeysOptions {
@@ -268,38 +269,75 @@ impl Default for KeysOptions {
         KeysOptions {
             refresh: Duration::from_secs(5),
             flush: Duration::from_secs(1),
+            spend_log_queue: spendlog::DEFAULT_QUEUE,
+            spend_log_retention: Some(spendlog::DEFAULT_RETENTION),
         }
     }
 }
 
-type Snapshot = HashMap<Digest32, Arc<KeyEntry>>;
+/// One snapshot of everything the request path reads.
+#[derive(Default, Clone)]
+pub(crate) struct View {
+    pub(crate) keys: HashMap<Digest32, Arc<KeyEntry>>,
+    pub(crate) teams: HashMap<String, Arc<AccountEntry>>,
+    pub(crate) users: HashMap<String, Arc<AccountEntry>>,
+}
 
-/// The in-memory view of the virtual keys, shared (`Arc<Keys>`) by the request path, the management
-/// API and the background task.
+impl View {
+    pub(crate) fn accounts(&self, kind: AccountKind) -> &HashMap<String, Arc<AccountEntry>> {
+        match kind {
+            AccountKind::Team => &self.teams,
+            AccountKind::EndUser => &self.users,
+        }
+    }
+
+    pub(crate) fn accounts_mut(
+        &mut self,
+        kind: AccountKind,
+    ) -> &mut HashMap<String, Arc<AccountEntry>> {
+        match kind {
+            AccountKind::Team => &mut self.teams,
+            AccountKind::EndUser => &mut self.users,
+        }
+    }
+}
+
+/// The in-memory view of keys, teams and end users, shared (`Arc<Keys>`) by the request path, the
+/// management API and the background task.
 pub struct Keys {
     store: Arc<dyn Store>,
-    view: ArcSwap<Snapshot>,
+    view: ArcSwap<View>,
     options: KeysOptions,
     /// Serialises everything that replaces the view from the database or changes the database
-    /// (refresh, flush, management writes), so that a slow load never reinstalls a key this instance
-    /// has just changed or deleted, and flushed spend is never counted twice.
+    /// (refresh, flush, management writes), so that a slow load never reinstalls something this
+    /// instance has just changed or deleted, and flushed spend is never counted twice.
     writer: tokio::sync::Mutex<()>,
+    spend_log: SpendLog,
 }
 
 impl fmt::Debug for Keys {
     fn fmt(&self, f: &mut fmt::Formatter<'_>) -> fmt::Result {
+        let v = self.view.load();
         f.debug_struct("Keys")
-            .field("keys", &self.view.load().len())
+            .field("keys", &v.keys.len())
+            .field("teams", &v.teams.len())
+            .field("end_users", &v.users.len())
             .field("options", &self.options)
             .finish()
     }
 }
 
 impl Keys {
-    /// Opens the database at `url` (see [`store::open`]) and loads the view.
+    /// Opens the database at `url` (see [`store::open`]) and loads the view. The spend log writes
+    /// through a connection of its own, so that its batches never wait behind a refresh.
     pub async fn open(url: &str, options: KeysOptions) -> Result<Arc<Keys>, StoreError> {
         let store = store::open(url).await?;
-        Keys::with_store(store, options).await
+        let log_store = if url.contains(":memory:") {
+            store.clone()
+        } else {
+            store::open(url).await?
+        };
+        Keys::with_stores(store, log_store, options).await
     }
 
     /// [`Keys::open`] for synchronous callers (startup code, the CLI): runs on a temporary runtime
@@ -317,16 +355,26 @@ impl Keys {
         .map_err(|_| StoreError("opening the key store panicked".into()))?
     }
 
-    /// A view over an already opened store.
+    /// A view over an already opened store (the spend log writes through the same one).
     pub async fn with_store(
         store: Arc<dyn Store>,
         options: KeysOptions,
     ) -> Result<Arc<Keys>, StoreError> {
+        Keys::with_stores(store.clone(), store, options).await
+    }
+
+    async fn with_stores(
+        store: Arc<dyn Store>,
+        log_store: Arc<dyn Store>,
+        options: KeysOptions,
+    ) -> Result<Arc<Keys>, StoreError> {
         let keys = Arc::new(Keys {
             store,
-            view: ArcSwap::from_pointee(HashMap::new()),
+            view: ArcSwap::from_pointee(View::default()),
             options,
             writer: tokio::sync::Mutex::new(()),
+            spend_log: SpendLog::new(log_store, options.spend_log_queue)
+                .map_err(|e| StoreError(format!("spend log metrics: {e}")))?,
         });
         keys.refresh().await?;
         Ok(keys)
@@ -340,6 +388,11 @@ impl Keys {
         &self.store
     }
 
+    /// The spend-log queue and its writer.
+    pub fn spend_log(&self) -> &SpendLog {
+        &self.spend_log
+    }
+
     /// The key for a client's secret, if it may be used now (not deleted, not expired, budget not
     /// spent). One SHA-256 and one map lookup: no database access. The map is keyed by the hash, so
     /// no secret is compared byte by byte.
@@ -349,255 +402,125 @@ impl Keys {
 
     /// [`Keys::authenticate`] for a caller that already hashed the secret.
     pub fn authenticate_digest(&self, d: &Digest32) -> Result<Arc<KeyEntry>, KeyError> {
-        let entry = self.view.load().get(d).cloned().ok_or(KeyError::Unknown)?;
+        let entry = self
+            .view
+            .load()
+            .keys
+            .get(d)
+            .cloned()
+            .ok_or(KeyError::Unknown)?;
         entry.check(units::now())?;
         Ok(entry)
     }
 
-    /// Adds `usd` to the key's spend for `model`: visible to the budget check at once, written to the
-    /// database by the next flush. `model` should be a configured model name (it bounds the buffer).
-    pub fn record_spend(&self, key: &KeyEntry, model: &str, usd: f64) {
-        if !usd.is_finite() || usd <= 0.0 {
+    /// Adds `cost` to the spend of everyone the request is governed as — the key (per model), its
+    /// team, the end user — visible to the budget checks at once, written by the next flush.
+    /// `model` should be a configured model name (it bounds the buffers).
+    pub fn record_spend(&self, who: &Governed, model: &str, cost: Micros) {
+        if cost == Micros::ZERO {
             return;
         }
-        let mut p = key.pending.lock();
-        p.unflushed += usd;
-        if let Some(v) = p.by_model.get_mut(model) {
-            *v += usd;
-        } else if p.by_model.len() < MAX_PENDING_MODELS {
-            p.by_model.insert(model.to_string(), usd);
-        } else {
-            *p.by_model.entry(OTHER_MODEL.to_string()).or_default() += usd;
+        if let Some(k) = &who.key {
+            k.pending.add(model, cost);
+        }
+        if let Some(t) = &who.team {
+            t.pending.add(model, cost);
+        }
+        if let Some(u) = &who.user {
+            u.pending.add(model, cost);
         }
     }
 
-    /// [`Keys::record_spend`] by the key's hash (hex); `false` when the view has no such key.
-    pub fn record_spend_by_hash(&self, hash_hex: &str, model: &str, usd: f64) -> bool {
+    /// Records spend by the key's hash (hex), with the key's team and the end user `user` when they
+    /// are known (the batcher settles spend after its requests ended); `false` when the view has no
+    /// such key.
+    pub fn record_spend_by_hash(
+        &self,
+        hash_hex: &str,
+        user: Option<&str>,
+        model: &str,
+        cost: Micros,
+    ) -> bool {
         let Some(d) = material::from_hex(hash_hex) else {
             return false;
         };
-        let entry = self.view.load().get(&d).cloned();
-        match entry {
-            Some(e) => {
-                self.record_spend(&e, model, usd);
-                true
-            }
-            None => false,
-        }
+        let view = self.view.load();
+        let Some(key) = view.keys.get(&d).cloned() else {
+            return false;
+        };
+        let team = key
+            .key
+            .team_id
+            .as_ref()
+            .and_then(|t| view.teams.get(t))
+            .cloned();
+        let user = user.and_then(|u| view.users.get(u)).cloned();
+        self.record_spend(
+            &Governed {
+                key: Some(key),
+                team,
+                user,
+                user_id: None,
+            },
+            model,
+            cost,
+        );
+        true
     }
 
     /// Every key in the view, deleted ones included.
     pub fn entries(&self) -> Vec<Arc<KeyEntry>> {
-        self.view.load().values().cloned().collect()
+        self.view.load().keys.values().cloned().collect()
     }
 
     /// The view's entry for a hash (hex), deleted or not.
     pub fn entry_by_hash(&self, hash_hex: &str) -> Option<Arc<KeyEntry>> {
         let d = material::from_hex(hash_hex)?;
-        self.view.load().get(&d).cloned()
+        self.view.load().keys.get(&d).cloned()
     }
 
-    /// Writes pending spend to the database in one batch. On failure the amounts stay pending (merged
-    /// back per key and model, so memory stays bounded) and are retried by the next flush.
-    pub async fn flush(&self) -> Result<(), StoreError> {
-        let _w = self.writer.lock().await;
-        self.flush_locked().await
+    /// Every team or end user in the view, deleted ones included.
+    pub fn accounts(&self, kind: AccountKind) -> Vec<Arc<AccountEntry>> {
+        self.view.load().accounts(kind).values().cloned().collect()
     }
 
-    async fn flush_locked(&self) -> Result<(), StoreError> {
-        let view = self.view.load_full();
-        let mut taken: Vec<(Arc<KeyEntry>, HashMap<String, f64>)> = Vec::new();
-        let mut batch = Vec::new();
-        for entry in view.values() {
-            let by_model = {
-                let mut p = entry.pending.lock();
-                if p.by_model.is_empty() {
-                    continue;
-                }
-                std::mem::take(&mut p.by_model)
-            };
-            for (model, usd) in &by_model {
-                batch.push(SpendIncrement {
-                    hash: entry.key.hash.clone(),
-                    model: model.clone(),
-                    usd: *usd,
-                });
-            }
-            taken.push((entry.clone(), by_model));
-        }
-        if batch.is_empty() {
-            return Ok(());
-        }
-        let result = self.store.add_spend(&batch).await;
-        for (entry, by_model) in taken {
-            let mut p = entry.pending.lock();
-            if result.is_ok() {
-                let sum: f64 = by_model.values().sum();
-                p.unflushed -= sum;
-                p.flushed += sum;
-            } else {
-                for (model, usd) in by_model {
-                    *p.by_model.entry(model).or_default() += usd;
-                }
-            }
-        }
-        result
+    /// One team or end user from the view, deleted or not.
+    pub fn account(&self, kind: AccountKind, id: &str) -> Option<Arc<AccountEntry>> {
+        self.view.load().accounts(kind).get(id).cloned()
     }
 
-    /// Starts new budget periods that are due, then reloads the view from the database.
-    pub async fn refresh(&self) -> Result<(), StoreError> {
-        let _w = self.writer.lock().await;
-        self.refresh_locked().await
+    /// Lifetime spend (USD) of the `n` live teams that spent most, then `("other", the rest)` when
+    /// there are more: the bounded label set of the spend-by-team metric.
+    pub fn team_spend_top(&self, n: usize) -> Vec<(String, f64)> {
+        let view = self.view.load();
+        let mut all: Vec<(&str, Micros)> = view
+            .teams
+            .values()
+            .filter(|t| !t.account.deleted)
+            .map(|t| (t.id(), t.total_spend()))
+            .collect();
+        all.sort_by(|a, b| b.1.cmp(&a.1).then(a.0.cmp(b.0)));
+        let mut out: Vec<(String, f64)> = all
+            .iter()
+            .take(n)
+            .map(|(id, m)| (id.to_string(), m.as_usd_f64()))
+            .collect();
+        if all.len() > n {
+            let rest: Micros = all[n..].iter().map(|(_, m)| *m).sum();
+            out.push(("other".to_string(), rest.as_usd_f64()));
+        }
+        out
     }
 
-    async fn refresh_locked(&self) -> Result<(), StoreError> {
-        let now = units::now();
-        let due = self.view.load().values().any(|e| {
-            !e.key.deleted
-                && e.key.budget_duration.is_some()
-                && e.key.budget_reset_at.is_some_and(|r| r <= now)
-        });
-        if due {
-            self.store.reset_budgets(now).await?;
-        }
-        let loaded = self.store.load_all().await?;
-        let old = self.view.load_full();
-        let mut next: Snapshot = HashMap::with_capacity(loaded.len());
-        for key in loaded {
-            let Some(d) = material::from_hex(&key.hash) else {
-                continue;
-            };
-            let pending = old.get(&d).map(|e| e.pending.clone()).unwrap_or_default();
-            next.insert(d, Arc::new(KeyEntry { key, pending }));
-        }
-        self.view.store(Arc::new(next));
-        // Everything flushed before this load is now in the loaded spend. Flushes are serialised
-        // with loads, so all of `flushed` is. (Clearing after the swap can count it twice for a
-        // moment, never zero times.)
-        for e in self.view.load().values() {
-            e.pending.lock().flushed = 0.0;
-        }
-        Ok(())
-    }
-
-    /// Replaces one key in the view (after this instance changed it in the database), keeping its
-    /// pending spend.
-    fn install(&self, key: VirtualKey) {
-        let Some(d) = material::from_hex(&key.hash) else {
-            return;
-        };
-        self.view.rcu(|cur| {
-            let mut next = (**cur).clone();
-            let pending = cur.get(&d).map(|e| e.pending.clone()).unwrap_or_default();
-            next.insert(
-                d,
-                Arc::new(KeyEntry {
-                    key: key.clone(),
-                    pending,
-                }),
+    /// Records an audit entry (a failure is logged, not returned: the change it describes is done).
+    pub async fn audit(&self, entry: AuditEntry) {
+        if let Err(e) = self.store.insert_audit(&entry).await {
+            log::error!(
+                "audit log: could not record {} {} {}: {e}",
+                entry.action,
+                entry.table_name,
+                entry.object_id.as_deref().unwrap_or("")
             );
-            next
-        });
-    }
-
-    /// Creates a key: returns the secret (shown once) and the stored key.
-    pub async fn generate(&self, mut key: VirtualKey) -> Result<(String, VirtualKey), StoreError> {
-        let secret = material::generate();
-        key.hash = material::to_hex(&material::digest(&secret));
-        key.key_id = material::key_id(&key.hash);
-        key.deleted = false;
-        let _w = self.writer.lock().await;
-        self.store.insert(&key).await?;
-        self.install(key.clone());
-        Ok((secret, key))
-    }
-
-    /// Writes a key's changed fields (see [`Store::update`]); `false` when it does not exist.
-    pub async fn update(&self, key: VirtualKey) -> Result<bool, StoreError> {
-        let _w = self.writer.lock().await;
-        if !self.store.update(&key).await? {
-            return Ok(false);
         }
-        // The database's copy has the current spend (possibly from other instances).
-        let fresh = self.store.get(&key.hash).await?.unwrap_or(key);
-        self.install(fresh);
-        Ok(true)
-    }
-
-    /// Soft-deletes a key; refused here at once, on other instances within one refresh.
-    pub async fn delete(&self, hash_hex: &str) -> Result<bool, StoreError> {
-        let _w = self.writer.lock().await;
-        if !self.store.delete(hash_hex).await? {
-            return Ok(false);
-        }
-        if let Some(mut key) = self.store.get(hash_hex).await? {
-            key.deleted = true;
-            self.install(key);
-        }
-        Ok(true)
-    }
-
-    /// One background step: flush pending spend; when `refresh_due`, reset due budgets and reload.
-    async fn tick(&self, refresh_due: bool) {
-        let _w = self.writer.lock().await;
-        if let Err(e) = self.flush_locked().await {
-            log::warn!("{e} (spend stays pending and is retried)");
-        }
-        if refresh_due {
-            if let Err(e) = self.refresh_locked().await {
-                log::warn!("{e} (keeping the previous key view)");
-            }
-        }
-    }
-
-    /// The background task: flushes every `flush` interval and refreshes every `refresh` interval
-    /// until `shutdown` turns true (Pingora's `ShutdownWatch` is this type), then flushes once more.
-    /// Run it on any tokio runtime, e.g. from a Pingora `BackgroundService::start`.
-    pub async fn run(&self, mut shutdown: tokio::sync::watch::Receiver<bool>) {
-        let step = self.options.flush.min(self.options.refresh);
-        let mut ticker = tokio::time::interval(step);
-        ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-        let mut last_refresh = Instant::now();
-        loop {
-            tokio::select! {
-                _ = ticker.tick() => {}
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() {
-                        break;
-                    }
-                    continue;
-                }
-            }
-            let refresh_due = last_refresh.elapsed() >= self.options.refresh;
-            if refresh_due {
-                last_refresh = Instant::now();
-            }
-            self.tick(refresh_due).await;
-        }
-        if let Err(e) = self.flush().await {
-            log::warn!("{e}: pending spend lost at shutdown");
-        }
-    }
-
-    /// Spawns the background task on the current tokio runtime. It holds only a weak reference and
-    /// ends when the last `Arc<Keys>` is dropped (without a final flush: call [`Keys::flush`] first,
-    /// or use [`Keys::run`] with a shutdown signal).
-    pub fn spawn(self: &Arc<Self>) -> tokio::task::JoinHandle<()> {
-        let weak: Weak<Keys> = Arc::downgrade(self);
-        let options = self.options;
-        tokio::spawn(async move {
-            let mut ticker = tokio::time::interval(options.flush.min(options.refresh));
-            ticker.set_missed_tick_behavior(tokio::time::MissedTickBehavior::Delay);
-            let mut last_refresh = Instant::now();
-            loop {
-                ticker.tick().await;
-                let Some(keys) = weak.upgrade() else { break };
-                let refresh_due = last_refresh.elapsed() >= options.refresh;
-                if refresh_due {
-                    last_refresh = Instant::now();
-                }
-                keys.tick(refresh_due).await;
-            }
-        })
     }
 }

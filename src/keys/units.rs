@@ -1,4 +1,4 @@
-//! LiteLLM's durations ("30s", "20m", "30h", "30d"), ISO 8601 timestamps, and the spend price helper.
+//! LiteLLM's durations ("30s", "20m", "30h", "30d") and ISO 8601 timestamps and dates.
 
 use std::time::{Duration, SystemTime, UNIX_EPOCH};
 
@@ -71,24 +71,70 @@ pub fn iso8601(secs: i64) -> String {
     )
 }
 
-/// The price in USD of one request: tokens × price per million tokens, less the batch discount.
-///
-/// `batch_discount` is the fraction taken off for requests sent through the Batch API (OpenAI's is
-/// `0.5`, half price); it is clamped to `0..=1` and ignored when `None`. Cache hits cost nothing: the
-/// caller does not call this for them.
-pub fn cost(
-    usage_prompt: u64,
-    usage_completion: u64,
-    input_per_mtok: f64,
-    output_per_mtok: f64,
-    batch_discount: Option<f64>,
-) -> f64 {
-    let full = (usage_prompt as f64 * input_per_mtok + usage_completion as f64 * output_per_mtok)
-        / 1_000_000.0;
-    match batch_discount {
-        Some(d) if d.is_finite() => full * (1.0 - d.clamp(0.0, 1.0)),
-        _ => full,
+/// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) for unix milliseconds.
+pub fn iso8601_ms(ms: i64) -> String {
+    let secs = ms.div_euclid(1000);
+    let frac = ms.rem_euclid(1000);
+    let s = iso8601(secs);
+    format!("{}.{frac:03}Z", &s[..s.len() - 1])
+}
+
+/// `YYYY-MM-DD` for a day number (days since the Unix epoch).
+pub fn date_of_day(day: i64) -> String {
+    iso8601(day.saturating_mul(86400))[..10].to_string()
+}
+
+/// Unix seconds of a date or time a caller wrote: `YYYY-MM-DD` (midnight UTC),
+/// `YYYY-MM-DDTHH:MM:SS` with an optional fraction and `Z` (UTC only), or a number of unix seconds.
+pub fn parse_time(s: &str) -> Option<i64> {
+    let s = s.trim();
+    if !s.is_empty() && s.bytes().all(|b| b.is_ascii_digit()) {
+        return s.parse().ok();
     }
+    let b = s.as_bytes();
+    if b.len() < 10 || b[4] != b'-' || b[7] != b'-' {
+        return None;
+    }
+    let num = |r: std::ops::Range<usize>| -> Option<i64> {
+        let t = s.get(r)?;
+        if !t.bytes().all(|c| c.is_ascii_digit()) {
+            return None;
+        }
+        t.parse().ok()
+    };
+    let (y, m, d) = (num(0..4)?, num(5..7)?, num(8..10)?);
+    if !(1..=12).contains(&m) || !(1..=31).contains(&d) {
+        return None;
+    }
+    let mut secs = 0;
+    if b.len() > 10 {
+        if !(b[10] == b'T' || b[10] == b' ') || b.len() < 19 || b[13] != b':' || b[16] != b':' {
+            return None;
+        }
+        let (hh, mm, ss) = (num(11..13)?, num(14..16)?, num(17..19)?);
+        if hh > 23 || mm > 59 || ss > 60 {
+            return None;
+        }
+        let rest = &s[19..];
+        let rest = rest.strip_suffix('Z').unwrap_or(rest);
+        let frac_ok = rest.is_empty()
+            || (rest.starts_with('.')
+                && rest.len() > 1
+                && rest[1..].bytes().all(|c| c.is_ascii_digit()));
+        if !frac_ok {
+            return None;
+        }
+        secs = hh * 3600 + mm * 60 + ss;
+    }
+    // Howard Hinnant's days_from_civil.
+    let y = if m <= 2 { y - 1 } else { y };
+    let era = y.div_euclid(400);
+    let yoe = y - era * 400;
+    let mp = (m + 9) % 12;
+    let doy = (153 * mp + 2) / 5 + d - 1;
+    let doe = yoe * 365 + yoe / 4 - yoe / 100 + doy;
+    let days = era * 146_097 + doe - 719_468;
+    Some(days * 86400 + secs)
 }
 
 #[cfg(test)]
@@ -132,15 +178,23 @@ mod tests {
     }
 
     #[test]
-    fn cost_of_usage() {
-        // 1000 prompt tokens at $2.50/M + 500 completion tokens at $10/M = 0.0025 + 0.005.
-        let c = cost(1000, 500, 2.5, 10.0, None);
-        assert!((c - 0.0075).abs() < 1e-15, "{c}");
-        let b = cost(1000, 500, 2.5, 10.0, Some(0.5));
-        assert!((b - 0.00375).abs() < 1e-15, "{b}");
-        assert_eq!(cost(0, 0, 2.5, 10.0, Some(0.5)), 0.0);
-        assert_eq!(cost(1_000_000, 0, 1.0, 0.0, Some(2.0)), 0.0);
-        assert_eq!(cost(1_000_000, 0, 1.0, 0.0, Some(-1.0)), 1.0);
-        assert_eq!(cost(1_000_000, 1_000_000, 1.0, 2.0, Some(f64::NAN)), 3.0);
+    fn times_written_by_callers() {
+        assert_eq!(parse_time("1970-01-01"), Some(0));
+        assert_eq!(parse_time("2023-11-14T22:13:20Z"), Some(1_700_000_000));
+        assert_eq!(parse_time("2023-11-14 22:13:20.5"), Some(1_700_000_000));
+        assert_eq!(parse_time("2000-02-29"), Some(951_782_400));
+        assert_eq!(parse_time("1700000000"), Some(1_700_000_000));
+        for bad in [
+            "",
+            "2023-13-01",
+            "2023-1-01",
+            "yesterday",
+            "2023-11-14T22:13",
+            "2023-11-14T22:13:20+02:00",
+        ] {
+            assert_eq!(parse_time(bad), None, "{bad}");
+        }
+        assert_eq!(iso8601_ms(1_700_000_000_123), "2023-11-14T22:13:20.123Z");
+        assert_eq!(date_of_day(19_675), "2023-11-14");
     }
 }

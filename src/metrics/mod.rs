@@ -42,6 +42,11 @@ pub struct Metrics {
     pub token_estimate_error: HistogramVec,
     pub cache_requests: IntCounterVec,
     pub spend: prometheus::CounterVec,
+    /// Lifetime spend of the top `keys.metrics_top_teams` teams, the rest as `team="other"` (set at
+    /// each scrape from the key view, so the label set stays bounded).
+    pub team_spend: prometheus::GaugeVec,
+    /// Requests whose model has no price (neither `models[].pricing` nor the built-in table).
+    pub unpriced: IntCounterVec,
     /// Batch API jobs by how they ended (completed, failed, expired, cancelled, submit_error).
     pub batch_jobs: IntCounterVec,
     /// Batch-eligible requests by how they were answered (batched, error, fallback, client_gone).
@@ -103,13 +108,28 @@ impl Metrics {
         let spend = prometheus::CounterVec::new(
             Opts::new(
                 "llmproxy_spend_usd_total",
-                "Spend in USD: usage priced with models[].pricing (cache hits cost nothing)",
+                "Spend in USD: usage priced with models[].pricing or the built-in price table (cache hits cost nothing)",
             ),
             &["model"],
         )?;
         r.register(Box::new(spend.clone()))?;
+        let team_spend = prometheus::GaugeVec::new(
+            Opts::new(
+                "llmproxy_team_spend_usd",
+                "Lifetime spend in USD of the top teams (keys.metrics_top_teams), the rest as team=\"other\"",
+            ),
+            &["team"],
+        )?;
+        r.register(Box::new(team_spend.clone()))?;
         Ok(Metrics {
             spend,
+            team_spend,
+            unpriced: counter(
+                &r,
+                "llmproxy_unpriced_requests_total",
+                "Requests whose model has no price (spend not counted): set models[].pricing",
+                &["model"],
+            )?,
             queue_depth,
             token_estimate_error,
             queue_wait: histogram(

@@ -115,5 +115,38 @@ pub fn resolve(
     }
 }
 
+/// Every deployment's price under one config, resolved once when the config is loaded (so the
+/// request path does a vector lookup, not a table search): `[model][deployment]`.
+#[derive(Debug, Clone, Default)]
+pub struct ConfigPrices(Vec<Vec<Option<Price>>>);
+
+impl ConfigPrices {
+    pub fn for_config(config: &crate::config::Config) -> ConfigPrices {
+        ConfigPrices(
+            config
+                .models
+                .iter()
+                .map(|m| {
+                    m.deployments
+                        .iter()
+                        .map(|d| {
+                            let provider = config
+                                .upstreams
+                                .get(d.upstream_idx)
+                                .map_or("", |u| u.provider.as_str());
+                            resolve(m.pricing.as_ref(), provider, &d.model)
+                        })
+                        .collect()
+                })
+                .collect(),
+        )
+    }
+
+    /// The price of `models[model].deployments[deployment]`; `None`: unpriced.
+    pub fn get(&self, model: usize, deployment: usize) -> Option<&Price> {
+        self.0.get(model)?.get(deployment)?.as_ref()
+    }
+}
+
 #[cfg(test)]
 mod tests;

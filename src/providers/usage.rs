@@ -9,10 +9,44 @@
 /// Bytes of the body tail kept for the usage search (a usage object and what may follow it).
 pub const WINDOW: usize = 4 * 1024;
 
+/// One request's token counts in OpenAI's convention: totals include their parts.
 #[derive(Debug, Clone, Copy, Default, PartialEq, Eq)]
 pub struct Usage {
+    /// Every input token: uncached, read from the provider's prompt cache, and written to it.
     pub prompt_tokens: u64,
+    /// Every output token, reasoning included.
     pub completion_tokens: u64,
+    /// The part of `prompt_tokens` read from the provider's prompt cache (OpenAI's
+    /// `prompt_tokens_details.cached_tokens`, Anthropic's `cache_read_input_tokens`).
+    pub cached_tokens: u64,
+    /// The part of `prompt_tokens` written to the prompt cache (Anthropic's
+    /// `cache_creation_input_tokens`).
+    pub cache_write_tokens: u64,
+    /// The part of `completion_tokens` that was reasoning (`completion_tokens_details.reasoning_tokens`).
+    pub reasoning_tokens: u64,
+}
+
+impl Usage {
+    /// Prompt and completion counts only (estimates, providers that report no details).
+    pub fn new(prompt_tokens: u64, completion_tokens: u64) -> Usage {
+        Usage {
+            prompt_tokens,
+            completion_tokens,
+            ..Usage::default()
+        }
+    }
+
+    /// The same counts as the price arithmetic reads them ([`crate::pricing::cost`]): the one place
+    /// the request path's usage becomes [`crate::pricing::TokenUsage`].
+    pub fn tokens(&self) -> crate::pricing::TokenUsage {
+        crate::pricing::TokenUsage {
+            prompt: self.prompt_tokens,
+            cached_prompt: self.cached_tokens,
+            cache_write: self.cache_write_tokens,
+            completion: self.completion_tokens,
+            reasoning: self.reasoning_tokens,
+        }
+    }
 }
 
 /// Keeps (at least) the last [`WINDOW`] bytes of a body. The buffer is allocated once, on the first
@@ -92,21 +126,54 @@ fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
         .find(|&i| &hay[i..i + needle.len()] == needle)
 }
 
-/// Chat/completions/embeddings use `prompt_tokens`/`completion_tokens`; the Responses API uses
-/// `input_tokens`/`output_tokens`.
+/// Chat/completions/embeddings use `prompt_tokens`/`completion_tokens` (details in
+/// `prompt_tokens_details` / `completion_tokens_details`); the Responses API uses
+/// `input_tokens`/`output_tokens` (`input_tokens_details` / `output_tokens_details`). An Anthropic
+/// Messages usage (a passthrough route) counts cache reads and writes apart from `input_tokens`.
 #[derive(serde::Deserialize)]
 struct RawUsage {
     prompt_tokens: Option<u64>,
     completion_tokens: Option<u64>,
     input_tokens: Option<u64>,
     output_tokens: Option<u64>,
+    prompt_tokens_details: Option<RawDetails>,
+    input_tokens_details: Option<RawDetails>,
+    completion_tokens_details: Option<RawDetails>,
+    output_tokens_details: Option<RawDetails>,
+    cache_read_input_tokens: Option<u64>,
+    cache_creation_input_tokens: Option<u64>,
+}
+
+#[derive(serde::Deserialize, Clone, Copy)]
+struct RawDetails {
+    cached_tokens: Option<u64>,
+    reasoning_tokens: Option<u64>,
 }
 
 impl From<RawUsage> for Usage {
     fn from(r: RawUsage) -> Usage {
+        let detail = |d: Option<RawDetails>, f: fn(RawDetails) -> Option<u64>| d.and_then(f);
+        let cache_read = r.cache_read_input_tokens.unwrap_or(0);
+        let cache_write = r.cache_creation_input_tokens.unwrap_or(0);
+        // Anthropic's `input_tokens` excludes the cache parts; OpenAI's totals include them.
+        let anthropic = r.prompt_tokens.is_none()
+            && (r.cache_read_input_tokens.is_some() || r.cache_creation_input_tokens.is_some());
+        let prompt = match r.prompt_tokens.or(r.input_tokens) {
+            Some(p) if anthropic => p.saturating_add(cache_read).saturating_add(cache_write),
+            Some(p) => p,
+            None => 0,
+        };
+        let cached = detail(r.prompt_tokens_details, |d| d.cached_tokens)
+            .or(detail(r.input_tokens_details, |d| d.cached_tokens))
+            .unwrap_or(if anthropic { cache_read } else { 0 });
         Usage {
-            prompt_tokens: r.prompt_tokens.or(r.input_tokens).unwrap_or(0),
+            prompt_tokens: prompt,
             completion_tokens: r.completion_tokens.or(r.output_tokens).unwrap_or(0),
+            cached_tokens: cached,
+            cache_write_tokens: if anthropic { cache_write } else { 0 },
+            reasoning_tokens: detail(r.completion_tokens_details, |d| d.reasoning_tokens)
+                .or(detail(r.output_tokens_details, |d| d.reasoning_tokens))
+                .unwrap_or(0),
         }
     }
 }
@@ -135,13 +202,7 @@ mod tests {
         for c in body.chunks(7) {
             s.feed(c);
         }
-        assert_eq!(
-            s.usage(),
-            Some(Usage {
-                prompt_tokens: 12,
-                completion_tokens: 5
-            })
-        );
+        assert_eq!(s.usage(), Some(Usage::new(12, 5)));
     }
 
     #[test]
@@ -151,13 +212,7 @@ mod tests {
         assert_eq!(s.usage(), None);
         s.feed(&vec![b'x'; WINDOW * 2]);
         s.feed(b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":4}}\n\ndata: [DONE]\n\n");
-        assert_eq!(
-            s.usage(),
-            Some(Usage {
-                prompt_tokens: 3,
-                completion_tokens: 4
-            })
-        );
+        assert_eq!(s.usage(), Some(Usage::new(3, 4)));
     }
 
     #[test]
@@ -170,27 +225,49 @@ mod tests {
         for c in tail.chunks(3) {
             s.feed(c);
         }
-        assert_eq!(
-            s.usage(),
-            Some(Usage {
-                prompt_tokens: 9,
-                completion_tokens: 5000
-            })
-        );
+        assert_eq!(s.usage(), Some(Usage::new(9, 5000)));
         assert!(s.tail.capacity() <= 2 * WINDOW);
+    }
+
+    #[test]
+    fn cached_and_reasoning_details() {
+        let b = br#"{"usage":{"prompt_tokens":1000,"completion_tokens":300,"prompt_tokens_details":{"cached_tokens":400,"audio_tokens":0},"completion_tokens_details":{"reasoning_tokens":200}}}"#;
+        let u = find_usage(b).unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.cached_tokens,
+                u.completion_tokens,
+                u.reasoning_tokens
+            ),
+            (1000, 400, 300, 200)
+        );
+        let r = br#"{"usage":{"input_tokens":50,"output_tokens":9,"input_tokens_details":{"cached_tokens":10},"output_tokens_details":{"reasoning_tokens":4}}}"#;
+        let u = find_usage(r).unwrap();
+        assert_eq!(
+            (u.prompt_tokens, u.cached_tokens, u.reasoning_tokens),
+            (50, 10, 4)
+        );
+        // Anthropic Messages usage: input_tokens excludes the cache parts.
+        let a = br#"{"usage":{"input_tokens":10,"cache_read_input_tokens":2000,"cache_creation_input_tokens":500,"output_tokens":30}}"#;
+        let u = find_usage(a).unwrap();
+        assert_eq!(
+            (
+                u.prompt_tokens,
+                u.cached_tokens,
+                u.cache_write_tokens,
+                u.completion_tokens
+            ),
+            (2510, 2000, 500, 30)
+        );
+        assert_eq!(u.tokens().uncached_prompt(), 10);
     }
 
     #[test]
     fn responses_api_usage() {
         let b = br#"event: response.completed
 data: {"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":2,"total_tokens":9}}}"#;
-        assert_eq!(
-            find_usage(b),
-            Some(Usage {
-                prompt_tokens: 7,
-                completion_tokens: 2
-            })
-        );
+        assert_eq!(find_usage(b), Some(Usage::new(7, 2)));
     }
 }
 

@@ -119,10 +119,13 @@ pub async fn try_batch(
             .with_model_and(batch_model, raw.len(), None, &dep.params),
         account: Account {
             key_hash: ctx.caller.key().map(|k| k.key.hash.clone()),
+            user: ctx.governed.user_id.as_deref().map(str::to_string),
             model: model.name.clone(),
-            pricing: model
-                .pricing
-                .map(|p| (p.input_per_mtok, p.output_per_mtok, p.batch_discount)),
+            price: crate::pricing::resolve(
+                model.pricing.as_ref(),
+                pool.cfg.provider.as_str(),
+                &dep.model,
+            ),
         },
     };
     let target = Target {
@@ -151,6 +154,7 @@ pub async fn try_batch(
         Reply::Fallback(why) => return Ok(fallback(shared, ctx, why)),
     };
     ctx.upstream = Some(dep.upstream_idx);
+    ctx.deployment = Some(d);
     ctx.set_usage(answer.usage);
     ctx.batch.id = Some(answer.batch_id.clone());
     ctx.outcome.status = answer.status;

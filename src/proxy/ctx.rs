@@ -39,6 +39,8 @@ pub struct RequestCtx {
     /// The model being served (after fallbacks: the one that answered) and its upstream.
     pub model: Option<usize>,
     pub upstream: Option<usize>,
+    /// The deployment (index in the model's `deployments`) of the attempt that answered.
+    pub deployment: Option<usize>,
     /// The scheduler's admission of the attempt that answered (for feedback and reconciliation).
     pub admission: Option<Admission>,
     /// Time spent waiting in scheduler queues, all attempts together.
@@ -49,6 +51,10 @@ pub struct RequestCtx {
     pub batch: super::batch::BatchState,
     /// The request body, kept only when `tracing.include_content` is on.
     pub traced_body: Option<bytes::Bytes>,
+    /// The key, team and end user the request is governed as (budgets, spend, the spend log).
+    pub governed: crate::keys::Governed,
+    /// The token budgets charged at admission (key, team, end user), settled with the real usage.
+    pub rates_charged: crate::keys::admit::Charged,
     pub outcome: Outcome,
 }
 
@@ -146,11 +152,14 @@ impl RequestCtx {
             passthrough: None,
             model: None,
             upstream: None,
+            deployment: None,
             admission: None,
             queue_wait: Duration::ZERO,
             cache_record: None,
             batch: Default::default(),
             traced_body: None,
+            governed: Default::default(),
+            rates_charged: Default::default(),
             outcome: Outcome::default(),
         }
     }
@@ -196,6 +205,14 @@ pub enum Caller {
 
 impl Caller {
     pub fn key(&self) -> Option<&crate::keys::KeyEntry> {
+        match self {
+            Caller::Key(k) => Some(k),
+            _ => None,
+        }
+    }
+
+    /// The virtual key, shared.
+    pub fn key_entry(&self) -> Option<&Arc<crate::keys::KeyEntry>> {
         match self {
             Caller::Key(k) => Some(k),
             _ => None,

@@ -10,7 +10,7 @@
 //! | `fail_to_connect` | — | retry on the next address |
 //! | `response_filter` / `response_body_filter` | — | `x-request-id`, `x-llmproxy-deployment`; usage scan |
 //! | `fail_to_proxy` | OpenAI-shaped error | same |
-//! | `logging` | metrics, spend, span, access log ([`observe`]) | same |
+//! | `logging` | metrics, spend, spend log, span, access log ([`observe`]); rate budgets settled ([`crate::auth::settle`]) | same |
 //!
 //! | room | holds |
 //! | --- | --- |
@@ -182,6 +182,7 @@ impl ProxyHttp for Gateway {
 
     async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
         observe::record(&self.shared, session, ctx);
+        crate::auth::settle(ctx).await;
     }
 }
 

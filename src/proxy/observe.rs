@@ -1,10 +1,13 @@
-//! Observation, once per request when it ends: the HTTP and token metrics, spend, the scheduler's
-//! reconciliation with the real usage, the OpenTelemetry span and the access log. Never message
+//! Observation, once per request when it ends: the HTTP and token metrics, spend (exact, per key,
+//! team and end user), the spend-log row, the scheduler's reconciliation with the real usage, the
+//! OpenTelemetry span and the access log. Never message
 //! content (but for the span's body when `tracing.include_content` is on) and never a secret.
 
 use super::client_addr;
-use super::ctx::RequestCtx;
+use super::ctx::{CacheOutcome, RequestCtx};
 use crate::config::AccessLog;
+use crate::keys::SpendLogRow;
+use crate::pricing::{self, Micros};
 use crate::state::Shared;
 use pingora::proxy::Session;
 use std::time::Duration;
@@ -59,7 +62,8 @@ pub fn record(shared: &Shared, session: &Session, ctx: &RequestCtx) {
             .map(|u| u.cfg.name.as_str()),
     };
     metrics(shared, ctx, &seen);
-    spend(shared, ctx);
+    let cost = spend(shared, ctx);
+    spend_log(shared, ctx, &seen, cost);
     reconcile(shared, ctx);
     if let Some(t) = &state.tracing {
         span(t, ctx, &seen);
@@ -104,36 +108,98 @@ fn metrics(shared: &Shared, ctx: &RequestCtx, seen: &Seen<'_>) {
     }
 }
 
-/// Usage × the model's price, for the caller's key and `llmproxy_spend_usd_total{model}`. A batched
-/// answer's spend is recorded by the batcher, at the batch price; a cache hit costs nothing.
-fn spend(shared: &Shared, ctx: &RequestCtx) {
-    let (Some(u), Some(mc)) = (
-        ctx.outcome.usage,
-        ctx.model.and_then(|i| ctx.state.config.models.get(i)),
-    ) else {
-        return;
+/// What a request cost.
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+enum Cost {
+    /// No usage to price (refused, failed, a listing), or a cache hit (answered at no cost).
+    Nothing,
+    /// The deployment's model has no price: counted, warned about once, not added to spend.
+    Unpriced,
+    Priced(Micros),
+}
+
+/// Usage × the deployment's price (`models[].pricing`, else the built-in table), exactly: cached
+/// prompt tokens at the cached rate, cache writes at the write rate, reasoning as output. Recorded
+/// for the key, its team and the end user, and in `llmproxy_spend_usd_total{model}`. A batched
+/// answer is priced at the batch price, but its spend is recorded by the batcher (once per batch,
+/// also for clients that left).
+fn spend(shared: &Shared, ctx: &RequestCtx) -> Cost {
+    let state = &ctx.state;
+    let (Some(u), Some(mi), Some(di)) = (ctx.outcome.usage, ctx.model, ctx.deployment) else {
+        return Cost::Nothing;
     };
-    let (Some(p), None) = (mc.pricing.as_ref(), &ctx.batch.id) else {
-        return;
+    if ctx.outcome.cache == Some(CacheOutcome::Hit) {
+        return Cost::Nothing;
+    }
+    let Some(mc) = state.config.models.get(mi) else {
+        return Cost::Nothing;
     };
-    let u = u.usage();
-    let usd = crate::keys::cost(
-        u.prompt_tokens,
-        u.completion_tokens,
-        p.input_per_mtok,
-        p.output_per_mtok,
-        None,
-    );
-    if usd > 0.0 {
+    let Some(price) = state.prices.get(mi, di) else {
+        if let Some(d) = mc.deployments.get(di) {
+            let provider = state
+                .config
+                .upstreams
+                .get(d.upstream_idx)
+                .map_or("", |up| up.provider.as_str());
+            shared.unpriced.record(provider, &d.model);
+        }
+        shared
+            .metrics
+            .unpriced
+            .with_label_values(&[mc.name.as_str()])
+            .inc();
+        return Cost::Unpriced;
+    };
+    let batched = ctx.batch.id.is_some();
+    let cost = pricing::cost(price, &u.usage().tokens(), batched);
+    if !batched && cost > Micros::ZERO {
         shared
             .metrics
             .spend
             .with_label_values(&[mc.name.as_str()])
-            .inc_by(usd);
-        if let (Some(keys), Some(k)) = (&shared.keys, ctx.caller.key()) {
-            keys.record_spend(k, &mc.name, usd);
+            .inc_by(cost.as_usd_f64());
+        if let Some(keys) = &shared.keys {
+            keys.record_spend(&ctx.governed, &mc.name, cost);
         }
     }
+    Cost::Priced(cost)
+}
+
+/// One spend-log row per model request (with the keys database and `keys.spend_logs`), queued for
+/// the background writer: never a wait, never a secret.
+fn spend_log(shared: &Shared, ctx: &RequestCtx, seen: &Seen<'_>, cost: Cost) {
+    let (Some(keys), Some(model)) = (&shared.keys, seen.model) else {
+        return;
+    };
+    if !ctx.state.config.keys.spend_logs {
+        return;
+    }
+    let u = ctx.outcome.usage.map(|u| u.usage()).unwrap_or_default();
+    let end_ms = crate::keys::audit::now_ms();
+    let g = &ctx.governed;
+    keys.spend_log().push(SpendLogRow {
+        request_id: ctx.request_id.clone(),
+        key_id: ctx.caller.key().map(|k| k.key_id().to_string()),
+        team_id: g.team_id().map(str::to_string),
+        end_user: g.user_id.as_deref().map(str::to_string),
+        model: model.to_string(),
+        deployment: seen.upstream.map(str::to_string),
+        prompt_tokens: u.prompt_tokens,
+        cached_tokens: u.cached_tokens,
+        cache_write_tokens: u.cache_write_tokens,
+        completion_tokens: u.completion_tokens,
+        reasoning_tokens: u.reasoning_tokens,
+        cost: match cost {
+            Cost::Priced(c) => c,
+            Cost::Nothing | Cost::Unpriced => Micros::ZERO,
+        },
+        priced: cost != Cost::Unpriced,
+        cache_hit: ctx.outcome.cache == Some(CacheOutcome::Hit),
+        batch_id: ctx.batch.id.as_deref().map(str::to_string),
+        status: seen.status,
+        start_ms: end_ms.saturating_sub(seen.elapsed.as_millis() as i64),
+        end_ms,
+    });
 }
 
 /// Correct the scheduler's token charge with the real usage (and measure its estimate's error).

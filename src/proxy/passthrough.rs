@@ -10,7 +10,8 @@ use pingora::prelude::*;
 use pingora::proxy::Session;
 
 /// Check the path and the caller's right to the route; set up the request for the proxy loop.
-pub fn prepare(
+pub async fn prepare(
+    shared: &crate::state::Shared,
     session: &Session,
     ctx: &mut RequestCtx,
     route: usize,
@@ -19,7 +20,7 @@ pub fn prepare(
     ctx.route = Some(route);
     let raw_target = String::from_utf8_lossy(session.req_header().raw_path()).into_owned();
     crate::route::check_passthrough_path(rest, &raw_target)?;
-    crate::auth::admit_route(session, ctx, route, rest)?;
+    crate::auth::admit_route(shared, session, ctx, route, rest).await?;
     let query = session
         .req_header()
         .uri

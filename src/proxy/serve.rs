@@ -39,18 +39,14 @@ pub async fn handle(
 ) -> Result<Handled, GatewayError> {
     let method = session.req_header().method.clone();
     let path = session.req_header().uri.path();
-    if path
-        .strip_prefix("/v1")
-        .unwrap_or(path)
-        .starts_with("/key/")
-    {
-        ctx.path_label = "/key/*";
-        return key_api(shared, session, ctx, &method).await;
+    if crate::keys::api::is_management_path(path) {
+        ctx.path_label = management_label(path);
+        return management_api(shared, session, ctx, &method).await;
     }
     let target = route::classify(&ctx.state.config, path);
     match target {
         Target::Passthrough(i, rest) => {
-            passthrough::prepare(session, ctx, i, &rest)?;
+            passthrough::prepare(shared, session, ctx, i, &rest).await?;
             Ok(Handled::Proxy)
         }
         Target::ListModels => {
@@ -111,16 +107,25 @@ async fn model_request(
         )));
     }
     ctx.model = Some(model_idx);
-    crate::auth::key_limits(&state, ctx, || {
-        let sched = &state.sched.models[model_idx];
-        crate::sched::tokens::estimate(
-            endpoint,
-            &req.body,
-            sched.counter,
-            sched.policy.default_max_tokens,
-        )
-        .total()
-    })?;
+    let user = crate::auth::end_user(&req);
+    let model_name = &state.config.models[model_idx].name;
+    crate::auth::govern(
+        shared,
+        ctx,
+        Some((model_name, &req.model)),
+        user.as_deref(),
+        || {
+            let sched = &state.sched.models[model_idx];
+            crate::sched::tokens::estimate(
+                endpoint,
+                &req.body,
+                sched.counter,
+                sched.policy.default_max_tokens,
+            )
+            .total()
+        },
+    )
+    .await?;
     // Anthropic's token counting, for a model with no deployment that counts itself.
     if endpoint == Endpoint::CountTokens && !serves_natively(ctx, model_idx, endpoint) {
         let n = count_tokens_locally(ctx, model_idx, &raw).await;
@@ -165,21 +170,47 @@ async fn model_request(
     Ok(relayed.into())
 }
 
-/// `/key/*` (LiteLLM's key management), master key only.
-async fn key_api(
+/// The metric `path` label of a management endpoint.
+fn management_label(path: &str) -> &'static str {
+    let p = path.strip_prefix("/v1").unwrap_or(path);
+    [
+        "/key/",
+        "/team/",
+        "/customer/",
+        "/spend/",
+        "/global/spend/",
+        "/audit/",
+    ]
+    .iter()
+    .zip([
+        "/key/*",
+        "/team/*",
+        "/customer/*",
+        "/spend/*",
+        "/global/spend/*",
+        "/audit/*",
+    ])
+    .find(|(prefix, _)| p.starts_with(**prefix))
+    .map_or("other", |(_, label)| label)
+}
+
+/// LiteLLM's management API — `/key/*`, `/team/*`, `/customer/*`, `/spend/logs`,
+/// `/global/spend/report`, `/audit/logs` — master key only (a virtual key gets 403).
+async fn management_api(
     shared: &Shared,
     session: &mut Session,
     ctx: &mut RequestCtx,
     method: &http::Method,
 ) -> Result<Handled, GatewayError> {
     let Some(keys) = shared.keys.clone() else {
-        return Err(GatewayError::NotFound(
-            "/key/* (key management needs server.master_key)".into(),
-        ));
+        return Err(GatewayError::NotFound(format!(
+            "{} (management needs server.master_key)",
+            ctx.path_label
+        )));
     };
     if !matches!(ctx.caller, super::ctx::Caller::Master) {
         return Err(GatewayError::MasterKeyRequired(
-            "Key management needs the master key".into(),
+            "Key, team, customer, spend and audit management needs the master key".into(),
         ));
     }
     let body = if method == http::Method::POST {

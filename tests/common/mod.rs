@@ -3,6 +3,8 @@
 //! readiness with bounded polling (never fixed sleeps).
 #![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
 
+pub mod governance;
+
 use serde_json::Value;
 use std::net::TcpListener;
 use std::path::PathBuf;

@@ -50,6 +50,9 @@ impl AnthUsage {
         Usage {
             prompt_tokens: self.prompt(),
             completion_tokens: self.output_tokens.unwrap_or(0),
+            cached_tokens: self.cache_read_input_tokens.unwrap_or(0),
+            cache_write_tokens: self.cache_creation_input_tokens.unwrap_or(0),
+            reasoning_tokens: 0,
         }
     }
 

@@ -624,13 +624,7 @@ fn text_stream_at_every_split() {
                         "prompt_tokens_details": {"cached_tokens": 0}})
             )
         );
-        assert_eq!(
-            t.usage(),
-            Some(Usage {
-                prompt_tokens: 25,
-                completion_tokens: 15
-            })
-        );
+        assert_eq!(t.usage(), Some(Usage::new(25, 15)));
         assert!(t.is_done());
     }
     // The id is the message's; every chunk but the usage one carries usage:null.
@@ -680,8 +674,8 @@ fn tool_use_stream() {
         assert_eq!(
             t.usage(),
             Some(Usage {
-                prompt_tokens: 480,
-                completion_tokens: 89
+                cached_tokens: 8,
+                ..Usage::new(480, 89)
             })
         );
     }

@@ -101,10 +101,7 @@ use std::time::Duration;
 
 /// One place that builds the gateway's [`Usage`] from prompt and completion tokens.
 pub(crate) fn usage(prompt_tokens: u64, completion_tokens: u64) -> Usage {
-    Usage {
-        prompt_tokens,
-        completion_tokens,
-    }
+    Usage::new(prompt_tokens, completion_tokens)
 }
 
 /// A request the translation refused, as the client's 400 (`provider` names the API).

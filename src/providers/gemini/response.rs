@@ -29,7 +29,11 @@ impl GeminiUsage {
 
     /// The gateway's accounting view: prompt tokens include the cached ones, as Gemini counts them.
     pub fn to_usage(self) -> Usage {
-        super::usage(self.prompt_token_count, self.completion())
+        Usage {
+            cached_tokens: self.cached_content_token_count,
+            reasoning_tokens: self.thoughts_token_count,
+            ..super::usage(self.prompt_token_count, self.completion())
+        }
     }
 
     /// OpenAI's `usage` object.

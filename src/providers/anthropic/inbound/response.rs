@@ -33,12 +33,17 @@ pub(super) struct OaUsage {
     pub(super) completion_tokens: Option<u64>,
     #[serde(default)]
     pub(super) prompt_tokens_details: Option<PromptDetails>,
+    #[serde(default)]
+    pub(super) completion_tokens_details: Option<PromptDetails>,
 }
 
+/// `prompt_tokens_details` / `completion_tokens_details`.
 #[derive(Debug, Default, Clone, Copy, Deserialize)]
 pub(super) struct PromptDetails {
     #[serde(default)]
     pub(super) cached_tokens: Option<u64>,
+    #[serde(default)]
+    pub(super) reasoning_tokens: Option<u64>,
 }
 
 impl OaUsage {
@@ -55,6 +60,23 @@ impl OaUsage {
 
     pub(super) fn output(&self) -> u64 {
         self.completion_tokens.unwrap_or(0)
+    }
+
+    pub(super) fn reasoning(&self) -> u64 {
+        self.completion_tokens_details
+            .and_then(|d| d.reasoning_tokens)
+            .unwrap_or(0)
+    }
+
+    /// The gateway's usage record (OpenAI's convention, with the details).
+    pub(super) fn to_usage(self) -> crate::providers::usage::Usage {
+        crate::providers::usage::Usage {
+            prompt_tokens: self.prompt(),
+            completion_tokens: self.output(),
+            cached_tokens: self.cached(),
+            cache_write_tokens: 0,
+            reasoning_tokens: self.reasoning(),
+        }
     }
 
     /// Anthropic's usage counts: input without the cache reads, which are counted apart.

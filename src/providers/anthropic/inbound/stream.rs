@@ -237,10 +237,7 @@ impl ChatStreamToMessages {
     /// The usage from the upstream's usage chunk (`None` before it): prompt tokens as OpenAI
     /// counts them (cached included), completion tokens.
     pub fn usage(&self) -> Option<Usage> {
-        self.usage.map(|u| Usage {
-            prompt_tokens: u.prompt(),
-            completion_tokens: u.output(),
-        })
+        self.usage.map(|u| u.to_usage())
     }
 
     /// Whether the stream is complete (`message_stop` or `error` produced).

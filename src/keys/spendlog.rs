@@ -1,0 +1,307 @@
+//! The spend log: one row per request in `state.database`, queued off the request path and written
+//! in batches by a background task, with retention.
+//!
+//! The request path only calls [`SpendLog::push`] (a non-blocking send into a bounded queue). The
+//! writer takes whatever is queued, up to [`BATCH`] rows, and writes it in one statement or
+//! transaction; under load batches grow by themselves, so the writer keeps up with the request rate
+//! as long as one batch write takes less than the time the next batch takes to arrive. A database
+//! that is down (or too slow) fills the queue, and rows beyond `keys.spend_log_queue` are dropped and
+//! counted (`llmproxy_spend_log_rows_total{result="dropped"}`): memory never grows with the backlog.
+//! Budgets do not depend on the spend log (spend is kept apart, see [`super::Keys::record_spend`]).
+
+use super::store::Store;
+use crate::pricing::Micros;
+use prometheus::{IntCounterVec, IntGauge, Opts, Registry};
+use std::sync::Arc;
+use std::time::{Duration, Instant};
+use tokio::sync::mpsc;
+
+/// Rows written per batch at most.
+pub const BATCH: usize = 1000;
+/// The default bound of the queue (`keys.spend_log_queue`).
+pub const DEFAULT_QUEUE: usize = 100_000;
+/// The default retention (`keys.spend_log_retention`): 30 days.
+pub const DEFAULT_RETENTION: Duration = Duration::from_secs(30 * 86400);
+/// How often rows past the retention are deleted.
+const PRUNE_EVERY: Duration = Duration::from_secs(3600);
+
+/// One request's row.
+#[derive(Debug, Clone, Default, PartialEq)]
+pub struct SpendLogRow {
+    /// The request's `x-request-id`.
+    pub request_id: String,
+    pub key_id: Option<String>,
+    pub team_id: Option<String>,
+    /// The request's `user` (end user), known or not.
+    pub end_user: Option<String>,
+    /// The configured model name.
+    pub model: String,
+    /// The upstream that answered.
+    pub deployment: Option<String>,
+    /// Every input token (cached and cache writes included).
+    pub prompt_tokens: u64,
+    /// Input tokens read from the provider's prompt cache.
+    pub cached_tokens: u64,
+    /// Input tokens written to the provider's prompt cache.
+    pub cache_write_tokens: u64,
+    /// Every output token (reasoning included).
+    pub completion_tokens: u64,
+    /// The reasoning part of the output.
+    pub reasoning_tokens: u64,
+    pub cost: Micros,
+    /// `false` when the model had no price (the cost is then 0 and the request is counted as
+    /// unpriced).
+    pub priced: bool,
+    /// Answered from the gateway's response cache (at no cost).
+    pub cache_hit: bool,
+    /// The Batch API job that answered.
+    pub batch_id: Option<String>,
+    /// The HTTP status sent to the client.
+    pub status: u16,
+    /// Unix milliseconds.
+    pub start_ms: i64,
+    pub end_ms: i64,
+}
+
+impl SpendLogRow {
+    /// The JSON the API prints (LiteLLM's field names where it has them).
+    pub fn to_json(&self) -> serde_json::Value {
+        serde_json::json!({
+            "request_id": self.request_id,
+            "key_id": self.key_id,
+            "team_id": self.team_id,
+            "user": self.end_user,
+            "end_user": self.end_user,
+            "model": self.model,
+            "deployment": self.deployment,
+            "prompt_tokens": self.prompt_tokens,
+            "cached_tokens": self.cached_tokens,
+            "cache_write_tokens": self.cache_write_tokens,
+            "completion_tokens": self.completion_tokens,
+            "reasoning_tokens": self.reasoning_tokens,
+            "total_tokens": self.prompt_tokens.saturating_add(self.completion_tokens),
+            "spend": self.cost.as_usd_f64(),
+            "spend_micros": self.cost.0,
+            "priced": self.priced,
+            "cache_hit": self.cache_hit,
+            "batch_id": self.batch_id,
+            "status": self.status,
+            "startTime": super::units::iso8601_ms(self.start_ms),
+            "endTime": super::units::iso8601_ms(self.end_ms),
+        })
+    }
+}
+
+/// The queue and its writer.
+pub struct SpendLog {
+    store: Arc<dyn Store>,
+    tx: mpsc::Sender<SpendLogRow>,
+    rx: tokio::sync::Mutex<mpsc::Receiver<SpendLogRow>>,
+    capacity: usize,
+    rows: IntCounterVec,
+    depth: IntGauge,
+}
+
+impl SpendLog {
+    /// A queue of at most `capacity` rows writing into `store`.
+    pub fn new(store: Arc<dyn Store>, capacity: usize) -> prometheus::Result<SpendLog> {
+        let capacity = capacity.max(1);
+        let (tx, rx) = mpsc::channel(capacity);
+        let rows = IntCounterVec::new(
+            Opts::new(
+                "llmproxy_spend_log_rows_total",
+                "Spend-log rows by result (written; dropped: the queue was full or the database down at shutdown)",
+            ),
+            &["result"],
+        )?;
+        let depth = IntGauge::new(
+            "llmproxy_spend_log_queue_depth",
+            "Spend-log rows waiting to be written",
+        )?;
+        Ok(SpendLog {
+            store,
+            tx,
+            rx: tokio::sync::Mutex::new(rx),
+            capacity,
+            rows,
+            depth,
+        })
+    }
+
+    /// Registers the writer's metrics.
+    pub fn register(&self, registry: &Registry) -> prometheus::Result<()> {
+        registry.register(Box::new(self.rows.clone()))?;
+        registry.register(Box::new(self.depth.clone()))?;
+        // Export both results from the start, at 0.
+        self.rows.with_label_values(&["written"]);
+        self.rows.with_label_values(&["dropped"]);
+        Ok(())
+    }
+
+    /// Queues a row (never waits); `false` when the queue was full and the row was dropped.
+    pub fn push(&self, row: SpendLogRow) -> bool {
+        match self.tx.try_send(row) {
+            Ok(()) => true,
+            Err(_) => {
+                self.rows.with_label_values(&["dropped"]).inc();
+                false
+            }
+        }
+    }
+
+    /// Rows waiting to be written.
+    pub fn depth(&self) -> usize {
+        let d = self.capacity.saturating_sub(self.tx.capacity());
+        self.depth.set(d as i64);
+        d
+    }
+
+    /// Rows written so far.
+    pub fn written(&self) -> u64 {
+        self.rows.with_label_values(&["written"]).get()
+    }
+
+    /// Rows dropped so far (queue full).
+    pub fn dropped(&self) -> u64 {
+        self.rows.with_label_values(&["dropped"]).get()
+    }
+
+    /// Writes one batch, retrying with backoff until it is written or `give_up` says so.
+    async fn write(&self, rows: &[SpendLogRow], give_up: impl Fn() -> bool) {
+        let mut backoff = Duration::from_millis(100);
+        let mut last_log: Option<Instant> = None;
+        loop {
+            match self.store.insert_spend_logs(rows).await {
+                Ok(()) => {
+                    self.rows
+                        .with_label_values(&["written"])
+                        .inc_by(rows.len() as u64);
+                    return;
+                }
+                Err(e) => {
+                    if last_log.is_none_or(|t| t.elapsed() > Duration::from_secs(10)) {
+                        last_log = Some(Instant::now());
+                        log::error!(
+                            "spend log: writing {} rows failed ({e}); retrying (rows beyond the queue bound are dropped)",
+                            rows.len()
+                        );
+                    }
+                    if give_up() {
+                        self.rows
+                            .with_label_values(&["dropped"])
+                            .inc_by(rows.len() as u64);
+                        return;
+                    }
+                    tokio::time::sleep(backoff).await;
+                    backoff = (backoff * 2).min(Duration::from_secs(5));
+                }
+            }
+        }
+    }
+
+    /// Writes everything queued now (tests, shutdown); one attempt per batch.
+    pub async fn drain(&self) {
+        let mut rx = self.rx.lock().await;
+        let mut buf = Vec::with_capacity(BATCH);
+        while let Ok(row) = rx.try_recv() {
+            buf.push(row);
+            if buf.len() == BATCH {
+                self.write(&buf, || true).await;
+                buf.clear();
+            }
+        }
+        if !buf.is_empty() {
+            self.write(&buf, || true).await;
+        }
+        self.depth();
+    }
+
+    /// The writer: batches queued rows into the database and deletes rows older than `retention`
+    /// (hourly), until `shutdown` turns true; then writes what is still queued.
+    pub async fn run(
+        &self,
+        retention: Option<Duration>,
+        mut shutdown: tokio::sync::watch::Receiver<bool>,
+    ) {
+        let mut rx = self.rx.lock().await;
+        let mut buf = Vec::with_capacity(BATCH);
+        let mut next_prune = tokio::time::Instant::now();
+        loop {
+            if let Some(keep) = retention {
+                if tokio::time::Instant::now() >= next_prune {
+                    next_prune = tokio::time::Instant::now() + PRUNE_EVERY;
+                    self.prune(keep).await;
+                }
+            }
+            tokio::select! {
+                n = rx.recv_many(&mut buf, BATCH) => {
+                    if n == 0 {
+                        break;
+                    }
+                }
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(next_prune), if retention.is_some() => continue,
+            }
+            self.depth();
+            let stop = shutdown.clone();
+            self.write(&buf, || *stop.borrow()).await;
+            buf.clear();
+        }
+        drop(rx);
+        self.drain().await;
+    }
+
+    async fn prune(&self, keep: Duration) {
+        let before = super::audit::now_ms().saturating_sub(keep.as_millis() as i64);
+        match self.store.prune_spend_logs(before).await {
+            Ok(0) => {}
+            Ok(n) => log::info!("spend log: deleted {n} rows older than the retention"),
+            Err(e) => log::warn!("spend log: deleting old rows failed: {e}"),
+        }
+    }
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+
+    fn row(i: usize) -> SpendLogRow {
+        SpendLogRow {
+            request_id: format!("r{i}"),
+            model: "m".into(),
+            cost: Micros(i as u64),
+            priced: true,
+            start_ms: 1_000 + i as i64,
+            end_ms: 2_000 + i as i64,
+            ..SpendLogRow::default()
+        }
+    }
+
+    /// The queue never holds more than its bound: rows beyond it are dropped and counted, and a
+    /// drain writes every queued row.
+    #[tokio::test]
+    async fn the_queue_is_bounded_and_drains() {
+        let store = crate::keys::store::open("sqlite://:memory:").await.unwrap();
+        let log = SpendLog::new(store.clone(), 100).unwrap();
+        for i in 0..130 {
+            log.push(row(i));
+        }
+        assert_eq!(log.depth(), 100);
+        assert_eq!(log.dropped(), 30);
+        log.drain().await;
+        assert_eq!((log.depth(), log.written()), (0, 100));
+        let q = crate::keys::store::SpendLogQuery {
+            limit: 1000,
+            ..Default::default()
+        };
+        let (rows, total) = store.spend_logs(&q).await.unwrap();
+        assert_eq!(total, 100);
+        // Newest first, every field as written.
+        assert_eq!(rows[0], row(99));
+    }
+}
