@@ -55,6 +55,8 @@ pub struct Config {
     pub state: state::StateConfig,
     pub cache: cache::CacheConfig,
     pub tracing: tracing::TracingConfig,
+    /// `admin_ui`: the web console at `GET /ui` on the admin listener (default on).
+    pub admin_ui: bool,
     /// The parsed YAML with secrets redacted, for `GET /config` (for a LiteLLM file: its
     /// translation).
     pub redacted: serde_json::Value,
@@ -83,6 +85,7 @@ const TOP_KEYS: &[&str] = &[
     "cache",
     "logging",
     "tracing",
+    "admin_ui",
     "drop_params",
 ];
 
@@ -265,6 +268,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let state = m.with(r, "state", state::read).unwrap_or_default();
     let cache = m.with(r, "cache", cache::read).unwrap_or_default();
     let tracing = m.with(r, "tracing", tracing::read).unwrap_or_default();
+    let admin_ui = m.with(r, "admin_ui", |r, n| n.bool(r)).unwrap_or(true);
     // The default for models that do not set `drop_params` themselves (LiteLLM's global setting).
     let drop_params = m.with(r, "drop_params", |r, n| n.bool(r)).unwrap_or(false);
     for model in &mut models {
@@ -294,6 +298,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
         state,
         cache,
         tracing,
+        admin_ui,
         redacted,
         warnings: ConfigErrors::default(),
         environment: Vec::new(),
