@@ -144,6 +144,9 @@ pub struct Shared {
     /// Responses API: response id → the upstream that created it, so a request continuing it
     /// (`previous_response_id`) goes back there (the conversation state lives upstream).
     pub response_pins: crate::exchange::pins::ResponsePins,
+    /// The web console's last hour, spend per day and recent requests (bounded; fed by
+    /// `proxy::observe` while `admin_ui` is on).
+    pub timeline: crate::metrics::timeline::Timeline,
 }
 
 /// The upstream connection pool (HTTP/1.1), shared by every request.
@@ -190,6 +193,7 @@ impl Shared {
             keys: None,
             batcher: crate::batch::Batcher::new(),
             response_pins: Default::default(),
+            timeline: Default::default(),
         }
     }
 

@@ -59,8 +59,11 @@ pub fn record(shared: &Shared, session: &Session, ctx: &RequestCtx) {
             .map(|u| u.cfg.name.as_str()),
     };
     metrics(shared, ctx, &seen);
-    spend(shared, ctx);
+    let usd = spend(shared, ctx);
     reconcile(shared, ctx);
+    if state.config.admin_ui {
+        shared.timeline.record(&console(ctx, &seen, usd));
+    }
     if let Some(t) = &state.tracing {
         span(t, ctx, &seen);
     }
@@ -106,15 +109,16 @@ fn metrics(shared: &Shared, ctx: &RequestCtx, seen: &Seen<'_>) {
 
 /// Usage × the model's price, for the caller's key and `llmproxy_spend_usd_total{model}`. A batched
 /// answer's spend is recorded by the batcher, at the batch price; a cache hit costs nothing.
-fn spend(shared: &Shared, ctx: &RequestCtx) {
+/// Returns the amount recorded (0 when none).
+fn spend(shared: &Shared, ctx: &RequestCtx) -> f64 {
     let (Some(u), Some(mc)) = (
         ctx.outcome.usage,
         ctx.model.and_then(|i| ctx.state.config.models.get(i)),
     ) else {
-        return;
+        return 0.0;
     };
     let (Some(p), None) = (mc.pricing.as_ref(), &ctx.batch.id) else {
-        return;
+        return 0.0;
     };
     let u = u.usage();
     let usd = crate::keys::cost(
@@ -133,6 +137,34 @@ fn spend(shared: &Shared, ctx: &RequestCtx) {
         if let (Some(keys), Some(k)) = (&shared.keys, ctx.caller.key()) {
             keys.record_spend(k, &mc.name, usd);
         }
+    }
+    usd
+}
+
+/// The request as the web console's timeline and recent-request list keep it.
+fn console<'a>(
+    ctx: &'a RequestCtx,
+    seen: &Seen<'a>,
+    usd: f64,
+) -> crate::metrics::timeline::Finished<'a> {
+    let usage = ctx.outcome.usage.map(|u| u.usage());
+    crate::metrics::timeline::Finished {
+        request_id: &ctx.request_id,
+        listener: seen.forward,
+        method: seen.method,
+        path: seen.path,
+        model: seen.model,
+        upstream: seen.upstream,
+        key_id: ctx.key_id.as_deref(),
+        status: seen.status,
+        duration: seen.elapsed,
+        ttft: ctx.outcome.first_byte.map(|t| t.duration_since(ctx.start)),
+        queue: ctx.queue_wait,
+        prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
+        completion_tokens: usage.map_or(0, |u| u.completion_tokens),
+        spend_usd: usd,
+        cache: ctx.outcome.cache.map(|c| c.label()),
+        error: ctx.outcome.error.map(|e| e.label()),
     }
 }
 
