@@ -575,6 +575,36 @@ mod tests {
         assert_eq!(slot.total.requests as usize, MODELS_PER_SLOT + 5);
     }
 
+    /// What one `record` costs with both cores recording at once (run in release:
+    /// `cargo test --release --lib timeline::tests::record_cost -- --ignored --nocapture`).
+    #[test]
+    #[ignore]
+    fn record_cost_under_contention() {
+        const N: u32 = 500_000;
+        let t = std::sync::Arc::new(Timeline::default());
+        let start = std::time::Instant::now();
+        let threads: Vec<_> = (0..2)
+            .map(|i| {
+                let t = t.clone();
+                std::thread::spawn(move || {
+                    let models = ["gpt-4o-mini", "gpt-4o", "claude"];
+                    let mut f = req("gpt-4o-mini", 200, 1);
+                    f.key_id = Some(if i == 0 { "k1" } else { "k2" });
+                    for n in 0..N {
+                        f.model = Some(models[(n % 3) as usize]);
+                        f.duration = Duration::from_micros(u64::from(n % 5000) * 100);
+                        t.record(&f);
+                    }
+                })
+            })
+            .collect();
+        for th in threads {
+            th.join().unwrap();
+        }
+        let per = start.elapsed().as_nanos() as f64 / f64::from(2 * N);
+        println!("timeline: {per:.0} ns per record, 2 threads recording at once");
+    }
+
     #[test]
     fn spend_by_day_and_key() {
         let t = Timeline::default();

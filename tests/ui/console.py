@@ -422,7 +422,9 @@ def steps(p, seen_bodies):
             """() => {
             const nav = performance.getEntriesByType('navigation')[0];
             const res = performance.getEntriesByType('resource');
-            const assets = res.filter(r => r.name.includes('/ui/') && !r.name.includes('/ui/api/'));
+            const seen = new Set();  // the icon is listed twice (tab and header): each file counts once
+            const assets = res.filter(r => r.name.includes('/ui/') && !r.name.includes('/ui/api/')
+              && !seen.has(r.name) && seen.add(r.name));
             const api = res.filter(r => r.name.includes('/ui/api/'));
             const size = r => r.encodedBodySize || r.transferSize || 0;
             return {

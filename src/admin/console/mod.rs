@@ -237,7 +237,7 @@ pub async fn serve(admin: &Admin, session: &mut ServerSession) -> http::Response
     let Some(i) = ASSETS.iter().position(|a| a.path == path) else {
         return Reply::error(404, "not_found", "unknown console path").build();
     };
-    if method != http::Method::GET && method != http::Method::HEAD {
+    if method != http::Method::GET {
         return Reply::error(405, "method_not_allowed", "use GET").build();
     }
     let asset = &ASSETS[i];
@@ -251,7 +251,7 @@ pub async fn serve(admin: &Admin, session: &mut ServerSession) -> http::Response
     let reply = Reply {
         status: if cached { 304 } else { 200 },
         content_type: asset.content_type,
-        body: if cached || method == http::Method::HEAD {
+        body: if cached {
             Vec::new()
         } else {
             asset.body.to_vec()

@@ -100,11 +100,16 @@
 
   // ---- shared widgets ----------------------------------------------------------------------------
   function table(label, heads, rows, emptyText) {
-    const thead = h('thead', null, h('tr', null, heads.map((c) => h('th', { scope: 'col', class: c.num ? 'num' : null }, c.t || c))));
+    const names = heads.map((c) => c.t || c);
+    const thead = h('thead', null, h('tr', null, heads.map((c, i) => h('th', { scope: 'col', class: c.num ? 'num' : null }, names[i]))));
     const body = h('tbody');
     if (!rows.length) body.appendChild(h('tr', { class: 'empty' }, h('td', { colspan: heads.length }, emptyText || 'Nothing yet.')));
-    for (const r of rows) body.appendChild(r);
-    return h('div', { class: 'table-wrap' }, h('table', { 'aria-label': label }, thead, body));
+    for (const r of rows) {
+      // On a narrow screen each row becomes a card whose cells carry their column's name.
+      Array.from(r.children).forEach((td, i) => td.setAttribute('data-label', names[i] || ''));
+      body.appendChild(r);
+    }
+    return h('div', { class: 'table-wrap' }, h('table', { 'aria-label': label, class: 'stack' }, thead, body));
   }
   function badge(kind, label) { return h('span', { class: 'badge ' + kind }, label); }
   function bar(used, cap, invert, share) {
@@ -431,7 +436,20 @@
           } catch (e) { err.replaceChildren(h('p', { class: 'err' }, e.message)); return; }
           if (isNew) {
             for (const k of Object.keys(body)) if (body[k] === null || (Array.isArray(body[k]) && !body[k].length)) delete body[k];
-          } else body[K.updateId] = x[K.id];
+          } else {
+            // Only what changed: re-sending budget_duration, say, would restart the budget period.
+            const meta = x.metadata && Object.keys(x.metadata).length ? x.metadata : null;
+            const was = {
+              [K.alias]: x[K.alias] ?? null, models: [...(x.models || [])].sort(), max_budget: x.max_budget ?? null,
+              budget_duration: x.budget_duration ?? null, rpm: x.rpm ?? x.rpm_limit ?? null, tpm: x.tpm ?? x.tpm_limit ?? null, metadata: meta,
+            };
+            const same = (a, b) => JSON.stringify(a) === JSON.stringify(b);
+            for (const k of Object.keys(was)) {
+              if (k in body && same(k === 'models' ? [...body[k]].sort() : body[k], was[k])) delete body[k];
+            }
+            if ((body.team_id || null) === (x.team_id || null)) delete body.team_id;
+            body[K.updateId] = x[K.id];
+          }
           $('#save', form).disabled = true;
           const r = await manage('POST', isNew ? K.create : K.update, body);
           $('#save', form).disabled = false;
@@ -519,13 +537,14 @@
         }
       }
       for (const r of rows) totals.set(r[1], (totals.get(r[1]) || 0) + (+r[2] || 0));
+      const by = Object.fromEntries(groups)[sp.group];
       const top = Math.max(0, ...totals.values());
       const parts = [
-        h('h2', null, 'Total by ' + sp.group),
-        table('Total spend by ' + sp.group, [sp.group, { t: 'Spend', num: 1 }, ''], Array.from(totals).sort((a, b) => b[1] - a[1]).map(([k, v]) =>
+        h('h2', null, 'Total by ' + by.toLowerCase()),
+        table('Total spend by ' + sp.group, [by, { t: 'Spend', num: 1 }, ''], Array.from(totals).sort((a, b) => b[1] - a[1]).map(([k, v]) =>
           h('tr', null, h('td', { class: 'wrap' }, label(k)), h('td', { class: 'num' }, usd(v)), h('td', null, bar(v, top || 1, false, true)))), 'No spend in this range.'),
         h('h2', null, 'Per day'),
-        table('Spend per day by ' + sp.group, ['Day', sp.group, { t: 'Spend', num: 1 }, { t: 'Requests', num: 1 }, { t: 'Prompt tokens', num: 1 }, { t: 'Completion tokens', num: 1 }], rows.map((r) =>
+        table('Spend per day by ' + sp.group, ['Day', by, { t: 'Spend', num: 1 }, { t: 'Requests', num: 1 }, { t: 'Prompt tokens', num: 1 }, { t: 'Completion tokens', num: 1 }], rows.map((r) =>
           h('tr', null, h('td', null, r[0]), h('td', { class: 'wrap' }, label(r[1])), h('td', { class: 'num' }, usd(+r[2])), h('td', { class: 'num' }, int(+r[3])), h('td', { class: 'num' }, int(+r[4])), h('td', { class: 'num' }, int(+r[5])))), 'No spend in this range.'),
       ];
       if (!logs && keys && keys.ok) {
