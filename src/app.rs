@@ -141,6 +141,7 @@ pub fn run(source: Source, process: ProcessOptions) -> Result<(), String> {
         Admin {
             shared,
             reloader: reloader.clone(),
+            console: Default::default(),
         },
     );
     admin.add_tcp(&config.admin.listen.to_string());

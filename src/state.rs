@@ -149,6 +149,9 @@ pub struct Shared {
     pub response_pins: crate::exchange::pins::ResponsePins,
     /// Requests whose model has no price: counted and warned about once per model.
     pub unpriced: crate::pricing::Unpriced,
+    /// The web console's last hour, spend per day and recent requests (bounded; fed by
+    /// `proxy::observe` while `admin_ui` is on).
+    pub timeline: crate::metrics::timeline::Timeline,
 }
 
 /// The upstream connection pool (HTTP/1.1), shared by every request.
@@ -196,6 +199,7 @@ impl Shared {
             batcher: crate::batch::Batcher::new(),
             response_pins: Default::default(),
             unpriced: Default::default(),
+            timeline: Default::default(),
         }
     }
 

@@ -1,5 +1,10 @@
-//! The admin listener: `/health`, `/health/upstreams`, `/metrics`, `/config`. Loopback by default;
-//! with `admin.token` set, every request needs `Authorization: Bearer <token>`.
+//! The admin listener: `/health`, `/health/upstreams`, `/metrics`, `/stats` (with
+//! `/stats/timeline` and `/stats/requests`: the web console's last hour and recent requests),
+//! `/config`, `POST /reload`, and the web console under `/ui` ([`console`]). Loopback by default;
+//! with `admin.token` set, every request but the console's needs `Authorization: Bearer <token>`
+//! (the console signs in with it and keeps a session cookie instead).
+
+pub mod console;
 
 use crate::state::Shared;
 use async_trait::async_trait;
@@ -12,6 +17,8 @@ use subtle::ConstantTimeEq;
 pub struct Admin {
     pub shared: Arc<Shared>,
     pub reloader: Arc<crate::reload::Reloader>,
+    /// The web console's sessions.
+    pub console: console::Console,
 }
 
 fn respond(status: u16, content_type: &str, body: Vec<u8>) -> http::Response<Vec<u8>> {
@@ -88,6 +95,10 @@ impl Admin {
 #[async_trait]
 impl ServeHttp for Admin {
     async fn response(&self, session: &mut ServerSession) -> http::Response<Vec<u8>> {
+        let p = session.req_header().uri.path();
+        if p == "/ui" || p.starts_with("/ui/") {
+            return console::serve(self, session).await;
+        }
         if !self.authorized(session) {
             return error(401, "invalid_api_key", "admin token required");
         }
@@ -139,6 +150,22 @@ impl ServeHttp for Admin {
                 }
                 json_response(200, v)
             }
+            "/stats/timeline" => {
+                let q = session.req_header().uri.query();
+                let model = console::query_param(q, "model");
+                let window = console::query_param(q, "window")
+                    .and_then(|w| w.parse().ok())
+                    .unwrap_or(300);
+                let now = crate::metrics::timeline::now_ms();
+                json_response(
+                    200,
+                    self.shared.timeline.json(model.as_deref(), window, now),
+                )
+            }
+            "/stats/requests" => json_response(
+                200,
+                console::views::requests(&self.shared, session.req_header().uri.query()),
+            ),
             _ => error(404, "not_found", "unknown admin path"),
         }
     }

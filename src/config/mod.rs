@@ -59,6 +59,8 @@ pub struct Config {
     pub tracing: tracing::TracingConfig,
     /// `keys:` (governance: teams, end users, spend log).
     pub keys: keys::KeysConfig,
+    /// `admin_ui`: the web console at `GET /ui` on the admin listener (default on).
+    pub admin_ui: bool,
     /// The parsed YAML with secrets redacted, for `GET /config` (for a LiteLLM file: its
     /// translation).
     pub redacted: serde_json::Value,
@@ -88,6 +90,7 @@ const TOP_KEYS: &[&str] = &[
     "logging",
     "tracing",
     "keys",
+    "admin_ui",
     "drop_params",
 ];
 
@@ -271,6 +274,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let cache = m.with(r, "cache", cache::read).unwrap_or_default();
     let tracing = m.with(r, "tracing", tracing::read).unwrap_or_default();
     let keys = m.with(r, "keys", keys::read).unwrap_or_default();
+    let admin_ui = m.with(r, "admin_ui", |r, n| n.bool(r)).unwrap_or(true);
     // The default for models that do not set `drop_params` themselves (LiteLLM's global setting).
     let drop_params = m.with(r, "drop_params", |r, n| n.bool(r)).unwrap_or(false);
     for model in &mut models {
@@ -301,6 +305,7 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
         cache,
         tracing,
         keys,
+        admin_ui,
         redacted,
         warnings: ConfigErrors::default(),
         environment: Vec::new(),

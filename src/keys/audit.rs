@@ -24,6 +24,8 @@ pub enum Actor {
     Signal,
     /// The command line (`llmproxy keys ...`).
     Cli,
+    /// A signed-in web console session (`/ui`).
+    Console,
 }
 
 impl Actor {
@@ -34,6 +36,7 @@ impl Actor {
             Actor::Admin => "admin",
             Actor::Signal => "sighup",
             Actor::Cli => "cli",
+            Actor::Console => "console",
         }
     }
 }

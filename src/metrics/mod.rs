@@ -4,7 +4,9 @@
 //! `llmproxy_ratelimit_total`); `group` is the model name, `upstream` the upstream name, `forward` the
 //! listener name and `path` the route template, never a raw URL.
 
+pub mod recent;
 pub mod stats;
+pub mod timeline;
 
 use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,

@@ -65,6 +65,9 @@ pub fn record(shared: &Shared, session: &Session, ctx: &RequestCtx) {
     let cost = spend(shared, ctx);
     spend_log(shared, ctx, &seen, cost);
     reconcile(shared, ctx);
+    if state.config.admin_ui {
+        shared.timeline.record(&console(ctx, &seen, cost));
+    }
     if let Some(t) = &state.tracing {
         span(t, ctx, &seen);
     }
@@ -200,6 +203,36 @@ fn spend_log(shared: &Shared, ctx: &RequestCtx, seen: &Seen<'_>, cost: Cost) {
         start_ms: end_ms.saturating_sub(seen.elapsed.as_millis() as i64),
         end_ms,
     });
+}
+
+/// The request as the web console's timeline and recent-request list keep it.
+fn console<'a>(
+    ctx: &'a RequestCtx,
+    seen: &Seen<'a>,
+    cost: Cost,
+) -> crate::metrics::timeline::Finished<'a> {
+    let usage = ctx.outcome.usage.map(|u| u.usage());
+    crate::metrics::timeline::Finished {
+        request_id: &ctx.request_id,
+        listener: seen.forward,
+        method: seen.method,
+        path: seen.path,
+        model: seen.model,
+        upstream: seen.upstream,
+        key_id: ctx.key_id.as_deref(),
+        status: seen.status,
+        duration: seen.elapsed,
+        ttft: ctx.outcome.first_byte.map(|t| t.duration_since(ctx.start)),
+        queue: ctx.queue_wait,
+        prompt_tokens: usage.map_or(0, |u| u.prompt_tokens),
+        completion_tokens: usage.map_or(0, |u| u.completion_tokens),
+        spend_usd: match cost {
+            Cost::Priced(c) => c.as_usd_f64(),
+            Cost::Nothing | Cost::Unpriced => 0.0,
+        },
+        cache: ctx.outcome.cache.map(|c| c.label()),
+        error: ctx.outcome.error.map(|e| e.label()),
+    }
 }
 
 /// Correct the scheduler's token charge with the real usage (and measure its estimate's error).

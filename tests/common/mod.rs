@@ -315,11 +315,12 @@ impl Gateway {
         let deadline = Instant::now() + Duration::from_secs(30);
         let c = client();
         loop {
+            // 401: the admin listener serves, behind `admin.token`.
             let admin = c
                 .get(self.admin("/health"))
                 .send()
                 .await
-                .map(|r| r.status().is_success())
+                .map(|r| r.status().is_success() || r.status() == 401)
                 .unwrap_or(false);
             let main = c
                 .get(self.url("/v1/models"))
