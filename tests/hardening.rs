@@ -95,7 +95,10 @@ fn chat_request(extra_headers: &str, body: &str) -> Vec<u8> {
 #[tokio::test]
 async fn a_client_that_stops_reading_is_cut_at_the_time_limit() {
     let a = Mock::start_with("A", &["--threads", "2"]);
-    let gw = gateway(&one_model(&a, ", timeout: 2s")).await;
+    // No health probes: the mock's two threads are busy with the stream, and a probe timing out
+    // would take the only deployment out before the request starts.
+    let gw =
+        gateway(&one_model(&a, ", timeout: 6s").replace("interval: 200ms", "interval: 0s")).await;
     let body = r#"{"model":"m","stream":true,"messages":[{"role":"user","content":"hi"}]}"#;
     let mut s = std::net::TcpStream::connect(("127.0.0.1", gw.port)).unwrap();
     s.write_all(&chat_request(
@@ -106,17 +109,22 @@ async fn a_client_that_stops_reading_is_cut_at_the_time_limit() {
     // Never read: the answer piles up in the socket buffers until writes block.
     let t = Instant::now();
     while in_flight(&a).await == 0 {
-        assert!(
-            t.elapsed() < Duration::from_secs(30),
-            "the stream never started"
-        );
+        if t.elapsed() > Duration::from_secs(30) {
+            let mut got = vec![0; 400];
+            s.set_read_timeout(Some(Duration::from_secs(1))).unwrap();
+            let n = s.read(&mut got).unwrap_or(0);
+            panic!(
+                "the stream never started: {:?}",
+                String::from_utf8_lossy(&got[..n])
+            );
+        }
         tokio::time::sleep(Duration::from_millis(20)).await;
     }
     let t = Instant::now();
     while in_flight(&a).await != 0 {
         assert!(
-            t.elapsed() < Duration::from_secs(8),
-            "the upstream request is still open {:?} after it started (time limit 2 s)",
+            t.elapsed() < Duration::from_secs(20),
+            "the upstream request is still open {:?} after it started (time limit 6 s)",
             t.elapsed()
         );
         tokio::time::sleep(Duration::from_millis(50)).await;
@@ -421,10 +429,14 @@ async fn no_healthy_upstream_says_why() {
 #[tokio::test]
 async fn connection_caps_hold_and_admin_keeps_answering() {
     let a = Mock::start("A");
-    let gw = gateway(&one_model(&a, "").replace(
-        "  threads: 2\n",
-        "  threads: 2\n  max_connections_per_ip: 5\n  max_connections: 1000\n",
-    ))
+    let gw = gateway(
+        &one_model(&a, "")
+            .replace("  threads: 2\n", "  threads: 2\n  max_connections: 1000\n")
+            .replace(
+                "max_connections_per_ip: 100000",
+                "max_connections_per_ip: 5",
+            ),
+    )
     .await;
     let open = |n: usize| -> Vec<std::net::TcpStream> {
         (0..n)
@@ -432,6 +444,22 @@ async fn connection_caps_hold_and_admin_keeps_answering() {
             .collect()
     };
     let conns = open(12);
+    // Let the gateway accept all twelve before any is served and closed (which frees a place).
+    let t = Instant::now();
+    while metric(
+        &gw.metrics().await,
+        "llmproxy_connections_refused_total",
+        &[("reason", "max_connections_per_ip")],
+    )
+    .unwrap_or(0.0)
+        < 7.0
+    {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "connections not refused"
+        );
+        tokio::time::sleep(Duration::from_millis(20)).await;
+    }
     // Five are served (whichever the gateway accepted first); the rest were closed unanswered.
     let (mut served, mut closed) = (0, 0);
     for mut c in conns {

@@ -219,18 +219,12 @@ mod tests {
     use super::*;
 
     fn fresh() -> HeaderDeadline {
+        let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
+        let std = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
+        std.set_nonblocking(true).unwrap();
         HeaderDeadline {
             inner: Box::new(pingora::protocols::l4::stream::Stream::from(
-                tokio::net::TcpStream::from_std(
-                    std::net::TcpStream::connect(
-                        std::net::TcpListener::bind("127.0.0.1:0")
-                            .unwrap()
-                            .local_addr()
-                            .unwrap(),
-                    )
-                    .unwrap(),
-                )
-                .unwrap(),
+                tokio::net::TcpStream::from_std(std).unwrap(),
             )),
             timeout: Duration::from_secs(10),
             in_header: true,

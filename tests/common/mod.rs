@@ -212,9 +212,11 @@ pub async fn wait_for_line(log: &std::path::Path, needle: &str) -> String {
 }
 
 /// A config with one `main` listener and the admin port, plus `rest` (upstreams, models, ...).
+/// Tests play many clients from one loopback address, so the per-address connection cap is
+/// raised (`tests/hardening.rs` tests the cap itself).
 pub fn config(rest: &str) -> String {
     format!(
-        "server:\n  listeners: [{{name: main, listen: \"127.0.0.1:{{PORT}}\"}}]\n  threads: 2\nadmin: {{listen: \"127.0.0.1:{{ADMIN}}\"}}\nlogging: {{level: warn, access_log: off}}\n{rest}"
+        "server:\n  listeners: [{{name: main, listen: \"127.0.0.1:{{PORT}}\"}}]\n  threads: 2\n  max_connections_per_ip: 100000\nadmin: {{listen: \"127.0.0.1:{{ADMIN}}\"}}\nlogging: {{level: warn, access_log: off}}\n{rest}"
     )
 }
 
