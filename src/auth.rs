@@ -23,13 +23,13 @@ pub fn client_limited(
     let l = state.config.server.listeners.get(ctx.listener)?;
     let limit = l.client_ratelimit?;
     let ip = crate::proxy::client_addr::client_ip(session, &state.config.server.trusted_proxies)?;
-    let budget = Budget {
-        id: format!("{}|{ip}", l.name).into(),
-        rate: Rate {
+    let budget = Budget::bucket(
+        format!("{}|{ip}", l.name).into(),
+        Rate {
             unit_secs: 1.0 / limit.per_second,
             tolerance_secs: limit.burst / limit.per_second,
         },
-    };
+    );
     let charge = [Charge {
         budget: &budget,
         cost: 1.0,
@@ -128,13 +128,17 @@ pub fn key_limits(
     if k.rpm().is_none() && k.tpm().is_none() {
         return Ok(());
     }
-    let rpm = k.rpm().map(|r| Budget {
-        id: format!("key:{}:rpm", k.key_id()).into(),
-        rate: Rate::per_minute(r),
+    let rpm = k.rpm().map(|r| {
+        Budget::bucket(
+            format!("key:{}:rpm", k.key_id()).into(),
+            Rate::per_minute(r),
+        )
     });
-    let tpm = k.tpm().map(|t| Budget {
-        id: format!("key:{}:tpm", k.key_id()).into(),
-        rate: Rate::per_minute(t),
+    let tpm = k.tpm().map(|t| {
+        Budget::bucket(
+            format!("key:{}:tpm", k.key_id()).into(),
+            Rate::per_minute(t),
+        )
     });
     let tokens = if tpm.is_some() { tokens() as f64 } else { 0.0 };
     let mut charges = Vec::with_capacity(2);
