@@ -25,13 +25,13 @@ pub fn client_limited(
     let l = state.config.server.listeners.get(ctx.listener)?;
     let limit = l.client_ratelimit?;
     let ip = crate::proxy::client_addr::client_ip(session, &state.config.server.trusted_proxies)?;
-    let budget = Budget {
-        id: format!("{}|{ip}", l.name).into(),
-        rate: Rate {
+    let budget = Budget::bucket(
+        format!("{}|{ip}", l.name).into(),
+        Rate {
             unit_secs: 1.0 / limit.per_second,
             tolerance_secs: limit.burst / limit.per_second,
         },
-    };
+    );
     let charge = [Charge {
         budget: &budget,
         cost: 1.0,

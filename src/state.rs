@@ -116,6 +116,8 @@ impl State {
             .master_key
             .as_ref()
             .map(|k| crate::keys::material::digest(k.expose()));
+        // Nothing fails from here on: the new config's window limits bind now.
+        sched.activate();
         Ok(State {
             prices: crate::pricing::ConfigPrices::for_config(&config),
             router: Router::new(&config),

@@ -80,6 +80,7 @@ pub(super) async fn admit(
                 sched: sched.clone(),
                 deployment: ticket.deployment,
                 estimate,
+                at: std::time::Instant::now(),
             });
             Ok(ticket.deployment)
         }

@@ -126,7 +126,7 @@ impl Governed {
 
 fn describe_rates(r: &super::RateBudgets) -> String {
     let per_minute =
-        |b: &Budget| (60.0 / b.rate.unit_secs / crate::sched::bucket::RATE_HEADROOM).round();
+        |b: &Budget| (60.0 * b.per_second() / crate::sched::bucket::RATE_HEADROOM).round();
     match (&r.rpm, &r.tpm) {
         (Some(a), Some(b)) => format!(
             "{} requests / {} tokens per minute",

@@ -128,9 +128,11 @@ pub struct RateBudgets {
 impl RateBudgets {
     /// `scope` is `key`, `team` or `user`; `id` the holder's stable id (shared by instances).
     pub fn new(scope: &str, id: &str, limits: &Limits) -> RateBudgets {
-        let budget = |kind: &str, per_minute: u64| Budget {
-            id: Arc::from(format!("{scope}:{id}:{kind}")),
-            rate: Rate::per_minute(per_minute),
+        let budget = |kind: &str, per_minute: u64| {
+            Budget::bucket(
+                Arc::from(format!("{scope}:{id}:{kind}")),
+                Rate::per_minute(per_minute),
+            )
         };
         RateBudgets {
             rpm: limits.rpm.map(|r| budget("rpm", r)),

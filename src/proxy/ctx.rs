@@ -233,6 +233,9 @@ pub struct Admission {
     pub sched: Arc<crate::sched::ModelSched>,
     pub deployment: usize,
     pub estimate: crate::sched::tokens::Estimate,
+    /// When the scheduler admitted it (a refund of its over-estimate is due only while its window
+    /// still counts it).
+    pub at: std::time::Instant,
 }
 
 /// A request id: the client's `x-request-id` when it is sane, else 128 random bits in hex.

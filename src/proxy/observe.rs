@@ -253,6 +253,7 @@ fn reconcile(shared: &Shared, ctx: &RequestCtx) {
         a.deployment,
         a.estimate.total() as f64,
         (u.prompt_tokens + u.completion_tokens) as f64,
+        a.at,
     );
 }
 

@@ -1,15 +1,15 @@
-//! One budget ("600 requests per minute", "300,000 tokens per minute") as a GCRA bucket: a single
-//! number per budget, the theoretical arrival time `tat`, refilled continuously — "consumed as
-//! requests come in, recover over time" (seed 000) — and the same arithmetic in process and in the
-//! Redis script ([`super::store`]).
+//! A token bucket ("600 requests per minute") as GCRA: a single number per budget, the theoretical
+//! arrival time `tat`, refilled continuously. It limits the gateway's own callers — a listener's
+//! `client_ratelimit` and a virtual key's rpm / tpm ([`crate::auth`]) — in process.
 //!
-//! Smoothing: providers may enforce a per-minute limit over shorter periods (OpenAI: 60,000 rpm as
-//! 1,000 per second), so a bucket holds at most one second of its budget, never a minute's burst.
-//! Headroom: the gateway admits at [`RATE_HEADROOM`] of the rate and holds [`BURST_HEADROOM`] of the
-//! second, so the provider's own bucket is always a little fuller than ours when our requests
-//! reach it, whatever the network jitter in between: full utilisation, no 429.
+//! An upstream's rpm / tpm is not admitted with a bucket: whatever its capacity, a window can
+//! start with a full bucket and then see its refill too, which an upstream that enforces its
+//! per-minute limit per second answers with 429. Those budgets are windows ([`super::window`]).
+//!
+//! [`Rate::per_minute`] (a key's limit) holds at most [`BURST_HEADROOM`] of one second's budget and
+//! refills at [`RATE_HEADROOM`] of the rate.
 
-/// Fraction of the configured rate the gateway admits (the provider sees ≥ 98% of its limit used).
+/// Fraction of a key's rate the gateway admits.
 pub const RATE_HEADROOM: f64 = 0.98;
 /// Fraction of one second's budget the gateway lets through at once.
 pub const BURST_HEADROOM: f64 = 0.8;

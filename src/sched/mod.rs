@@ -8,6 +8,10 @@
 //! with round robin across keys (`priority`). A dispatcher task per busy model admits the queue's
 //! next request as soon as a budget allows; it exists only while requests wait.
 //!
+//! Deployment and upstream budgets are quantisation-safe ([`window`]): at most `rpm / 60` requests
+//! and `tpm / 60` estimated tokens start within any window of a second plus a small margin, so an
+//! upstream that enforces its per-minute limit per second never sees more than it allows.
+//!
 //! Budgets live in the process or, with `state.redis`, in Redis ([`store`]): admission is global,
 //! queues stay local.
 
@@ -15,11 +19,11 @@ pub mod bucket;
 pub mod queue;
 pub mod store;
 pub mod tokens;
+pub mod window;
 
 use crate::config::models::{Model, QueuePolicy};
 use crate::config::upstreams::Upstream;
 use crate::config::Config;
-use bucket::Rate;
 use prometheus::{Histogram, IntCounterVec, IntGauge};
 use queue::{Queue, Waiter};
 use std::sync::{Arc, Mutex};
@@ -323,7 +327,11 @@ impl ModelSched {
         }
     }
 
-    /// The upstream said how much budget is left: trust it when it is tighter than ours.
+    /// The upstream said how much budget is left: trust it when it is tighter than ours. A 429
+    /// empties the budgets for its `Retry-After`; a `remaining: 0` on an answer fills what room the
+    /// windows still have until the reset (none when they are full already, as they usually are
+    /// when the gateway alone uses the upstream: the window then frees its units as they leave it,
+    /// not all at the reset).
     pub fn feedback(self: &Arc<Self>, d: usize, status: u16, headers: &http::HeaderMap) {
         let Some(b) = self.deployments.get(d) else {
             return;
@@ -339,25 +347,38 @@ impl ModelSched {
         if blocks.is_empty() {
             return;
         }
-        log::info!(
-            "model {}: upstream says its budget is spent; holding deployment {d} back for {:.1}s",
-            self.name,
-            blocks.iter().map(|b| b.1).fold(0.0, f64::max)
-        );
+        let refused = status == 429;
+        if refused {
+            log::info!(
+                "model {}: upstream answered 429; holding deployment {d} back for {:.1}s",
+                self.name,
+                blocks.iter().map(|b| b.1).fold(0.0, f64::max)
+            );
+        }
         let store = self.store.clone();
         tokio::spawn(async move {
             for (budget, secs) in blocks {
-                store.block(&budget, secs).await;
+                if refused {
+                    store.block(&budget, secs).await;
+                } else {
+                    store.fill(&budget, secs).await;
+                }
             }
         });
     }
 
-    /// After the answer: correct the token charge where the provider counts real usage.
-    pub fn reconcile(self: &Arc<Self>, d: usize, estimated: f64, actual: f64) {
+    /// After the answer: correct the token charge where the provider counts real usage. An
+    /// over-estimate is given back only while the admission (at `admitted`) is still in its window:
+    /// once it has left, the window no longer counts it and there is nothing to give back.
+    pub fn reconcile(self: &Arc<Self>, d: usize, estimated: f64, actual: f64, admitted: Instant) {
         let Some(b) = self.deployments.get(d) else {
             return;
         };
         if !b.reconcile || b.tokens.is_empty() || (actual - estimated).abs() < 1.0 {
+            return;
+        }
+        // Half a window: room for the spawn and the Redis round trip below.
+        if actual < estimated && admitted.elapsed().as_secs_f64() >= window::WINDOW_SECS / 2.0 {
             return;
         }
         let budgets = b.tokens.clone();
@@ -378,11 +399,15 @@ impl ModelSched {
                 let levels = |v: &[Budget]| -> Vec<serde_json::Value> {
                     v.iter()
                         .map(|x| {
-                            serde_json::json!({
+                            let mut v = serde_json::json!({
                                 "budget": &*x.id,
                                 "available_now": (self.store.local.level(x) * 10.0).round() / 10.0,
-                                "capacity": (x.rate.capacity() * 10.0).round() / 10.0,
-                            })
+                                "capacity": (x.capacity() * 10.0).round() / 10.0,
+                            });
+                            if matches!(x.limit, store::Limit::Window(_)) {
+                                v["window_secs"] = serde_json::json!(window::WINDOW_SECS);
+                            }
+                            v
                         })
                         .collect()
                 };
@@ -609,6 +634,18 @@ impl Scheduler {
         Ok(Scheduler { store, models })
     }
 
+    /// This config now runs: its window limits bind at once, also for the requests still queued
+    /// under the previous config (call once the new state is built and about to serve).
+    pub fn activate(&self) {
+        let budgets: Vec<&Budget> = self
+            .models
+            .iter()
+            .flat_map(|m| m.deployments.iter())
+            .flat_map(|d| d.requests.iter().chain(d.tokens.iter()))
+            .collect();
+        self.store.local.configure(&budgets);
+    }
+
     fn store_matches(
         &self,
         redis: Option<&str>,
@@ -647,34 +684,28 @@ fn model_sched(
             let mut requests = Vec::new();
             let mut tokens = Vec::new();
             if let Some(rpm) = d.rpm {
-                requests.push(Budget {
-                    id: id("rpm"),
-                    rate: Rate::per_minute(rpm),
-                });
+                requests.push(Budget::per_minute_window(id("rpm"), rpm));
             }
             if let Some(tpm) = d.tpm {
-                tokens.push(Budget {
-                    id: id("tpm"),
-                    rate: Rate::per_minute(tpm),
-                });
+                tokens.push(Budget::per_minute_window(id("tpm"), tpm));
             }
             if let Some(u) = up {
                 if let Some(rpm) = u.limits.rpm {
-                    requests.push(Budget {
-                        id: format!("upstream:{}:rpm", u.name).into(),
-                        rate: Rate::per_minute(rpm),
-                    });
+                    requests.push(Budget::per_minute_window(
+                        format!("upstream:{}:rpm", u.name).into(),
+                        rpm,
+                    ));
                 }
                 if let Some(tpm) = u.limits.tpm {
-                    tokens.push(Budget {
-                        id: format!("upstream:{}:tpm", u.name).into(),
-                        rate: Rate::per_minute(tpm),
-                    });
+                    tokens.push(Budget::per_minute_window(
+                        format!("upstream:{}:tpm", u.name).into(),
+                        tpm,
+                    ));
                 }
             }
             let rpm = requests
                 .iter()
-                .map(|b| 1.0 / b.rate.unit_secs)
+                .map(Budget::per_second)
                 .fold(f64::MAX, f64::min);
             if rpm < f64::MAX {
                 drain_rate += rpm;

@@ -1,20 +1,70 @@
 //! Where budgets live: in this process, or in Redis so that every instance behind a load balancer
-//! draws from the same budget. Both run the same GCRA arithmetic ([`super::bucket`]); a request's
-//! charges against several budgets (deployment rpm and tpm, upstream account limits, key limits)
-//! are admitted all together or not at all.
+//! draws from the same budget. A request's charges against several budgets (deployment rpm and
+//! tpm, upstream account limits) are admitted all together or not at all.
+//!
+//! Two kinds of budget ([`Limit`]): the rpm / tpm an upstream enforces are quantisation-safe
+//! windows ([`super::window`]: at most `limit / 60` units start within any window of
+//! [`window::WINDOW_SECS`]), kept in process as a [`window::Log`] and in Redis as a sorted set per
+//! budget, admitted by one Lua script with Redis's clock; the gateway's own limits on its callers
+//! (a listener's per-client limit, a key's rpm / tpm) are token buckets ([`super::bucket`]), in
+//! process.
 
 use super::bucket::{self, Rate};
+use super::window::{self, Log};
 use crate::config::state::RedisFailure;
 use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
 
-/// A budget: its identity (stable across reloads, shared by instances) and rate.
+/// How a budget limits.
+#[derive(Debug, Clone, Copy, PartialEq)]
+pub enum Limit {
+    /// A token bucket: the gateway's own limits on its callers.
+    Bucket(Rate),
+    /// At most this many units start within any window of [`window::WINDOW_SECS`]: an upstream's
+    /// per-minute limit, which it may enforce per second.
+    Window(f64),
+}
+
+/// A budget: its identity (stable across reloads, shared by instances) and limit.
 #[derive(Debug, Clone, PartialEq)]
 pub struct Budget {
     pub id: Arc<str>,
-    pub rate: Rate,
+    pub limit: Limit,
+}
+
+impl Budget {
+    pub fn bucket(id: Arc<str>, rate: Rate) -> Budget {
+        Budget {
+            id,
+            limit: Limit::Bucket(rate),
+        }
+    }
+
+    /// An upstream's per-minute limit, admitted quantisation-safe.
+    pub fn per_minute_window(id: Arc<str>, per_minute: u64) -> Budget {
+        Budget {
+            id,
+            limit: Limit::Window(window::per_window(per_minute)),
+        }
+    }
+
+    /// Units that may start at once into an empty budget.
+    pub fn capacity(&self) -> f64 {
+        match self.limit {
+            Limit::Bucket(r) => r.capacity(),
+            Limit::Window(l) => l,
+        }
+    }
+
+    /// Units per second at saturation.
+    pub fn per_second(&self) -> f64 {
+        match self.limit {
+            Limit::Bucket(r) => 1.0 / r.unit_secs,
+            Limit::Window(l) => l / window::WINDOW_SECS,
+        }
+    }
 }
 
 /// One charge of a request: `cost` units from `budget`.
@@ -32,21 +82,40 @@ pub enum Verdict {
     Wait(f64),
 }
 
+#[derive(Default)]
+struct Maps {
+    /// Token buckets: theoretical arrival times.
+    tats: HashMap<Arc<str>, f64>,
+    /// Windows: the admissions still in them.
+    logs: HashMap<Arc<str>, Log>,
+    /// The window limits of the running config, by budget (see [`LocalStore::configure`]).
+    limits: HashMap<Arc<str>, f64>,
+}
+
+impl Maps {
+    /// The limit a window budget is admitted against: the running config's, whichever config
+    /// the request was queued under.
+    fn window_limit(&self, b: &Budget, configured: f64) -> f64 {
+        self.limits.get(&b.id).copied().unwrap_or(configured)
+    }
+}
+
 /// Budgets in this process.
 pub struct LocalStore {
     epoch: Instant,
-    tats: Mutex<HashMap<Arc<str>, f64>>,
+    maps: Mutex<Maps>,
     ops: AtomicU64,
 }
 
-/// Entries full for this long are dropped from the map (bounded memory for per-key budgets).
+/// Every this many admissions, entries equivalent to none are dropped (bounded memory for
+/// per-key and per-client budgets).
 const SWEEP_EVERY: u64 = 16_384;
 
 impl Default for LocalStore {
     fn default() -> Self {
         LocalStore {
             epoch: Instant::now(),
-            tats: Mutex::new(HashMap::new()),
+            maps: Mutex::new(Maps::default()),
             ops: AtomicU64::new(0),
         }
     }
@@ -57,104 +126,298 @@ impl LocalStore {
         self.epoch.elapsed().as_secs_f64()
     }
 
-    fn lock(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, f64>> {
-        // The map holds plain numbers: a panic elsewhere cannot leave it inconsistent.
-        self.tats.lock().unwrap_or_else(|p| p.into_inner())
+    fn lock(&self) -> std::sync::MutexGuard<'_, Maps> {
+        // The maps hold plain numbers: a panic elsewhere cannot leave them inconsistent.
+        self.maps.lock().unwrap_or_else(|p| p.into_inner())
+    }
+
+    /// The window limits of a config that now runs: they bind at once, also for requests that
+    /// were queued under the previous config (whose budgets carry the old limits).
+    pub fn configure(&self, budgets: &[&Budget]) {
+        let mut m = self.lock();
+        for b in budgets {
+            if let Limit::Window(l) = b.limit {
+                m.limits.insert(b.id.clone(), l);
+            }
+        }
+    }
+
+    /// The limit `b` is admitted against now (for the Redis script).
+    pub fn window_limit(&self, b: &Budget) -> Option<f64> {
+        match b.limit {
+            Limit::Window(l) => Some(self.lock().window_limit(b, l)),
+            Limit::Bucket(_) => None,
+        }
     }
 
     pub fn try_admit(&self, charges: &[Charge]) -> Verdict {
         let now = self.now();
-        let mut tats = self.lock();
+        let mut m = self.lock();
         let mut wait: f64 = 0.0;
         for c in charges {
-            let tat = tats.get(&c.budget.id).copied().unwrap_or(0.0);
-            wait = wait.max(bucket::wait(c.budget.rate, tat, now, c.cost));
+            let w = match c.budget.limit {
+                Limit::Bucket(rate) => {
+                    let tat = m.tats.get(&c.budget.id).copied().unwrap_or(0.0);
+                    bucket::wait(rate, tat, now, c.cost)
+                }
+                Limit::Window(l) => {
+                    let limit = m.window_limit(c.budget, l);
+                    match m.logs.get_mut(&c.budget.id) {
+                        Some(log) => {
+                            log.expire(now);
+                            log.wait(limit, c.cost, now)
+                        }
+                        None => 0.0,
+                    }
+                }
+            };
+            wait = wait.max(w);
         }
         if wait > 0.0 {
             return Verdict::Wait(wait);
         }
         for c in charges {
-            let tat = tats.get(&c.budget.id).copied().unwrap_or(0.0);
-            let new = bucket::take(c.budget.rate, tat, now, c.cost);
-            tats.insert(c.budget.id.clone(), new);
+            match c.budget.limit {
+                Limit::Bucket(rate) => {
+                    let tat = m.tats.get(&c.budget.id).copied().unwrap_or(0.0);
+                    let new = bucket::take(rate, tat, now, c.cost);
+                    m.tats.insert(c.budget.id.clone(), new);
+                }
+                Limit::Window(l) => {
+                    let limit = m.window_limit(c.budget, l);
+                    m.logs
+                        .entry(c.budget.id.clone())
+                        .or_default()
+                        .take(limit, c.cost, now);
+                }
+            }
         }
         if self.ops.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
-            // A tat in the past means a full bucket: the same as no entry.
-            tats.retain(|_, tat| *tat > now);
+            // A tat in the past means a full bucket, an empty unblocked log an empty window: the
+            // same as no entry.
+            m.tats.retain(|_, tat| *tat > now);
+            m.logs.retain(|_, log| {
+                log.expire(now);
+                !log.idle(now)
+            });
         }
         Verdict::Admitted
     }
 
-    /// Charge (`units` > 0) or refund (< 0) a budget after the fact (usage reconciliation).
+    /// Charge (`units` > 0) or refund (< 0) a budget after the fact (usage reconciliation, a
+    /// request that never went). A window's refund must concern an admission still in it.
     pub fn adjust(&self, budget: &Budget, units: f64) {
         let now = self.now();
-        let mut tats = self.lock();
-        let tat = tats.get(&budget.id).copied().unwrap_or(0.0).max(now);
-        tats.insert(
-            budget.id.clone(),
-            (tat + units * budget.rate.unit_secs).max(now),
-        );
+        let mut m = self.lock();
+        match budget.limit {
+            Limit::Bucket(rate) => {
+                let tat = m.tats.get(&budget.id).copied().unwrap_or(0.0).max(now);
+                m.tats
+                    .insert(budget.id.clone(), (tat + units * rate.unit_secs).max(now));
+            }
+            Limit::Window(l) => {
+                let limit = m.window_limit(budget, l);
+                let log = m.logs.entry(budget.id.clone()).or_default();
+                log.expire(now);
+                if units > 0.0 {
+                    log.push(now + window::hold(limit, units), units);
+                } else {
+                    log.refund(-units);
+                }
+            }
+        }
     }
 
     /// Empty the budget and keep it empty for `secs` (an upstream 429 or a `remaining: 0`).
     pub fn block(&self, budget: &Budget, secs: f64) {
         let now = self.now();
-        let mut tats = self.lock();
-        let tat = tats.get(&budget.id).copied().unwrap_or(0.0);
-        tats.insert(
-            budget.id.clone(),
-            tat.max(now + secs + budget.rate.tolerance_secs),
-        );
+        let mut m = self.lock();
+        match budget.limit {
+            Limit::Bucket(rate) => {
+                let tat = m.tats.get(&budget.id).copied().unwrap_or(0.0);
+                m.tats
+                    .insert(budget.id.clone(), tat.max(now + secs + rate.tolerance_secs));
+            }
+            Limit::Window(_) => {
+                m.logs
+                    .entry(budget.id.clone())
+                    .or_default()
+                    .block(now + secs);
+            }
+        }
     }
 
-    /// Units available now.
+    /// The upstream says the budget is spent until `secs` from now: a window's remaining room is
+    /// taken until then (a full window is left as it is); a bucket is emptied.
+    pub fn fill(&self, budget: &Budget, secs: f64) {
+        let now = self.now();
+        let mut m = self.lock();
+        match budget.limit {
+            Limit::Bucket(_) => {
+                drop(m);
+                self.block(budget, secs);
+            }
+            Limit::Window(l) => {
+                let limit = m.window_limit(budget, l);
+                let log = m.logs.entry(budget.id.clone()).or_default();
+                log.expire(now);
+                let room = limit - log.live();
+                if room > 0.0 {
+                    log.push(now + secs, room);
+                }
+            }
+        }
+    }
+
+    /// Units that could start now.
     pub fn level(&self, budget: &Budget) -> f64 {
         let now = self.now();
-        let tat = self.lock().get(&budget.id).copied().unwrap_or(0.0);
-        bucket::level(budget.rate, tat, now)
+        let mut m = self.lock();
+        match budget.limit {
+            Limit::Bucket(rate) => {
+                let tat = m.tats.get(&budget.id).copied().unwrap_or(0.0);
+                bucket::level(rate, tat, now)
+            }
+            Limit::Window(l) => {
+                let limit = m.window_limit(budget, l);
+                match m.logs.get_mut(&budget.id) {
+                    Some(log) => {
+                        log.expire(now);
+                        log.available(limit, now)
+                    }
+                    None => limit,
+                }
+            }
+        }
     }
 }
 
-/// The admission script: all budgets or none, with Redis's clock (instances' clocks may differ).
-/// Numbers are returned as strings: Redis truncates Lua numbers to integers.
-const ADMIT: &str = r#"
+/// What the scripts share: forget the admissions that left a window and return the units still in
+/// it. A window is two keys: a sorted set of admissions (member `seq:cost`, score the time it
+/// leaves the window) and a hash (`live`: the costs in the set, summed; `seq`; `blocked`: nothing
+/// is admitted before this time). All times are Redis's (`TIME`), so instances' clocks do not
+/// matter. Numbers are passed and returned as strings: Redis truncates Lua numbers to integers.
+const PRELUDE: &str = r#"
 local t = redis.call('TIME')
 local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local tats = {}
-local wait = 0
-for i = 1, #KEYS do
-  local unit = tonumber(ARGV[3*i-2])
-  local tol = tonumber(ARGV[3*i-1])
-  local cost = tonumber(ARGV[3*i])
-  local tat = tonumber(redis.call('GET', KEYS[i]) or '0')
-  if tat < now then tat = now end
-  local w = (tat - now) - (tol - math.min(cost * unit, tol))
-  if w > wait then wait = w end
-  tats[i] = tat
+local EPS = 1e-9
+local function cost_of(member)
+  return tonumber(string.match(member, ':(.*)$'))
 end
-if wait > 0 then return tostring(wait) end
-for i = 1, #KEYS do
-  local unit = tonumber(ARGV[3*i-2])
-  local tol = tonumber(ARGV[3*i-1])
-  local new = tats[i] + tonumber(ARGV[3*i]) * unit
-  redis.call('SET', KEYS[i], string.format('%.6f', new), 'PX', math.ceil((new - now + tol) * 1000) + 1000)
+local function expire(z, m)
+  local gone = redis.call('ZRANGEBYSCORE', z, '-inf', string.format('%.6f', now))
+  local live = tonumber(redis.call('HGET', m, 'live') or '0')
+  if #gone > 0 then
+    for _, member in ipairs(gone) do live = live - cost_of(member) end
+    redis.call('ZREMRANGEBYSCORE', z, '-inf', string.format('%.6f', now))
+    if live < EPS or redis.call('ZCARD', z) == 0 then live = 0 end
+    redis.call('HSET', m, 'live', string.format('%.17g', live))
+  end
+  return live
+end
+local function hold(W, limit, cost)
+  if cost > limit + EPS and limit > 0 then return W * cost / limit end
+  return W
+end
+local function push(z, m, live, expiry, cost)
+  local seq = redis.call('HINCRBY', m, 'seq', 1)
+  redis.call('ZADD', z, string.format('%.6f', expiry), seq .. ':' .. string.format('%.17g', cost))
+  redis.call('HSET', m, 'live', string.format('%.17g', live + cost))
+end
+local function keep(z, m)
+  local last = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+  local until_t = now
+  if #last == 2 then until_t = tonumber(last[2]) end
+  local blocked = tonumber(redis.call('HGET', m, 'blocked') or '0')
+  if blocked > until_t then until_t = blocked end
+  local ms = math.ceil((until_t - now) * 1000) + 1000
+  redis.call('PEXPIRE', z, ms)
+  redis.call('PEXPIRE', m, ms)
+end
+"#;
+
+/// Admission: KEYS = (set, hash) per budget; ARGV = window length, then (limit, cost) per budget.
+/// All budgets or none; returns the seconds to wait ('0': admitted).
+const ADMIT: &str = r#"
+local W = tonumber(ARGV[1])
+local n = #KEYS / 2
+local lives = {}
+local wait = 0
+for i = 1, n do
+  local z, m = KEYS[2*i-1], KEYS[2*i]
+  local limit, cost = tonumber(ARGV[2*i]), tonumber(ARGV[2*i+1])
+  local live = expire(z, m)
+  lives[i] = live
+  local w = 0
+  local blocked = tonumber(redis.call('HGET', m, 'blocked') or '0')
+  if blocked > now then w = blocked - now end
+  if live > EPS then
+    local until_t = nil
+    if cost > limit + EPS then
+      local last = redis.call('ZRANGE', z, -1, -1, 'WITHSCORES')
+      until_t = tonumber(last[2])
+    elseif live + cost > limit + EPS then
+      local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+      local left = live
+      for j = 1, #all, 2 do
+        left = left - cost_of(all[j])
+        until_t = tonumber(all[j+1])
+        if left <= EPS or left + cost <= limit + EPS then break end
+      end
+    end
+    if until_t and until_t - now > w then w = until_t - now end
+  end
+  if w > wait then wait = w end
+end
+if wait > 0 then return string.format('%.6f', wait) end
+for i = 1, n do
+  local z, m = KEYS[2*i-1], KEYS[2*i]
+  local limit, cost = tonumber(ARGV[2*i]), tonumber(ARGV[2*i+1])
+  if cost > 0 then push(z, m, lives[i], now + hold(W, limit, cost), cost) end
+  keep(z, m)
 end
 return '0'
 "#;
 
-/// Adjust or block one budget: ARGV = unit, tolerance, units to add (may be negative), block secs.
+/// After the fact, one budget: KEYS = set, hash; ARGV = window length, limit, units (> 0: charged
+/// now; < 0: given back from the oldest admissions), seconds to block (0: none), seconds to fill
+/// the window's remaining room for (0: none).
 const ADJUST: &str = r#"
-local t = redis.call('TIME')
-local now = tonumber(t[1]) + tonumber(t[2]) / 1000000
-local unit = tonumber(ARGV[1])
-local tol = tonumber(ARGV[2])
-local tat = tonumber(redis.call('GET', KEYS[1]) or '0')
-if tat < now then tat = now end
-local new = tat + tonumber(ARGV[3]) * unit
-local floor = now + tonumber(ARGV[4])
-if tonumber(ARGV[4]) > 0 then floor = floor + tol end
-if new < floor then new = floor end
-redis.call('SET', KEYS[1], string.format('%.6f', new), 'PX', math.ceil((new - now + tol) * 1000) + 1000)
+local z, m = KEYS[1], KEYS[2]
+local W, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
+local units, block, fill = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
+local live = expire(z, m)
+if fill > 0 and limit - live > EPS then
+  push(z, m, live, now + fill, limit - live)
+  live = limit
+end
+if units > 0 then
+  push(z, m, live, now + hold(W, limit, units), units)
+elseif units < 0 then
+  local r = -units
+  local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+  for j = 1, #all, 2 do
+    if r <= EPS then break end
+    local c = cost_of(all[j])
+    redis.call('ZREM', z, all[j])
+    if c > r + EPS then
+      local seq = redis.call('HINCRBY', m, 'seq', 1)
+      redis.call('ZADD', z, all[j+1], seq .. ':' .. string.format('%.17g', c - r))
+      live = live - r
+      r = 0
+    else
+      live = live - c
+      r = r - c
+    end
+  end
+  if live < EPS then live = 0 end
+  redis.call('HSET', m, 'live', string.format('%.17g', live))
+end
+if block > 0 then
+  local b = tonumber(redis.call('HGET', m, 'blocked') or '0')
+  if now + block > b then redis.call('HSET', m, 'blocked', string.format('%.6f', now + block)) end
+end
+keep(z, m)
 return '0'
 "#;
 
@@ -170,26 +433,29 @@ impl RedisStore {
     pub fn new(url: &str) -> Result<RedisStore, String> {
         Ok(RedisStore {
             conn: crate::redis_conn::RedisConn::new(url)?,
-            admit: redis::Script::new(ADMIT),
-            adjust: redis::Script::new(ADJUST),
-            prefix: "llmproxy:budget:".to_string(),
+            admit: redis::Script::new(&format!("{PRELUDE}{ADMIT}")),
+            adjust: redis::Script::new(&format!("{PRELUDE}{ADJUST}")),
+            prefix: "llmproxy:window:".to_string(),
         })
     }
 
-    fn key(&self, b: &Budget) -> String {
-        format!("{}{}", self.prefix, b.id)
+    fn keys(&self, b: &Budget) -> (String, String) {
+        let z = format!("{}{}", self.prefix, b.id);
+        let m = format!("{z}:meta");
+        (z, m)
     }
 
-    pub async fn try_admit(&self, charges: &[Charge<'_>]) -> redis::RedisResult<Verdict> {
+    /// `charges` with the limits they are admitted against (window budgets only).
+    pub async fn try_admit(&self, charges: &[(Charge<'_>, f64)]) -> redis::RedisResult<Verdict> {
         let mut conn = self.conn.get().await?;
         let mut inv = self.admit.prepare_invoke();
-        for c in charges {
-            inv.key(self.key(c.budget));
+        for (c, _) in charges {
+            let (z, m) = self.keys(c.budget);
+            inv.key(z).key(m);
         }
-        for c in charges {
-            inv.arg(c.budget.rate.unit_secs)
-                .arg(c.budget.rate.tolerance_secs)
-                .arg(c.cost);
+        inv.arg(window::WINDOW_SECS);
+        for (c, limit) in charges {
+            inv.arg(*limit).arg(c.cost);
         }
         let reply: String = crate::redis_conn::timed(inv.invoke_async(&mut conn)).await?;
         let wait: f64 = reply.parse().unwrap_or(0.0);
@@ -200,15 +466,25 @@ impl RedisStore {
         })
     }
 
-    pub async fn adjust(&self, b: &Budget, units: f64, block_secs: f64) -> redis::RedisResult<()> {
+    pub async fn adjust(
+        &self,
+        b: &Budget,
+        limit: f64,
+        units: f64,
+        block_secs: f64,
+        fill_secs: f64,
+    ) -> redis::RedisResult<()> {
         let mut conn = self.conn.get().await?;
+        let (z, m) = self.keys(b);
         let _: String = crate::redis_conn::timed(
             self.adjust
-                .key(self.key(b))
-                .arg(b.rate.unit_secs)
-                .arg(b.rate.tolerance_secs)
+                .key(z)
+                .key(m)
+                .arg(window::WINDOW_SECS)
+                .arg(limit)
                 .arg(units)
                 .arg(block_secs)
+                .arg(fill_secs)
                 .invoke_async(&mut conn),
         )
         .await?;
@@ -220,7 +496,8 @@ impl RedisStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateUnavailable;
 
-/// The budget store of a running config: local, or Redis with a local fallback.
+/// The budget store of a running config: local, or Redis with a local fallback. Only window
+/// budgets (an upstream's limits) are shared; bucket budgets stay in [`Store::local`].
 pub struct Store {
     pub local: LocalStore,
     redis: Option<RedisStore>,
@@ -229,33 +506,6 @@ pub struct Store {
     pub errors: AtomicU64,
     pub error_counter: OnceLock<prometheus::IntCounter>,
     last_error_log: Mutex<Option<Instant>>,
-    /// Budget this instance took from Redis ahead of need, per budget (see [`Lease`]).
-    leases: Mutex<HashMap<Arc<str>, Lease>>,
-}
-
-/// Units of a shared budget already charged in Redis and held by this instance, so that a busy
-/// instance calls Redis once per lease instead of once per request. A lease is a tenth of the
-/// budget's one-second capacity (none below 2 units: tight budgets are admitted one by one, exactly)
-/// and lapses after [`LEASE_TTL`]. Safe for 429 avoidance: leased units were charged in the global
-/// budget before they are used, so the provider's counter only gains from the delay.
-#[derive(Debug, Clone, Copy)]
-struct Lease {
-    units: f64,
-    until: Instant,
-}
-
-/// How long leased units stay usable.
-const LEASE_TTL: Duration = Duration::from_secs(1);
-/// A lease is this fraction of a budget's capacity.
-const LEASE_FRACTION: f64 = 0.1;
-
-fn lease_size(b: &Budget) -> f64 {
-    let n = (b.rate.capacity() * LEASE_FRACTION).floor();
-    if n >= 2.0 {
-        n
-    } else {
-        0.0
-    }
 }
 
 impl Store {
@@ -267,7 +517,6 @@ impl Store {
             errors: AtomicU64::new(0),
             error_counter: OnceLock::new(),
             last_error_log: Mutex::new(None),
-            leases: Mutex::new(HashMap::new()),
         })
     }
 
@@ -306,11 +555,25 @@ impl Store {
         }
     }
 
+    /// Whether `charges` go to Redis: with shared state, every charge is against a window.
+    fn remote(&self, charges: &[Charge<'_>]) -> Option<&RedisStore> {
+        self.redis.as_ref().filter(|_| {
+            !charges.is_empty()
+                && charges
+                    .iter()
+                    .all(|c| matches!(c.budget.limit, Limit::Window(_)))
+        })
+    }
+
     pub async fn try_admit(&self, charges: &[Charge<'_>]) -> Result<Verdict, StateUnavailable> {
-        let Some(redis) = &self.redis else {
+        let Some(redis) = self.remote(charges) else {
             return Ok(self.local.try_admit(charges));
         };
-        match self.admit_leased(redis, charges).await {
+        let with_limits: Vec<(Charge<'_>, f64)> = charges
+            .iter()
+            .map(|c| (*c, self.local.window_limit(c.budget).unwrap_or(0.0)))
+            .collect();
+        match redis.try_admit(&with_limits).await {
             Ok(v) => Ok(v),
             Err(e) => {
                 self.failed("admission", &e);
@@ -322,129 +585,45 @@ impl Store {
         }
     }
 
-    fn lock_leases(&self) -> std::sync::MutexGuard<'_, HashMap<Arc<str>, Lease>> {
-        self.leases.lock().unwrap_or_else(|p| p.into_inner())
-    }
-
-    /// Admission against Redis, from this instance's leases when they cover the request.
-    async fn admit_leased(
-        &self,
-        redis: &RedisStore,
-        charges: &[Charge<'_>],
-    ) -> redis::RedisResult<Verdict> {
-        let now = Instant::now();
-        // Take what the leases hold for these budgets (a concurrent request then refills its own).
-        let held: Vec<f64> = {
-            let mut leases = self.lock_leases();
-            let covered = charges.iter().all(|c| {
-                leases
-                    .get(&c.budget.id)
-                    .is_some_and(|l| l.until > now && l.units >= c.cost)
-            });
-            if covered {
-                for c in charges {
-                    if let Some(l) = leases.get_mut(&c.budget.id) {
-                        l.units -= c.cost;
-                    }
-                }
-                return Ok(Verdict::Admitted);
-            }
-            charges
-                .iter()
-                .map(|c| match leases.get_mut(&c.budget.id) {
-                    Some(l) if l.until > now => std::mem::take(&mut l.units),
-                    // A lapsed lease may still carry a debt (a reconciliation charge).
-                    Some(l) => std::mem::take(&mut l.units).min(0.0),
-                    None => 0.0,
-                })
-                .collect()
-        };
-        let ask = |extra: bool| -> Vec<Charge<'_>> {
-            charges
-                .iter()
-                .zip(&held)
-                .map(|(c, h)| Charge {
-                    budget: c.budget,
-                    cost: (c.cost - h).max(0.0) + if extra { lease_size(c.budget) } else { 0.0 },
-                })
-                .filter(|c| c.cost > 0.0)
-                .collect()
-        };
-        let put_back = |asked: &[Charge<'_>]| {
-            let mut leases = self.lock_leases();
-            for (c, h) in charges.iter().zip(&held) {
-                let got = asked
-                    .iter()
-                    .find(|a| a.budget.id == c.budget.id)
-                    .map_or(0.0, |a| a.cost);
-                let l = leases.entry(c.budget.id.clone()).or_insert(Lease {
-                    units: 0.0,
-                    until: now,
-                });
-                l.units += h + got - c.cost;
-                l.until = now + LEASE_TTL;
-            }
-        };
-        let with_lease = ask(true);
-        let first = if with_lease.is_empty() {
-            Verdict::Admitted
-        } else {
-            redis.try_admit(&with_lease).await?
-        };
-        if first == Verdict::Admitted {
-            put_back(&with_lease);
-            return Ok(Verdict::Admitted);
-        }
-        // Not enough for a lease: is there enough for this request alone?
-        let exact = ask(false);
-        let second = if exact.len() == with_lease.len()
-            && exact.iter().zip(&with_lease).all(|(a, b)| a.cost == b.cost)
-        {
-            first
-        } else if exact.is_empty() {
-            Verdict::Admitted
-        } else {
-            redis.try_admit(&exact).await?
-        };
-        if second == Verdict::Admitted {
-            put_back(&exact);
-        } else {
-            // Refused: the held units go back to their leases.
-            let mut leases = self.lock_leases();
-            for (c, h) in charges.iter().zip(&held) {
-                if let Some(l) = leases.get_mut(&c.budget.id) {
-                    l.units += h;
-                }
-            }
-        }
-        Ok(second)
-    }
-
-    /// Charge (`units` > 0) or refund (< 0) after the fact. With Redis this settles against this
-    /// instance's lease — a refund adds to it, an extra charge is a debt the next refill pays — so
-    /// reconciliation costs no Redis call.
+    /// Charge (`units` > 0) or refund (< 0) after the fact. A window's refund must concern an
+    /// admission still in the window (the refund comes off its oldest admissions).
     pub async fn adjust(&self, budget: &Budget, units: f64) {
-        if self.redis.is_none() {
-            self.local.adjust(budget, units);
-            return;
+        let charge = [Charge {
+            budget,
+            cost: units,
+        }];
+        match self.remote(&charge) {
+            None => self.local.adjust(budget, units),
+            Some(r) => {
+                let limit = self.local.window_limit(budget).unwrap_or(0.0);
+                if let Err(e) = r.adjust(budget, limit, units, 0.0, 0.0).await {
+                    self.failed("adjust", &e);
+                }
+            }
         }
-        let mut leases = self.lock_leases();
-        let l = leases.entry(budget.id.clone()).or_insert(Lease {
-            units: 0.0,
-            until: Instant::now() + LEASE_TTL,
-        });
-        l.units -= units;
     }
 
     pub async fn block(&self, budget: &Budget, secs: f64) {
-        match &self.redis {
-            None => self.local.block(budget, secs),
+        let charge = [Charge { budget, cost: 0.0 }];
+        if let Some(r) = self.remote(&charge) {
+            let limit = self.local.window_limit(budget).unwrap_or(0.0);
+            if let Err(e) = r.adjust(budget, limit, 0.0, secs, 0.0).await {
+                self.failed("block", &e);
+            }
+        }
+        self.local.block(budget, secs);
+    }
+
+    /// The upstream says the budget is spent for `secs` (see [`LocalStore::fill`]).
+    pub async fn fill(&self, budget: &Budget, secs: f64) {
+        let charge = [Charge { budget, cost: 0.0 }];
+        match self.remote(&charge) {
+            None => self.local.fill(budget, secs),
             Some(r) => {
-                self.lock_leases().remove(&budget.id);
-                if let Err(e) = r.adjust(budget, 0.0, secs).await {
-                    self.failed("block", &e);
+                let limit = self.local.window_limit(budget).unwrap_or(0.0);
+                if let Err(e) = r.adjust(budget, limit, 0.0, 0.0, secs).await {
+                    self.failed("fill", &e);
                 }
-                self.local.block(budget, secs);
             }
         }
     }
@@ -463,18 +642,19 @@ pub fn note_local_only() {
 mod tests {
     use super::*;
 
-    fn budget(id: &str, per_minute: u64) -> Budget {
-        Budget {
-            id: id.into(),
-            rate: Rate::per_minute(per_minute),
-        }
+    fn bucket(id: &str, per_minute: u64) -> Budget {
+        Budget::bucket(id.into(), Rate::per_minute(per_minute))
+    }
+
+    fn win(id: &str, per_minute: u64) -> Budget {
+        Budget::per_minute_window(id.into(), per_minute)
     }
 
     #[test]
     fn all_or_nothing() {
         let s = LocalStore::default();
-        let rpm = budget("d:rpm", 6000); // 80 at once
-        let tpm = budget("d:tpm", 600); // 8 at once
+        let rpm = win("d:rpm", 6000); // 100 per window
+        let tpm = win("d:tpm", 600); // 10 per window
         let c = |cost| {
             [
                 Charge {
@@ -484,25 +664,56 @@ mod tests {
                 Charge { budget: &tpm, cost },
             ]
         };
-        assert_eq!(s.try_admit(&c(5.0)), Verdict::Admitted);
-        assert!(matches!(s.try_admit(&c(5.0)), Verdict::Wait(_)));
+        assert_eq!(s.try_admit(&c(6.0)), Verdict::Admitted);
+        assert!(matches!(s.try_admit(&c(6.0)), Verdict::Wait(_)));
         // The refused request took nothing from the request budget.
-        assert!((s.level(&rpm) - 79.0).abs() < 0.01);
-        s.adjust(&tpm, -5.0);
-        assert_eq!(s.try_admit(&c(5.0)), Verdict::Admitted);
+        assert!((s.level(&rpm) - 99.0).abs() < 1e-9);
+        s.adjust(&tpm, -6.0);
+        assert_eq!(s.try_admit(&c(6.0)), Verdict::Admitted);
+    }
+
+    #[test]
+    fn buckets_stay_buckets() {
+        let s = LocalStore::default();
+        let rpm = bucket("k:rpm", 6000); // 80 at once
+        let one = [Charge {
+            budget: &rpm,
+            cost: 1.0,
+        }];
+        let n = (0..200)
+            .take_while(|_| s.try_admit(&one) == Verdict::Admitted)
+            .count();
+        assert_eq!(n, 80);
     }
 
     #[test]
     fn block_empties_for_a_while() {
         let s = LocalStore::default();
-        let rpm = budget("d:rpm", 6000);
-        s.block(&rpm, 2.0);
-        match s.try_admit(&[Charge {
-            budget: &rpm,
-            cost: 1.0,
-        }]) {
-            Verdict::Wait(w) => assert!(w > 1.9 && w < 2.1, "{w}"),
-            v => panic!("{v:?}"),
+        for b in [win("d:rpm", 6000), bucket("k:rpm", 6000)] {
+            s.block(&b, 2.0);
+            match s.try_admit(&[Charge {
+                budget: &b,
+                cost: 1.0,
+            }]) {
+                Verdict::Wait(w) => assert!(w > 1.9 && w < 2.1, "{w}"),
+                v => panic!("{v:?}"),
+            }
         }
+    }
+
+    #[test]
+    fn the_running_config_limit_binds_old_budgets() {
+        let s = LocalStore::default();
+        let old = win("d:rpm", 600); // 10 per window
+        let new = win("d:rpm", 300); // 5
+        let one = [Charge {
+            budget: &old,
+            cost: 1.0,
+        }];
+        s.configure(&[&new]);
+        let n = (0..20)
+            .take_while(|_| s.try_admit(&one) == Verdict::Admitted)
+            .count();
+        assert_eq!(n, 5);
     }
 }
