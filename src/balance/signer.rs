@@ -22,23 +22,35 @@ impl std::fmt::Display for SignError {
 pub enum Signer {
     /// Nothing beyond the static headers.
     Static,
+    /// AWS Signature Version 4 (`auth: {type: aws_sigv4}`).
+    SigV4(Box<super::sigv4::SigV4>),
 }
 
 impl Signer {
     /// The signer an upstream's `auth` needs.
-    pub fn for_upstream(_cfg: &crate::config::Upstream) -> Signer {
-        Signer::Static
+    pub fn for_upstream(cfg: &crate::config::Upstream) -> Signer {
+        match &cfg.auth {
+            crate::config::Auth::AwsSigV4(a) => {
+                Signer::SigV4(Box::new(super::sigv4::SigV4::new(a, "bedrock", &cfg.name)))
+            }
+            _ => Signer::Static,
+        }
     }
 
     /// Sign or authorise `req`, whose headers are final. `body`: the exact bytes that will be sent
     /// (`None`: a body streamed from the client, which a signature cannot cover).
     pub async fn sign(
         &self,
-        _req: &mut RequestHeader,
-        _body: Option<&[u8]>,
+        req: &mut RequestHeader,
+        body: Option<&[u8]>,
     ) -> Result<(), SignError> {
-        match self {
-            Signer::Static => Ok(()),
+        match (self, body) {
+            (Signer::Static, _) => Ok(()),
+            (Signer::SigV4(s), Some(body)) => s.sign(req, body).await,
+            (Signer::SigV4(_), None) => Err(SignError(
+                "a SigV4 signature must cover the body, and a streamed body cannot be covered"
+                    .into(),
+            )),
         }
     }
 
@@ -46,6 +58,7 @@ impl Signer {
     pub fn signs_streamed_bodies(&self) -> bool {
         match self {
             Signer::Static => true,
+            Signer::SigV4(_) => false,
         }
     }
 }

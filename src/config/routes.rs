@@ -60,6 +60,8 @@ pub fn default_allow_paths(upstream: &Upstream) -> Vec<String> {
         Provider::OpenAi | Provider::OpenAiCompatible => OPENAI_PATHS,
         Provider::Anthropic => ANTHROPIC_PATHS,
         Provider::Azure => &["/openai"],
+        // The runtime API (a route works with a Bedrock API key; SigV4 upstreams refuse routes).
+        Provider::Bedrock => &["/model", "/async-invoke", "/guardrail"],
     };
     paths.iter().map(|p| format!("{base}{p}")).collect()
 }
