@@ -15,6 +15,7 @@
 //! | [`openai`] | `openai`, `openai_compatible` | OpenAI's API, relayed |
 //! | [`azure`] | `azure` | OpenAI's API on Azure's paths |
 //! | [`anthropic`] | `anthropic` | Anthropic Messages; OpenAI chat translated to it |
+//! | [`bedrock`] | `bedrock` | AWS Bedrock Converse / InvokeModel, SigV4; OpenAI chat, completions and embeddings translated |
 //!
 //! **Clients of the other API.** A client speaks OpenAI's API or Anthropic's Messages API
 //! ([`ClientApi`]). Every provider serves OpenAI chat (natively or translated); an Anthropic client on
@@ -30,6 +31,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod openai;
 pub mod sse;
 pub mod usage;
@@ -190,6 +192,7 @@ pub fn of(kind: Kind) -> &'static dyn Provider {
         Kind::OpenAiCompatible => &openai::COMPATIBLE,
         Kind::Azure => &azure::Azure,
         Kind::Anthropic => &anthropic::Anthropic,
+        Kind::Bedrock => &bedrock::Bedrock,
     }
 }
 
