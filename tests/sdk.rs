@@ -6,6 +6,9 @@
 //!   anthropic` upstreams (clients speak OpenAI chat; the gateway translates), and over a TLS listener.
 //! * Anthropic Python SDK (`tests/sdk/anthropic_sdk.py`) against `POST /v1/messages` (passthrough to
 //!   `provider: anthropic`).
+//! * Both against `provider: bedrock` (the mock verifying every SigV4 signature): OpenAI chat, streams,
+//!   tools and Cohere embeddings translated to Converse / InvokeModel, Anthropic clients through the chat
+//!   translation.
 //!
 //! Each run prints one line `sdk matrix: provider=... client=... case=pass|skip(why) ...` (see it with
 //! `cargo test --test sdk -- --nocapture`): `skip(n/a)` = the provider has no such API, `skip(mock)` =
@@ -57,11 +60,18 @@ const ANTHROPIC_NA: &[(&str, &str)] = &[
     ("responses_stream", "n/a"),
 ];
 
+/// What Bedrock does not have here (the Responses API is OpenAI's and Azure's).
+const BEDROCK_NA: &[(&str, &str)] = &[("responses", "n/a"), ("responses_stream", "n/a")];
+/// The SigV4 keys the mock checks for `provider: bedrock`.
+const AWS_KEY_ID: &str = "AKIDSDKCONFORMANCE";
+const AWS_SECRET: &str = "sdk-conformance-secret-key-0123456789";
+
 #[derive(Clone, Copy, PartialEq)]
 enum Provider {
     OpenAi,
     Azure,
     Anthropic,
+    Bedrock,
 }
 
 impl Provider {
@@ -70,6 +80,23 @@ impl Provider {
             Provider::OpenAi => "openai",
             Provider::Azure => "azure",
             Provider::Anthropic => "anthropic",
+            Provider::Bedrock => "bedrock",
+        }
+    }
+
+    /// The provider's mock (Bedrock's verifies SigV4).
+    fn mock(self) -> Mock {
+        match self {
+            Provider::Bedrock => Mock::start_with(
+                "M",
+                &[
+                    "--aws-access-key-id",
+                    AWS_KEY_ID,
+                    "--aws-secret-access-key",
+                    AWS_SECRET,
+                ],
+            ),
+            _ => Mock::start("M"),
         }
     }
 
@@ -85,6 +112,7 @@ impl Provider {
     fn skips(self) -> &'static [(&'static str, &'static str)] {
         match self {
             Provider::Anthropic => ANTHROPIC_NA,
+            Provider::Bedrock => BEDROCK_NA,
             _ => MOCK_GAPS,
         }
     }
@@ -102,6 +130,10 @@ impl Provider {
                 "  - {{name: up, provider: anthropic, url: \"{}\", auth: {{type: header, name: x-api-key, value: sk-ant-upstream}}, health_check: {hc}}}\n",
                 mock.url()
             ),
+            Provider::Bedrock => format!(
+                "  - {{name: up, provider: bedrock, url: \"{}\", auth: {{type: aws_sigv4, region: us-east-1, access_key_id: {AWS_KEY_ID}, secret_access_key: {AWS_SECRET}}}, health_check: {hc}}}\n",
+                mock.base()
+            ),
         }
     }
 
@@ -116,6 +148,9 @@ impl Provider {
         match self {
             Provider::Anthropic => format!(
                 "  - {{name: {CLAUDE}, deployments: [{{upstream: up, model: claude-sonnet-4-5}}]}}\n"
+            ),
+            Provider::Bedrock => format!(
+                "  - {{name: {MODEL}, deployments: [{{upstream: up, model: \"anthropic.claude-3-haiku-20240307-v1:0\"}}]}}\n  - {{name: {EMBED_MODEL}, deployments: [{{upstream: up, model: cohere.embed-english-v3}}]}}\n"
             ),
             _ => format!(
                 "  - {{name: {MODEL}, deployments: [{{upstream: up, model: mini-dep}}]}}\n  - {{name: {EMBED_MODEL}, deployments: [{{upstream: up, model: embed-dep}}]}}\n"
@@ -133,6 +168,11 @@ impl Provider {
                 "/openai/v1/responses",
             ],
             Provider::Anthropic => &["/v1/messages"],
+            Provider::Bedrock => &[
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream",
+                "/model/cohere.embed-english-v3/invoke",
+            ],
         }
     }
 
@@ -148,6 +188,17 @@ impl Provider {
             Provider::Anthropic => {
                 assert_eq!(h["x-api-key"], "sk-ant-upstream", "{rec}");
                 assert!(h.get("authorization").is_none(), "{rec}");
+            }
+            Provider::Bedrock => {
+                let auth = h["authorization"].as_str().unwrap_or_default();
+                assert!(
+                    auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={AWS_KEY_ID}/")),
+                    "{rec}"
+                );
+                assert_eq!(
+                    rec["auth"]["ok"], true,
+                    "the mock refused the signature: {rec}"
+                );
             }
         }
     }
@@ -273,6 +324,11 @@ async fn run(
         .args(ca_file)
         .env("LLMPROXY_SDK_KEY", MASTER)
         .env("LLMPROXY_SDK_SKIP", skip_list.join(","))
+        // Bedrock's Cohere model answers 1024-value vectors (the OpenAI mock: its default 8).
+        .env(
+            "LLMPROXY_SDK_EMBED_DIM",
+            if provider == "bedrock" { "1024" } else { "8" },
+        )
         .env("LLMPROXY_SDK_NODE_MODULES", &t.node_modules)
         .kill_on_drop(true);
     if let (Sdk::OpenAiNode, Some(ca)) = (sdk, ca_file) {
@@ -362,7 +418,7 @@ async fn openai_sdk_against(sdk: Sdk, provider: Provider) {
     let Some(t) = tools(sdk).await else {
         return;
     };
-    let mock = Mock::start("M");
+    let mock = provider.mock();
     let gw = gateway(&provider.config(&mock)).await;
     let base = gw.url("/v1");
     let report = run(
@@ -542,4 +598,52 @@ async fn tls_listener_openai_python_sdk() {
 #[tokio::test]
 async fn tls_listener_openai_node_sdk() {
     openai_sdk_over_tls(Sdk::OpenAiNode).await;
+}
+
+/// Bedrock upstream, OpenAI-format clients: chat, streams, tools and embeddings translated to Converse and
+/// InvokeModel (Cohere), every request signed and verified by the mock.
+#[tokio::test]
+async fn bedrock_upstream_openai_python_sdk() {
+    openai_sdk_against(Sdk::OpenAiPython, Provider::Bedrock).await;
+}
+
+/// As [`bedrock_upstream_openai_python_sdk`], with the Node SDK.
+#[tokio::test]
+async fn bedrock_upstream_openai_node_sdk() {
+    openai_sdk_against(Sdk::OpenAiNode, Provider::Bedrock).await;
+}
+
+/// The Anthropic SDK on `/v1/messages` for a model served by Bedrock: translated to a chat request,
+/// then to Converse, and back.
+#[tokio::test]
+async fn bedrock_upstream_anthropic_python_sdk() {
+    let Some(t) = tools(Sdk::AnthropicPython).await else {
+        return;
+    };
+    let mock = Provider::Bedrock.mock();
+    let gw = gateway(&Provider::Bedrock.config(&mock)).await;
+    let base = gw.url("");
+    run(
+        &t,
+        Sdk::AnthropicPython,
+        "bedrock",
+        &[&base, MODEL],
+        &[],
+        None,
+    )
+    .await;
+    let seen = mock.requests().await;
+    let text = serde_json::to_string(&seen).unwrap();
+    assert!(
+        !text.contains(MASTER),
+        "the client's key reached the upstream"
+    );
+    let converse: Vec<&Value> = seen
+        .iter()
+        .filter(|r| r["method"] == "POST" && r["path"].as_str().unwrap_or("").contains("/converse"))
+        .collect();
+    assert!(converse.len() >= 5, "{seen:?}");
+    for rec in converse {
+        Provider::Bedrock.assert_upstream_auth(rec);
+    }
 }
