@@ -1,7 +1,8 @@
 //! `provider: bedrock` through the real binary against the mock's Bedrock dialect, which verifies
 //! every SigV4 signature: chat (stream and not), tools both ways, images, completions,
 //! embeddings (Titan, Cohere), Anthropic clients, errors, throttling, the context-window fallback,
-//! broken event streams, the credential chain (environment, shared files + profile), the health
+//! broken event streams, the credential chain (environment, shared files + profile, cached and
+//! refreshed before expiry through `credential_process`), the health
 //! probe, `check` and `--model bedrock/...`.
 #![allow(clippy::unwrap_used, clippy::expect_used)]
 
@@ -772,6 +773,56 @@ async fn credential_chain_from_shared_files_and_profile() {
             .contains("credentials"),
         "{v}"
     );
+}
+
+/// Credentials from the chain are cached (one `credential_process` run for many requests) and
+/// fetched again when less than five minutes of their lifetime are left.
+#[tokio::test]
+async fn credential_chain_caches_and_refreshes_before_expiry() {
+    let mock = signing_mock("bedrock", true, &[]);
+    for (lifetime, requests, runs) in [("+1 hour", 4, 1), ("+2 minutes", 3, 3)] {
+        let dir = tmp_path("aws");
+        std::fs::create_dir_all(&dir).unwrap();
+        let count = dir.join("runs");
+        let script = dir.join("creds.sh");
+        std::fs::write(
+            &script,
+            format!(
+                "#!/bin/sh\necho run >> '{}'\nprintf '{{\"Version\":1,\"AccessKeyId\":\"{KEY_ID}\",\"SecretAccessKey\":\"{SECRET}\",\"SessionToken\":\"{TOKEN}\",\"Expiration\":\"%s\"}}' \"$(date -u -d '{lifetime}' +%Y-%m-%dT%H:%M:%SZ)\"\n",
+                count.display()
+            ),
+        )
+        .unwrap();
+        let config_file = dir.join("config");
+        std::fs::write(
+            &config_file,
+            format!(
+                "[profile proc]\ncredential_process = sh {}\n",
+                script.display()
+            ),
+        )
+        .unwrap();
+        let env = clean_aws_env(&[
+            ("AWS_CONFIG_FILE", config_file.display().to_string()),
+            (
+                "AWS_SHARED_CREDENTIALS_FILE",
+                dir.join("none").display().to_string(),
+            ),
+        ]);
+        let up = upstream_with("br", &mock, ", profile: proc", "");
+        let (gw, _log) = gateway_with_env(&cfg(&up, MODELS), &[], &env_refs(&env)).await;
+        for _ in 0..requests {
+            let r = post(&gw, "/v1/chat/completions", chat(json!({})), &[]).await;
+            assert_eq!(r.status(), 200, "{lifetime}: {}", r.text().await.unwrap());
+        }
+        let ran = std::fs::read_to_string(&count).unwrap().lines().count();
+        assert_eq!(ran, runs, "{lifetime}: credential_process ran {ran} times");
+    }
+    let recs = signed_requests(&mock, &format!("{HAIKU_PATH}/converse")).await;
+    assert_eq!(recs.len(), 7);
+    assert!(recs
+        .iter()
+        .all(|r| r["headers"]["x-amz-security-token"] == TOKEN));
 }
 
 #[tokio::test]
