@@ -9,6 +9,9 @@
 //! * Both OpenAI SDKs and the Anthropic SDK against `provider: gemini`, `provider: vertex` (OAuth2
 //!   tokens from a service-account key whose token URI is the mock's) and `provider:
 //!   text_generation` (a TGI server: chat and completions only, answers of generated tokens).
+//! * Both against `provider: bedrock` (the mock verifying every SigV4 signature): OpenAI chat, streams,
+//!   tools and Cohere embeddings translated to Converse / InvokeModel, Anthropic clients through the chat
+//!   translation.
 //!
 //! Each run prints one line `sdk matrix: provider=... client=... case=pass|skip(why) ...` (see it with
 //! `cargo test --test sdk -- --nocapture`): `skip(n/a)` = the provider has no such API, `skip(mock)` =
@@ -83,6 +86,11 @@ const TGI_CONTENT: &str = "tok0 tok1 tok2 tok3 tok4 ";
 const GEMINI_KEY: &str = "gk-sdk-upstream-key";
 const SA_EMAIL: &str = "sdk@mock-project.iam.gserviceaccount.com";
 const PUBLISHER: &str = "/v1/projects/mock-project/locations/us-central1/publishers/google";
+/// What Bedrock does not have here (the Responses API is OpenAI's and Azure's).
+const BEDROCK_NA: &[(&str, &str)] = &[("responses", "n/a"), ("responses_stream", "n/a")];
+/// The SigV4 keys the mock checks for `provider: bedrock`.
+const AWS_KEY_ID: &str = "AKIDSDKCONFORMANCE";
+const AWS_SECRET: &str = "sdk-conformance-secret-key-0123456789";
 
 #[derive(Clone, Copy, PartialEq)]
 enum Provider {
@@ -92,6 +100,7 @@ enum Provider {
     Gemini,
     Vertex,
     TextGeneration,
+    Bedrock,
 }
 
 impl Provider {
@@ -103,6 +112,23 @@ impl Provider {
             Provider::Gemini => "gemini",
             Provider::Vertex => "vertex",
             Provider::TextGeneration => "text_generation",
+            Provider::Bedrock => "bedrock",
+        }
+    }
+
+    /// The provider's mock (Bedrock's verifies SigV4).
+    fn mock(self) -> Mock {
+        match self {
+            Provider::Bedrock => Mock::start_with(
+                "M",
+                &[
+                    "--aws-access-key-id",
+                    AWS_KEY_ID,
+                    "--aws-secret-access-key",
+                    AWS_SECRET,
+                ],
+            ),
+            _ => Mock::start("M"),
         }
     }
 
@@ -125,6 +151,7 @@ impl Provider {
             Provider::Anthropic => ANTHROPIC_NA,
             Provider::Gemini | Provider::Vertex => GOOGLE_NA,
             Provider::TextGeneration => TGI_NA,
+            Provider::Bedrock => BEDROCK_NA,
             _ => MOCK_GAPS,
         }
     }
@@ -166,6 +193,10 @@ impl Provider {
                 "  - {{name: up, provider: text_generation, url: \"{}\", auth: {{type: none}}, health_check: {hc}}}\n",
                 mock.base()
             ),
+            Provider::Bedrock => format!(
+                "  - {{name: up, provider: bedrock, url: \"{}\", auth: {{type: aws_sigv4, region: us-east-1, access_key_id: {AWS_KEY_ID}, secret_access_key: {AWS_SECRET}}}, health_check: {hc}}}\n",
+                mock.base()
+            ),
         }
     }
 
@@ -188,6 +219,9 @@ impl Provider {
             ),
             Provider::TextGeneration => format!(
                 "  - {{name: {MODEL}, deployments: [{{upstream: up, model: tgi-model}}]}}\n"
+            ),
+            Provider::Bedrock => format!(
+                "  - {{name: {MODEL}, deployments: [{{upstream: up, model: \"anthropic.claude-3-haiku-20240307-v1:0\"}}]}}\n  - {{name: {EMBED_MODEL}, deployments: [{{upstream: up, model: cohere.embed-english-v3}}]}}\n"
             ),
             _ => format!(
                 "  - {{name: {MODEL}, deployments: [{{upstream: up, model: mini-dep}}]}}\n  - {{name: {EMBED_MODEL}, deployments: [{{upstream: up, model: embed-dep}}]}}\n"
@@ -217,6 +251,11 @@ impl Provider {
                 "/token",
             ],
             Provider::TextGeneration => &["/generate", "/generate_stream"],
+            Provider::Bedrock => &[
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse",
+                "/model/anthropic.claude-3-haiku-20240307-v1%3A0/converse-stream",
+                "/model/cohere.embed-english-v3/invoke",
+            ],
         }
     }
 
@@ -250,6 +289,17 @@ impl Provider {
                 assert_eq!(rec["auth"]["issued_by_mock"], true, "{rec}");
             }
             Provider::TextGeneration => assert!(h.get("authorization").is_none(), "{rec}"),
+            Provider::Bedrock => {
+                let auth = h["authorization"].as_str().unwrap_or_default();
+                assert!(
+                    auth.starts_with(&format!("AWS4-HMAC-SHA256 Credential={AWS_KEY_ID}/")),
+                    "{rec}"
+                );
+                assert_eq!(
+                    rec["auth"]["ok"], true,
+                    "the mock refused the signature: {rec}"
+                );
+            }
         }
     }
 
@@ -375,6 +425,11 @@ async fn run(
         .args(ca_file)
         .env("LLMPROXY_SDK_KEY", MASTER)
         .env("LLMPROXY_SDK_SKIP", skip_list.join(","))
+        // Bedrock's Cohere model answers 1024-value vectors (the OpenAI mock: its default 8).
+        .env(
+            "LLMPROXY_SDK_EMBED_DIM",
+            if provider == "bedrock" { "1024" } else { "8" },
+        )
         .env("LLMPROXY_SDK_NODE_MODULES", &t.node_modules)
         .kill_on_drop(true);
     if let Some(c) = content {
@@ -467,7 +522,7 @@ async fn openai_sdk_against(sdk: Sdk, provider: Provider) {
     let Some(t) = tools(sdk).await else {
         return;
     };
-    let mock = Mock::start("M");
+    let mock = provider.mock();
     let gw = gateway(&provider.config(&mock)).await;
     let base = gw.url("/v1");
     let report = run(
@@ -653,6 +708,19 @@ async fn tls_listener_openai_node_sdk() {
     openai_sdk_over_tls(Sdk::OpenAiNode).await;
 }
 
+/// Bedrock upstream, OpenAI-format clients: chat, streams, tools and embeddings translated to Converse and
+/// InvokeModel (Cohere), every request signed and verified by the mock.
+#[tokio::test]
+async fn bedrock_upstream_openai_python_sdk() {
+    openai_sdk_against(Sdk::OpenAiPython, Provider::Bedrock).await;
+}
+
+/// As [`bedrock_upstream_openai_python_sdk`], with the Node SDK.
+#[tokio::test]
+async fn bedrock_upstream_openai_node_sdk() {
+    openai_sdk_against(Sdk::OpenAiNode, Provider::Bedrock).await;
+}
+
 #[tokio::test]
 async fn gemini_upstream_openai_python_sdk() {
     openai_sdk_against(Sdk::OpenAiPython, Provider::Gemini).await;
@@ -689,7 +757,7 @@ async fn anthropic_sdk_against(provider: Provider, skips: &[(&str, &str)]) {
     let Some(t) = tools(Sdk::AnthropicPython).await else {
         return;
     };
-    let mock = Mock::start("M");
+    let mock = provider.mock();
     let gw = gateway(&provider.config(&mock)).await;
     let base = gw.url("");
     run(
@@ -728,4 +796,9 @@ async fn vertex_upstream_anthropic_python_sdk() {
 #[tokio::test]
 async fn text_generation_upstream_anthropic_python_sdk() {
     anthropic_sdk_against(Provider::TextGeneration, TGI_ANTHROPIC_NA).await;
+}
+
+#[tokio::test]
+async fn bedrock_upstream_anthropic_python_sdk() {
+    anthropic_sdk_against(Provider::Bedrock, &[]).await;
 }

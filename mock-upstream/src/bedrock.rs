@@ -77,6 +77,9 @@
 //!   inferenceTypesSupported, modelLifecycle}]}`; `GET /foundation-models/{modelId}` → `{"modelDetails":
 //!   {...}}`. A signed, token-free request for health checks (signing name `bedrock`, like the
 //!   runtime's).
+//! * `GET /async-invoke` (the runtime's ListAsyncInvokes, the one cheap GET on the runtime
+//!   endpoint itself) → `{"asyncInvokeSummaries": []}` (the mock runs no asynchronous
+//!   invocations).
 //! * Any other `/model/...` path or method: 404 `UnknownOperationException`.
 //!
 //! # Errors
@@ -176,12 +179,14 @@ enum Route {
     Invoke(String),
     ListModels,
     GetModel(String),
+    ListAsyncInvokes,
     Unknown,
 }
 
 /// Whether a path is Bedrock's (runtime or control plane).
 pub(crate) fn is_path(path: &str) -> bool {
     path.starts_with("/model/")
+        || path == "/async-invoke"
         || path == "/foundation-models"
         || path.starts_with("/foundation-models/")
 }
@@ -205,6 +210,9 @@ fn route(method: &Method, path: &str) -> Route {
     }
     if *method != Method::GET {
         return Route::Unknown;
+    }
+    if path == "/async-invoke" {
+        return Route::ListAsyncInvokes;
     }
     match path.strip_prefix("/foundation-models") {
         Some("") | Some("/") => Route::ListModels,
@@ -428,6 +436,11 @@ async fn answer(
         }
         Route::Invoke(model) => invoke(state, model, body, latency),
         Route::ListModels => list_models(state, parts.uri.query()),
+        Route::ListAsyncInvokes => json_response(
+            state,
+            StatusCode::OK,
+            json!({ "asyncInvokeSummaries": [] }).to_string(),
+        ),
         Route::GetModel(id) => match MODELS.iter().find(|m| m.0 == id) {
             Some(m) => json_response(
                 state,

@@ -12,6 +12,7 @@ pub mod connect_proxy;
 pub mod gcp;
 pub mod health;
 pub mod signer;
+pub mod sigv4;
 pub mod upstream;
 
 pub use upstream::UpstreamPool;

@@ -24,6 +24,8 @@ pub enum Signer {
     Static,
     /// A Google OAuth2 access token (`auth: {type: gcp}`), cached and refreshed.
     Google(std::sync::Arc<super::gcp::TokenSource>),
+    /// AWS Signature Version 4 (`auth: {type: aws_sigv4}`).
+    SigV4(Box<super::sigv4::SigV4>),
 }
 
 impl Signer {
@@ -33,6 +35,9 @@ impl Signer {
             crate::config::Auth::Gcp { credentials_file } => Signer::Google(
                 super::gcp::TokenSource::new(&cfg.name, credentials_file.as_ref()),
             ),
+            crate::config::Auth::AwsSigV4(a) => {
+                Signer::SigV4(Box::new(super::sigv4::SigV4::new(a, "bedrock", &cfg.name)))
+            }
             _ => Signer::Static,
         }
     }
@@ -42,11 +47,16 @@ impl Signer {
     pub async fn sign(
         &self,
         req: &mut RequestHeader,
-        _body: Option<&[u8]>,
+        body: Option<&[u8]>,
     ) -> Result<(), SignError> {
-        match self {
-            Signer::Static => Ok(()),
-            Signer::Google(t) => t.sign(req).await,
+        match (self, body) {
+            (Signer::Static, _) => Ok(()),
+            (Signer::Google(t), _) => t.sign(req).await,
+            (Signer::SigV4(s), Some(body)) => s.sign(req, body).await,
+            (Signer::SigV4(_), None) => Err(SignError(
+                "a SigV4 signature must cover the body, and a streamed body cannot be covered"
+                    .into(),
+            )),
         }
     }
 
@@ -54,6 +64,7 @@ impl Signer {
     pub fn signs_streamed_bodies(&self) -> bool {
         match self {
             Signer::Static | Signer::Google(_) => true,
+            Signer::SigV4(_) => false,
         }
     }
 }

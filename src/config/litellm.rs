@@ -77,8 +77,8 @@ const fn local(prefix: &'static str, base: &'static str, v1_under_root: bool) ->
 }
 
 /// Every provider prefix llmproxy understands. A prefix whose native provider this build lacks
-/// (`bedrock`, `gemini`, `vertex`, `text_generation` until they land) is refused by the native
-/// reader, and that error is reported at the LiteLLM `model` key naming the provider.
+/// would be refused by the native reader, and that error reported at the LiteLLM `model` key
+/// naming the provider.
 pub const PROVIDERS: &[ProviderSpec] = &[
     ProviderSpec {
         prefix: "openai",
@@ -1188,13 +1188,13 @@ impl Tx<'_> {
                 let region = self
                     .text(&join(pp, "aws_region_name"), p.get("aws_region_name"))
                     .unwrap_or_else(|| {
-                        if self.env.var("AWS_REGION_NAME").is_none()
-                            && self.env.var("AWS_REGION").is_some()
-                        {
-                            "${AWS_REGION}".into()
-                        } else {
-                            "${AWS_REGION_NAME}".into()
-                        }
+                        // LiteLLM's variable, else the AWS SDKs' (AWS_REGION, then AWS_DEFAULT_REGION);
+                        // none set: the error names LiteLLM's.
+                        let set = ["AWS_REGION_NAME", "AWS_REGION", "AWS_DEFAULT_REGION"]
+                            .into_iter()
+                            .find(|v| self.env.var(v).is_some())
+                            .unwrap_or("AWS_REGION_NAME");
+                        format!("${{{set}}}")
                     });
                 auth.insert(s("region"), s(&region));
                 for (from, to) in AWS_KEYS {
@@ -2379,7 +2379,7 @@ mod tests {
     fn header(auth: &Auth) -> (String, String) {
         match auth {
             Auth::Header { name, value } => (name.to_string(), value.expose().to_string()),
-            Auth::None | Auth::Gcp { .. } => (String::new(), String::new()),
+            Auth::None | Auth::Gcp { .. } | Auth::AwsSigV4(_) => (String::new(), String::new()),
         }
     }
 

@@ -380,6 +380,12 @@ fn resolve(
         match upstream_idx.get(&route.upstream) {
             Some(&idx) => {
                 route.upstream_idx = idx;
+                if matches!(upstreams[idx].auth, Auth::AwsSigV4(_)) {
+                    r.error(
+                        &format!("routes[{i}].upstream"),
+                        format!("upstream `{}` signs every request with aws_sigv4, which a passthrough route cannot do (its body streams through unread); serve its models under `models:` instead", route.upstream),
+                    );
+                }
                 if route.allow_paths.is_empty() {
                     route.allow_paths = routes::default_allow_paths(&upstreams[idx]);
                 }
@@ -492,8 +498,17 @@ impl Config {
             out.push(t.expose().to_string());
         }
         for u in &self.upstreams {
-            if let Auth::Header { value, .. } = &u.auth {
-                header_value(&mut out, value.expose());
+            match &u.auth {
+                Auth::Header { value, .. } => header_value(&mut out, value.expose()),
+                Auth::AwsSigV4(a) => {
+                    if let Some(k) = &a.keys {
+                        out.push(k.secret_access_key.expose().to_string());
+                        if let Some(t) = &k.session_token {
+                            out.push(t.expose().to_string());
+                        }
+                    }
+                }
+                Auth::None | Auth::Gcp { .. } => {}
             }
             for h in u.headers.iter().filter(|h| h.secret) {
                 if let Some(v) = h.value.as_ref().and_then(|v| v.to_str().ok()) {

@@ -66,6 +66,8 @@ pub fn default_allow_paths(upstream: &Upstream) -> Vec<String> {
         // Gemini's and Vertex AI's model methods (`/models/{m}:generateContent`, ...).
         Provider::Gemini | Provider::Vertex => &["/models"],
         Provider::TextGeneration => TGI_PATHS,
+        // The runtime API (a route works with a Bedrock API key; SigV4 upstreams refuse routes).
+        Provider::Bedrock => &["/model", "/async-invoke", "/guardrail"],
     };
     paths.iter().map(|p| format!("{base}{p}")).collect()
 }

@@ -41,6 +41,8 @@ const SECRET_KEYS: &[&str] = &[
     "key",
     "public_key",
     "secret_key",
+    "secret_access_key",
+    "session_token",
 ];
 
 /// Replace every secret in a config tree by `"***"`: secret keys, auth values, sensitive header-op

@@ -20,6 +20,8 @@ pub enum Provider {
     Vertex,
     /// A raw text-generation server (HF TGI `/generate`): chat rendered with a prompt template.
     TextGeneration,
+    /// AWS Bedrock Runtime: Converse / ConverseStream / InvokeModel, SigV4 (see `providers::bedrock`).
+    Bedrock,
 }
 
 impl Provider {
@@ -32,6 +34,7 @@ impl Provider {
             Provider::Gemini => "gemini",
             Provider::Vertex => "vertex",
             Provider::TextGeneration => "text_generation",
+            Provider::Bedrock => "bedrock",
         }
     }
 }
@@ -64,6 +67,27 @@ pub enum Auth {
     Gcp {
         credentials_file: Option<PathBuf>,
     },
+    /// AWS Signature Version 4 on every request (`type: aws_sigv4`), made by `balance::sigv4`.
+    AwsSigV4(AwsAuth),
+}
+
+/// `auth: {type: aws_sigv4, region, access_key_id, secret_access_key, session_token, profile}`.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsAuth {
+    /// The signing region (and, without `url`, the endpoint's).
+    pub region: String,
+    /// Static keys; `None`: the standard AWS credential chain.
+    pub keys: Option<AwsKeys>,
+    /// The shared config/credentials profile the chain reads (`None`: `AWS_PROFILE`, else `default`).
+    pub profile: Option<String>,
+}
+
+/// Static AWS credentials from the config.
+#[derive(Debug, Clone, PartialEq)]
+pub struct AwsKeys {
+    pub access_key_id: String,
+    pub secret_access_key: Secret,
+    pub session_token: Option<Secret>,
 }
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -211,11 +235,17 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
                     ("gemini", Provider::Gemini),
                     ("vertex", Provider::Vertex),
                     ("text_generation", Provider::TextGeneration),
+                    ("bedrock", Provider::Bedrock),
                 ],
             )
         })
         .unwrap_or(Provider::OpenAiCompatible);
-    let url = m.required(r, "url", read_url);
+    // Bedrock's URL follows from the region when it is not given.
+    let url = if provider == Provider::Bedrock && !m.has("url") {
+        None
+    } else {
+        m.required(r, "url", read_url)
+    };
     let api_version = read_api_version(r, &m, provider);
     if provider == Provider::Azure {
         if let Some(u) = &url {
@@ -239,21 +269,45 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Upstream> {
             );
         }
     }
-    let auth = m.with(r, "auth", read_auth).unwrap_or(Auth::None);
+    let auth = m
+        .with(r, "auth", |r, n| read_auth(r, n, provider))
+        .unwrap_or(Auth::None);
     check_provider_auth(r, &m, provider, &auth);
     let prompt_template = super::template::read_for(r, &m, provider);
+    let url = match (provider, url, &auth) {
+        (Provider::Bedrock, None, Auth::AwsSigV4(a)) => parse_url(&format!(
+            "https://bedrock-runtime.{}.amazonaws.com",
+            a.region
+        ))
+        .ok(),
+        (Provider::Bedrock, None, _) => {
+            if m.has("auth") {
+                r.error(
+                    &format!("{}.url", m.path()),
+                    "required for provider `bedrock` unless `auth` is `aws_sigv4` with a `region` (the URL is then https://bedrock-runtime.REGION.amazonaws.com)",
+                );
+            } else {
+                r.error(
+                    &format!("{}.auth", m.path()),
+                    "required for provider `bedrock`: `{type: aws_sigv4, region: us-east-1}` (keys, or none for the standard AWS credential chain), or `{type: bearer, token: ...}` (a Bedrock API key, with `url`)",
+                );
+            }
+            None
+        }
+        (_, url, _) => url,
+    };
     let headers = m
         .with(r, "headers", |r, n| Some(n.list(r, read_header_op)))
         .unwrap_or_default();
     let client = m.with(r, "client", read_client).unwrap_or_default();
     let default_health = HealthCheckConfig {
         path: default_health_path(provider).to_string(),
-        // Vertex AI has no cheap authenticated GET below the publisher path: no active probe unless
-        // one is configured (passive cooldowns still apply).
-        interval: if provider == Provider::Vertex {
-            None
-        } else {
-            HealthCheckConfig::default().interval
+        // Bedrock: passive by default (cooldowns after failures); its probe, when an interval is set,
+        // is a signed GET that spends no tokens (see `providers::bedrock`). Vertex AI has no cheap
+        // authenticated GET below the publisher path: no active probe unless one is configured.
+        interval: match provider {
+            Provider::Bedrock | Provider::Vertex => None,
+            _ => HealthCheckConfig::default().interval,
         },
         ..HealthCheckConfig::default()
     };
@@ -315,6 +369,8 @@ pub fn default_health_path(provider: Provider) -> &'static str {
         | Provider::Anthropic
         | Provider::Gemini
         | Provider::Vertex => "/models",
+        // ListAsyncInvokes, the runtime endpoint's one cheap GET (no tokens, one result).
+        Provider::Bedrock => "/async-invoke?maxResults=1",
     }
 }
 
@@ -426,7 +482,7 @@ fn secret_header_value(r: &mut Reader, path: &str, s: String) -> Option<Secret> 
     Some(Secret::new(s))
 }
 
-fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
+fn read_auth(r: &mut Reader, n: Node, provider: Provider) -> Option<Auth> {
     let m = n.map(
         r,
         &[
@@ -437,15 +493,21 @@ fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
             "name",
             "value",
             "credentials_file",
+            "region",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+            "profile",
         ],
     )?;
-    #[derive(Clone, Copy)]
+    #[derive(Clone, Copy, PartialEq)]
     enum T {
         None,
         Bearer,
         Basic,
         Header,
         Gcp,
+        AwsSigV4,
     }
     let t = m.required(r, "type", |r, n| {
         n.choice(
@@ -456,11 +518,44 @@ fn read_auth(r: &mut Reader, n: Node) -> Option<Auth> {
                 ("basic", T::Basic),
                 ("header", T::Header),
                 ("gcp", T::Gcp),
+                ("aws_sigv4", T::AwsSigV4),
             ],
         )
     })?;
     let path = m.path().to_string();
+    match (provider, t) {
+        (Provider::Bedrock, T::AwsSigV4 | T::Bearer) => {}
+        (Provider::Bedrock, _) => {
+            r.error(
+                &format!("{path}.type"),
+                "provider `bedrock` signs its requests: `aws_sigv4` (AWS credentials), or `bearer` (a Bedrock API key)",
+            );
+            return None;
+        }
+        (_, T::AwsSigV4) => {
+            r.error(
+                &format!("{path}.type"),
+                "`aws_sigv4` signs requests for provider `bedrock` only",
+            );
+            return None;
+        }
+        _ => {}
+    }
+    if t != T::AwsSigV4 {
+        for key in [
+            "region",
+            "access_key_id",
+            "secret_access_key",
+            "session_token",
+            "profile",
+        ] {
+            if m.has(key) {
+                r.error(&format!("{path}.{key}"), "only used by `type: aws_sigv4`");
+            }
+        }
+    }
     match t {
+        T::AwsSigV4 => read_aws_auth(r, &m).map(Auth::AwsSigV4),
         T::None => Some(Auth::None),
         T::Bearer => {
             let token = m.required(r, "token", |r, n| n.string(r))?;
@@ -536,6 +631,81 @@ pub fn check_credentials_file(path: &str) -> Result<(), String> {
         ));
     }
     Ok(())
+}
+
+/// `aws_sigv4`: a region; both keys (a session token optional) or neither (the standard credential
+/// chain, with `profile`). Empty values (`${AWS_ACCESS_KEY_ID:-}` unset) count as absent.
+fn read_aws_auth(r: &mut Reader, m: &super::reader::Map) -> Option<AwsAuth> {
+    let path = m.path().to_string();
+    let text = |r: &mut Reader, key: &str| {
+        m.with(r, key, |r, n| n.string(r))
+            .filter(|s| !s.trim().is_empty())
+    };
+    let region = m.required(r, "region", |r, n| n.string(r)).and_then(|s| {
+        let ok = !s.is_empty()
+            && s.len() <= 32
+            && s.bytes()
+                .all(|b| b.is_ascii_lowercase() || b.is_ascii_digit() || b == b'-');
+        if s.is_empty() {
+            r.error(
+                &format!("{path}.region"),
+                "the region is empty (is its environment variable set?)",
+            );
+            None
+        } else if !ok {
+            r.error(
+                &format!("{path}.region"),
+                format!("`{s}` is not an AWS region (e.g. us-east-1)"),
+            );
+            None
+        } else {
+            Some(s)
+        }
+    });
+    let key_id = text(r, "access_key_id");
+    let secret = text(r, "secret_access_key");
+    let token = text(r, "session_token");
+    let profile = text(r, "profile");
+    let keys = match (key_id, secret) {
+        (Some(id), Some(secret)) => Some(AwsKeys {
+            access_key_id: id,
+            secret_access_key: Secret::new(secret),
+            session_token: token.map(Secret::new),
+        }),
+        (None, None) => {
+            if token.is_some() {
+                r.error(
+                    &format!("{path}.session_token"),
+                    "a session token goes with access_key_id and secret_access_key (give all three, or none for the standard AWS credential chain)",
+                );
+                return None;
+            }
+            None
+        }
+        (id, _) => {
+            let missing = if id.is_some() {
+                "secret_access_key"
+            } else {
+                "access_key_id"
+            };
+            r.error(
+                &format!("{path}.{missing}"),
+                "access_key_id and secret_access_key go together: give both, or neither for the standard AWS credential chain (environment, shared files + profile, web identity, ECS, EC2 instance metadata)",
+            );
+            return None;
+        }
+    };
+    if keys.is_some() && profile.is_some() {
+        r.warn(
+            &format!("{path}.profile"),
+            "ignored: the static keys are used (a profile is read only by the credential chain)",
+        );
+    }
+    Some(AwsAuth {
+        region: region?,
+        keys,
+        profile,
+    })
 }
 
 fn read_header_op(r: &mut Reader, n: Node) -> Option<HeaderOp> {

@@ -17,6 +17,7 @@
 //! | [`anthropic`] | `anthropic` | Anthropic Messages; OpenAI chat translated to it |
 //! | [`gemini`] | `gemini`, `vertex` | Gemini's `generateContent` (Gemini API, Vertex AI); OpenAI chat and embeddings translated to it |
 //! | [`text_generation`] | `text_generation` | a text-generation server's `/generate` (HF TGI); chat rendered with a prompt template |
+//! | [`bedrock`] | `bedrock` | AWS Bedrock Converse / InvokeModel, SigV4; OpenAI chat, completions and embeddings translated |
 //!
 //! **Clients of the other API.** A client speaks OpenAI's API or Anthropic's Messages API
 //! ([`ClientApi`]). Every provider serves OpenAI chat (natively or translated); an Anthropic client on
@@ -32,6 +33,7 @@
 
 pub mod anthropic;
 pub mod azure;
+pub mod bedrock;
 pub mod gemini;
 pub mod openai;
 pub mod sse;
@@ -204,6 +206,7 @@ pub fn of(kind: Kind) -> &'static dyn Provider {
         Kind::Gemini => &gemini::GEMINI,
         Kind::Vertex => &gemini::VERTEX,
         Kind::TextGeneration => &text_generation::TextGeneration,
+        Kind::Bedrock => &bedrock::Bedrock,
     }
 }
 

@@ -195,7 +195,27 @@ pub async fn gateway_with_env(template: &str, env: &[(&str, &str)]) -> Gateway {
     Gateway::spawn_with_env(&["run", "-c", &p], env, port, admin, path).await
 }
 
-/// Wait (bounded) for a line containing `needle` in the log file; returns the line./// Wait (bounded) for a line containing `needle` in the log file; returns the line.
+/// Like [`gateway_with_log`], with environment variables changed on the gateway process only
+/// (`Some` sets one, `None` removes it): credentials the gateway reads from its environment.
+pub async fn gateway_with_env_log(
+    template: &str,
+    extra_args: &[&str],
+    env: &[(&str, Option<&str>)],
+) -> (Gateway, PathBuf) {
+    let port = free_port();
+    let admin = free_port();
+    let yaml = template
+        .replace("{PORT}", &port.to_string())
+        .replace("{ADMIN}", &admin.to_string());
+    let path = tmp_path("llmproxy.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let p = path.to_str().unwrap().to_string();
+    let mut args = vec!["run", "-c", p.as_str()];
+    args.extend_from_slice(extra_args);
+    Gateway::spawn_with_env_log(&args, port, admin, path, env).await
+}
+
+/// Wait (bounded) for a line containing `needle` in the log file; returns the line.
 pub async fn wait_for_line(log: &std::path::Path, needle: &str) -> String {
     let t = Instant::now();
     loop {
@@ -311,6 +331,35 @@ impl Gateway {
         };
         gw.wait_ready().await;
         gw
+    }
+
+    /// [`Gateway::spawn_with_stderr`] with environment changes (see [`gateway_with_env`]); the
+    /// stderr goes to a log file, returned.
+    pub async fn spawn_with_env_log(
+        args: &[&str],
+        port: u16,
+        admin_port: u16,
+        config: PathBuf,
+        env: &[(&str, Option<&str>)],
+    ) -> (Gateway, PathBuf) {
+        let log = tmp_path("stderr.log");
+        let file = std::fs::File::create(&log).unwrap();
+        let mut cmd = Command::new(LLMPROXY);
+        cmd.args(args).stdout(Stdio::null()).stderr(file);
+        for (k, v) in env {
+            match v {
+                Some(v) => cmd.env(k, v),
+                None => cmd.env_remove(k),
+            };
+        }
+        let gw = Gateway {
+            child: cmd.spawn().expect("start llmproxy"),
+            port,
+            admin_port,
+            config,
+        };
+        gw.wait_ready().await;
+        (gw, log)
     }
 
     async fn wait_ready(&self) {

@@ -8,6 +8,7 @@
 //   LLMPROXY_SDK_KEY           the API key for every call (the gateway's master key); default sk-client-side-anything
 //   LLMPROXY_SDK_SKIP          comma-separated cases not to run (a provider without embeddings, ...)
 //   LLMPROXY_SDK_CONTENT       a whole chat answer's text when the provider's mock says something else
+//   LLMPROXY_SDK_EMBED_DIM     the embedding vectors' length (default 8, the mock's default)
 //   LLMPROXY_SDK_NODE_MODULES  where `openai` is installed; default ../../target/sdk-node/node_modules
 //                              (scripts/install-deps --test puts it there)
 // Prints one JSON line {"sdk", "version", "order": [case, ...], "cases": {case: "pass" | "skip" | "fail: why"},
@@ -44,7 +45,8 @@ const CASES = [
 // A whole answer's text: the mock's, unless the provider's dialect answers otherwise.
 const CONTENT = process.env.LLMPROXY_SDK_CONTENT || 'Hello from mock';
 const STREAM = 'tok0 tok1 tok2 tok3 tok4 ';
-const EMBED_DIM = 8; // the mock's default --embedding-dim
+// The mock's default --embedding-dim; its Bedrock dialect's Cohere vectors have 1024.
+const EMBED_DIM = Number(process.env.LLMPROXY_SDK_EMBED_DIM || 8);
 const TOOLS = [
   {
     type: 'function',

@@ -6,6 +6,7 @@ Environment (the same contract as openai_sdk.mjs, the Node SDK's twin):
   LLMPROXY_SDK_KEY   the API key for every call (the gateway's master key); default sk-client-side-anything
   LLMPROXY_SDK_SKIP  comma-separated cases not to run (a provider without embeddings, ...)
   LLMPROXY_SDK_CONTENT  a whole chat answer's text when the provider's mock says something else than "Hello from mock"
+  LLMPROXY_SDK_EMBED_DIM  the embedding vectors' length (default 8, the mock's default)
 Prints one JSON line {"sdk", "version", "order": [case, ...], "cases": {case: "pass" | "skip" | "fail: why"},
 "values": {case: what it saw}}, and exits 1 when a case failed.
 The expected answers are the mock upstream's (the mock-upstream crate, mock-upstream/src/).
@@ -40,7 +41,8 @@ CASES = [
 # server generates its tokens).
 CONTENT = os.environ.get("LLMPROXY_SDK_CONTENT", "Hello from mock")
 STREAM = "tok0 tok1 tok2 tok3 tok4 "
-EMBED_DIM = 8  # the mock's default --embedding-dim
+# The mock's default --embedding-dim; its Bedrock dialect's Cohere vectors have 1024.
+EMBED_DIM = int(os.environ.get("LLMPROXY_SDK_EMBED_DIM", "8"))
 TOOLS = [
     {
         "type": "function",

@@ -168,13 +168,13 @@ pub fn chat_to_messages_with(
 }
 
 /// What a translation (either direction) does with what has no equivalent: `drop_params`.
-pub(super) struct Cx {
-    pub(super) drop_unsupported: bool,
+pub(crate) struct Cx {
+    pub(crate) drop_unsupported: bool,
 }
 
 impl Cx {
     /// `Ok(())` when the unsupported thing may be dropped, the error otherwise.
-    pub(super) fn unsupported(
+    pub(crate) fn unsupported(
         &mut self,
         field: impl Into<String>,
         reason: &str,
@@ -187,16 +187,16 @@ impl Cx {
     }
 }
 
-pub(super) fn non_null<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
+pub(crate) fn non_null<'a>(m: &'a Map<String, Value>, key: &str) -> Option<&'a Value> {
     m.get(key).filter(|v| !v.is_null())
 }
 
-pub(super) fn is_zero(v: &Value) -> bool {
+pub(crate) fn is_zero(v: &Value) -> bool {
     v.as_f64() == Some(0.0)
 }
 
 /// Fields OpenAI has and Anthropic cannot honour (unless trivially droppable).
-pub(super) fn check_unsupported(
+pub(crate) fn check_unsupported(
     req: &Map<String, Value>,
     cx: &mut Cx,
 ) -> Result<(), TranslateError> {
