@@ -61,6 +61,20 @@ pub async fn handle(
             let body = models::get(session, ctx, &id)?;
             reply(session, ctx, 200, body).await
         }
+        Target::Health => {
+            ctx.path_label = "/health";
+            require_method(&method, http::Method::GET)?;
+            // With a master key, only its holder sees the deployments (a virtual key gets 403).
+            if ctx.state.master_digest.is_some()
+                && !matches!(ctx.caller, super::ctx::Caller::Master)
+            {
+                return Err(GatewayError::MasterKeyRequired(
+                    "The health report needs the master key".into(),
+                ));
+            }
+            let body = Bytes::from(crate::admin::upstream_report(&ctx.state).to_string());
+            reply(session, ctx, 200, body).await
+        }
         Target::Model(endpoint) => {
             ctx.path_label = endpoint.template();
             require_method(&method, http::Method::POST)?;
