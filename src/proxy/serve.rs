@@ -96,13 +96,13 @@ async fn model_request(
     endpoint: Endpoint,
 ) -> Result<Handled, GatewayError> {
     let state = ctx.state.clone();
+    ctx.endpoint = Some(endpoint);
     let raw = body::read(session, state.config.server.max_request_body).await?;
-    if state
-        .tracing
-        .as_ref()
-        .is_some_and(|t| t.cfg.include_content)
-    {
-        ctx.traced_body = Some(raw.clone());
+    if let Some(t) = &state.tracing {
+        ctx.traced_answer = Some(Box::default());
+        if t.cfg.include_content {
+            ctx.traced_body = Some(raw.clone());
+        }
     }
     let req = ModelRequest::parse(&raw)?;
     let requested = ctx
