@@ -172,8 +172,8 @@ async fn content_only_when_enabled_and_errors_marked() {
     let spans = rx.wait_spans(2).await;
     let body = spans
         .iter()
-        .find_map(|s| attr(s, "llmproxy.request.body"))
-        .expect("a body attribute");
+        .find_map(|s| attr(s, "gen_ai.input.messages"))
+        .expect("the messages attribute");
     assert!(body["stringValue"]
         .as_str()
         .unwrap()

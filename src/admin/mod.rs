@@ -60,36 +60,43 @@ impl Admin {
     }
 
     fn upstreams(&self) -> serde_json::Value {
-        let state = self.shared.state.load();
-        let (mut healthy, mut unhealthy) = (Vec::new(), Vec::new());
-        for (mi, model) in state.config.models.iter().enumerate() {
-            for (di, d) in model.deployments.iter().enumerate() {
-                let pool = &state.upstreams[d.upstream_idx];
-                let cooldown = state.balancers[mi].deployments[di].cooldown_left();
-                let ok = pool.healthy() && cooldown.is_none();
-                let entry = json!({
-                    "model": model.name,
-                    "deployment_model": d.model,
-                    "upstream": pool.cfg.name,
-                    "api_base": pool.cfg.url.raw,
-                    "healthy": ok,
-                    "cooldown_remaining_ms": cooldown.map(|c| c.as_millis() as u64),
-                    "last_error": pool.last_error(),
-                });
-                if ok {
-                    healthy.push(entry);
-                } else {
-                    unhealthy.push(entry);
-                }
+        upstream_report(&self.shared.state.load())
+    }
+}
+
+/// The seed-002 health report of every deployment — `{"healthy_endpoints": [...],
+/// "unhealthy_endpoints": [...], "healthy_count", "unhealthy_count"}` — as the admin listener's
+/// `/health/upstreams` and a client listener's `/health` serve it (and `llmproxy --health` prints).
+/// No secret: upstream credentials are not part of it, and a URL's password would be masked.
+pub fn upstream_report(state: &crate::state::State) -> serde_json::Value {
+    let (mut healthy, mut unhealthy) = (Vec::new(), Vec::new());
+    for (mi, model) in state.config.models.iter().enumerate() {
+        for (di, d) in model.deployments.iter().enumerate() {
+            let pool = &state.upstreams[d.upstream_idx];
+            let cooldown = state.balancers[mi].deployments[di].cooldown_left();
+            let ok = pool.healthy() && cooldown.is_none();
+            let entry = json!({
+                "model": model.name,
+                "deployment_model": d.model,
+                "upstream": pool.cfg.name,
+                "api_base": crate::config::secret::redact_url(&pool.cfg.url.raw),
+                "healthy": ok,
+                "cooldown_remaining_ms": cooldown.map(|c| c.as_millis() as u64),
+                "last_error": pool.last_error(),
+            });
+            if ok {
+                healthy.push(entry);
+            } else {
+                unhealthy.push(entry);
             }
         }
-        json!({
-            "healthy_endpoints": healthy,
-            "unhealthy_endpoints": unhealthy,
-            "healthy_count": healthy.len(),
-            "unhealthy_count": unhealthy.len(),
-        })
     }
+    json!({
+        "healthy_endpoints": healthy,
+        "unhealthy_endpoints": unhealthy,
+        "healthy_count": healthy.len(),
+        "unhealthy_count": unhealthy.len(),
+    })
 }
 
 #[async_trait]

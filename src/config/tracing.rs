@@ -6,14 +6,14 @@ use super::secret::Secret;
 
 #[derive(Debug, Clone, PartialEq)]
 pub struct TracingConfig {
-    /// `http://collector:4318/v1/traces`; `None`: tracing off.
+    /// `http://collector:4318/v1/traces`; `None` (and no Langfuse): tracing off.
     pub otlp_endpoint: Option<String>,
     /// Fraction of requests traced, 0.0–1.0.
     pub sample_ratio: f64,
-    /// Add the request body (truncated) to spans. Off by default: prompts are user data.
+    /// Add the request's messages and a small non-streamed answer's output (each truncated) to
+    /// spans. Off by default: prompts are user data.
     pub include_content: bool,
-    /// Where Langfuse traces would go. Validated only: the Langfuse exporter is not part of this
-    /// version (a warning says so at start and in `check`).
+    /// Langfuse as a second OTLP destination: `{host}/api/public/otel/v1/traces` with Basic auth.
     pub langfuse: Option<Langfuse>,
 }
 
@@ -69,12 +69,6 @@ pub fn read(r: &mut Reader, node: Node) -> Option<TracingConfig> {
         );
     }
     let langfuse = m.with(r, "langfuse", read_langfuse);
-    if langfuse.is_some() {
-        r.warn(
-            &format!("{}.langfuse", m.path()),
-            "accepted and validated, but this version of llmproxy does not export to Langfuse yet: no traces are sent there (use tracing.otlp_endpoint for OpenTelemetry)",
-        );
-    }
     Some(TracingConfig {
         otlp_endpoint,
         sample_ratio: sample_ratio.clamp(0.0, 1.0),

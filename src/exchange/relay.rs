@@ -40,6 +40,7 @@ pub(super) async fn stream(
                 if let Some(rec) = ctx.cache_record.as_mut() {
                     rec.push(&rest);
                 }
+                ctx.trace_answer(&rest);
                 if let Err(w) = write(session, Some(rest), false, deadlines).await {
                     return client_failed(ctx, w);
                 }
@@ -50,6 +51,9 @@ pub(super) async fn stream(
             ctx.outcome.first_byte = Some(Instant::now());
         }
         let out = answer.chunk(chunk);
+        if let Some(c) = out.as_ref() {
+            ctx.trace_answer(c);
+        }
         if let (Some(rec), Some(c)) = (ctx.cache_record.as_mut(), out.as_ref()) {
             if ctx.outcome.status < 300 {
                 rec.sse = sse;
@@ -207,6 +211,7 @@ pub(super) async fn whole(
     };
     ctx.set_usage(answer.usage());
     ctx.outcome.status = up.status.as_u16();
+    ctx.trace_answer(&body);
     let mut resp = match downstream_header(
         up,
         ctx,

@@ -91,6 +91,10 @@ impl Metrics {
             &["upstream"],
         )?;
         r.register(Box::new(upstream_healthy.clone()))?;
+        // Counted by the span exporters, which run outside any one config (see `otel`).
+        if let Some(c) = crate::otel::EXPORT_FAILURES.as_ref() {
+            r.register(Box::new(c.clone()))?;
+        }
         let queue_depth = IntGaugeVec::new(
             Opts::new("llmproxy_queue_depth", "Requests waiting for rate budget"),
             &["model"],

@@ -83,6 +83,11 @@ impl UsageScanner {
         (self.fed == self.tail.len()).then_some(self.tail.as_slice())
     }
 
+    /// The last bytes of the body (at least [`WINDOW`] of them, when there were that many).
+    pub fn tail(&self) -> &[u8] {
+        &self.tail
+    }
+
     /// The usage in the body seen so far, if any.
     pub fn usage(&self) -> Option<Usage> {
         let start = self.tail.len().saturating_sub(WINDOW);

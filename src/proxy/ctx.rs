@@ -51,6 +51,11 @@ pub struct RequestCtx {
     pub batch: super::batch::BatchState,
     /// The request body, kept only when `tracing.include_content` is on.
     pub traced_body: Option<bytes::Bytes>,
+    /// The model endpoint asked for (`gen_ai.operation.name`).
+    pub endpoint: Option<crate::route::Endpoint>,
+    /// With tracing on: the last bytes of the answer sent to the client (the whole of a small one),
+    /// for the span's response model, finish reasons and (with `include_content`) output.
+    pub traced_answer: Option<Box<UsageScanner>>,
     /// The key, team and end user the request is governed as (budgets, spend, the spend log).
     pub governed: crate::keys::Governed,
     /// The token budgets charged at admission (key, team, end user), settled with the real usage.
@@ -158,6 +163,8 @@ impl RequestCtx {
             cache_record: None,
             batch: Default::default(),
             traced_body: None,
+            endpoint: None,
+            traced_answer: None,
             governed: Default::default(),
             rates_charged: Default::default(),
             outcome: Outcome::default(),
@@ -173,6 +180,13 @@ impl RequestCtx {
     /// Record the answer's usage as the upstream reported it.
     pub fn set_usage(&mut self, usage: Option<Usage>) {
         self.outcome.usage = usage.map(Metered::Reported);
+    }
+
+    /// Keep `bytes` of the answer for the span (with tracing on).
+    pub fn trace_answer(&mut self, bytes: &[u8]) {
+        if let Some(t) = self.traced_answer.as_mut() {
+            t.feed(bytes);
+        }
     }
 
     /// Count the request as failed with `kind`.

@@ -302,11 +302,13 @@ fn access_log(session: &Session, ctx: &RequestCtx, seen: &Seen<'_>) {
     }
 }
 
-/// One OpenTelemetry span for the finished request.
+/// One OpenTelemetry span for the finished request: the OpenTelemetry GenAI semantic conventions'
+/// attributes and the gateway's own; content only with `tracing.include_content`.
 fn span(t: &crate::otel::Tracing, ctx: &RequestCtx, seen: &Seen<'_>) {
-    use opentelemetry::KeyValue;
+    use opentelemetry::{KeyValue, StringValue, Value};
     let end = std::time::SystemTime::now();
     let start = end.checked_sub(seen.elapsed).unwrap_or(end);
+    let state = &ctx.state;
     let mut a = vec![
         KeyValue::new("llmproxy.request_id", ctx.request_id.clone()),
         KeyValue::new("llmproxy.listener", seen.forward.to_string()),
@@ -316,14 +318,28 @@ fn span(t: &crate::otel::Tracing, ctx: &RequestCtx, seen: &Seen<'_>) {
         KeyValue::new("llmproxy.queue_ms", ctx.queue_wait.as_millis() as i64),
         KeyValue::new("llmproxy.duration_ms", seen.elapsed.as_secs_f64() * 1000.0),
     ];
+    if let Some(e) = ctx.endpoint {
+        a.push(KeyValue::new(
+            "gen_ai.operation.name",
+            crate::otel::operation(e),
+        ));
+    }
     if let Some(m) = seen.model {
         a.push(KeyValue::new("gen_ai.request.model", m.to_string()));
+    }
+    if let Some(pool) = ctx.upstream.and_then(|u| state.upstreams.get(u)) {
+        a.push(KeyValue::new(
+            "gen_ai.provider.name",
+            crate::otel::provider_name(pool.cfg.provider, &pool.cfg.url.host),
+        ));
+        a.push(KeyValue::new("server.address", pool.cfg.url.host.clone()));
+        a.push(KeyValue::new("server.port", i64::from(pool.cfg.url.port)));
     }
     if let Some(u) = seen.upstream {
         a.push(KeyValue::new("llmproxy.deployment", u.to_string()));
     }
-    if let Some(u) = ctx.outcome.usage {
-        let u = u.usage();
+    if let Some(m) = ctx.outcome.usage {
+        let u = m.usage();
         a.push(KeyValue::new(
             "gen_ai.usage.input_tokens",
             u.prompt_tokens as i64,
@@ -332,12 +348,68 @@ fn span(t: &crate::otel::Tracing, ctx: &RequestCtx, seen: &Seen<'_>) {
             "gen_ai.usage.output_tokens",
             u.completion_tokens as i64,
         ));
+        if u.cached_tokens > 0 {
+            a.push(KeyValue::new(
+                "gen_ai.usage.cache_read.input_tokens",
+                u.cached_tokens as i64,
+            ));
+        }
+        if u.cache_write_tokens > 0 {
+            a.push(KeyValue::new(
+                "gen_ai.usage.cache_creation.input_tokens",
+                u.cache_write_tokens as i64,
+            ));
+        }
+        if u.reasoning_tokens > 0 {
+            a.push(KeyValue::new(
+                "gen_ai.usage.reasoning.output_tokens",
+                u.reasoning_tokens as i64,
+            ));
+        }
+        if m.estimated() {
+            a.push(KeyValue::new("llmproxy.usage_estimated", true));
+        }
     }
     if let Some(first) = ctx.outcome.first_byte {
+        let ttft = first.duration_since(ctx.start);
         a.push(KeyValue::new(
             "llmproxy.ttft_ms",
-            first.duration_since(ctx.start).as_secs_f64() * 1000.0,
+            ttft.as_secs_f64() * 1000.0,
         ));
+        if ctx.endpoint.is_some() {
+            a.push(KeyValue::new(
+                "gen_ai.server.time_to_first_token",
+                ttft.as_secs_f64(),
+            ));
+        }
+    }
+    let include_content = t.cfg.include_content;
+    if let Some(tail) = &ctx.traced_answer {
+        let facts = crate::otel::AnswerFacts::read(tail.whole(), tail.tail());
+        if let Some(m) = facts.model {
+            a.push(KeyValue::new("gen_ai.response.model", m));
+        }
+        if !facts.finish_reasons.is_empty() {
+            let reasons: Vec<StringValue> = facts
+                .finish_reasons
+                .into_iter()
+                .map(StringValue::from)
+                .collect();
+            a.push(KeyValue::new(
+                "gen_ai.response.finish_reasons",
+                Value::Array(reasons.into()),
+            ));
+        }
+        if include_content {
+            if let Some(o) = facts.output {
+                a.push(KeyValue::new("gen_ai.output.messages", o));
+            }
+        }
+    }
+    if include_content {
+        if let Some(body) = ctx.traced_body.as_deref() {
+            a.extend(crate::otel::input_content(body));
+        }
     }
     if let Some(c) = ctx.outcome.cache {
         a.push(KeyValue::new("llmproxy.cache", c.label()));
@@ -345,12 +417,14 @@ fn span(t: &crate::otel::Tracing, ctx: &RequestCtx, seen: &Seen<'_>) {
     if let Some(k) = &ctx.key_id {
         a.push(KeyValue::new("llmproxy.key_id", k.to_string()));
     }
+    if let Some(e) = ctx.outcome.error {
+        a.push(KeyValue::new("error.type", e.label()));
+    }
     t.record(crate::otel::RequestSpan {
         name: &format!("{} {}", seen.method, seen.path),
         start,
         end,
         attributes: a,
         error: ctx.outcome.error.map(|e| e.label()),
-        content: ctx.traced_body.as_deref(),
     });
 }

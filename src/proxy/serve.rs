@@ -61,6 +61,20 @@ pub async fn handle(
             let body = models::get(session, ctx, &id)?;
             reply(session, ctx, 200, body).await
         }
+        Target::Health => {
+            ctx.path_label = "/health";
+            require_method(&method, http::Method::GET)?;
+            // With a master key, only its holder sees the deployments (a virtual key gets 403).
+            if ctx.state.master_digest.is_some()
+                && !matches!(ctx.caller, super::ctx::Caller::Master)
+            {
+                return Err(GatewayError::MasterKeyRequired(
+                    "The health report needs the master key".into(),
+                ));
+            }
+            let body = Bytes::from(crate::admin::upstream_report(&ctx.state).to_string());
+            reply(session, ctx, 200, body).await
+        }
         Target::Model(endpoint) => {
             ctx.path_label = endpoint.template();
             require_method(&method, http::Method::POST)?;
@@ -82,13 +96,13 @@ async fn model_request(
     endpoint: Endpoint,
 ) -> Result<Handled, GatewayError> {
     let state = ctx.state.clone();
+    ctx.endpoint = Some(endpoint);
     let raw = body::read(session, state.config.server.max_request_body).await?;
-    if state
-        .tracing
-        .as_ref()
-        .is_some_and(|t| t.cfg.include_content)
-    {
-        ctx.traced_body = Some(raw.clone());
+    if let Some(t) = &state.tracing {
+        ctx.traced_answer = Some(Box::default());
+        if t.cfg.include_content {
+            ctx.traced_body = Some(raw.clone());
+        }
     }
     let req = ModelRequest::parse(&raw)?;
     let requested = ctx

@@ -50,6 +50,8 @@ pub enum Target {
     Model(Endpoint),
     ListModels,
     GetModel(String),
+    /// `GET /health`: the seed-002 upstream health report.
+    Health,
     /// Index into `Config::routes`, and the path to send upstream.
     Passthrough(usize, String),
     Unknown,
@@ -82,6 +84,7 @@ pub fn classify(cfg: &Config, path: &str) -> Target {
         "/messages" => Target::Model(Endpoint::Messages),
         "/messages/count_tokens" => Target::Model(Endpoint::CountTokens),
         "/models" => Target::ListModels,
+        "/health" => Target::Health,
         _ => match p.strip_prefix("/models/") {
             Some(id) if !id.is_empty() => Target::GetModel(id.to_string()),
             _ => Target::Unknown,
