@@ -496,8 +496,10 @@ impl RedisStore {
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub struct StateUnavailable;
 
-/// The budget store of a running config: local, or Redis with a local fallback. Only window
-/// budgets (an upstream's limits) are shared; bucket budgets stay in [`Store::local`].
+/// The budget store of a running config: local, or Redis with a local fallback. With Redis every
+/// budget is shared as a window: an upstream's limits as configured, a caller's (key, team, end
+/// user) at its rate (`limit / 60` per second, no burst beyond it), so that every instance sees one
+/// budget.
 pub struct Store {
     pub local: LocalStore,
     redis: Option<RedisStore>,
@@ -555,14 +557,19 @@ impl Store {
         }
     }
 
-    /// Whether `charges` go to Redis: with shared state, every charge is against a window.
+    /// Whether `charges` go to Redis: with shared state, all of them (see [`Store::shared_limit`]).
     fn remote(&self, charges: &[Charge<'_>]) -> Option<&RedisStore> {
-        self.redis.as_ref().filter(|_| {
-            !charges.is_empty()
-                && charges
-                    .iter()
-                    .all(|c| matches!(c.budget.limit, Limit::Window(_)))
-        })
+        self.redis.as_ref().filter(|_| !charges.is_empty())
+    }
+
+    /// The window limit a budget is admitted against in Redis: a window budget's current limit; a
+    /// bucket's rate over one window (a cost above it holds the window longer, so the average
+    /// stays the rate).
+    fn shared_limit(&self, b: &Budget) -> f64 {
+        match b.limit {
+            Limit::Window(_) => self.local.window_limit(b).unwrap_or(0.0),
+            Limit::Bucket(rate) => window::WINDOW_SECS / rate.unit_secs,
+        }
     }
 
     pub async fn try_admit(&self, charges: &[Charge<'_>]) -> Result<Verdict, StateUnavailable> {
@@ -571,7 +578,7 @@ impl Store {
         };
         let with_limits: Vec<(Charge<'_>, f64)> = charges
             .iter()
-            .map(|c| (*c, self.local.window_limit(c.budget).unwrap_or(0.0)))
+            .map(|c| (*c, self.shared_limit(c.budget)))
             .collect();
         match redis.try_admit(&with_limits).await {
             Ok(v) => Ok(v),
@@ -595,7 +602,7 @@ impl Store {
         match self.remote(&charge) {
             None => self.local.adjust(budget, units),
             Some(r) => {
-                let limit = self.local.window_limit(budget).unwrap_or(0.0);
+                let limit = self.shared_limit(budget);
                 if let Err(e) = r.adjust(budget, limit, units, 0.0, 0.0).await {
                     self.failed("adjust", &e);
                 }
@@ -606,7 +613,7 @@ impl Store {
     pub async fn block(&self, budget: &Budget, secs: f64) {
         let charge = [Charge { budget, cost: 0.0 }];
         if let Some(r) = self.remote(&charge) {
-            let limit = self.local.window_limit(budget).unwrap_or(0.0);
+            let limit = self.shared_limit(budget);
             if let Err(e) = r.adjust(budget, limit, 0.0, secs, 0.0).await {
                 self.failed("block", &e);
             }
@@ -620,7 +627,7 @@ impl Store {
         match self.remote(&charge) {
             None => self.local.fill(budget, secs),
             Some(r) => {
-                let limit = self.local.window_limit(budget).unwrap_or(0.0);
+                let limit = self.shared_limit(budget);
                 if let Err(e) = r.adjust(budget, limit, 0.0, 0.0, secs).await {
                     self.failed("fill", &e);
                 }
