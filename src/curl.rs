@@ -1,4 +1,4 @@
-//! `--detailed_debug` (seed 002): every upstream request logged as a `curl` command a person can
+//! `--detailed_debug`: every upstream request logged as a `curl` command a person can
 //! paste, with credentials masked (`Authorization: Bearer sk-qnWG****`).
 //!
 //! The log target [`TARGET`] is at debug level only with `--detailed_debug` (`--debug` alone leaves

@@ -17,7 +17,7 @@
 //! What requests cost — the built-in price table and exact cost arithmetic — is [`pricing`].
 //! The admin listener ([`admin`]) serves health, metrics and the redacted config.
 //!
-//! Configs are native or LiteLLM-format (seed 002, translated by [`config::litellm`]); seed 002's
+//! Configs are native or LiteLLM-format (translated by [`config::litellm`]); LiteLLM's
 //! command line adds [`curl`] (`--detailed_debug` lines) and [`probe`] (`--test`, `--health`).
 
 pub mod admin;

@@ -1,4 +1,9 @@
 //! `llmproxy`: command line → config → server (see `llmproxy --help`).
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command line: its answers go to stdout, its errors to stderr"
+)]
 
 use clap::{Args, Parser, Subcommand};
 use llmproxy::app::{self, ProcessOptions};
@@ -12,7 +17,7 @@ use std::process::ExitCode;
     name = "llmproxy",
     version,
     about = "An OpenAI-compatible LLM API gateway on Pingora",
-    after_help = "Seed 002 (LiteLLM) style: `llmproxy --model ollama/llama3`, `llmproxy --config litellm.yaml`, \
+    after_help = "LiteLLM style: `llmproxy --model ollama/llama3`, `llmproxy --config litellm.yaml`, \
 `llmproxy --test`, `llmproxy --health`. Flags with `_` also take `-` (`--api_base` = `--api-base`)."
 )]
 struct Cli {
@@ -24,7 +29,7 @@ struct Cli {
     seed: SeedArgs,
 }
 
-/// Seed 002's proxy flags (LiteLLM's `litellm --model ... --port ...`).
+/// LiteLLM's proxy flags (`litellm --model ... --port ...`).
 #[derive(Args, Clone, Default)]
 struct SeedArgs {
     /// Serve this one model without a config file: `provider/id` (`openai/x` for any
@@ -124,7 +129,7 @@ enum Command {
         #[arg(short = 'c', long = "config", visible_alias = "conf")]
         config: PathBuf,
     },
-    /// Print a LiteLLM-format config (seed 002) in llmproxy's native format.
+    /// Print a LiteLLM-format config in llmproxy's native format.
     Convert {
         #[arg(short = 'c', long = "config", visible_alias = "conf")]
         config: PathBuf,
@@ -435,7 +440,7 @@ fn prices(model: Option<&str>) -> ExitCode {
 }
 
 /// `--test` / `--health` against a running gateway: its addresses from --host/--port/--admin-listen,
-/// else from the config (-c), else seed 002's defaults (0.0.0.0:4000, admin 127.0.0.1:9000).
+/// else from the config (-c), else LiteLLM's defaults (0.0.0.0:4000, admin 127.0.0.1:9000).
 fn probe(run: &RunArgs, seed: &SeedArgs) -> ExitCode {
     use llmproxy::probe;
     use std::net::SocketAddr;

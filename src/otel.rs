@@ -1,4 +1,4 @@
-//! Optional OpenTelemetry export (seed 002): one span per client request, sent as OTLP/HTTP JSON by
+//! Optional OpenTelemetry export: one span per client request, sent as OTLP/HTTP JSON by
 //! the SDK's batch processor on its own thread (never on a Pingora worker), to an OTLP collector
 //! (`tracing.otlp_endpoint`) and/or Langfuse (`tracing.langfuse`: its OTLP endpoint with Basic
 //! auth). A span follows the OpenTelemetry GenAI semantic conventions (`gen_ai.operation.name`,

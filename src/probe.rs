@@ -1,8 +1,8 @@
-//! `llmproxy --test` and `llmproxy --health` (seed 002): one call to a gateway that is already
+//! `llmproxy --test` and `llmproxy --health`: one call to a gateway that is already
 //! running, for people checking their setup from a second shell.
 //!
 //! `--test` sends one chat completion and returns the answer's text; `--health` returns the
-//! seed-002 report `{"healthy_endpoints": [...], "unhealthy_endpoints": [...]}` from the admin
+//! LiteLLM's report `{"healthy_endpoints": [...], "unhealthy_endpoints": [...]}` from the admin
 //! listener's `/health/upstreams` (or, when the admin listener does not answer, a client
 //! listener's `/health` if it serves that report).
 
@@ -25,7 +25,7 @@ pub struct Target {
     pub timeout: Duration,
 }
 
-/// The prompt of `--test` (seed 002's).
+/// The prompt of `--test` (LiteLLM's).
 pub const TEST_PROMPT: &str = "this is a test request, write a short poem";
 
 /// A listening address as a destination: the wildcard (`0.0.0.0`, `::`) is this host.

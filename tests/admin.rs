@@ -1,6 +1,12 @@
 //! Admin listener: health, upstream health, metrics with the exact seed-001 names, redacted config;
 //! and `llmproxy check`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use serde_json::Value;

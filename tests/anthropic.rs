@@ -1,7 +1,13 @@
 //! `provider: anthropic` through the gateway: OpenAI chat requests translated to Anthropic's
 //! Messages API and back (non-stream, stream, tools, errors, usage), Anthropic SDK callers served
 //! on `POST /v1/messages` as they are, and what Anthropic cannot do refused with a clear 400.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use serde_json::{json, Value};

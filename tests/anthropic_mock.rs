@@ -1,7 +1,13 @@
 //! The Anthropic translation library (`llmproxy::providers::anthropic`) against the mock's Anthropic
 //! dialect: translated requests are accepted as Anthropic validates them, answers and streams
 //! translate back to OpenAI shapes, errors map. (The gateway's request path is wired separately.)
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -2,7 +2,13 @@
 //! create, update and delete of keys, teams and end users and every config reload is recorded with
 //! who did it and what changed (never a secret); `GET /audit/logs` filters and pages it, a virtual
 //! key may not read it, and `llmproxy audit` prints it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -1,7 +1,13 @@
 //! Azure OpenAI (`provider: azure`): deployment paths with `api-version`, `api-key` (or Entra bearer)
 //! auth, the v1 Responses path, Azure's 429s retried and cooled like OpenAI's, health checks on
 //! `/openai/models`, passthrough untouched, and `check` errors with their key paths.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use serde_json::{json, Value};

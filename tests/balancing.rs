@@ -1,5 +1,11 @@
 //! Strategies, health checks taking a dead deployment out and back, connect failure fall-through.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use std::collections::HashMap;

@@ -14,7 +14,13 @@
 //! at once and its clients answered from the batch.
 //!
 //! Each scenario prints (eprintln) the jobs created, client latency p50/p95/p99 and fallbacks.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

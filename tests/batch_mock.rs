@@ -4,7 +4,13 @@
 //! upload, create, poll, download; embeddings; failed, expired and cancelled batches; omitted and
 //! failing lines; validation errors; the list's paging and metadata; creates answered late, never,
 //! or with a 5xx after the batch was created.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -4,7 +4,13 @@
 //! broken event streams, the credential chain (environment, shared files + profile, cached and
 //! refreshed before expiry through `credential_process`), the health
 //! probe, `check` and `--model bedrock/...`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -1,5 +1,11 @@
 //! Large bodies: 1 MiB routed with its model rewritten, also after a failed connect; 413 above the limit.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use serde_json::json;

@@ -1,7 +1,13 @@
 //! Issue: response cache. Exact-match hits, key stability, determinism, TTL, controls, chunk-exact
 //! stream replay, cross-serving, size and memory bounds, Redis shared by two instances,
 //! single-flight.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -2,7 +2,13 @@
 //! `anthropic`), each in front of the mock upstream speaking that provider's dialect. The client
 //! side is always OpenAI's format; the suite prints the provider × feature matrix and asserts it,
 //! including what a provider does not support (answered with a clear 400, never a wrong answer).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use serde_json::{json, Value};

@@ -1,7 +1,13 @@
 //! `provider: gemini` through the real binary, against the mock's Gemini API: chat (whole and
 //! SSE), tools and images round trips, embeddings, safety blocks, Google's errors and rate limits,
 //! Anthropic clients, and broken streams.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use serde_json::{json, Value};

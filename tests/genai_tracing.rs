@@ -4,7 +4,13 @@
 //! `tracing.include_content`; Langfuse as an OTLP destination with Basic auth (natively and from a
 //! LiteLLM `success_callback: ["langfuse"]`); a dead collector counted; and the client listener's
 //! `/health` in seed 002's shape, behind the master key when one is set.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

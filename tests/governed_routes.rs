@@ -2,7 +2,13 @@
 //! `routes` scope; a listener serves only the routes its scope admits; only `allow_paths` reach the
 //! upstream; `max_request_body` and the key's own rpm apply. And a scoped key's 404 lists only the
 //! models it may use.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -1,6 +1,12 @@
 //! Hostile-client findings, each through the real binary: ambiguous bodies (one `model` reaches the
 //! upstream), and the rest of the reliability issue's rows as they are fixed.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -1,6 +1,12 @@
 //! Hostile input: every case answers a clear 4xx in OpenAI error format or closes the connection, and
 //! the gateway keeps serving afterwards. Requests are written as raw bytes to control every detail.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use std::io::{Read, Write};

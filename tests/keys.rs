@@ -1,7 +1,13 @@
 //! Issue: keys, auth and spend, through the real gateway: the auth matrix, key management on the
 //! listener, per-key aliases and scope, spend priced exactly, budget exhaustion, secrets never
 //! leaking — against SQLite and a real PostgreSQL — and two instances on one PostgreSQL.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

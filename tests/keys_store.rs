@@ -1,6 +1,12 @@
 //! Issue: keys, auth and spend — the key store and its in-memory view. The same suite runs against
 //! SQLite (a temporary file) and a real PostgreSQL server the test starts itself.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -2,7 +2,13 @@
 //! example configs (adapted to loopback mock upstreams) served as they are, `check` on bad LiteLLM
 //! files (every error at its LiteLLM key path, exit 1), the `convert` round trip, reload of a
 //! LiteLLM file, and the `--test` / `--health` flags against a running and a stopped gateway.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -1,6 +1,12 @@
 //! `upstreams[].client.proxy`: requests reach the upstream only through a real HTTP CONNECT proxy
 //! (tinyproxy from Debian, installed by `scripts/install-deps --test`).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use std::process::{Command, Stdio};

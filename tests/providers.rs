@@ -1,6 +1,12 @@
 //! Provider quirks the gateway absorbs: the Responses API's stored conversations pinned to the
 //! deployment that created them, and self-hosted servers that report no usage (estimated, marked).
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use serde_json::{json, Value};

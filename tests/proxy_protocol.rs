@@ -2,7 +2,13 @@
 //! sharing one Redis. The client-IP limit and the access log see the real client address (not
 //! HAProxy's), the global rate limit holds across both instances, and connections that cannot be
 //! believed (no PROXY header, or from a peer outside `trusted_proxies`) are closed unanswered.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

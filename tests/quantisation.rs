@@ -7,7 +7,13 @@
 //! Everything is measured on the mock's record of the requests it admitted (`/__mock/admissions`,
 //! in order, with their times and token costs): the windows' maxima, the utilisation in steady
 //! state, and the mock's own count of the 429s it answered.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 
@@ -100,7 +106,7 @@ async fn record(mock: &Mock) -> Vec<Adm> {
 
 /// What the mock saw, measured over its record (all of it printed; some only printed).
 #[derive(Debug)]
-#[allow(dead_code)]
+#[allow(dead_code, reason = "some fields are only printed")]
 struct Seen {
     /// 429s the mock answered.
     rejected: u64,

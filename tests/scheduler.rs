@@ -1,7 +1,13 @@
 //! Issue: rate scheduling. The mock enforces rpm/tpm the way OpenAI documents it (per-minute limits
 //! enforced per second) and counts the 429s it returns; the gateway must never provoke one, use
 //! ≥ 95% of the budget, queue in order, and refuse clearly when the queue is full or too slow.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

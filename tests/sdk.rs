@@ -21,7 +21,13 @@
 //! by `LLMPROXY_SDK_PYTHON`) and `openai` in `target/sdk-node/node_modules` (or
 //! `LLMPROXY_SDK_NODE_MODULES`; `node` from PATH or `LLMPROXY_SDK_NODE`). Without them these tests fail
 //! and say so; `LLMPROXY_SKIP_SDK=1` skips them knowingly.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use serde_json::Value;

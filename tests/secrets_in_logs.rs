@@ -2,7 +2,13 @@
 //! every provider and upstream auth type (bearer, basic, a custom auth header, secret header ops, an
 //! outbound proxy with a password, a Redis password, the master key and a virtual key), and its
 //! whole log is searched for each secret. A database password in a failed start is masked too.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -4,7 +4,13 @@
 //! through the price arithmetic with hand-written figures), a model with no price warned about and
 //! counted, one spend-log row per request under 1,000 concurrent requests, the filters and the
 //! report, and a virtual key reading none of it.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -1,5 +1,11 @@
 //! SSE passthrough: bytes identical, pacing preserved, usage counted, honest errors mid-stream.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use futures_util::StreamExt;

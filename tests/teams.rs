@@ -4,7 +4,13 @@
 //! (passing, or refused with `keys.require_known_user`), spend by team in `/metrics` (top N +
 //! other); and two instances on one PostgreSQL + Redis holding a team budget within the
 //! documented overshoot bound.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

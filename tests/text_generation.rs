@@ -2,7 +2,13 @@
 //! rendered with the upstream's prompt template (the prompt the server received asserted exactly),
 //! completions sent as they are, parameters, streams, usage from `details`, errors, Anthropic
 //! clients, and `check`.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use serde_json::{json, Value};

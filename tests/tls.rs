@@ -1,7 +1,13 @@
 //! Issue 10, TLS at the edge: `listeners[].tls` serves HTTPS with HTTP/2 by ALPN (HTTP/1.1 for
 //! clients that ask for it), certificates are checked by `llmproxy check`, re-read on SIGHUP for new
 //! handshakes while open connections keep going, and PROXY protocol works in front of TLS.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

@@ -1,7 +1,13 @@
 //! Issue: operations — OpenTelemetry export. An OTLP/HTTP receiver started by the test gets one span
 //! per request with model, deployment, status, tokens and timings, and no message content unless
 //! `include_content` is set.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 
 mod common;
 

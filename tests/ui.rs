@@ -11,7 +11,13 @@
 //! `scripts/install-deps --test` installs Chromium (`/usr/bin/chromium`, or `LLMPROXY_UI_CHROMIUM`)
 //! and Playwright in the SDK venv (`target/sdk-venv`, or the python named by `LLMPROXY_SDK_PYTHON`).
 //! Without them the browser test fails and says so.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use serde_json::{json, Value};

@@ -2,7 +2,13 @@
 //! with Gemini's wire format, and OAuth2 access tokens from a service-account key (the JWT grant
 //! at the key file's `token_uri`), `GOOGLE_APPLICATION_CREDENTIALS` or the metadata server —
 //! one grant for many requests, refreshed before expiry.
-#![allow(clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "a test stops at the first surprise and prints what it measured"
+)]
 mod common;
 use common::*;
 use mock_upstream::gcp_test_key;

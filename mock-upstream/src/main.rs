@@ -1,6 +1,11 @@
 //! `mock_upstream`: the mock upstream as a process, for the load tests and manual runs. The CLI is
 //! documented in the library (`mock_upstream` crate docs); once listening, the process prints
 //! `listening on <addr>` on stdout (harnesses read the port from it) and serves until killed.
+#![allow(
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "the command line: `listening on ADDR` is what harnesses read"
+)]
 
 use std::io::Write as _;
 use std::process::ExitCode;

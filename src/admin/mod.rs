@@ -64,7 +64,7 @@ impl Admin {
     }
 }
 
-/// The seed-002 health report of every deployment — `{"healthy_endpoints": [...],
+/// The LiteLLM's health report of every deployment — `{"healthy_endpoints": [...],
 /// "unhealthy_endpoints": [...], "healthy_count", "unhealthy_count"}` — as the admin listener's
 /// `/health/upstreams` and a client listener's `/health` serve it (and `llmproxy --health` prints).
 /// No secret: upstream credentials are not part of it, and a URL's password would be masked.

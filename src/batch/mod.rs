@@ -1,4 +1,4 @@
-//! Batch API coalescing (seed 004): ordinary requests answered through the provider's Batch API, at
+//! Batch API coalescing: ordinary requests answered through the provider's Batch API, at
 //! its price, behind a client that simply waits longer.
 //!
 //! - The request path ([`crate::proxy::batch`]) decides a request is eligible, builds its JSONL line
@@ -458,7 +458,7 @@ impl Batcher {
         }
     }
 
-    /// The `/stats` `batches` section (seed 004's shape, plus requests per batch and what is
+    /// The `/stats` `batches` section (the documented shape, plus requests per batch and what is
     /// pending now).
     pub fn stats_json(&self) -> Value {
         let mut v = match self.stats.lock() {
@@ -555,7 +555,7 @@ impl Stats {
         self.lines += lines as u64;
     }
 
-    /// Seed 004's shape (the requests' one) plus `requests_per_batch`.
+    /// The documented shape (the requests' one) plus `requests_per_batch`.
     fn json(&self) -> Value {
         let mut v = self.jobs.json();
         let per_batch = match self.jobs.total() {

@@ -16,7 +16,7 @@ pub struct JsonBody<'a> {
     fields: Vec<scan::Member<'a>>,
 }
 
-/// Per-request overrides in the body (seed 002), removed before forwarding; the exchange caps them
+/// Per-request overrides in the body, removed before forwarding; the exchange caps them
 /// at the configured limits.
 #[derive(Debug, Default, Clone, PartialEq)]
 pub struct Overrides {
@@ -99,7 +99,7 @@ impl<'a> JsonBody<'a> {
     /// (replacing it when present).
     ///
     /// `defaults` (top-level field, raw JSON) are added when the client did not send that field
-    /// (`deployments[].params`, seed 002).
+    /// (`deployments[].params`).
     pub fn with_model_and(
         &self,
         model: &str,

@@ -1,4 +1,4 @@
-//! `models[].batch`: coalescing a model's requests into the provider's Batch API (seed 004).
+//! `models[].batch`: coalescing a model's requests into the provider's Batch API.
 //!
 //! The runtime that uses it is [`crate::batch`]; this file only reads and validates the section.
 

@@ -5,7 +5,7 @@
 //! [`reader`], which collects every error with its key path, so `llmproxy check` lists them all at once.
 //! Cross references (a deployment's upstream, a route's upstream, a listener's models) are checked here.
 //!
-//! Every way in goes through [`from_value`]: a LiteLLM-format document (seed 002, a top-level
+//! Every way in goes through [`from_value`]: a LiteLLM-format document (a top-level
 //! `model_list`) is first translated into the native one ([`litellm`]), command-line settings are
 //! laid over it ([`overrides`]), then the native reader validates it; errors of a LiteLLM file are
 //! reported at its own key paths.
@@ -164,7 +164,7 @@ pub fn from_value(value: &serde_yaml::Value, env: &dyn Env, overrides: &Override
     from_translation(t, env)
 }
 
-/// The quick start (`llmproxy --model provider/id [--api_base URL]`, seed 002): a one-entry
+/// The quick start (`llmproxy --model provider/id [--api_base URL]`): a one-entry
 /// LiteLLM `model_list`, served under `--alias` (else the `--model` text) and its bare id.
 pub fn quick_start(
     qs: &QuickStart,

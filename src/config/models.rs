@@ -30,7 +30,7 @@ pub struct Deployment {
     pub upstream_idx: usize,
     pub model: String,
     pub weight: usize,
-    /// Requests per minute this deployment may be sent (seed 000); `None`: unlimited.
+    /// Requests per minute this deployment may be sent; `None`: unlimited.
     pub rpm: Option<u64>,
     /// Tokens per minute, counted the way the provider counts (prompt + max output at admission).
     pub tpm: Option<u64>,
@@ -41,7 +41,7 @@ pub struct Deployment {
     pub headers: Vec<(http::HeaderName, http::HeaderValue)>,
 }
 
-/// `models[].queue`: how requests wait for budget (seed 000 scheduler).
+/// `models[].queue`: how requests wait for budget.
 #[derive(Debug, Clone, PartialEq)]
 pub struct QueuePolicy {
     /// Waiting requests beyond this get 429 at once.
@@ -127,12 +127,12 @@ pub struct Model {
     pub cache: super::cache::ModelCache,
     /// USD per million tokens, for spend; `None`: requests of this model cost nothing.
     pub pricing: Option<Pricing>,
-    /// `batch`: coalescing into the provider's Batch API (seed 004); off unless configured.
+    /// `batch`: coalescing into the provider's Batch API; off unless configured.
     pub batch: super::batch::ModelBatch,
     /// `drop_params`: parameters the provider does not support are dropped instead of refused. Set
     /// per model, else from the top-level `drop_params` (resolved when the config is read).
     pub drop_params: Option<bool>,
-    /// `add_function_to_prompt` (seed 002's `--add_function_to_prompt`): for deployments whose provider
+    /// `add_function_to_prompt` (LiteLLM's `--add_function_to_prompt`): for deployments whose provider
     /// has no tool support, the request's `tools` / `functions` are to be described in the system
     /// prompt instead of refused. The setting is read and validated here; the request path applies it.
     pub add_function_to_prompt: bool,

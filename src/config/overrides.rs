@@ -1,4 +1,4 @@
-//! Command-line settings laid over a config (seed 002's proxy flags: `--host`, `--port`,
+//! Command-line settings laid over a config (LiteLLM's proxy flags: `--host`, `--port`,
 //! `--num_workers`, `--temperature`, `--max_tokens`, `--request_timeout`, `--drop_params`,
 //! `--add_function_to_prompt`, `--debug`).
 //!

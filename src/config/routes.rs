@@ -1,4 +1,4 @@
-//! `routes:` — path-prefix passthrough to an upstream (seed 000): `/openai/...` goes to the upstream
+//! `routes:` — path-prefix passthrough to an upstream: `/openai/...` goes to the upstream
 //! as-is, with its auth and header operations, but without model routing or body rewriting.
 //!
 //! A route lends the upstream's credentials to whoever may use it, so it is governed like a model:

@@ -7,7 +7,7 @@ use std::net::{IpAddr, SocketAddr};
 use std::path::PathBuf;
 use std::time::Duration;
 
-/// One OpenAI-compatible listener (a seed-001 "forward").
+/// One OpenAI-compatible listener (a "forward").
 #[derive(Debug, Clone)]
 pub struct Listener {
     pub name: String,
@@ -19,7 +19,7 @@ pub struct Listener {
     pub routes: Option<Vec<String>>,
     /// Which passthrough routes this listener serves (resolved from `routes`).
     pub route_scope: RouteScope,
-    /// Per-client-IP token bucket (seed 001).
+    /// Per-client-IP token bucket.
     pub client_ratelimit: Option<ClientRateLimit>,
     /// HTTPS on this listener (HTTP/2 by ALPN).
     pub tls: Option<ListenerTls>,

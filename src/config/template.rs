@@ -1,4 +1,4 @@
-//! `upstreams[].prompt_template` — how a text-generation server's chat prompt is written (seed 002's
+//! `upstreams[].prompt_template` — how a text-generation server's chat prompt is written (LiteLLM's
 //! `initial_prompt_value`, `roles`, `final_prompt_value`, `bos_token`, `eos_token`). The rendering
 //! itself is `providers::text_generation::render`.
 

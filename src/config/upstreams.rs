@@ -109,7 +109,7 @@ pub struct HeaderOp {
     pub secret: bool,
 }
 
-/// An outbound HTTP proxy reached with `CONNECT` (seed 001).
+/// An outbound HTTP proxy reached with `CONNECT`.
 #[derive(Debug, Clone, PartialEq)]
 pub struct OutboundProxy {
     pub host: String,

@@ -13,7 +13,10 @@ use tokio::time::Instant as TokioInstant;
 /// Wait for rate budget: the balancer's pick `first` is preferred, any other usable
 /// deployment of the model that has budget will do. Charges the request; refuses with 429 when the
 /// model's queue is full or the wait would pass `queue.max_wait` (or the request's deadline).
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the admission's inputs are distinct values of one request, not a group"
+)]
 pub(super) async fn admit(
     state: &State,
     session: &mut Session,

@@ -18,7 +18,10 @@ const WHOLE_BODY_LIMIT: usize = 32 * 1024 * 1024;
 
 /// Relay the rest of the response, starting with `first`. Returns how it ended and whether the
 /// upstream ended the body cleanly (then its connection can go back to the pool).
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the relay loop takes the exchange's parts by reference, borrowed from different owners"
+)]
 pub(super) async fn stream(
     shared: &Shared,
     t: &Target<'_>,
@@ -167,7 +170,10 @@ fn client_failed(ctx: &mut RequestCtx, w: WriteFailed) -> (Relayed, bool) {
 
 /// An answer converted whole (a translated non-streamed answer): read (bounded), converted, written
 /// in one piece. Until it is written, a failure can still move to another attempt.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "the relay loop takes the exchange's parts by reference, borrowed from different owners"
+)]
 pub(super) async fn whole(
     shared: &Shared,
     t: &Target<'_>,

@@ -1,6 +1,6 @@
 //! Prometheus collectors, registered once per process in their own registry.
 //!
-//! The seed-001 names and labels are kept exactly (`llmproxy_upstream_*`, `llmproxy_http_*`,
+//! The documented names and labels are kept exactly (`llmproxy_upstream_*`, `llmproxy_http_*`,
 //! `llmproxy_ratelimit_total`); `group` is the model name, `upstream` the upstream name, `forward` the
 //! listener name and `path` the route template, never a raw URL.
 

@@ -578,7 +578,11 @@ mod tests {
     /// What one `record` costs with both cores recording at once (run in release:
     /// `cargo test --release --lib timeline::tests::record_cost -- --ignored --nocapture`).
     #[test]
-    #[ignore]
+    #[ignore = "a micro-benchmark, run by hand in release"]
+    #[allow(
+        clippy::print_stdout,
+        reason = "a micro-benchmark run by hand reports its figure"
+    )]
     fn record_cost_under_contention() {
         const N: u32 = 500_000;
         let t = std::sync::Arc::new(Timeline::default());

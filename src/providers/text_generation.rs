@@ -2,7 +2,7 @@
 //! {url}/generate` and `/generate_stream`, which take one prompt (`inputs`) and its `parameters`.
 //!
 //! **Chat completions** are rendered to one prompt with the upstream's `prompt_template` ([`render`],
-//! seed 002's rules): `bos_token` + `initial_prompt_value`, then each message as
+//! LiteLLM's rules): `bos_token` + `initial_prompt_value`, then each message as
 //! `roles.{role}.pre_message` + its text + `roles.{role}.post_message` (`developer` messages use the
 //! `system` role's; a role the template does not name gets nothing around its text), an assistant
 //! message followed by `eos_token` (unless its `post_message` already ends with it), a system or

@@ -61,7 +61,10 @@ fn count(shared: &Shared, result: &str) {
 
 /// Batch the request when it is eligible. `Some`: answered (or the client left); `None`: not
 /// batched, or the batcher sent it back — go through the synchronous exchange.
-#[allow(clippy::too_many_arguments)]
+#[allow(
+    clippy::too_many_arguments,
+    reason = "one batched request's parts, each from a different phase"
+)]
 pub async fn try_batch(
     shared: &Shared,
     state: &State,

@@ -50,7 +50,7 @@ pub enum Target {
     Model(Endpoint),
     ListModels,
     GetModel(String),
-    /// `GET /health`: the seed-002 upstream health report.
+    /// `GET /health`: the LiteLLM's upstream health report.
     Health,
     /// Index into `Config::routes`, and the path to send upstream.
     Passthrough(usize, String),

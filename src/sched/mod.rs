@@ -1,4 +1,4 @@
-//! Rate scheduling (seed 000): per-deployment, per-upstream and per-key rpm/tpm budgets, and the
+//! Rate scheduling: per-deployment, per-upstream and per-key rpm/tpm budgets, and the
 //! per-model admission queue that makes requests wait their turn instead of meeting a provider's 429.
 //!
 //! A request costs 1 request and its token estimate ([`tokens`]) against every budget on its way:
@@ -750,7 +750,10 @@ pub fn key_identity(secret: &[u8]) -> Arc<str> {
     format!("k{:016x}", h.finish()).into()
 }
 
-#[allow(dead_code)]
+#[allow(
+    dead_code,
+    reason = "compiled only to check that the admission future is Send"
+)]
 fn _assert_send(s: Arc<ModelSched>) -> impl Send {
     async move {
         let _ = s.acquire(vec![0], Ask::default()).await;

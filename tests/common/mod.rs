@@ -1,7 +1,14 @@
 //! Test harness: boots the real `llmproxy` binary on loopback with ephemeral ports, and the mock
 //! upstream in-process (the `mock-upstream` crate, on its own thread and runtime); waits for
 //! readiness with bounded polling (never fixed sleeps).
-#![allow(dead_code, clippy::unwrap_used, clippy::expect_used)]
+#![allow(
+    dead_code,
+    clippy::unwrap_used,
+    clippy::expect_used,
+    clippy::print_stdout,
+    clippy::print_stderr,
+    reason = "shared by every test binary (each uses part of it); a test stops at the first surprise"
+)]
 
 pub mod governance;
 

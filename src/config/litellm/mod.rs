@@ -1,4 +1,4 @@
-//! LiteLLM-format configs (seed 002), read as they are.
+//! LiteLLM-format configs, read as they are.
 //!
 //! A document whose top level has `model_list` is a LiteLLM proxy config. It is translated into the
 //! native document (a `serde_yaml::Value`), which the native reader then validates like any other
@@ -770,7 +770,7 @@ fn host_label(url: &str) -> Option<String> {
     })
 }
 
-/// `llmproxy --model provider/id` without a config: a one-entry `model_list` (seed 002's quick
+/// `llmproxy --model provider/id` without a config: a one-entry `model_list` (LiteLLM's quick
 /// start).
 #[derive(Debug, Clone, Default)]
 pub struct QuickStart {

@@ -33,7 +33,7 @@ fn header(auth: &Auth) -> (String, String) {
     }
 }
 
-/// Seed 002's load-balancing example, as written (`llm_params`, empty `api_key`).
+/// LiteLLM's load-balancing example, as written (`llm_params`, empty `api_key`).
 const SEED_MULTI: &str = r#"
 model_list:
   - model_name: gpt-3.5-turbo
@@ -326,7 +326,7 @@ litellm_settings:
     assert_eq!(timeouts, [10, 3, 10]);
     assert_eq!(cfg.upstreams[2].provider.as_str(), "openai");
     assert_eq!(cfg.upstreams[2].url.raw, "https://api.openai.com/v1");
-    // seed 002's OpenTelemetry switch, with no OTEL_* variable: a collector on this host
+    // LiteLLM's OpenTelemetry switch, with no OTEL_* variable: a collector on this host
     let otel = format!("{text}general_settings: {{otel: True}}\n");
     let cfg = parse(&otel, &no_env()).unwrap();
     assert_eq!(
@@ -392,7 +392,7 @@ general_settings:
     );
     // Langfuse is exported to now: no "not exported" warning.
     assert!(!w.contains("does not export to Langfuse"), "{w}");
-    // seed 002's older form: `cache: {type: redis}` with REDIS_* in the environment
+    // LiteLLM's older form: `cache: {type: redis}` with REDIS_* in the environment
     let text = "model_list: [{model_name: m, litellm_params: {model: gpt-4o}}]\nlitellm_settings: {cache: {type: redis}}\nenvironment_variables: {REDIS_HOST: localhost, REDIS_PORT: \"6390\", REDIS_PASSWORD: }\n";
     let cfg = parse(text, &no_env()).unwrap();
     assert_eq!(
