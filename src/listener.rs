@@ -42,14 +42,49 @@ const IDLE_DRAIN: Duration = Duration::from_secs(1);
 /// A [`ServerApp`] wrapper that drains client connections on shutdown.
 pub struct Draining<A> {
     inner: Arc<A>,
-    open: Arc<AtomicUsize>,
-    changed: Notify,
+    counts: Arc<Counts>,
     grace: Duration,
     /// `server.proxy_protocol`: read each plain connection's header before serving it.
     proxy_protocol: Option<Arc<ProxyProtocol>>,
     shared: Arc<Shared>,
+}
+
+/// Open client connections, in all and per client address.
+#[derive(Debug, Default)]
+struct Counts {
+    open: Arc<AtomicUsize>,
     /// Open connections per client address (addresses with none are removed).
     per_ip: Mutex<HashMap<IpAddr, usize>>,
+    /// Told when the last open connection closed.
+    changed: Notify,
+}
+
+/// One client connection's place in [`Counts`], from its admission until the connection is
+/// dropped. An HTTP/1 connection carries it inside its stream (Pingora hands the stream back and
+/// forth between keep-alive requests, so a count taken per call would fall to zero between two
+/// requests of a connection that stays open); an HTTP/2 connection, served in one call, and a PROXY
+/// protocol connection, served in this layer's own loop, hold it for that call.
+#[derive(Debug)]
+pub(crate) struct Ticket {
+    counts: Arc<Counts>,
+    ip: Option<IpAddr>,
+}
+
+impl Drop for Ticket {
+    fn drop(&mut self) {
+        if let Some(ip) = self.ip {
+            let mut per_ip = self.counts.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            if let Some(n) = per_ip.get_mut(&ip) {
+                *n = n.saturating_sub(1);
+                if *n == 0 {
+                    per_ip.remove(&ip);
+                }
+            }
+        }
+        if self.counts.open.fetch_sub(1, Ordering::AcqRel) == 1 {
+            self.counts.changed.notify_waiters();
+        }
+    }
 }
 
 impl<A> Draining<A> {
@@ -61,17 +96,15 @@ impl<A> Draining<A> {
     ) -> Self {
         Draining {
             inner: Arc::new(inner),
-            open: Arc::new(AtomicUsize::new(0)),
-            changed: Notify::new(),
+            counts: Arc::default(),
             grace,
             proxy_protocol,
             shared,
-            per_ip: Mutex::new(HashMap::new()),
         }
     }
 
     /// Count a new connection from `ip` against the caps; `None` when it is over one (close it).
-    fn admit(&self, ip: Option<IpAddr>) -> Option<IpGuard<'_, A>> {
+    fn admit(&self, ip: Option<IpAddr>) -> Option<Ticket> {
         let state = self.shared.state.load();
         let server = &state.config.server;
         if self.open() > server.max_connections {
@@ -80,7 +113,7 @@ impl<A> Draining<A> {
         }
         let ip = ip.filter(|ip| !server.trusted_proxies.contains(*ip));
         if let Some(ip) = ip {
-            let mut per_ip = self.per_ip.lock().unwrap_or_else(|p| p.into_inner());
+            let mut per_ip = self.counts.per_ip.lock().unwrap_or_else(|p| p.into_inner());
             let n = per_ip.entry(ip).or_insert(0);
             if *n >= server.max_connections_per_ip {
                 drop(per_ip);
@@ -89,7 +122,11 @@ impl<A> Draining<A> {
             }
             *n += 1;
         }
-        Some(IpGuard { app: self, ip })
+        self.counts.open.fetch_add(1, Ordering::AcqRel);
+        Some(Ticket {
+            counts: self.counts.clone(),
+            ip,
+        })
     }
 
     fn refused(&self, reason: &str) {
@@ -102,33 +139,12 @@ impl<A> Draining<A> {
 
     /// Client connections currently open (serving or idle between requests).
     pub fn open(&self) -> usize {
-        self.open.load(Ordering::Acquire)
+        self.counts.open.load(Ordering::Acquire)
     }
 
     /// The open-connection count, to watch from elsewhere (the shutdown drain).
     pub fn open_counter(&self) -> Arc<AtomicUsize> {
-        self.open.clone()
-    }
-}
-
-/// Holds one connection's place in its address's count.
-struct IpGuard<'a, A> {
-    app: &'a Draining<A>,
-    ip: Option<IpAddr>,
-}
-
-impl<A> Drop for IpGuard<'_, A> {
-    fn drop(&mut self) {
-        let Some(ip) = self.ip else {
-            return;
-        };
-        let mut per_ip = self.app.per_ip.lock().unwrap_or_else(|p| p.into_inner());
-        if let Some(n) = per_ip.get_mut(&ip) {
-            *n -= 1;
-            if *n == 0 {
-                per_ip.remove(&ip);
-            }
-        }
+        self.counts.open.clone()
     }
 }
 
@@ -139,24 +155,6 @@ fn peer_ip(stream: &Stream) -> Option<IpAddr> {
     Some(crate::config::server::canonical(addr))
 }
 
-/// Counts one connection for as long as its request (or its wait for the next one) runs.
-struct OpenGuard<'a, A>(&'a Draining<A>);
-
-impl<'a, A> OpenGuard<'a, A> {
-    fn new(app: &'a Draining<A>) -> Self {
-        app.open.fetch_add(1, Ordering::AcqRel);
-        OpenGuard(app)
-    }
-}
-
-impl<A> Drop for OpenGuard<'_, A> {
-    fn drop(&mut self) {
-        if self.0.open.fetch_sub(1, Ordering::AcqRel) == 1 {
-            self.0.changed.notify_waiters();
-        }
-    }
-}
-
 #[async_trait]
 impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
     async fn process_new(
@@ -164,7 +162,6 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
         stream: Stream,
         shutdown: &ShutdownWatch,
     ) -> Option<Stream> {
-        let _open = OpenGuard::new(self);
         let header_timeout = self
             .shared
             .state
@@ -174,20 +171,23 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
             .client_timeouts
             .header;
         let Some(pp) = &self.proxy_protocol else {
-            let _ip = self.admit(peer_ip(&stream))?;
-            // Pingora calls this again with the same (wrapped) stream for each keep-alive request.
-            let stream = if stream.as_any().is::<header_deadline::HeaderDeadline>() {
-                stream
-            } else {
-                header_deadline::wrap(stream, header_timeout)
+            // Pingora calls this again with the same (wrapped) stream for each keep-alive request:
+            // the connection was admitted, and its ticket travels in the stream.
+            if stream.as_any().is::<header_deadline::HeaderDeadline>() {
+                return self.inner.process_new(stream, shutdown).await;
+            }
+            let ticket = self.admit(peer_ip(&stream))?;
+            return match header_deadline::wrap(stream, header_timeout, ticket) {
+                Ok(stream) => self.inner.process_new(stream, shutdown).await,
+                // HTTP/2: the whole connection is served in this call.
+                Err((stream, _ticket)) => self.inner.process_new(stream, shutdown).await,
             };
-            return self.inner.process_new(stream, shutdown).await;
         };
         // The header opens the connection, not each request: read it once, then serve the
         // connection's requests here (the loop Pingora would otherwise run around this call).
         let mut next = pp.accept_plain(stream).await;
-        let _ip = self.admit(next.as_ref().and_then(peer_ip))?;
-        next = next.map(|s| header_deadline::wrap(s, header_timeout));
+        let _ticket = self.admit(next.as_ref().and_then(peer_ip))?;
+        next = next.map(|s| header_deadline::wrap_untracked(s, header_timeout));
         while let Some(stream) = next {
             next = self.inner.process_new(stream, shutdown).await;
         }
@@ -201,7 +201,7 @@ impl<A: ServerApp + Send + Sync + 'static> ServerApp for Draining<A> {
         let wait = IDLE_DRAIN.min(self.grace / 4);
         let drained = async {
             loop {
-                let changed = self.changed.notified();
+                let changed = self.counts.changed.notified();
                 tokio::pin!(changed);
                 changed.as_mut().enable();
                 if self.open() == 0 {

@@ -96,7 +96,7 @@ impl State {
             .map(|m| {
                 let carry = |i: usize| {
                     let d = &m.deployments[i];
-                    if !kept[d.upstream_idx] {
+                    if !kept[d.upstream_id.index()] {
                         return None;
                     }
                     live.get(&(m.name.as_str(), d.upstream.as_str(), d.model.as_str()))
@@ -226,7 +226,7 @@ impl Shared {
                 .iter()
                 .zip(&state.balancers)
                 .flat_map(|(m, b)| m.deployments.iter().zip(&b.deployments))
-                .filter(|(d, _)| d.upstream_idx == ui)
+                .filter(|(d, _)| d.upstream_id.index() == ui)
                 .peekable();
             let all_cooling = deployments.peek().is_some() && deployments.all(|(_, s)| s.cooling());
             self.metrics

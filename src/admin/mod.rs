@@ -72,7 +72,7 @@ pub fn upstream_report(state: &crate::state::State) -> serde_json::Value {
     let (mut healthy, mut unhealthy) = (Vec::new(), Vec::new());
     for (mi, model) in state.config.models.iter().enumerate() {
         for (di, d) in model.deployments.iter().enumerate() {
-            let pool = &state.upstreams[d.upstream_idx];
+            let pool = &state.upstreams[d.upstream_id.index()];
             let cooldown = state.balancers[mi].deployments[di].cooldown_left();
             let ok = pool.healthy() && cooldown.is_none();
             let entry = json!({

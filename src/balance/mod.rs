@@ -174,7 +174,7 @@ impl Balancer {
                 .iter()
                 .enumerate()
                 .map(|(i, d)| DeploymentState {
-                    upstream_idx: d.upstream_idx,
+                    upstream_idx: d.upstream_id.index(),
                     live: carry(i).unwrap_or_default(),
                 })
                 .collect(),

@@ -206,13 +206,13 @@ pub fn check(r: &mut Reader, models: &[Model], upstreams: &[Upstream]) {
         }
         let batchable = m.deployments.iter().any(|d| {
             upstreams
-                .get(d.upstream_idx)
+                .get(d.upstream_id.index())
                 .is_some_and(|u| supports(u.provider))
         });
         if !batchable
             && m.deployments
                 .iter()
-                .all(|d| d.upstream_idx < upstreams.len())
+                .all(|d| d.upstream_id.index() < upstreams.len())
         {
             r.error(
                 &format!("models[{i}].batch"),

@@ -36,7 +36,7 @@ pub use reader::{ConfigError, ConfigErrors, Env, ProcessEnv};
 pub use routes::Route;
 pub use secret::Secret;
 pub use server::{ClientTimeouts, Listener, ServerConfig};
-pub use upstreams::{Auth, HeaderOp, HeaderOpKind, Provider, Upstream};
+pub use upstreams::{Auth, HeaderOp, HeaderOpKind, Provider, Upstream, UpstreamId};
 
 use reader::{Node, Reader};
 use std::collections::HashMap;
@@ -362,7 +362,7 @@ fn resolve(
         }
         for (j, d) in model.deployments.iter_mut().enumerate() {
             match upstream_idx.get(&d.upstream) {
-                Some(&idx) => d.upstream_idx = idx,
+                Some(&idx) => d.upstream_id = UpstreamId::new(idx),
                 None => {
                     unknown_upstream(r, &format!("{path}.deployments[{j}].upstream"), &d.upstream)
                 }
@@ -379,7 +379,7 @@ fn resolve(
         }
         match upstream_idx.get(&route.upstream) {
             Some(&idx) => {
-                route.upstream_idx = idx;
+                route.upstream_id = UpstreamId::new(idx);
                 if matches!(upstreams[idx].auth, Auth::AwsSigV4(_)) {
                     r.error(
                         &format!("routes[{i}].upstream"),

@@ -1,6 +1,7 @@
 //! `models:` — what clients ask for (names and aliases) and the deployments that serve it.
 
 use super::reader::{Node, Reader};
+use super::UpstreamId;
 use std::time::Duration;
 
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
@@ -26,8 +27,8 @@ impl Strategy {
 #[derive(Debug, Clone)]
 pub struct Deployment {
     pub upstream: String,
-    /// Index into `Config::upstreams` (resolved at validation).
-    pub upstream_idx: usize,
+    /// The upstream named by `upstream` (resolved when the config is read).
+    pub upstream_id: UpstreamId,
     pub model: String,
     pub weight: usize,
     /// Requests per minute this deployment may be sent; `None`: unlimited.
@@ -505,7 +506,7 @@ fn read_deployment(r: &mut Reader, n: Node) -> Option<Deployment> {
     }
     Some(Deployment {
         upstream: upstream?,
-        upstream_idx: usize::MAX,
+        upstream_id: UpstreamId::UNRESOLVED,
         model: model?,
         weight: weight.clamp(1, 1000) as usize,
         rpm: per_minute(r, &m, "rpm"),

@@ -8,14 +8,15 @@
 //! provider's API paths under the upstream's base path) reach the upstream.
 
 use super::reader::{Node, Reader};
-use super::{Provider, Upstream};
+use super::{Provider, Upstream, UpstreamId};
 
 #[derive(Debug, Clone)]
 pub struct Route {
     /// Starts with `/`, no trailing slash.
     pub prefix: String,
     pub upstream: String,
-    pub upstream_idx: usize,
+    /// The upstream named by `upstream` (resolved when the config is read).
+    pub upstream_id: UpstreamId,
     /// Upstream paths (below the route prefix, as sent upstream) that may be requested: each matches
     /// itself and anything below it (`/v1/models` admits `/v1/models/x`, not `/v1/modelsx`).
     /// Resolved at load: the configured list, or the provider's API paths ([`default_allow_paths`]).
@@ -117,7 +118,7 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Route> {
     Some(Route {
         prefix: prefix?,
         upstream: upstream?,
-        upstream_idx: usize::MAX,
+        upstream_id: UpstreamId::UNRESOLVED,
         allow_paths,
     })
 }
@@ -130,7 +131,7 @@ mod tests {
         Route {
             prefix: "/openai".into(),
             upstream: "u".into(),
-            upstream_idx: 0,
+            upstream_id: UpstreamId::new(0),
             allow_paths: paths.iter().map(|p| p.to_string()).collect(),
         }
     }

@@ -6,6 +6,25 @@ use base64::Engine;
 use std::path::PathBuf;
 use std::time::Duration;
 
+/// An upstream's place in [`super::Config::upstreams`], resolved from its name when the config is
+/// read (`check` refuses unknown names), so the request path never looks a name up.
+#[derive(Debug, Clone, Copy, PartialEq, Eq, Hash)]
+pub struct UpstreamId(usize);
+
+impl UpstreamId {
+    /// Before resolution (only while the config is being read).
+    pub(crate) const UNRESOLVED: UpstreamId = UpstreamId(usize::MAX);
+
+    pub(crate) fn new(index: usize) -> UpstreamId {
+        UpstreamId(index)
+    }
+
+    /// The index into `Config::upstreams` (and `State::upstreams`, built in the same order).
+    pub fn index(self) -> usize {
+        self.0
+    }
+}
+
 #[derive(Debug, Clone, Copy, PartialEq, Eq)]
 pub enum Provider {
     OpenAi,

@@ -114,7 +114,7 @@ pub async fn forward(
         primary
             .deployments
             .first()
-            .map(|d| cfg.upstreams[d.upstream_idx].client.request_timeout)
+            .map(|d| cfg.upstreams[d.upstream_id.index()].client.request_timeout)
             .unwrap_or(Duration::from_secs(300))
     });
     let limit = o
@@ -203,7 +203,10 @@ fn unsupported_deployments(state: &State, model: &Model, endpoint: Endpoint) -> 
         .iter()
         .enumerate()
         .filter(|(_, d)| {
-            !crate::providers::serves(state.config.upstreams[d.upstream_idx].provider, endpoint)
+            !crate::providers::serves(
+                state.config.upstreams[d.upstream_id.index()].provider,
+                endpoint,
+            )
         })
         .map(|(i, _)| i)
         .collect()
@@ -226,7 +229,7 @@ async fn pinned_deployment(
     model
         .deployments
         .iter()
-        .position(|d| state.config.upstreams[d.upstream_idx].name == *upstream)
+        .position(|d| state.config.upstreams[d.upstream_id.index()].name == *upstream)
 }
 
 /// Try one model: attempts over its deployments under its retry policy.
@@ -252,7 +255,7 @@ async fn try_model(
         let mut kinds: Vec<crate::config::Provider> = model
             .deployments
             .iter()
-            .map(|d| state.config.upstreams[d.upstream_idx].provider)
+            .map(|d| state.config.upstreams[d.upstream_id.index()].provider)
             .collect();
         kinds.dedup();
         let on: Vec<String> = kinds
@@ -316,12 +319,12 @@ async fn try_model(
         }
         tried.push(d);
         let dep = &model.deployments[d];
-        let pool = &state.upstreams[dep.upstream_idx];
+        let pool = &state.upstreams[dep.upstream_id.index()];
         let Some(addr) = pool.pick(&[]) else {
             continue;
         };
         ctx.model = Some(m);
-        ctx.upstream = Some(dep.upstream_idx);
+        ctx.upstream = Some(dep.upstream_id.index());
         ctx.deployment = Some(d);
         let provider = crate::providers::of(pool.cfg.provider);
         let plan = crate::providers::plan(
@@ -350,7 +353,7 @@ async fn try_model(
         let target = attempt::Target {
             pool,
             provider,
-            upstream_idx: dep.upstream_idx,
+            upstream_idx: dep.upstream_id.index(),
             model,
             headers: &dep.headers,
             addr,
@@ -466,7 +469,7 @@ fn no_healthy(state: &State, m: usize) -> GatewayError {
         .iter()
         .enumerate()
         .map(|(i, d)| {
-            let pool = &state.upstreams[d.upstream_idx];
+            let pool = &state.upstreams[d.upstream_id.index()];
             let cooling = balancer.deployments[i].cooldown_left();
             let mut s = format!("`{}` ({})", pool.cfg.name, d.model);
             if let Some(left) = cooling {

@@ -12,6 +12,7 @@
 //! a client that sends nothing at all meets Pingora's per-read timeout. HTTP/2 connections (ALPN
 //! `h2`) are not wrapped: their frames have no such header.
 
+use super::Ticket;
 use async_trait::async_trait;
 use pingora::protocols::{
     GetProxyDigest, GetSocketDigest, GetTimingDigest, Peek, Shutdown, Ssl, Stream, UniqueID,
@@ -24,18 +25,23 @@ use std::time::{Duration, Instant};
 use tokio::io::{AsyncRead, AsyncWrite, ReadBuf};
 
 /// Wrap `stream` unless it speaks HTTP/2.
-pub fn wrap(stream: Stream, timeout: Duration) -> Stream {
+pub(crate) fn wrap(
+    stream: Stream,
+    timeout: Duration,
+    ticket: Ticket,
+) -> Result<Stream, (Stream, Ticket)> {
+    if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
+        return Err((stream, ticket));
+    }
+    Ok(Box::new(HeaderDeadline::new(stream, timeout, Some(ticket))))
+}
+
+/// [`wrap`] for a connection whose count is held elsewhere (the PROXY protocol loop).
+pub(crate) fn wrap_untracked(stream: Stream, timeout: Duration) -> Stream {
     if matches!(stream.selected_alpn_proto(), Some(ALPN::H2)) {
         return stream;
     }
-    Box::new(HeaderDeadline {
-        inner: stream,
-        timeout,
-        in_header: true,
-        deadline: None,
-        wrote: false,
-        tail: [0; 3],
-    })
+    Box::new(HeaderDeadline::new(stream, timeout, None))
 }
 
 #[derive(Debug)]
@@ -50,9 +56,23 @@ pub struct HeaderDeadline {
     wrote: bool,
     /// The last bytes of the header read so far, to find a blank line split across reads.
     tail: [u8; 3],
+    /// The connection's place in the open-connection counts, given back when it is dropped.
+    _ticket: Option<Ticket>,
 }
 
 impl HeaderDeadline {
+    fn new(inner: Stream, timeout: Duration, ticket: Option<Ticket>) -> HeaderDeadline {
+        HeaderDeadline {
+            inner,
+            timeout,
+            in_header: true,
+            deadline: None,
+            wrote: false,
+            tail: [0; 3],
+            _ticket: ticket,
+        }
+    }
+
     /// Account for `data`, just read.
     fn saw(&mut self, data: &[u8]) {
         if data.is_empty() {
@@ -222,16 +242,13 @@ mod tests {
         let listener = std::net::TcpListener::bind("127.0.0.1:0").unwrap();
         let std = std::net::TcpStream::connect(listener.local_addr().unwrap()).unwrap();
         std.set_nonblocking(true).unwrap();
-        HeaderDeadline {
-            inner: Box::new(pingora::protocols::l4::stream::Stream::from(
+        HeaderDeadline::new(
+            Box::new(pingora::protocols::l4::stream::Stream::from(
                 tokio::net::TcpStream::from_std(std).unwrap(),
             )),
-            timeout: Duration::from_secs(10),
-            in_header: true,
-            deadline: None,
-            wrote: false,
-            tail: [0; 3],
-        }
+            Duration::from_secs(10),
+            None,
+        )
     }
 
     #[tokio::test]

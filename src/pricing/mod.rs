@@ -132,7 +132,7 @@ impl ConfigPrices {
                         .map(|d| {
                             let provider = config
                                 .upstreams
-                                .get(d.upstream_idx)
+                                .get(d.upstream_id.index())
                                 .map_or("", |u| u.provider.as_str());
                             resolve(m.pricing.as_ref(), provider, &d.model)
                         })

@@ -103,7 +103,7 @@ pub async fn try_batch(
         .enumerate()
         .filter(|(_, d)| {
             cfg.upstreams
-                .get(d.upstream_idx)
+                .get(d.upstream_id.index())
                 .is_none_or(|u| !crate::config::batch::supports(u.provider))
         })
         .map(|(i, _)| i)
@@ -112,7 +112,7 @@ pub async fn try_batch(
         return Ok(None);
     };
     let dep = &model.deployments[d];
-    let pool = &state.upstreams[dep.upstream_idx];
+    let pool = &state.upstreams[dep.upstream_id.index()];
     // The deployment the lines name (on Azure, the model's Global Batch deployment).
     let batch_model = settings.deployment_on(&pool.cfg.name, &dep.model);
     let line = Line {
@@ -156,7 +156,7 @@ pub async fn try_batch(
         Reply::Answer(_) => return Ok(fallback(shared, ctx, "bad_status")),
         Reply::Fallback(why) => return Ok(fallback(shared, ctx, why)),
     };
-    ctx.upstream = Some(dep.upstream_idx);
+    ctx.upstream = Some(dep.upstream_id.index());
     ctx.deployment = Some(d);
     ctx.set_usage(answer.usage);
     ctx.batch.id = Some(answer.batch_id.clone());

@@ -142,7 +142,7 @@ fn spend(shared: &Shared, ctx: &RequestCtx) -> Cost {
             let provider = state
                 .config
                 .upstreams
-                .get(d.upstream_idx)
+                .get(d.upstream_id.index())
                 .map_or("", |up| up.provider.as_str());
             shared.unpriced.record(provider, &d.model);
         }

@@ -27,7 +27,7 @@ pub async fn prepare(
         .query()
         .map(|q| format!("?{q}"))
         .unwrap_or_default();
-    let upstream = ctx.state.config.routes[route].upstream_idx;
+    let upstream = ctx.state.config.routes[route].upstream_id.index();
     ctx.upstream = Some(upstream);
     ctx.passthrough = Some(Passthrough {
         route,

@@ -273,7 +273,7 @@ fn serves_natively(ctx: &RequestCtx, model_idx: usize, endpoint: Endpoint) -> bo
     cfg.models[model_idx]
         .deployments
         .iter()
-        .any(|d| crate::providers::serves(cfg.upstreams[d.upstream_idx].provider, endpoint))
+        .any(|d| crate::providers::serves(cfg.upstreams[d.upstream_id.index()].provider, endpoint))
 }
 
 /// `POST /v1/messages/count_tokens` answered by the gateway: the prompt's tokens as the scheduler

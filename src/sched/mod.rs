@@ -680,7 +680,7 @@ fn model_sched(
             let id = |kind: &str| -> Arc<str> {
                 format!("dep:{}:{}:{}:{kind}", m.name, d.upstream, d.model).into()
             };
-            let up = upstreams.get(d.upstream_idx);
+            let up = upstreams.get(d.upstream_id.index());
             let mut requests = Vec::new();
             let mut tokens = Vec::new();
             if let Some(rpm) = d.rpm {

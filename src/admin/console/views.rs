@@ -81,7 +81,7 @@ pub fn models(state: &State) -> Value {
                 .zip(&b.deployments)
                 .enumerate()
                 .map(|(i, (d, live))| {
-                    let pool = state.upstreams.get(d.upstream_idx);
+                    let pool = state.upstreams.get(d.upstream_id.index());
                     let cooldown = live.cooldown_left();
                     let up_healthy = pool.is_some_and(|p| p.healthy());
                     json!({

@@ -37,23 +37,23 @@ fn header(auth: &Auth) -> (String, String) {
 const SEED_MULTI: &str = r#"
 model_list:
   - model_name: gpt-3.5-turbo
-llm_params:
-  model: azure/gpt-turbo-small-eu
-  api_base: https://my-endpoint-europe-berri-992.openai.azure.com/
-  api_key:
-  rpm: 6      # Rate limit for this deployment: in requests per minute (rpm)
+    llm_params:
+      model: azure/gpt-turbo-small-eu
+      api_base: https://my-endpoint-europe-berri-992.openai.azure.com/
+      api_key:
+      rpm: 6      # Rate limit for this deployment: in requests per minute (rpm)
   - model_name: gpt-3.5-turbo
-llm_params:
-  model: azure/gpt-turbo-small-ca
-  api_base: https://my-endpoint-canada-berri992.openai.azure.com/
-  api_key:
-  rpm: 6
+    llm_params:
+      model: azure/gpt-turbo-small-ca
+      api_base: https://my-endpoint-canada-berri992.openai.azure.com/
+      api_key:
+      rpm: 6
   - model_name: gpt-3.5-turbo
-llm_params:
-  model: azure/gpt-turbo-large
-  api_base: https://openai-france-1234.openai.azure.com/
-  api_key:
-  rpm: 1440
+    llm_params:
+      model: azure/gpt-turbo-large
+      api_base: https://openai-france-1234.openai.azure.com/
+      api_key:
+      rpm: 1440
 "#;
 
 #[test]
@@ -114,9 +114,9 @@ model_list:
     assert_eq!(names, ["openai-127.0.0.1-8001", "openai-127.0.0.1-8001-2"]);
     assert_eq!(cfg.upstreams[0].provider.as_str(), "openai_compatible");
     assert_eq!(cfg.models[0].deployments.len(), 2);
-    assert_eq!(cfg.models[0].deployments[0].upstream_idx, 0);
-    assert_eq!(cfg.models[0].deployments[1].upstream_idx, 0);
-    assert_eq!(cfg.models[1].deployments[0].upstream_idx, 1);
+    assert_eq!(cfg.models[0].deployments[0].upstream_id.index(), 0);
+    assert_eq!(cfg.models[0].deployments[1].upstream_id.index(), 0);
+    assert_eq!(cfg.models[1].deployments[0].upstream_id.index(), 1);
     assert_eq!(header(&cfg.upstreams[1].auth).1, "Bearer k2");
 }
 
@@ -125,17 +125,17 @@ fn os_environ_values_and_environment_variables() {
     let text = r#"
 model_list:
   - model_name: gpt-4-team1
-litellm_params:
-  model: azure/chatgpt-v-2
-  api_base: https://openai-gpt-4-test-v-1.openai.azure.com/
-  api_version: "2023-05-15"
-  api_key: os.environ/AZURE_NORTH_AMERICA_API_KEY
+    litellm_params:
+      model: azure/chatgpt-v-2
+      api_base: https://openai-gpt-4-test-v-1.openai.azure.com/
+      api_version: "2023-05-15"
+      api_key: os.environ/AZURE_NORTH_AMERICA_API_KEY
 "#;
     let all = errors(text, &no_env());
     assert_eq!(
-        all,
-        "model_list[0].litellm_params.api_key: environment variable `AZURE_NORTH_AMERICA_API_KEY` is not set (read by `os.environ/AZURE_NORTH_AMERICA_API_KEY`)"
-    );
+            all,
+            "model_list[0].litellm_params.api_key: environment variable `AZURE_NORTH_AMERICA_API_KEY` is not set (read by `os.environ/AZURE_NORTH_AMERICA_API_KEY`)"
+        );
     let env = MapEnv(vec![("AZURE_NORTH_AMERICA_API_KEY", "from-env")]);
     let cfg = parse(text, &env).unwrap();
     assert_eq!(header(&cfg.upstreams[0].auth).1, "from-env");
@@ -153,32 +153,32 @@ fn bad_entries_are_all_reported_at_their_litellm_paths() {
     let text = r#"
 model_list:
   - model_name: a
-litellm_params: {model: cohere/command-r}
+    litellm_params: {model: cohere/command-r}
   - model_name: b
-litellm_params: {api_base: "http://127.0.0.1:1/v1"}
+    litellm_params: {api_base: "http://127.0.0.1:1/v1"}
   - model_name: c
   - model_name: d
-litellm_params: {model: openai/x, api_base: "http://127.0.0.1:1/v1", rpm: 0}
+    litellm_params: {model: openai/x, api_base: "http://127.0.0.1:1/v1", rpm: 0}
   - model_name: e
-litellm_params: {model: mystery-model}
+    litellm_params: {model: mystery-model}
   - model_name: f
-litellm_params: {model: azure/dep, api_base: "https://x.openai.azure.com/openai"}
+    litellm_params: {model: azure/dep, api_base: "https://x.openai.azure.com/openai"}
 litellm_settings:
   fallbacks: [{"a": ["d"]}, {"gpt-5": ["d"]}, {"d": ["nope"]}]
 "#;
     let all = errors(text, &no_env());
     for needle in [
-        "model_list[0].litellm_params.model: unknown or unsupported provider `cohere` in `cohere/command-r`",
-        "model_list[1].litellm_params.model: required key is missing",
-        "model_list[2].litellm_params: required key is missing",
-        "model_list[3].litellm_params.rpm: must be a positive number per minute",
-        "model_list[4].litellm_params.model: cannot tell the provider of `mystery-model`",
-        "model_list[5].litellm_params.api_base: for provider `azure` the URL is the resource endpoint",
-        "litellm_settings.fallbacks[1].gpt-5: unknown model `gpt-5`",
-        "litellm_settings.fallbacks[2].d[0]: unknown model `nope`",
-    ] {
-        assert!(all.contains(needle), "missing `{needle}` in:\n{all}");
-    }
+            "model_list[0].litellm_params.model: unknown or unsupported provider `cohere` in `cohere/command-r`",
+            "model_list[1].litellm_params.model: required key is missing",
+            "model_list[2].litellm_params: required key is missing",
+            "model_list[3].litellm_params.rpm: must be a positive number per minute",
+            "model_list[4].litellm_params.model: cannot tell the provider of `mystery-model`",
+            "model_list[5].litellm_params.api_base: for provider `azure` the URL is the resource endpoint",
+            "litellm_settings.fallbacks[1].gpt-5: unknown model `gpt-5`",
+            "litellm_settings.fallbacks[2].d[0]: unknown model `nope`",
+        ] {
+            assert!(all.contains(needle), "missing `{needle}` in:\n{all}");
+        }
     // `a` failed: its fallback rule is not reported again
     assert!(!all.contains("fallbacks[0]"), "{all}");
     assert_eq!(all.lines().count(), 8, "{all}");
@@ -189,32 +189,32 @@ fn providers_this_build_lacks_are_named_at_the_model_key() {
     let text = r#"
 model_list:
   - model_name: claude
-litellm_params:
-  model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
-  aws_region_name: us-east-1
+    litellm_params:
+      model: bedrock/anthropic.claude-3-5-sonnet-20240620-v1:0
+      aws_region_name: us-east-1
   - model_name: gem
-litellm_params: {model: gemini/gemini-1.5-pro, api_key: g}
+    litellm_params: {model: gemini/gemini-1.5-pro, api_key: g}
   - model_name: zephyr
-litellm_params: {model: huggingface/HuggingFaceH4/zephyr-7b-beta, api_base: "http://127.0.0.1:8080"}
+    litellm_params: {model: huggingface/HuggingFaceH4/zephyr-7b-beta, api_base: "http://127.0.0.1:8080"}
   - model_name: vx
-litellm_params: {model: vertex_ai/gemini-1.5-pro, vertex_project: p, vertex_location: europe-west4}
+    litellm_params: {model: vertex_ai/gemini-1.5-pro, vertex_project: p, vertex_location: europe-west4}
 "#;
     let doc: Value = serde_yaml::from_str(text).unwrap();
     let t = translate(&doc, &no_env());
     let native = serde_yaml::to_string(&t.native).unwrap();
     for needle in [
-        "provider: bedrock",
-        "type: aws_sigv4",
-        "region: us-east-1",
-        "provider: gemini",
-        "name: x-goog-api-key",
-        "provider: text_generation",
-        "provider: vertex",
-        "url: https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/publishers/google",
-        "type: gcp",
-    ] {
-        assert!(native.contains(needle), "missing `{needle}` in:\n{native}");
-    }
+            "provider: bedrock",
+            "type: aws_sigv4",
+            "region: us-east-1",
+            "provider: gemini",
+            "name: x-goog-api-key",
+            "provider: text_generation",
+            "provider: vertex",
+            "url: https://europe-west4-aiplatform.googleapis.com/v1/projects/p/locations/europe-west4/publishers/google",
+            "type: gcp",
+        ] {
+            assert!(native.contains(needle), "missing `{needle}` in:\n{native}");
+        }
     // Until the native reader knows a provider, its error names it at the LiteLLM key, once.
     match parse(text, &no_env()) {
         Ok(_) => {}
@@ -251,8 +251,8 @@ fn unsupported_keys_are_warned_once_each_with_their_path() {
     let text = r#"
 model_list:
   - model_name: a
-litellm_params: {model: openai/x, api_base: "http://127.0.0.1:1/v1", stream_timeout: 5, tempurature: 1}
-model_info: {id: "1"}
+    litellm_params: {model: openai/x, api_base: "http://127.0.0.1:1/v1", stream_timeout: 5, tempurature: 1}
+    model_info: {id: "1"}
 litellm_settings:
   json_logs: true
   num_retries: 2
@@ -264,16 +264,16 @@ something_else: 1
 "#;
     let w = warnings(text, &no_env());
     for needle in [
-        "model_list[0].litellm_params.stream_timeout: not supported by llmproxy: ignored",
-        "model_list[0].litellm_params.tempurature: not supported by llmproxy: ignored (did you mean `temperature`?)",
-        "model_list[0].model_info: informational metadata",
-        "litellm_settings.json_logs: not supported",
-        "general_settings.alerting: not supported",
-        "router_settings.routing_strategy: `latency-based-routing` is not supported",
-        "something_else: not supported",
-    ] {
-        assert!(w.contains(needle), "missing `{needle}` in:\n{w}");
-    }
+            "model_list[0].litellm_params.stream_timeout: not supported by llmproxy: ignored",
+            "model_list[0].litellm_params.tempurature: not supported by llmproxy: ignored (did you mean `temperature`?)",
+            "model_list[0].model_info: informational metadata",
+            "litellm_settings.json_logs: not supported",
+            "general_settings.alerting: not supported",
+            "router_settings.routing_strategy: `latency-based-routing` is not supported",
+            "something_else: not supported",
+        ] {
+            assert!(w.contains(needle), "missing `{needle}` in:\n{w}");
+        }
     assert_eq!(w.lines().count(), 7, "{w}");
     // a file with warnings is still valid
     assert!(parse(text, &no_env()).is_ok());
@@ -284,13 +284,13 @@ fn settings_become_model_policies() {
     let text = r#"
 model_list:
   - model_name: zephyr-beta
-litellm_params: {model: openai/z, api_base: "http://127.0.0.1:8001/v1"}
+    litellm_params: {model: openai/z, api_base: "http://127.0.0.1:8001/v1"}
   - model_name: zephyr-beta
-litellm_params: {model: openai/z, api_base: "http://127.0.0.1:8002/v1", timeout: 3}
+    litellm_params: {model: openai/z, api_base: "http://127.0.0.1:8002/v1", timeout: 3}
   - model_name: gpt-3.5-turbo
-litellm_params: {model: gpt-3.5-turbo, api_key: sk-openai}
+    litellm_params: {model: gpt-3.5-turbo, api_key: sk-openai}
   - model_name: gpt-3.5-turbo-16k
-litellm_params: {model: gpt-3.5-turbo-16k, api_key: sk-openai}
+    litellm_params: {model: gpt-3.5-turbo-16k, api_key: sk-openai}
 litellm_settings:
   num_retries: 3
   request_timeout: 10
@@ -340,7 +340,7 @@ fn cache_master_key_database_and_callbacks() {
     let text = r#"
 model_list:
   - model_name: gpt-3.5-turbo
-litellm_params: {model: gpt-3.5-turbo, temperature: 0.2, max_tokens: 100}
+    litellm_params: {model: gpt-3.5-turbo, temperature: 0.2, max_tokens: 100}
 litellm_settings:
   cache: true
   cache_params: {type: redis, host: cache.internal, port: 6380, password: os.environ/REDIS_PW, ttl: 600}
@@ -450,13 +450,13 @@ fn convert_keeps_references_and_check_accepts_the_result() {
     let text = r#"
 model_list:
   - model_name: gpt-4-team1
-litellm_params:
-  model: azure/chatgpt-v-2
-  api_base: https://openai-gpt-4-test-v-1.openai.azure.com/
-  api_version: "2023-05-15"
-  api_key: os.environ/AZURE_NORTH_AMERICA_API_KEY
+    litellm_params:
+      model: azure/chatgpt-v-2
+      api_base: https://openai-gpt-4-test-v-1.openai.azure.com/
+      api_version: "2023-05-15"
+      api_key: os.environ/AZURE_NORTH_AMERICA_API_KEY
   - model_name: gpt-4
-litellm_params: {model: gpt-4, api_key: os.environ/OPENAI_API_KEY, rpm: 60}
+    litellm_params: {model: gpt-4, api_key: os.environ/OPENAI_API_KEY, rpm: 60}
 litellm_settings:
   set_verbose: true
   cache: {type: redis}
