@@ -753,3 +753,55 @@ async fn cli_flags_test_and_health() {
         text(&out.stderr)
     );
 }
+
+/// `--detailed_debug`: each upstream request is logged as a `curl` command a person can paste, with
+/// the upstream key masked; without the flag, no such line.
+#[tokio::test]
+async fn detailed_debug_logs_upstream_requests_as_curl() {
+    let mock = Mock::start("A");
+    for detailed in [true, false] {
+        let (port, admin) = (free_port(), free_port());
+        let (port_s, admin_s, url) = (port.to_string(), format!("127.0.0.1:{admin}"), mock.url());
+        let mut args = vec![
+            "--model",
+            "openai/mock-model",
+            "--api_base",
+            &url,
+            "--port",
+            &port_s,
+            "--host",
+            "127.0.0.1",
+            "--admin_listen",
+            &admin_s,
+        ];
+        if detailed {
+            args.push("--detailed_debug");
+        }
+        let (mut gw, log) = Gateway::spawn_with_env_log(
+            &args,
+            port,
+            admin,
+            PathBuf::new(),
+            &[("OPENAI_API_KEY", Some("sk-curl-secret-0123456789"))],
+        )
+        .await;
+        assert_eq!(gw.chat("mock-model").await.status(), 200);
+        gw.signal(libc::SIGTERM);
+        assert!(gw.wait_exit(Duration::from_secs(20)).await.is_some());
+        let text = std::fs::read_to_string(&log).unwrap();
+        assert!(
+            !text.contains("sk-curl-secret-0123456789"),
+            "the upstream key reached the log"
+        );
+        if detailed {
+            assert!(
+                text.contains("curl -X POST") && text.contains("/chat/completions'"),
+                "no curl line in: {text:.3000}"
+            );
+            assert!(text.contains("Bearer sk-curl****"), "{text:.3000}");
+            assert!(text.contains("\"model\":\"mock-model\""), "{text:.3000}");
+        } else {
+            assert!(!text.contains("curl -X"), "{text:.3000}");
+        }
+    }
+}

@@ -132,6 +132,12 @@ pub async fn run(
                 h
             }
         };
+        if crate::curl::enabled() {
+            let u = &pool.cfg.url;
+            let scheme = if u.tls { "https" } else { "http" };
+            let url = format!("{scheme}://{}{}", u.authority, h.uri);
+            crate::curl::log_request(&h.method, &url, &h.headers, &body);
+        }
         let sent = tokio::select! {
             biased;
             r = send(&mut http, h, &body, first_byte) => r,
