@@ -36,6 +36,11 @@ pub(super) async fn stream(
     let sse = mode.is_sse();
     let timeout = tokio::time::sleep_until(deadlines.total);
     tokio::pin!(timeout);
+    // One timer per stream watches for a client that left during a long gap; a chunk only moves
+    // `last_chunk` (no timer is armed or cancelled per chunk).
+    let mut last_chunk = tokio::time::Instant::now();
+    let probe = tokio::time::sleep_until(last_chunk + PROBE_BETWEEN_CHUNKS);
+    tokio::pin!(probe);
     let mut next = first;
     let upstream_failure = loop {
         let Some(chunk) = next.take() else {
@@ -73,13 +78,16 @@ pub(super) async fn stream(
             biased;
             r = http.read_response_body() => r,
             _ = &mut timeout => break Some(("timeout", StreamFailure::Timeout)),
-            _ = client_gone(session, PROBE_BETWEEN_CHUNKS) => {
+            _ = client_gone_in_gap(session, probe.as_mut(), last_chunk) => {
                 ctx.fail(crate::proxy::ctx::ErrorKind::ClientClosed);
                 return (Relayed::Truncated, false);
             }
         };
         match read {
-            Ok(c) => next = c,
+            Ok(c) => {
+                next = c;
+                last_chunk = tokio::time::Instant::now();
+            }
             Err(e) => {
                 log::warn!(
                     "request {}: upstream {} failed mid-response: {e}",
@@ -133,6 +141,25 @@ pub(super) async fn stream(
         return (Relayed::Truncated, true);
     }
     (Relayed::Complete, true)
+}
+
+/// Resolves when the client left during a gap of more than [`PROBE_BETWEEN_CHUNKS`] since
+/// `last_chunk`. `probe` is the stream's one timer: re-armed only when it fires early (a chunk came
+/// since it was set), so a fast stream costs no timer work per chunk.
+async fn client_gone_in_gap(
+    session: &mut Session,
+    mut probe: std::pin::Pin<&mut tokio::time::Sleep>,
+    last_chunk: tokio::time::Instant,
+) {
+    loop {
+        probe.as_mut().await;
+        let due = last_chunk + PROBE_BETWEEN_CHUNKS;
+        if probe.deadline() >= due {
+            break;
+        }
+        probe.as_mut().reset(due);
+    }
+    client_gone(session, std::time::Duration::ZERO).await;
 }
 
 /// Why writing to the client failed.
