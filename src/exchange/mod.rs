@@ -500,13 +500,13 @@ fn no_healthy(state: &State, m: usize) -> GatewayError {
 /// vocabulary takes a moment), prompt from the request and completion from the answer's text.
 async fn estimate_usage(ctx: &mut RequestCtx, ex: &Exchange<'_, '_>, model: &str, text: String) {
     let (endpoint, raw, model) = (ex.endpoint, ex.raw.clone(), model.to_string());
-    let counted = tokio::task::spawn_blocking(move || {
+    let counted = crate::sched::tokens::off_worker(move || {
         let prompt = crate::sched::tokens::estimate_raw(endpoint, &raw, &model, 0).prompt;
         let completion = crate::sched::tokens::Counter::for_model(&model).count(&text);
         crate::providers::usage::Usage::new(prompt, completion)
     })
     .await;
-    if let Ok(u) = counted {
+    if let Some(u) = counted {
         ctx.outcome.usage = Some(crate::proxy::ctx::Metered::Estimated(u));
     }
 }

@@ -286,7 +286,7 @@ async fn count_tokens_locally(ctx: &RequestCtx, model_idx: usize, raw: &Bytes) -
         .map(|d| d.model.clone())
         .unwrap_or_default();
     let raw = raw.clone();
-    tokio::task::spawn_blocking(move || {
+    crate::sched::tokens::off_worker(move || {
         crate::sched::tokens::estimate_raw(Endpoint::CountTokens, &raw, &model, 0).prompt
     })
     .await

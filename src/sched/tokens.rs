@@ -97,6 +97,19 @@ impl Estimate {
 /// scheduler reconciles with the real count after the answer.
 pub const EXACT_COUNT_LIMIT: usize = 64 * 1024;
 
+/// Run a count off the request workers, one at a time. Counting is CPU work (tiktoken): on a worker
+/// it would delay every stream the worker relays, and an unbounded `spawn_blocking` per request
+/// turned a burst of streams ending together (each counting its answer) into hundreds of blocking
+/// threads that crowded the workers out of the CPU (chunks delayed by tens of ms) and each took a
+/// stack and an allocator arena. One lane keeps the workers' share of the CPU; counts wait their
+/// turn (they only feed metrics, spend and the scheduler's reconciliation). `None` if the count
+/// panicked.
+pub async fn off_worker<T: Send + 'static>(count: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+    static LANE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
+    let _turn = LANE.acquire().await.ok()?;
+    tokio::task::spawn_blocking(count).await.ok()
+}
+
 /// Estimate the tokens a request costs, on the request path. `default_max` is charged when the
 /// client sets no maximum. Bodies over [`EXACT_COUNT_LIMIT`] bytes are counted by their size.
 pub fn estimate(
