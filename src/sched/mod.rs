@@ -622,11 +622,26 @@ impl Scheduler {
         if !store.shared() && models.iter().any(|m| m.active()) {
             store::note_local_only();
         }
-        let counters: Vec<Counter> = models
+        let mut counters: Vec<Counter> = Vec::new();
+        let scheduled = models.iter().filter(|m| m.needs_tokens()).map(|m| m.counter);
+        // The answers of servers that may not report usage are counted (the exchange's
+        // `estimate_usage`): their vocabularies too, or the first such answer would load one.
+        let estimated = config
+            .models
             .iter()
-            .filter(|m| m.needs_tokens())
-            .map(|m| m.counter)
-            .collect();
+            .flat_map(|m| &m.deployments)
+            .filter(|d| {
+                config
+                    .upstreams
+                    .get(d.upstream_id.index())
+                    .is_some_and(|u| crate::providers::of(u.provider).reconciles_tokens())
+            })
+            .map(|d| Counter::for_model(&d.model));
+        for c in scheduled.chain(estimated) {
+            if c != Counter::Bytes && !counters.contains(&c) {
+                counters.push(c);
+            }
+        }
         if !counters.is_empty() {
             // Load the vocabularies off the request path.
             std::thread::spawn(move || Counter::warm_up(&counters));
