@@ -35,6 +35,8 @@ pub struct State {
     pub tracing: Option<Arc<crate::otel::Tracing>>,
     /// Every deployment's price (`models[].pricing`, else the built-in table).
     pub prices: crate::pricing::ConfigPrices,
+    /// This config's metric handles (empty when built without metrics).
+    pub metrics: crate::metrics::handles::Handles,
 }
 
 impl State {
@@ -120,6 +122,9 @@ impl State {
         sched.activate();
         Ok(State {
             prices: crate::pricing::ConfigPrices::for_config(&config),
+            metrics: metrics
+                .map(|m| crate::metrics::handles::Handles::new(&config, m))
+                .unwrap_or_default(),
             router: Router::new(&config),
             master_digest,
             tracing,

@@ -344,11 +344,15 @@ async fn try_model(
         .map_err(Failure::Error)?;
         let _in_flight = balancer.enter(d);
         let labels = [model.name.as_str(), pool.cfg.name.as_str()];
-        shared
-            .metrics
-            .upstream_requests
-            .with_label_values(&labels)
-            .inc();
+        let handles = state.metrics.upstream(m, d);
+        match handles {
+            Some(h) => h.requests.inc(),
+            None => shared
+                .metrics
+                .upstream_requests
+                .with_label_values(&labels)
+                .inc(),
+        }
         let started = Instant::now();
         let target = attempt::Target {
             pool,
@@ -360,11 +364,15 @@ async fn try_model(
             pin_response: ex.endpoint == Endpoint::Responses,
         };
         let outcome = attempt::run(shared, &target, session, ctx, plan, deadlines).await;
-        shared
-            .metrics
-            .upstream_duration
-            .with_label_values(&labels)
-            .observe(started.elapsed().as_secs_f64());
+        let took = started.elapsed().as_secs_f64();
+        match handles {
+            Some(h) => h.duration.observe(took),
+            None => shared
+                .metrics
+                .upstream_duration
+                .with_label_values(&labels)
+                .observe(took),
+        }
         let state_d = &balancer.deployments[d];
         let (failure, retryable) = match outcome {
             Outcome::Done(relayed, unreported) => {

@@ -4,6 +4,7 @@
 //! `llmproxy_ratelimit_total`); `group` is the model name, `upstream` the upstream name, `forward` the
 //! listener name and `path` the route template, never a raw URL.
 
+pub mod handles;
 pub mod recent;
 pub mod stats;
 pub mod timeline;

@@ -78,11 +78,25 @@ pub fn record(shared: &Shared, session: &Session, ctx: &RequestCtx) {
 
 fn metrics(shared: &Shared, ctx: &RequestCtx, seen: &Seen<'_>) {
     let m = &shared.metrics;
-    let labels = [seen.forward, seen.method, seen.path];
-    m.http_requests.with_label_values(&labels).inc();
-    m.http_duration
-        .with_label_values(&labels)
-        .observe(seen.elapsed.as_secs_f64());
+    let handles = &ctx.state.metrics;
+    // A model request (POST, not a passthrough route) has its handles resolved with the config.
+    let http = match ctx.endpoint {
+        Some(e) if ctx.route.is_none() && seen.method == "POST" => handles.http(ctx.listener, e),
+        _ => None,
+    };
+    match http {
+        Some(h) => {
+            h.requests.inc();
+            h.duration.observe(seen.elapsed.as_secs_f64());
+        }
+        None => {
+            let labels = [seen.forward, seen.method, seen.path];
+            m.http_requests.with_label_values(&labels).inc();
+            m.http_duration
+                .with_label_values(&labels)
+                .observe(seen.elapsed.as_secs_f64());
+        }
+    }
     let error = ctx.outcome.error.map(|e| e.label()).or(match seen.status {
         429 => Some("upstream_rate_limited"),
         400..=499 => Some("upstream_client_error"),
@@ -95,19 +109,30 @@ fn metrics(shared: &Shared, ctx: &RequestCtx, seen: &Seen<'_>) {
             .with_label_values(&[seen.forward, error, status.as_str()])
             .inc();
     }
-    if let (Some(model), Some(first)) = (seen.model, ctx.outcome.first_byte) {
-        m.ttft
-            .with_label_values(&[model])
-            .observe(first.duration_since(ctx.start).as_secs_f64());
+    let model = ctx.model.and_then(|i| handles.model(i));
+    if let (Some(name), Some(first)) = (seen.model, ctx.outcome.first_byte) {
+        let ttft = first.duration_since(ctx.start).as_secs_f64();
+        match model {
+            Some(h) => h.ttft.observe(ttft),
+            None => m.ttft.with_label_values(&[name]).observe(ttft),
+        }
     }
-    if let (Some(u), Some(model)) = (ctx.outcome.usage, seen.model) {
+    if let (Some(u), Some(name)) = (ctx.outcome.usage, seen.model) {
         let u = u.usage();
-        m.tokens
-            .with_label_values(&[model, "prompt"])
-            .inc_by(u.prompt_tokens);
-        m.tokens
-            .with_label_values(&[model, "completion"])
-            .inc_by(u.completion_tokens);
+        match model {
+            Some(h) => {
+                h.prompt_tokens.inc_by(u.prompt_tokens);
+                h.completion_tokens.inc_by(u.completion_tokens);
+            }
+            None => {
+                m.tokens
+                    .with_label_values(&[name, "prompt"])
+                    .inc_by(u.prompt_tokens);
+                m.tokens
+                    .with_label_values(&[name, "completion"])
+                    .inc_by(u.completion_tokens);
+            }
+        }
     }
 }
 

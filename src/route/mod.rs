@@ -19,6 +19,21 @@ pub enum Endpoint {
 }
 
 impl Endpoint {
+    /// Every endpoint, in [`Endpoint::index`] order.
+    pub const ALL: [Endpoint; 6] = [
+        Endpoint::ChatCompletions,
+        Endpoint::Completions,
+        Endpoint::Embeddings,
+        Endpoint::Responses,
+        Endpoint::Messages,
+        Endpoint::CountTokens,
+    ];
+
+    /// This endpoint's place in [`Endpoint::ALL`].
+    pub fn index(self) -> usize {
+        self as usize
+    }
+
     /// The path below the upstream's base URL (which carries the `/v1`); Azure puts it below
     /// `/openai/deployments/{deployment}` instead (`providers::azure`).
     pub fn upstream_path(&self) -> &'static str {

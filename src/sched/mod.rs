@@ -623,7 +623,10 @@ impl Scheduler {
             store::note_local_only();
         }
         let mut counters: Vec<Counter> = Vec::new();
-        let scheduled = models.iter().filter(|m| m.needs_tokens()).map(|m| m.counter);
+        let scheduled = models
+            .iter()
+            .filter(|m| m.needs_tokens())
+            .map(|m| m.counter);
         // The answers of servers that may not report usage are counted (the exchange's
         // `estimate_usage`): their vocabularies too, or the first such answer would load one.
         let estimated = config

@@ -104,7 +104,9 @@ pub const EXACT_COUNT_LIMIT: usize = 64 * 1024;
 /// stack and an allocator arena. One lane keeps the workers' share of the CPU; counts wait their
 /// turn (they only feed metrics, spend and the scheduler's reconciliation). `None` if the count
 /// panicked.
-pub async fn off_worker<T: Send + 'static>(count: impl FnOnce() -> T + Send + 'static) -> Option<T> {
+pub async fn off_worker<T: Send + 'static>(
+    count: impl FnOnce() -> T + Send + 'static,
+) -> Option<T> {
     static LANE: tokio::sync::Semaphore = tokio::sync::Semaphore::const_new(1);
     let _turn = LANE.acquire().await.ok()?;
     tokio::task::spawn_blocking(count).await.ok()
