@@ -488,13 +488,17 @@ async fn connection_caps_hold_and_admin_keeps_answering() {
     let r = client().get(gw.admin("/health")).send().await.unwrap();
     assert_eq!(r.status(), 200);
     let m = gw.metrics().await;
-    assert_eq!(
-        metric(
-            &m,
-            "llmproxy_connections_refused_total",
-            &[("reason", "max_connections_per_ip")]
-        ),
-        Some(closed as f64)
+    let refused = metric(
+        &m,
+        "llmproxy_connections_refused_total",
+        &[("reason", "max_connections_per_ip")],
+    )
+    .unwrap_or(0.0);
+    // Every connection closed unanswered was counted; the harness's readiness probe, when it raced
+    // the twelve, may have been refused once more.
+    assert!(
+        refused == closed as f64 || refused == closed as f64 + 1.0,
+        "{refused} refused, {closed} closed"
     );
 }
 
