@@ -198,6 +198,14 @@ pub fn visible_models(cfg: &Config, listener: &Listener) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+
+    #[test]
+    fn endpoint_index_is_its_place_in_all() {
+        for (i, e) in Endpoint::ALL.iter().enumerate() {
+            assert_eq!(e.index(), i, "{e:?}");
+        }
+    }
+
     use super::*;
 
     #[test]
