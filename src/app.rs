@@ -290,9 +290,9 @@ struct Readiness {
     grace: Duration,
 }
 
-#[async_trait]
-impl BackgroundService for Readiness {
-    async fn start(&self, mut shutdown: ShutdownWatch) {
+impl Readiness {
+    /// Wait until every listener accepts connections (false: one did not within a minute).
+    async fn probe(&self) -> bool {
         let deadline = tokio::time::Instant::now() + Duration::from_secs(60);
         for addr in &self.listeners {
             // Connect to the wildcard address through loopback.
@@ -304,19 +304,33 @@ impl BackgroundService for Readiness {
             while tokio::net::TcpStream::connect(target).await.is_err() {
                 if tokio::time::Instant::now() > deadline {
                     log::error!("listener {addr} did not come up within 60s");
-                    return;
+                    return false;
                 }
                 tokio::time::sleep(Duration::from_millis(10)).await;
             }
         }
-        log::info!("ready");
-        crate::sd_notify::notify("READY=1");
-        while shutdown.changed().await.is_ok() {
-            if *shutdown.borrow() {
-                crate::sd_notify::notify("STOPPING=1");
-                break;
-            }
+        true
+    }
+}
+
+#[async_trait]
+impl BackgroundService for Readiness {
+    async fn start(&self, mut shutdown: ShutdownWatch) {
+        // A shutdown can come before every listener answered (a SIGTERM right after start): the
+        // listeners then close and would never answer, so the probe gives way to the drain.
+        let up = tokio::select! {
+            biased;
+            () = stopping(&mut shutdown) => None,
+            up = self.probe() => Some(up),
+        };
+        if up == Some(true) {
+            log::info!("ready");
+            crate::sd_notify::notify("READY=1");
         }
+        if up.is_some() {
+            stopping(&mut shutdown).await;
+        }
+        crate::sd_notify::notify("STOPPING=1");
         let started = tokio::time::Instant::now();
         while started.elapsed() < self.grace {
             if self.drain.drained() {
@@ -327,6 +341,15 @@ impl BackgroundService for Readiness {
                 std::process::exit(0);
             }
             tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+}
+
+/// Resolves once a shutdown was signalled (at once if it already was).
+async fn stopping(shutdown: &mut ShutdownWatch) {
+    while !*shutdown.borrow_and_update() {
+        if shutdown.changed().await.is_err() {
+            return;
         }
     }
 }
