@@ -87,6 +87,24 @@ async fn metrics_health_and_config() {
         &[("model", "m")]
     )
     .is_some());
+    // OpenTelemetry's GenAI client metrics: three chats, each with its input and output tokens.
+    let genai = [
+        ("gen_ai_operation_name", "chat"),
+        ("gen_ai_request_model", "m"),
+    ];
+    assert_eq!(
+        metric(&m, "gen_ai_client_operation_duration_seconds_count", &genai),
+        Some(3.0)
+    );
+    for kind in ["input", "output"] {
+        let labels = [genai[0], genai[1], ("gen_ai_token_type", kind)];
+        assert_eq!(
+            metric(&m, "gen_ai_client_token_usage_count", &labels),
+            Some(3.0),
+            "{kind}"
+        );
+        assert!(metric(&m, "gen_ai_client_token_usage_sum", &labels).unwrap() > 0.0);
+    }
     for (name, kind) in [
         ("llmproxy_upstream_requests_total", "counter"),
         ("llmproxy_upstream_duration_seconds", "histogram"),
@@ -97,6 +115,8 @@ async fn metrics_health_and_config() {
         ("llmproxy_tokens_total", "counter"),
         ("llmproxy_time_to_first_token_seconds", "histogram"),
         ("llmproxy_upstream_healthy", "gauge"),
+        ("gen_ai_client_token_usage", "histogram"),
+        ("gen_ai_client_operation_duration_seconds", "histogram"),
     ] {
         assert!(
             m.contains(&format!("# TYPE {name} {kind}")),

@@ -27,6 +27,37 @@ pub struct ModelHandles {
 pub struct Upstream {
     pub requests: IntCounter,
     pub duration: Histogram,
+    /// The GenAI client metrics per endpoint, made on first use (most deployments serve one or two
+    /// of the endpoints).
+    genai: [std::sync::OnceLock<GenAi>; Endpoint::ALL.len()],
+    provider: &'static str,
+    model: String,
+}
+
+/// `gen_ai_client_token_usage` (input, output) and `gen_ai_client_operation_duration_seconds` of one
+/// model, deployment and endpoint.
+pub struct GenAi {
+    pub input_tokens: Histogram,
+    pub output_tokens: Histogram,
+    pub duration: Histogram,
+}
+
+impl Upstream {
+    pub fn genai(&self, m: &Metrics, endpoint: Endpoint) -> &GenAi {
+        self.genai[endpoint.index()].get_or_init(|| {
+            let op = crate::otel::operation(endpoint);
+            let labels = [op, self.provider, self.model.as_str()];
+            let tokens = |kind| {
+                m.genai_tokens
+                    .with_label_values(&[op, self.provider, self.model.as_str(), kind])
+            };
+            GenAi {
+                input_tokens: tokens("input"),
+                output_tokens: tokens("output"),
+                duration: m.genai_duration.with_label_values(&labels),
+            }
+        })
+    }
 }
 
 #[derive(Default)]
@@ -69,14 +100,17 @@ impl Handles {
                         .deployments
                         .iter()
                         .map(|d| {
-                            let upstream = config
-                                .upstreams
-                                .get(d.upstream_id.index())
-                                .map_or("", |u| u.name.as_str());
+                            let up = config.upstreams.get(d.upstream_id.index());
+                            let upstream = up.map_or("", |u| u.name.as_str());
                             let labels = [name, upstream];
                             Upstream {
                                 requests: m.upstream_requests.with_label_values(&labels),
                                 duration: m.upstream_duration.with_label_values(&labels),
+                                genai: Default::default(),
+                                provider: up.map_or("", |u| {
+                                    crate::otel::provider_name(u.provider, &u.url.host)
+                                }),
+                                model: name.to_string(),
                             }
                         })
                         .collect(),

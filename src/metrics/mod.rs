@@ -13,6 +13,19 @@ use prometheus::{
     Encoder, HistogramOpts, HistogramVec, IntCounterVec, IntGaugeVec, Opts, Registry, TextEncoder,
 };
 
+/// The GenAI metrics' labels: the semantic conventions' attribute names, dots as underscores.
+const GENAI_LABELS: &[&str] = &[
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+];
+const GENAI_LABELS_TOKENS: &[&str] = &[
+    "gen_ai_operation_name",
+    "gen_ai_provider_name",
+    "gen_ai_request_model",
+    "gen_ai_token_type",
+];
+
 /// Latency buckets (seconds) suited to both fast non-LLM calls and long generations.
 const BUCKETS: &[f64] = &[
     0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1.0, 2.5, 5.0, 10.0, 30.0, 60.0,
@@ -38,6 +51,10 @@ pub struct Metrics {
     pub retries: IntCounterVec,
     pub config_reloads: IntCounterVec,
     pub fallbacks: IntCounterVec,
+    /// OpenTelemetry's GenAI client metrics, in Prometheus form: `gen_ai.client.token.usage`
+    /// and `gen_ai.client.operation.duration` (the gateway is the client of the provider).
+    pub genai_tokens: HistogramVec,
+    pub genai_duration: HistogramVec,
     pub queue_depth: IntGaugeVec,
     pub queue_wait: HistogramVec,
     pub queue_rejections: IntCounterVec,
@@ -260,6 +277,33 @@ impl Metrics {
                 "Requests handed to a fallback model",
                 &["group", "fallback"],
             )?,
+            genai_tokens: {
+                // The semantic conventions' advised buckets (powers of 4 tokens).
+                let buckets = (0..14).map(|i| 4f64.powi(i)).collect();
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "gen_ai_client_token_usage",
+                        "OpenTelemetry gen_ai.client.token.usage: tokens per request, by type (input, output)",
+                    )
+                    .buckets(buckets),
+                    GENAI_LABELS_TOKENS,
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
+            genai_duration: {
+                let buckets = (0..14).map(|i| 0.01 * 2f64.powi(i)).collect();
+                let h = HistogramVec::new(
+                    HistogramOpts::new(
+                        "gen_ai_client_operation_duration_seconds",
+                        "OpenTelemetry gen_ai.client.operation.duration: a model request, start to end",
+                    )
+                    .buckets(buckets),
+                    GENAI_LABELS,
+                )?;
+                r.register(Box::new(h.clone()))?;
+                h
+            },
             upstream_healthy,
             registry: r,
         })

@@ -77,6 +77,7 @@ pub fn record(shared: &Shared, session: &Session, ctx: &RequestCtx) {
 }
 
 fn metrics(shared: &Shared, ctx: &RequestCtx, seen: &Seen<'_>) {
+    genai(shared, ctx, seen);
     let m = &shared.metrics;
     let handles = &ctx.state.metrics;
     // A model request (POST, not a passthrough route) has its handles resolved with the config.
@@ -133,6 +134,24 @@ fn metrics(shared: &Shared, ctx: &RequestCtx, seen: &Seen<'_>) {
                     .inc_by(u.completion_tokens);
             }
         }
+    }
+}
+
+/// The GenAI client metrics of a model request that reached a deployment: its duration, and its
+/// input and output tokens when the answer's usage is known.
+fn genai(shared: &Shared, ctx: &RequestCtx, seen: &Seen<'_>) {
+    let (Some(endpoint), Some(m), Some(d)) = (ctx.endpoint, ctx.model, ctx.deployment) else {
+        return;
+    };
+    let Some(up) = ctx.state.metrics.upstream(m, d) else {
+        return;
+    };
+    let g = up.genai(&shared.metrics, endpoint);
+    g.duration.observe(seen.elapsed.as_secs_f64());
+    if let Some(u) = ctx.outcome.usage {
+        let u = u.usage();
+        g.input_tokens.observe(u.prompt_tokens as f64);
+        g.output_tokens.observe(u.completion_tokens as f64);
     }
 }
 
