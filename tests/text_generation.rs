@@ -360,3 +360,62 @@ async fn quick_start_model_flag() {
         "<|im_start|>user\nhi<|im_end|>\n<|im_start|>assistant\n"
     );
 }
+
+/// `add_function_to_prompt` (LiteLLM's flag): a server without tools gets the request's tools
+/// described in the system prompt instead of a 400; without the flag, tools are refused.
+#[tokio::test]
+async fn add_function_to_prompt_describes_tools_in_the_system_prompt() {
+    let mock = Mock::start("T");
+    let cfg = tgi_config(&mock, None).replace(
+        "deployments: [{upstream: t",
+        "add_function_to_prompt: true, deployments: [{upstream: t",
+    );
+    let gw = gateway(&cfg).await;
+    let tools = json!([{"type": "function", "function": {"name": "get_weather", "description": "Weather in a city", "parameters": {"type": "object", "properties": {"city": {"type": "string"}}}}}]);
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        json!({"model": "llama", "messages": [
+            {"role": "system", "content": "Be brief."},
+            {"role": "user", "content": "Weather in Paris?"}
+        ], "tools": tools, "tool_choice": "auto"}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200, "{}", r.text().await.unwrap());
+    let rec = last_generate(&mock).await;
+    let inputs = rec["inputs"].as_str().unwrap();
+    let expected_system = format!(
+        "<|im_start|>system\nBe brief. Produce JSON OUTPUT ONLY! Adhere to this format {{\"name\": \"function_name\", \"arguments\":{{\"argument_name\": \"argument_value\"}}}} The following functions are available to you:\n{}\n<|im_end|>",
+        tools[0]["function"]
+    );
+    assert!(inputs.starts_with(&expected_system), "{inputs}");
+    assert!(inputs.contains("<|im_start|>user\nWeather in Paris?"), "{inputs}");
+    // No system message: one is added before the others.
+    let r = post(
+        &gw,
+        "/v1/chat/completions",
+        json!({"model": "llama", "messages": [{"role": "user", "content": "Hi"}], "functions": [{"name": "f", "parameters": {}}]}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 200);
+    let inputs = last_generate(&mock).await["inputs"].as_str().unwrap().to_string();
+    assert!(
+        inputs.starts_with("<|im_start|>system\nProduce JSON OUTPUT ONLY!")
+            && inputs.contains("\n{\"name\":\"f\",\"parameters\":{}}\n"),
+        "{inputs}"
+    );
+    // Without the flag the same request is refused, naming the field.
+    let plain = gateway(&tgi_config(&mock, None)).await;
+    let r = post(
+        &plain,
+        "/v1/chat/completions",
+        json!({"model": "llama", "messages": [{"role": "user", "content": "Hi"}], "tools": tools}),
+        &[],
+    )
+    .await;
+    assert_eq!(r.status(), 400);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["error"]["param"], "tools", "{v}");
+}

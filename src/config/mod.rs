@@ -263,8 +263,12 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let mut upstreams = m
         .with(r, "upstreams", |r, n| Some(n.list(r, upstreams::read)))
         .unwrap_or_default();
+    // The default for models that do not set `drop_params` themselves (LiteLLM's global setting).
+    let drop_params = m.with(r, "drop_params", |r, n| n.bool(r)).unwrap_or(false);
     let mut models = m
-        .with(r, "models", |r, n| Some(n.list(r, models::read)))
+        .with(r, "models", |r, n| {
+            Some(n.list(r, |r, n| models::read(r, n, drop_params)))
+        })
         .unwrap_or_default();
     let mut routes = m
         .with(r, "routes", |r, n| Some(n.list(r, routes::read)))
@@ -275,17 +279,20 @@ fn read(r: &mut Reader, value: &serde_yaml::Value) -> Option<Config> {
     let tracing = m.with(r, "tracing", tracing::read).unwrap_or_default();
     let keys = m.with(r, "keys", keys::read).unwrap_or_default();
     let admin_ui = m.with(r, "admin_ui", |r, n| n.bool(r)).unwrap_or(true);
-    // The default for models that do not set `drop_params` themselves (LiteLLM's global setting).
-    let drop_params = m.with(r, "drop_params", |r, n| n.bool(r)).unwrap_or(false);
-    for model in &mut models {
-        model.drop_params.get_or_insert(drop_params);
-    }
-    // One warning, not one per model: the request path does not act on it yet.
-    if let Some(i) = models.iter().position(|m| m.add_function_to_prompt) {
-        r.warn(
-            &format!("models[{i}].add_function_to_prompt"),
-            "accepted; describing tools in the system prompt is not applied by this version yet (only `text_generation` upstreams lack tools; they refuse them, or drop them with drop_params)",
-        );
+    // Only a provider without tools acts on it: say so where no deployment of the model has one.
+    for (i, model) in models.iter().enumerate() {
+        let applies = model.deployments.iter().any(|d| {
+            upstreams
+                .iter()
+                .find(|u| u.name == d.upstream)
+                .is_some_and(|u| u.provider == upstreams::Provider::TextGeneration)
+        });
+        if model.add_function_to_prompt && !applies {
+            r.warn(
+                &format!("models[{i}].add_function_to_prompt"),
+                "has no effect here: tools are described in the system prompt only for `text_generation` deployments, and every other provider takes tools itself",
+            );
+        }
     }
     if cache.backend == cache::Backend::Redis && state.redis.is_none() {
         r.error("cache.backend", "`redis` needs state.redis to be set");
@@ -338,6 +345,12 @@ fn resolve(
     };
 
     let mut model_names: HashMap<String, String> = HashMap::new();
+    let mut model_ids: HashMap<String, usize> = HashMap::new();
+    for (i, model) in models.iter().enumerate() {
+        for name in std::iter::once(&model.name).chain(model.aliases.iter()) {
+            model_ids.entry(name.clone()).or_insert(i);
+        }
+    }
     let mut pending_fallbacks = Vec::new();
     for (i, model) in models.iter_mut().enumerate() {
         let path = format!("models[{i}]");
@@ -360,6 +373,15 @@ fn resolve(
         ] {
             pending_fallbacks.push((format!("{path}.{key}"), model.name.clone(), list.clone()));
         }
+        let ids = |names: &[String]| -> Vec<usize> {
+            names
+                .iter()
+                .filter_map(|n| model_ids.get(n).copied())
+                .filter(|&j| j != i)
+                .collect()
+        };
+        model.fallback_models = ids(&model.fallbacks);
+        model.context_window_fallback_models = ids(&model.context_window_fallbacks);
         for (j, d) in model.deployments.iter_mut().enumerate() {
             match upstream_idx.get(&d.upstream) {
                 Some(&idx) => d.upstream_id = UpstreamId::new(idx),
@@ -638,11 +660,11 @@ models:
   - {name: strict, drop_params: false, deployments: [{upstream: a, model: x}]}
 "#;
         let cfg = parse(text, &NoEnv).unwrap();
-        assert!(cfg.models[0].drops_params());
-        assert!(!cfg.models[1].drops_params());
+        assert!(cfg.models[0].drop_params);
+        assert!(!cfg.models[1].drop_params);
         let text = text.replace("drop_params: true\n", "");
         let cfg = parse(&text, &NoEnv).unwrap();
-        assert!(!cfg.models[0].drops_params());
+        assert!(!cfg.models[0].drop_params);
         let bad = text.replace("drop_params: false", "drop_params: sometimes");
         let all = parse(&bad, &NoEnv).unwrap_err().to_string();
         assert!(all.contains("models[1].drop_params"), "{all}");

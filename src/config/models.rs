@@ -119,9 +119,12 @@ pub struct Model {
     pub retry: RetryPolicy,
     /// `None`: cooldown disabled (`cooldown: {allowed_fails: 0}`).
     pub cooldown: Option<CooldownPolicy>,
-    /// Model names tried in order when every deployment failed (resolved at validation).
+    /// Model names tried in order when every deployment failed, as written (names or aliases).
     pub fallbacks: Vec<String>,
     pub context_window_fallbacks: Vec<String>,
+    /// The same, resolved when the config is read: indices into `Config::models`.
+    pub fallback_models: Vec<usize>,
+    pub context_window_fallback_models: Vec<usize>,
     /// Whole-request limit for this model; per-request `request_timeout` may lower it.
     pub timeout: Option<Duration>,
     pub queue: QueuePolicy,
@@ -131,19 +134,12 @@ pub struct Model {
     /// `batch`: coalescing into the provider's Batch API; off unless configured.
     pub batch: super::batch::ModelBatch,
     /// `drop_params`: parameters the provider does not support are dropped instead of refused. Set
-    /// per model, else from the top-level `drop_params` (resolved when the config is read).
-    pub drop_params: Option<bool>,
+    /// per model, else the top-level `drop_params` (resolved when the config is read).
+    pub drop_params: bool,
     /// `add_function_to_prompt` (LiteLLM's `--add_function_to_prompt`): for deployments whose provider
     /// has no tool support, the request's `tools` / `functions` are to be described in the system
     /// prompt instead of refused. The setting is read and validated here; the request path applies it.
     pub add_function_to_prompt: bool,
-}
-
-impl Model {
-    /// Whether unsupported parameters are dropped (`drop_params`).
-    pub fn drops_params(&self) -> bool {
-        self.drop_params.unwrap_or(false)
-    }
 }
 
 /// `models[].pricing`: USD per million tokens, replacing the built-in price table for this model.
@@ -165,7 +161,8 @@ pub struct Pricing {
 /// Keys of the reference that later features implement.
 const NOT_YET: &[&str] = &[];
 
-pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
+/// A `models[]` entry; `drop_params` is the top-level default for an entry that does not set it.
+pub fn read(r: &mut Reader, node: Node, drop_params: bool) -> Option<Model> {
     let mut allowed = vec![
         "name",
         "aliases",
@@ -234,7 +231,9 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
     let batch = m
         .with(r, "batch", super::batch::read_model)
         .unwrap_or_default();
-    let drop_params = m.with(r, "drop_params", |r, n| n.bool(r));
+    let drop_params = m
+        .with(r, "drop_params", |r, n| n.bool(r))
+        .unwrap_or(drop_params);
     let add_function_to_prompt = m
         .with(r, "add_function_to_prompt", |r, n| n.bool(r))
         .unwrap_or(false);
@@ -247,6 +246,8 @@ pub fn read(r: &mut Reader, node: Node) -> Option<Model> {
         cooldown,
         fallbacks,
         context_window_fallbacks,
+        fallback_models: Vec::new(),
+        context_window_fallback_models: Vec::new(),
         timeout,
         queue,
         cache,

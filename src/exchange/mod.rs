@@ -98,14 +98,14 @@ pub async fn forward(
         state,
         ctx,
         o.fallbacks.as_ref(),
-        &primary.fallbacks,
+        &primary.fallback_models,
         "fallbacks",
     )?;
     let cw_fallbacks = resolve_list(
         state,
         ctx,
         o.context_window_fallbacks.as_ref(),
-        &primary.context_window_fallbacks,
+        &primary.context_window_fallback_models,
         "context_window_fallbacks",
     )?;
     // The whole-request limit: the model's `timeout` (default: its first upstream's request timeout),
@@ -167,30 +167,37 @@ pub async fn forward(
     }
 }
 
-/// Per-request fallbacks (checked against the listener's scope, capped) or the configured ones.
+/// Per-request fallbacks (looked up by name, checked against the listener's scope, capped) or the
+/// configured ones (resolved when the config was read; those the listener does not serve skipped).
 fn resolve_list(
     state: &State,
     ctx: &RequestCtx,
     requested: Option<&Vec<String>>,
-    configured: &[String],
+    configured: &[usize],
     param: &'static str,
 ) -> Result<Vec<usize>, GatewayError> {
     let cfg = &state.config;
     let listener = &cfg.server.listeners[ctx
         .listener
         .min(cfg.server.listeners.len().saturating_sub(1))];
-    let names: &[String] = requested.map(|v| v.as_slice()).unwrap_or(configured);
+    let Some(names) = requested else {
+        return Ok(configured
+            .iter()
+            .copied()
+            .filter(|&i| route::allowed(cfg, listener, i))
+            .take(MAX_FALLBACKS)
+            .collect());
+    };
     let mut out = Vec::with_capacity(names.len());
     for name in names.iter().take(MAX_FALLBACKS) {
         match state.router.lookup(name) {
             Some(i) if route::allowed(cfg, listener, i) => out.push(i),
-            _ if requested.is_some() => {
+            _ => {
                 return Err(GatewayError::invalid(
                     format!("`{param}` names an unknown or not allowed model `{name}`"),
                     Some(param),
                 ))
             }
-            _ => {}
         }
     }
     Ok(out)
@@ -333,7 +340,8 @@ async fn try_model(
                 endpoint: ex.endpoint,
                 upstream: &pool.cfg,
                 deployment: dep,
-                drop_params: model.drops_params(),
+                drop_params: model.drop_params,
+                add_function_to_prompt: model.add_function_to_prompt,
                 req: ex.req,
                 raw: ex.raw,
                 need_usage: state.sched.models[m].needs_usage(d),

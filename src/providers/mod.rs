@@ -75,6 +75,9 @@ pub struct Attempt<'a> {
     pub deployment: &'a Deployment,
     /// Drop what the provider cannot take instead of refusing it (`drop_params`).
     pub drop_params: bool,
+    /// A provider without tools describes the request's tools in the system prompt instead of
+    /// refusing them (`add_function_to_prompt`).
+    pub add_function_to_prompt: bool,
     /// The request's top-level fields.
     pub req: &'a ModelRequest<'a>,
     /// The request body as received (sent untouched when nothing in it has to change).

@@ -28,6 +28,9 @@
 //! `logprobs`, `top_logprobs`, a non-zero `presence_penalty`, a non-empty `logit_bias`, `tools`,
 //! `tool_choice`, legacy `functions`, assistant `tool_calls` and `tool` / `function` messages,
 //! content parts other than text, completions' `echo`, `suffix`, `best_of` and several prompts.
+//! With the model's `add_function_to_prompt` (LiteLLM's flag), a chat request's `tools` / `functions`
+//! are described in the system prompt instead ([`functions_to_prompt`]) and the server answers in
+//! text (the JSON the prompt asks for, in the message content: not parsed into `tool_calls`).
 //!
 //! **Answers**: `generated_text` is the message content (chat) or the choice's `text`
 //! (completions); `details.finish_reason` `eos_token` and `stop_sequence` → `stop` (a stop sequence
@@ -69,7 +72,11 @@ impl Provider for TextGeneration {
 
     fn request(&self, a: &Attempt<'_>) -> Result<Outbound, GatewayError> {
         let refuse = |e: TranslateError| refusal(&e, "a text-generation server");
-        let req = super::gemini::parse_with_params(a.raw, &a.deployment.params).map_err(refuse)?;
+        let mut req =
+            super::gemini::parse_with_params(a.raw, &a.deployment.params).map_err(refuse)?;
+        if a.add_function_to_prompt && a.endpoint == Endpoint::ChatCompletions {
+            functions_to_prompt(&mut req);
+        }
         let cx = Cx {
             drop_unsupported: a.drop_params,
         };
@@ -190,6 +197,49 @@ fn message_text(content: &Value, field: &str, cx: &Cx) -> Result<String, Transla
             field,
             "expected a string or an array",
         )),
+    }
+}
+
+/// What the system prompt says before the request's tools (`add_function_to_prompt`), as LiteLLM's
+/// proxy words it, so prompts written for it keep working.
+pub const FUNCTIONS_PROMPT: &str = "Produce JSON OUTPUT ONLY! Adhere to this format {\"name\": \"function_name\", \"arguments\":{\"argument_name\": \"argument_value\"}} The following functions are available to you:";
+
+/// `add_function_to_prompt`: the request's `tools` (their `function` objects) or legacy `functions`
+/// are described in the system prompt — appended to the first system message, or as a system message
+/// of their own before the others — and removed with `tool_choice` / `function_call`, so a server
+/// without tools gets a request it can serve. A request without tools is left as it is.
+pub fn functions_to_prompt(req: &mut Map<String, Value>) {
+    let listed: Vec<Value> = ["tools", "functions"]
+        .iter()
+        .filter_map(|k| non_null(req, k).and_then(Value::as_array))
+        .flatten()
+        .map(|t| t.get("function").cloned().unwrap_or_else(|| t.clone()))
+        .collect();
+    if listed.is_empty() {
+        return;
+    }
+    let mut prompt = String::from(FUNCTIONS_PROMPT);
+    for f in &listed {
+        prompt.push('\n');
+        prompt.push_str(&f.to_string());
+        prompt.push('\n');
+    }
+    for key in ["tools", "functions", "tool_choice", "function_call"] {
+        req.remove(key);
+    }
+    let Some(Value::Array(messages)) = req.get_mut("messages") else {
+        return;
+    };
+    let system = messages.iter_mut().find(|m| {
+        matches!(m.get("role").and_then(Value::as_str), Some("system" | "developer"))
+            && m.get("content").is_some_and(Value::is_string)
+    });
+    match system.and_then(|m| m.get_mut("content")) {
+        Some(Value::String(s)) => {
+            s.push(' ');
+            s.push_str(&prompt);
+        }
+        _ => messages.insert(0, json!({"role": "system", "content": prompt})),
     }
 }
 

@@ -228,3 +228,37 @@ fn errors() {
     let v: Value = serde_json::from_slice(&error_to_openai(422, b"Failed to deserialize")).unwrap();
     assert_eq!(v["error"]["message"], "Failed to deserialize");
 }
+
+#[test]
+fn functions_go_to_the_system_prompt() {
+    let mut req = json!({"messages": [{"role": "user", "content": "Hi"}, {"role": "system", "content": "Be brief."}],
+        "tools": [{"type": "function", "function": {"name": "f", "parameters": {}}}], "tool_choice": "auto"})
+    .as_object()
+    .unwrap()
+    .clone();
+    functions_to_prompt(&mut req);
+    assert!(req.get("tools").is_none() && req.get("tool_choice").is_none());
+    // Appended to the first system message, wherever it is.
+    assert_eq!(
+        req["messages"][1]["content"],
+        format!("Be brief. {FUNCTIONS_PROMPT}\n{{\"name\":\"f\",\"parameters\":{{}}}}\n")
+    );
+    assert_eq!(req["messages"][0]["content"], "Hi");
+    // A system message with parts, or none at all: one is added first.
+    let mut req = json!({"messages": [{"role": "user", "content": "Hi"}], "functions": [{"name": "g"}], "function_call": "auto"})
+        .as_object()
+        .unwrap()
+        .clone();
+    functions_to_prompt(&mut req);
+    assert!(req.get("functions").is_none() && req.get("function_call").is_none());
+    assert_eq!(req["messages"][0]["role"], "system");
+    assert_eq!(
+        req["messages"][0]["content"],
+        format!("{FUNCTIONS_PROMPT}\n{{\"name\":\"g\"}}\n")
+    );
+    // No tools: nothing changes.
+    let before = json!({"messages": [{"role": "user", "content": "Hi"}], "tool_choice": "none"});
+    let mut req = before.as_object().unwrap().clone();
+    functions_to_prompt(&mut req);
+    assert_eq!(Value::Object(req), before);
+}

@@ -316,7 +316,7 @@ litellm_settings:
     assert!(cfg
         .models
         .iter()
-        .all(|m| m.drops_params() && m.add_function_to_prompt));
+        .all(|m| m.drop_params && m.add_function_to_prompt));
     // the deployment's own timeout, else the global one
     let timeouts: Vec<u64> = cfg
         .upstreams

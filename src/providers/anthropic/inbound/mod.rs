@@ -160,6 +160,7 @@ pub fn plan(p: &dyn Provider, a: &Attempt<'_>) -> Result<Outbound, GatewayError>
         upstream: a.upstream,
         deployment: &deployment,
         drop_params: a.drop_params,
+        add_function_to_prompt: a.add_function_to_prompt,
         req: &req,
         raw: &chat,
         // A translated stream asks for its usage itself.
