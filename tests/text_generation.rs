@@ -390,7 +390,10 @@ async fn add_function_to_prompt_describes_tools_in_the_system_prompt() {
         tools[0]["function"]
     );
     assert!(inputs.starts_with(&expected_system), "{inputs}");
-    assert!(inputs.contains("<|im_start|>user\nWeather in Paris?"), "{inputs}");
+    assert!(
+        inputs.contains("<|im_start|>user\nWeather in Paris?"),
+        "{inputs}"
+    );
     // No system message: one is added before the others.
     let r = post(
         &gw,
@@ -400,7 +403,10 @@ async fn add_function_to_prompt_describes_tools_in_the_system_prompt() {
     )
     .await;
     assert_eq!(r.status(), 200);
-    let inputs = last_generate(&mock).await["inputs"].as_str().unwrap().to_string();
+    let inputs = last_generate(&mock).await["inputs"]
+        .as_str()
+        .unwrap()
+        .to_string();
     assert!(
         inputs.starts_with("<|im_start|>system\nProduce JSON OUTPUT ONLY!")
             && inputs.contains("\n{\"name\":\"f\",\"parameters\":{}}\n"),

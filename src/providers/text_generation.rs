@@ -231,8 +231,10 @@ pub fn functions_to_prompt(req: &mut Map<String, Value>) {
         return;
     };
     let system = messages.iter_mut().find(|m| {
-        matches!(m.get("role").and_then(Value::as_str), Some("system" | "developer"))
-            && m.get("content").is_some_and(Value::is_string)
+        matches!(
+            m.get("role").and_then(Value::as_str),
+            Some("system" | "developer")
+        ) && m.get("content").is_some_and(Value::is_string)
     });
     match system.and_then(|m| m.get_mut("content")) {
         Some(Value::String(s)) => {
