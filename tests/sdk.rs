@@ -808,3 +808,76 @@ async fn text_generation_upstream_anthropic_python_sdk() {
 async fn bedrock_upstream_anthropic_python_sdk() {
     anthropic_sdk_against(Provider::Bedrock, &[]).await;
 }
+
+/// Seed 002's way in: a LiteLLM proxy config (`model_list` with `litellm_params`, the upstream key
+/// from `environment_variables` through `os.environ/`, `general_settings.master_key` and
+/// `database_url`) started with `llmproxy --config FILE --host --port`, then the OpenAI Python SDK's
+/// whole case list through it, unchanged but for its base URL.
+#[tokio::test]
+async fn litellm_config_openai_python_sdk() {
+    let Some(t) = tools(Sdk::OpenAiPython).await else {
+        return;
+    };
+    let mock = Provider::OpenAi.mock();
+    let yaml = format!(
+        r#"model_list:
+  - model_name: {MODEL}
+    litellm_params:
+      model: openai/mini-dep
+      api_base: "{base}/v1"
+      api_key: os.environ/SDK_UPSTREAM_KEY
+  - model_name: {EMBED_MODEL}
+    litellm_params:
+      model: openai/embed-dep
+      api_base: "{base}/v1"
+      api_key: os.environ/SDK_UPSTREAM_KEY
+general_settings:
+  master_key: "{MASTER}"
+  database_url: "sqlite://{db}"
+environment_variables:
+  SDK_UPSTREAM_KEY: sk-up-up
+"#,
+        base = mock.base(),
+        db = tmp_path("sdk-litellm-keys.db").display(),
+    );
+    let path = tmp_path("litellm-sdk.yaml");
+    std::fs::write(&path, yaml).unwrap();
+    let (port, admin) = (free_port(), free_port());
+    let (p, port_s, admin_s) = (
+        path.to_str().unwrap().to_string(),
+        port.to_string(),
+        format!("127.0.0.1:{admin}"),
+    );
+    let gw = Gateway::spawn(
+        &[
+            "--config",
+            &p,
+            "--host",
+            "127.0.0.1",
+            "--port",
+            &port_s,
+            "--admin-listen",
+            &admin_s,
+        ],
+        port,
+        admin,
+        path.clone(),
+    )
+    .await;
+    let base = gw.url("/v1");
+    let report = run(
+        &t,
+        Sdk::OpenAiPython,
+        "openai (LiteLLM config)",
+        &[&base, MODEL, EMBED_MODEL],
+        MOCK_GAPS,
+        None,
+        None,
+    )
+    .await;
+    assert_eq!(
+        report.values["models_list"]["ids"],
+        serde_json::json!([MODEL, EMBED_MODEL])
+    );
+    assert_upstream_saw(&mock, Provider::OpenAi).await;
+}
