@@ -231,7 +231,9 @@ pub fn translate_error(e: &TranslateError) -> GatewayError {
 /// converted whole, errors in OpenAI's shape, rate-limit headers in OpenAI's names.
 struct ToOpenAi {
     model: String,
-    tx: StreamTranslator,
+    include_usage: bool,
+    /// Made when the answer turns out to be a stream (its buffers are not needed otherwise).
+    tx: Option<StreamTranslator>,
     whole_usage: Option<Usage>,
 }
 
@@ -239,7 +241,8 @@ impl ToOpenAi {
     fn new(model: &str, include_usage: bool) -> ToOpenAi {
         ToOpenAi {
             model: model.to_string(),
-            tx: StreamTranslator::new(model, include_usage),
+            include_usage,
+            tx: None,
             whole_usage: None,
         }
     }
@@ -248,6 +251,7 @@ impl ToOpenAi {
 impl Answer for ToOpenAi {
     fn begin(&mut self, _status: u16, headers: &http::HeaderMap) -> Mode {
         if crate::providers::is_event_stream(headers) {
+            self.tx = Some(StreamTranslator::new(&self.model, self.include_usage));
             Mode::Stream
         } else {
             Mode::Whole
@@ -261,15 +265,18 @@ impl Answer for ToOpenAi {
     }
 
     fn chunk(&mut self, chunk: Bytes) -> Option<Bytes> {
-        Some(self.tx.feed(&chunk)).filter(|b| !b.is_empty())
+        let tx = self.tx.as_mut()?;
+        Some(tx.feed(&chunk)).filter(|b| !b.is_empty())
     }
 
     fn finish(&mut self) -> Option<Bytes> {
-        Some(self.tx.finish()).filter(|b| !b.is_empty())
+        let tx = self.tx.as_mut()?;
+        Some(tx.finish()).filter(|b| !b.is_empty())
     }
 
     fn usage(&self) -> Option<Usage> {
-        self.whole_usage.or_else(|| self.tx.usage())
+        self.whole_usage
+            .or_else(|| self.tx.as_ref().and_then(StreamTranslator::usage))
     }
 
     fn error_body(&self, status: u16, body: &[u8]) -> Option<Bytes> {

@@ -166,7 +166,8 @@ impl Provider for Bedrock {
                     answer: Box::new(ToOpenAi {
                         model: model.clone(),
                         shape,
-                        tx: StreamTranslator::new(model, shape, include_usage),
+                        include_usage,
+                        tx: None,
                         whole_usage: None,
                         id: None,
                     }),
@@ -243,7 +244,9 @@ pub fn translate_error(e: &TranslateError) -> GatewayError {
 struct ToOpenAi {
     model: String,
     shape: Shape,
-    tx: StreamTranslator,
+    include_usage: bool,
+    /// Made when the answer turns out to be a stream (its buffers are not needed otherwise).
+    tx: Option<StreamTranslator>,
     whole_usage: Option<Usage>,
     id: Option<String>,
 }
@@ -258,15 +261,18 @@ impl Answer for ToOpenAi {
                 Shape::Chat => "chatcmpl-",
                 Shape::Completion => "cmpl-",
             };
-            let id = format!("{prefix}{rid}");
-            self.tx.set_id(&id);
-            self.id = Some(id);
+            self.id = Some(format!("{prefix}{rid}"));
         }
         let stream = headers.get(http::header::CONTENT_TYPE).is_some_and(|v| {
             v.as_bytes()
                 .starts_with(b"application/vnd.amazon.eventstream")
         });
         if stream {
+            let mut tx = StreamTranslator::new(&self.model, self.shape, self.include_usage);
+            if let Some(id) = &self.id {
+                tx.set_id(id);
+            }
+            self.tx = Some(tx);
             Mode::Stream
         } else {
             Mode::Whole
@@ -284,15 +290,18 @@ impl Answer for ToOpenAi {
     }
 
     fn chunk(&mut self, chunk: Bytes) -> Option<Bytes> {
-        Some(self.tx.feed(&chunk)).filter(|b| !b.is_empty())
+        let tx = self.tx.as_mut()?;
+        Some(tx.feed(&chunk)).filter(|b| !b.is_empty())
     }
 
     fn finish(&mut self) -> Option<Bytes> {
-        Some(self.tx.finish()).filter(|b| !b.is_empty())
+        let tx = self.tx.as_mut()?;
+        Some(tx.finish()).filter(|b| !b.is_empty())
     }
 
     fn usage(&self) -> Option<Usage> {
-        self.whole_usage.or_else(|| self.tx.usage())
+        self.whole_usage
+            .or_else(|| self.tx.as_ref().and_then(StreamTranslator::usage))
     }
 
     fn error_body(&self, status: u16, body: &[u8]) -> Option<Bytes> {

@@ -218,7 +218,8 @@ impl Provider for Google {
                     body: Bytes::from(body.to_string()),
                     answer: Box::new(Chat {
                         model: model.clone(),
-                        tx: StreamTranslator::new(model, include_usage),
+                        include_usage,
+                        tx: None,
                         whole_usage: None,
                     }),
                 })
@@ -249,13 +250,16 @@ impl Provider for Google {
 /// converted whole, errors in OpenAI's shape.
 struct Chat {
     model: String,
-    tx: StreamTranslator,
+    include_usage: bool,
+    /// Made when the answer turns out to be a stream (its buffers are not needed otherwise).
+    tx: Option<StreamTranslator>,
     whole_usage: Option<Usage>,
 }
 
 impl Answer for Chat {
     fn begin(&mut self, _status: u16, headers: &http::HeaderMap) -> Mode {
         if super::is_event_stream(headers) {
+            self.tx = Some(StreamTranslator::new(&self.model, self.include_usage));
             Mode::Stream
         } else {
             Mode::Whole
@@ -269,15 +273,18 @@ impl Answer for Chat {
     }
 
     fn chunk(&mut self, chunk: Bytes) -> Option<Bytes> {
-        Some(self.tx.feed(&chunk)).filter(|b| !b.is_empty())
+        let tx = self.tx.as_mut()?;
+        Some(tx.feed(&chunk)).filter(|b| !b.is_empty())
     }
 
     fn finish(&mut self) -> Option<Bytes> {
-        Some(self.tx.finish()).filter(|b| !b.is_empty())
+        let tx = self.tx.as_mut()?;
+        Some(tx.finish()).filter(|b| !b.is_empty())
     }
 
     fn usage(&self) -> Option<Usage> {
-        self.whole_usage.or_else(|| self.tx.usage())
+        self.whole_usage
+            .or_else(|| self.tx.as_ref().and_then(StreamTranslator::usage))
     }
 
     fn error_body(&self, status: u16, body: &[u8]) -> Option<Bytes> {
