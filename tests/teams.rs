@@ -49,6 +49,18 @@ async fn team_spend(gw: &Gateway, team: &str) -> f64 {
     v["team_info"]["spend"].as_f64().unwrap()
 }
 
+/// Waits (bounded) until the team's spend reached `usd`: a request's spend is booked when it has
+/// been answered, so a client that sends its next request on a new connection at once can race it.
+async fn settled_team_spend(gw: &Gateway, team: &str, usd: f64) {
+    for _ in 0..500 {
+        if team_spend(gw, team).await >= usd - 1e-12 {
+            return;
+        }
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    panic!("the team's spend never reached {usd}");
+}
+
 /// Everything but the two-instance case, against one database URL.
 async fn suite(database: &str) {
     let mock = Mock::start("A");
@@ -127,6 +139,7 @@ async fn suite(database: &str) {
         assert_eq!(r.status(), 200);
         n += 1;
         assert!(n < 100, "the team budget never ran out");
+        settled_team_spend(&gw, &research, n as f64 * COST_USD).await;
     }
     // $0.0035 at $0.001 a request: the fourth request reaches $0.004 and the fifth is refused.
     assert_eq!(n, 4);
