@@ -49,7 +49,7 @@ pub fn client_limited(
                     "Too many requests from this client on listener `{}` (limit {} per second, burst {})",
                     l.name, limit.per_second, limit.burst
                 ),
-                retry_after: Duration::from_secs_f64(w),
+                retry_after: Duration::try_from_secs_f64(w).unwrap_or(Duration::from_secs(86_400)),
             })
         }
     }

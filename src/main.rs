@@ -504,7 +504,10 @@ fn probe(run: &RunArgs, seed: &SeedArgs) -> ExitCode {
         admin,
         key,
         admin_token,
-        timeout: std::time::Duration::from_secs_f64(seed.request_timeout.unwrap_or(600.0).max(1.0)),
+        timeout: std::time::Duration::try_from_secs_f64(
+            seed.request_timeout.unwrap_or(600.0).clamp(1.0, 1e9),
+        )
+        .unwrap_or(std::time::Duration::from_secs(600)),
     };
     let rt = match tokio::runtime::Builder::new_current_thread()
         .enable_all()

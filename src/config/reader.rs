@@ -328,7 +328,7 @@ impl<'a> Node<'a> {
             None => {
                 r.error(
                     self.path,
-                    format!("invalid duration `{s}`: use a number and a unit (ms, s, m, h, d), e.g. `10s`"),
+                    format!("invalid duration `{s}`: use a number and a unit (ms, s, m, h, d), e.g. `10s`, at most 31 years"),
                 );
                 None
             }
@@ -486,6 +486,10 @@ pub fn expand_env(s: &str, env: &dyn Env) -> Result<String, String> {
     Ok(out)
 }
 
+/// The longest duration a config may name (about 31 years): beyond it a duration is a typo, and
+/// deadlines computed from it (`Instant + duration`) would overflow.
+pub const MAX_DURATION_SECS: f64 = 1e9;
+
 pub fn parse_duration(s: &str) -> Option<Duration> {
     let s = s.trim();
     let split = s.find(|c: char| !c.is_ascii_digit() && c != '.')?;
@@ -502,7 +506,10 @@ pub fn parse_duration(s: &str) -> Option<Duration> {
         "d" => n * 86400.0,
         _ => return None,
     };
-    Some(Duration::from_secs_f64(secs))
+    if secs > MAX_DURATION_SECS {
+        return None;
+    }
+    Duration::try_from_secs_f64(secs).ok()
 }
 
 pub fn parse_size(s: &str) -> Option<usize> {
@@ -549,6 +556,16 @@ mod tests {
         assert_eq!(parse_duration("250ms"), Some(Duration::from_millis(250)));
         assert_eq!(parse_duration("5m"), Some(Duration::from_secs(300)));
         assert_eq!(parse_duration("10"), None);
+        // Found by the config fuzz target: a duration too large for `Duration` panicked.
+        assert_eq!(
+            parse_duration("66666666666666666666666666666666666666615s"),
+            None
+        );
+        assert_eq!(parse_duration("1000000001s"), None);
+        assert_eq!(
+            parse_duration("11574d"),
+            Some(Duration::from_secs(11574 * 86400))
+        );
         assert_eq!(parse_size("8MiB"), Some(8 << 20));
         assert_eq!(parse_size("512KiB"), Some(512 << 10));
         assert_eq!(parse_size("8XB"), None);

@@ -101,7 +101,8 @@ impl Governed {
                         describe_rates(rates),
                         w.ceil()
                     ),
-                    retry_after: Duration::from_secs_f64(w.max(1.0)),
+                    retry_after: Duration::try_from_secs_f64(w.max(1.0))
+                        .unwrap_or(Duration::from_secs(86_400)),
                 }),
                 Err(_) => Some(GatewayError::StateUnavailable(
                     "The shared rate-limit state is unavailable".into(),
