@@ -349,7 +349,6 @@ async fn langfuse_gets_basic_auth_on_its_otlp_path() {
 async fn litellm_success_callback_langfuse() {
     let col = Collector::start();
     let mock = Mock::start("A");
-    let (port, admin) = (free_port(), free_port());
     let path = tmp_path("litellm.yaml");
     std::fs::write(
         &path,
@@ -359,31 +358,14 @@ async fn litellm_success_callback_langfuse() {
         ),
     )
     .unwrap();
-    let (p, port_s, admin_s) = (
-        path.to_str().unwrap().to_string(),
-        port.to_string(),
-        format!("127.0.0.1:{admin}"),
-    );
     let host = col.base();
-    let gw = Gateway::spawn_with_env(
-        &[
-            "--config",
-            &p,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port_s,
-            "--admin-listen",
-            &admin_s,
-        ],
+    let gw = Gateway::spawn_config_file(
+        path,
         &[
             ("LANGFUSE_HOST", host.as_str()),
             ("LANGFUSE_PUBLIC_KEY", "pk-lf-1"),
             ("LANGFUSE_SECRET_KEY", "sk-lf-2"),
         ],
-        port,
-        admin,
-        path.clone(),
     )
     .await;
     let (rid, _) = post(

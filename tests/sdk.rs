@@ -842,28 +842,7 @@ environment_variables:
     );
     let path = tmp_path("litellm-sdk.yaml");
     std::fs::write(&path, yaml).unwrap();
-    let (port, admin) = (free_port(), free_port());
-    let (p, port_s, admin_s) = (
-        path.to_str().unwrap().to_string(),
-        port.to_string(),
-        format!("127.0.0.1:{admin}"),
-    );
-    let gw = Gateway::spawn(
-        &[
-            "--config",
-            &p,
-            "--host",
-            "127.0.0.1",
-            "--port",
-            &port_s,
-            "--admin-listen",
-            &admin_s,
-        ],
-        port,
-        admin,
-        path.clone(),
-    )
-    .await;
+    let gw = Gateway::spawn_config_file(path, &[]).await;
     let base = gw.url("/v1");
     let report = run(
         &t,

@@ -313,6 +313,28 @@ impl Gateway {
         gw
     }
 
+    /// Started the way seed 002 starts its proxy: `--config FILE --host 127.0.0.1 --port P
+    /// --admin-listen 127.0.0.1:A` on free ports, with `env` added to its environment.
+    pub async fn spawn_config_file(config: PathBuf, env: &[(&str, &str)]) -> Gateway {
+        let (port, admin) = (free_port(), free_port());
+        let (p, port_s, admin_s) = (
+            config.to_str().expect("a UTF-8 path").to_string(),
+            port.to_string(),
+            format!("127.0.0.1:{admin}"),
+        );
+        let args = [
+            "--config",
+            p.as_str(),
+            "--host",
+            "127.0.0.1",
+            "--port",
+            port_s.as_str(),
+            "--admin-listen",
+            admin_s.as_str(),
+        ];
+        Gateway::spawn_with_env(&args, env, port, admin, config).await
+    }
+
     pub async fn spawn(args: &[&str], port: u16, admin_port: u16, config: PathBuf) -> Gateway {
         Gateway::spawn_with_stderr(args, port, admin_port, config, Stdio::inherit()).await
     }
