@@ -186,6 +186,16 @@ fn check_good_and_bad_configs() {
     let (ok, _, err) = check("server: [\n");
     assert!(!ok);
     assert!(err.contains("invalid YAML"), "{err}");
+
+    // A duration too large to represent is an error at its key (it crashed `check` and reloads).
+    let (ok, _, err) = check(
+        "server: {listeners: [{name: main, listen: \"127.0.0.1:4000\"}]}\nupstreams: [{name: u, url: \"http://127.0.0.1:8000/v1\", health_check: {interval: 66666666666666666666666666666666666666615s}}]\nmodels: [{name: m, deployments: [{upstream: u, model: m}]}]\n",
+    );
+    assert!(!ok);
+    assert!(
+        err.contains("upstreams[0].health_check.interval: invalid duration"),
+        "{err}"
+    );
 }
 
 #[test]

@@ -198,6 +198,7 @@ pub fn visible_models(cfg: &Config, listener: &Listener) -> Vec<String> {
 
 #[cfg(test)]
 mod tests {
+    use super::*;
 
     #[test]
     fn endpoint_index_is_its_place_in_all() {
@@ -205,8 +206,6 @@ mod tests {
             assert_eq!(e.index(), i, "{e:?}");
         }
     }
-
-    use super::*;
 
     #[test]
     fn path_checks() {
