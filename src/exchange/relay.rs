@@ -6,6 +6,7 @@ use super::attempt::{Buffered, Outcome, Target};
 use super::{client_gone, count_error, Deadlines, Relayed, PROBE_AFTER, PROBE_BETWEEN_CHUNKS};
 use crate::providers::{relayable, Answer, HeaderFate, Mode, StreamFailure};
 use crate::proxy::ctx::RequestCtx;
+use crate::proxy::respond::{X_CACHE, X_DEPLOYMENT, X_MODEL, X_QUEUE_MS, X_REQUEST_ID};
 use crate::state::{Shared, State};
 use bytes::{Bytes, BytesMut};
 use pingora::prelude::*;
@@ -486,12 +487,6 @@ pub(super) fn downstream_header(
     }
     Ok(ResponseHeader::from(parts))
 }
-
-const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
-const X_DEPLOYMENT: http::HeaderName = http::HeaderName::from_static("x-llmproxy-deployment");
-const X_MODEL: http::HeaderName = http::HeaderName::from_static("x-llmproxy-model");
-const X_QUEUE_MS: http::HeaderName = http::HeaderName::from_static("x-llmproxy-queue-ms");
-const X_CACHE: http::HeaderName = http::HeaderName::from_static("x-llmproxy-cache");
 
 /// A header value from text the gateway holds (an id, a name from the config, a translated value).
 fn header_value<T>(v: T) -> Result<http::HeaderValue>

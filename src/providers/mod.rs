@@ -389,7 +389,7 @@ pub fn request_header(
     req.insert_header(http::header::CONTENT_LENGTH, body_len)?;
     // The body was validated as JSON (or built by the gateway), whatever the client labelled it.
     req.insert_header(http::header::CONTENT_TYPE, "application/json")?;
-    req.insert_header("x-request-id", request_id)?;
+    req.insert_header(crate::proxy::respond::X_REQUEST_ID, request_id)?;
     for (name, value) in extra {
         if !req.headers.contains_key(name) {
             req.insert_header(name.clone(), value.clone())?;

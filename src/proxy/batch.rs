@@ -9,6 +9,7 @@
 //! clients that stream some calls and not others behind one model name.
 
 use super::ctx::RequestCtx;
+use super::respond::{X_BATCH, X_CACHE, X_DEPLOYMENT, X_MODEL, X_REQUEST_ID};
 use crate::batch::{Account, BatchEndpoint, Line, QueueKey, Reply, Target};
 use crate::body::ModelRequest;
 use crate::config::batch::Mode;
@@ -220,12 +221,12 @@ fn response_header(
     let mut resp = ResponseHeader::build(a.status, Some(8))?;
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, a.body.len())?;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    resp.insert_header("x-llmproxy-deployment", upstream)?;
-    resp.insert_header("x-llmproxy-model", model)?;
-    resp.insert_header("x-llmproxy-batch", &*a.batch_id)?;
+    resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    resp.insert_header(X_DEPLOYMENT, upstream)?;
+    resp.insert_header(X_MODEL, model)?;
+    resp.insert_header(X_BATCH, &*a.batch_id)?;
     if let Some(c) = ctx.outcome.cache {
-        resp.insert_header("x-llmproxy-cache", c.label())?;
+        resp.insert_header(X_CACHE, c.label())?;
     }
     Ok(resp)
 }

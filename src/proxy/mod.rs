@@ -78,7 +78,12 @@ impl ProxyHttp for Gateway {
 
     async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
         let header = session.req_header();
-        ctx.request_id = ctx::request_id(header.headers.get("x-request-id").map(|v| v.as_bytes()));
+        ctx.request_id = ctx::request_id(
+            header
+                .headers
+                .get(respond::X_REQUEST_ID)
+                .map(|v| v.as_bytes()),
+        );
         ctx.listener = listener_index(&ctx.state, session);
         let admitted = match crate::auth::client_limited(&self.shared, session, ctx) {
             Some(e) => Err(e),

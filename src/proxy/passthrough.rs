@@ -3,6 +3,7 @@
 //! credentials removed, and nothing else rewritten. The phases of that loop call the functions here.
 
 use super::ctx::{Passthrough, RequestCtx};
+use super::respond::{X_DEPLOYMENT, X_REQUEST_ID};
 use crate::error::GatewayError;
 use crate::providers::forwardable;
 use bytes::Bytes;
@@ -77,7 +78,7 @@ pub async fn upstream_request(ctx: &mut RequestCtx, req: &mut RequestHeader) -> 
         req.remove_header(&n);
     }
     req.insert_header(http::header::HOST, pool.cfg.url.authority.as_str())?;
-    req.insert_header("x-request-id", request_id.as_str())?;
+    req.insert_header(X_REQUEST_ID, request_id.as_str())?;
     crate::providers::of(pool.cfg.provider).request_headers(req)?;
     crate::balance::upstream::apply_upstream_headers(&pool.cfg, req)?;
     // A passthrough body streams from the client: a signature cannot cover it.
@@ -139,9 +140,9 @@ pub fn connect_failed(
 /// The answer's header: the request id and the upstream's name.
 pub fn response_header(ctx: &mut RequestCtx, resp: &mut ResponseHeader) -> Result<()> {
     ctx.outcome.status = resp.status.as_u16();
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
     if let Some(up) = ctx.upstream.and_then(|u| ctx.state.upstreams.get(u)) {
-        resp.insert_header("x-llmproxy-deployment", up.cfg.name.as_str())?;
+        resp.insert_header(X_DEPLOYMENT, up.cfg.name.as_str())?;
     }
     Ok(())
 }

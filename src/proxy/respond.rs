@@ -6,6 +6,14 @@ use bytes::Bytes;
 use pingora::prelude::*;
 use pingora::proxy::Session;
 
+/// The gateway's own response headers (names in the spec's headers reference).
+pub const X_REQUEST_ID: http::HeaderName = http::HeaderName::from_static("x-request-id");
+pub const X_DEPLOYMENT: http::HeaderName = http::HeaderName::from_static("x-llmproxy-deployment");
+pub const X_MODEL: http::HeaderName = http::HeaderName::from_static("x-llmproxy-model");
+pub const X_QUEUE_MS: http::HeaderName = http::HeaderName::from_static("x-llmproxy-queue-ms");
+pub const X_CACHE: http::HeaderName = http::HeaderName::from_static("x-llmproxy-cache");
+pub const X_BATCH: http::HeaderName = http::HeaderName::from_static("x-llmproxy-batch");
+
 /// Write a complete JSON response.
 pub async fn json(
     session: &mut Session,
@@ -30,11 +38,11 @@ async fn json_with(
         resp.insert_header(http::header::RETRY_AFTER, secs.max(1))?;
     }
     if !ctx.queue_wait.is_zero() {
-        resp.insert_header("x-llmproxy-queue-ms", ctx.queue_wait.as_millis() as u64)?;
+        resp.insert_header(X_QUEUE_MS, ctx.queue_wait.as_millis() as u64)?;
     }
     resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
     resp.insert_header(http::header::CONTENT_LENGTH, body.len())?;
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
+    resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
     session.write_response_header(Box::new(resp), false).await?;
     session.write_response_body(Some(body), true).await
 }
@@ -87,9 +95,9 @@ pub async fn cached(
         resp.insert_header(http::header::CONTENT_TYPE, "application/json")?;
         resp.insert_header(http::header::CONTENT_LENGTH, len)?;
     }
-    resp.insert_header("x-request-id", ctx.request_id.as_str())?;
-    resp.insert_header("x-llmproxy-cache", "hit")?;
-    resp.insert_header("x-llmproxy-model", model)?;
+    resp.insert_header(X_REQUEST_ID, ctx.request_id.as_str())?;
+    resp.insert_header(X_CACHE, "hit")?;
+    resp.insert_header(X_MODEL, model)?;
     session.write_response_header(Box::new(resp), false).await?;
     let n = chunks.len();
     for (i, c) in chunks.into_iter().enumerate() {
