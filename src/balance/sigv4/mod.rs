@@ -18,6 +18,8 @@
 //! rather than each waiting on the chain (instance metadata timeouts). Every secret access key and
 //! session token loaded is registered with the log scrubber.
 
+mod canonical;
+
 use super::signer::SignError;
 use crate::config::upstreams::AwsAuth;
 use arc_swap::ArcSwapOption;
@@ -44,6 +46,8 @@ pub struct SigV4 {
     region: String,
     service: &'static str,
     source: Source,
+    /// The day's signing key (derived once a day, not per request).
+    keys: canonical::KeyCache,
 }
 
 enum Source {
@@ -110,6 +114,7 @@ impl SigV4 {
             region: auth.region.clone(),
             service,
             source,
+            keys: canonical::KeyCache::default(),
         }
     }
 
@@ -133,53 +138,100 @@ impl SigV4 {
         for h in ["authorization", "x-amz-date", "x-amz-security-token"] {
             req.remove_header(h);
         }
-        let out: Vec<(String, String)> = {
-            let mut signed: Vec<(&str, &str)> = Vec::with_capacity(4);
-            for (name, value) in req.headers.iter() {
-                let n = name.as_str();
-                if n == "host" || n == "content-type" || n.starts_with("x-amz-") {
-                    if let Ok(v) = value.to_str() {
-                        signed.push((n, v));
-                    }
+        let mut signed: Vec<(&str, &str)> = Vec::with_capacity(4);
+        for (name, value) in req.headers.iter() {
+            let n = name.as_str();
+            if n == "host" || n == "content-type" || n.starts_with("x-amz-") {
+                if let Ok(v) = value.to_str() {
+                    signed.push((n, v));
                 }
             }
-            if !signed.iter().any(|(n, _)| *n == "host") {
-                return Err(SignError("the request has no Host header to sign".into()));
-            }
-            let target = req
-                .uri
-                .path_and_query()
-                .map_or("/", |p| p.as_str())
-                .to_string();
-            let params = v4::SigningParams::builder()
-                .identity(identity)
-                .region(&self.region)
-                .name(self.service)
-                .time(now)
-                .settings(SigningSettings::default())
-                .build()
-                .map_err(|e| SignError(format!("SigV4 parameters: {e}")))?
-                .into();
-            let signable = SignableRequest::new(
-                req.method.as_str(),
-                target,
-                signed.into_iter(),
-                SignableBody::Bytes(body),
+        }
+        if !signed.iter().any(|(n, _)| *n == "host") {
+            return Err(SignError("the request has no Host header to sign".into()));
+        }
+        let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+        // The usual request (no query, a plain path and header values): its canonical form written
+        // directly; anything else through the crate's general signer.
+        let fast = match (identity.data::<Credentials>(), req.uri.query()) {
+            (Some(c), None) => canonical::sign(
+                &self.keys,
+                &canonical::Scope {
+                    access_key_id: c.access_key_id(),
+                    secret: c.secret_access_key(),
+                    session_token: c.session_token(),
+                    region: &self.region,
+                    service: self.service,
+                },
+                &canonical::Request {
+                    method: req.method.as_str(),
+                    path: target,
+                    headers: &signed,
+                    body,
+                },
+                now,
             )
-            .map_err(|e| SignError(format!("SigV4: {e}")))?;
-            let (instructions, _) = sign(signable, &params)
-                .map_err(|e| SignError(format!("SigV4: {e}")))?
-                .into_parts();
-            instructions
-                .headers()
-                .map(|(k, v)| (k.to_string(), v.to_string()))
-                .collect()
+            .map(|s| (s, c.session_token().map(str::to_owned))),
+            _ => None,
         };
-        for (k, v) in out {
-            req.insert_header(k, v)
-                .map_err(|e| SignError(format!("SigV4 header: {e}")))?;
+        let add = |req: &mut RequestHeader, name: &'static str, value: String| {
+            req.insert_header(name, value)
+                .map_err(|e| SignError(format!("SigV4 header: {e}")))
+        };
+        match fast {
+            Some((s, token)) => {
+                add(req, "x-amz-date", s.date)?;
+                add(req, "authorization", s.authorization)?;
+                if let Some(t) = token {
+                    add(req, "x-amz-security-token", t)?;
+                }
+            }
+            None => {
+                let out = self.general(identity, req.method.as_str(), target, signed, body, now)?;
+                for (k, v) in out {
+                    req.insert_header(k, v)
+                        .map_err(|e| SignError(format!("SigV4 header: {e}")))?;
+                }
+            }
         }
         Ok(())
+    }
+}
+
+impl SigV4 {
+    /// `aws-sigv4`'s general signer: the headers to add.
+    fn general(
+        &self,
+        identity: &Identity,
+        method: &str,
+        target: &str,
+        signed: Vec<(&str, &str)>,
+        body: &[u8],
+        now: SystemTime,
+    ) -> Result<Vec<(String, String)>, SignError> {
+        let params = v4::SigningParams::builder()
+            .identity(identity)
+            .region(&self.region)
+            .name(self.service)
+            .time(now)
+            .settings(SigningSettings::default())
+            .build()
+            .map_err(|e| SignError(format!("SigV4 parameters: {e}")))?
+            .into();
+        let signable = SignableRequest::new(
+            method,
+            target,
+            signed.into_iter(),
+            SignableBody::Bytes(body),
+        )
+        .map_err(|e| SignError(format!("SigV4: {e}")))?;
+        let (instructions, _) = sign(signable, &params)
+            .map_err(|e| SignError(format!("SigV4: {e}")))?
+            .into_parts();
+        Ok(instructions
+            .headers()
+            .map(|(k, v)| (k.to_string(), v.to_string()))
+            .collect())
     }
 }
 
@@ -356,6 +408,201 @@ mod tests {
             .to_str()
             .unwrap()
             .to_string()
+    }
+
+    /// The canonical form written directly gives the crate's signature byte for byte, on generated
+    /// requests of every shape (those it does not take go to the crate, and must still sign).
+    #[test]
+    fn the_direct_canonical_form_signs_as_the_crate_does() {
+        use rand::{rngs::StdRng, Rng, SeedableRng};
+        let mut rng = StdRng::seed_from_u64(20_261_203);
+        let s = SigV4::new(&auth(None), "bedrock", "b");
+        let pick = |rng: &mut StdRng, from: &[&'static str]| from[rng.gen_range(0..from.len())];
+        let segs = [
+            "model",
+            "anthropic.claude-3-haiku-20240307-v1%3A0",
+            "converse",
+            "converse-stream",
+            "a~b_c-d",
+            "%2F",
+            "x%20y",
+            ".",
+            "..",
+            "",
+            "invoke",
+            "amazon.titan-embed-text-v2%3A0",
+            "Z9",
+            "a:b",
+            "caf%C3%A9",
+        ];
+        let values = [
+            "application/json",
+            "bedrock-runtime.us-east-1.amazonaws.com",
+            "127.0.0.1:8080",
+            " padded",
+            "trailing ",
+            "two  spaces",
+            "a b c",
+            "x",
+            "guardrail-1",
+            "",
+        ];
+        let secrets = [
+            "wJalrXUtnFEMI/K7MDENG+bPxRfiCYEXAMPLEKEY",
+            "other-secret",
+            "s3",
+        ];
+        let tokens = [
+            None,
+            Some("session-token-123"),
+            Some("tok en"),
+            Some(" lead"),
+        ];
+        let (mut direct, mut total) = (0, 0);
+        for _ in 0..3000 {
+            let n = rng.gen_range(0..5);
+            let mut path = String::new();
+            for _ in 0..n {
+                path.push('/');
+                path.push_str(pick(&mut rng, &segs));
+            }
+            if path.is_empty() || rng.gen_bool(0.1) {
+                path.push('/');
+            }
+            let method = pick(&mut rng, &["POST", "GET"]);
+            let Ok(mut req) = RequestHeader::build(method, path.as_bytes(), None) else {
+                continue;
+            };
+            let mut names = vec!["host", "content-type"];
+            for extra in ["x-amz-bedrock-trace", "x-amz-foo", "user-agent"] {
+                if rng.gen_bool(0.3) {
+                    names.push(extra);
+                }
+            }
+            for name in names {
+                let v = pick(&mut rng, &values);
+                if name == "host" && v.is_empty() {
+                    continue;
+                }
+                let _ = req.append_header(name, v);
+                if name.starts_with("x-amz") && rng.gen_bool(0.1) {
+                    let _ = req.append_header(name, "again");
+                }
+            }
+            let body: Vec<u8> = (0..rng.gen_range(0..300)).map(|_| rng.gen()).collect();
+            // Same days again and again (the cached key) and any day of five centuries.
+            let secs = if rng.gen_bool(0.5) {
+                1_764_720_000 + rng.gen_range(0..3 * 86_400)
+            } else {
+                rng.gen_range(0..16_000_000_000_u64)
+            };
+            let now = SystemTime::UNIX_EPOCH + Duration::from_secs(secs);
+            let identity: Identity = Credentials::new(
+                "AKIDEXAMPLE",
+                pick(&mut rng, &secrets),
+                tokens[rng.gen_range(0..tokens.len())].map(str::to_owned),
+                None,
+                "t",
+            )
+            .into();
+            let mut signed_req = req.clone();
+            let ours = s.sign_with(&identity, &mut signed_req, &body, now);
+            // The crate's, from the same headers.
+            let headers: Vec<(&str, &str)> = req
+                .headers
+                .iter()
+                .filter(|(n, _)| {
+                    let n = n.as_str();
+                    n == "host" || n == "content-type" || n.starts_with("x-amz-")
+                })
+                .filter_map(|(n, v)| Some((n.as_str(), v.to_str().ok()?)))
+                .collect();
+            if !headers.iter().any(|(n, _)| *n == "host") {
+                assert!(ours.is_err());
+                continue;
+            }
+            let target = req.uri.path_and_query().map_or("/", |p| p.as_str());
+            let theirs = s.general(&identity, method, target, headers.clone(), &body, now);
+            let Ok(theirs) = theirs else {
+                assert!(
+                    ours.is_err(),
+                    "{method} {target}: the crate refused, we signed"
+                );
+                continue;
+            };
+            total += 1;
+            let c = identity.data::<Credentials>().unwrap();
+            let took_direct = canonical::sign(
+                &canonical::KeyCache::default(),
+                &canonical::Scope {
+                    access_key_id: c.access_key_id(),
+                    secret: c.secret_access_key(),
+                    session_token: c.session_token(),
+                    region: "us-east-1",
+                    service: "bedrock",
+                },
+                &canonical::Request {
+                    method,
+                    path: target,
+                    headers: &headers,
+                    body: &body,
+                },
+                now,
+            )
+            .is_some();
+            direct += usize::from(took_direct);
+            ours.unwrap();
+            for (name, value) in &theirs {
+                let got = signed_req
+                    .headers
+                    .get(name.as_str())
+                    .map(|v| v.to_str().unwrap());
+                assert_eq!(
+                    got,
+                    Some(value.as_str()),
+                    "{name} of {method} {target} {headers:?} at {secs}"
+                );
+            }
+            assert_eq!(
+                signed_req.headers.len(),
+                req.headers.len() + theirs.len(),
+                "{method} {target}: the same headers added"
+            );
+        }
+        // Both paths were exercised (most generated shapes are odd ones, for the crate).
+        assert!(
+            total > 1500 && direct > total / 10 && direct < total,
+            "{direct} of {total}"
+        );
+        // Bedrock's own requests take the direct path.
+        for token in [None, Some("session-token-123")] {
+            let req = request();
+            let headers: Vec<(&str, &str)> = vec![
+                ("host", "bedrock-runtime.us-east-1.amazonaws.com"),
+                ("content-type", "application/json"),
+            ];
+            let scope = canonical::Scope {
+                access_key_id: "AKIDEXAMPLE",
+                secret: "s",
+                session_token: token,
+                region: "us-east-1",
+                service: "bedrock",
+            };
+            let path = req.uri.path();
+            let r = canonical::Request {
+                method: "POST",
+                path,
+                headers: &headers,
+                body: b"{}",
+            };
+            assert!(canonical::sign(
+                &canonical::KeyCache::default(),
+                &scope,
+                &r,
+                SystemTime::now()
+            )
+            .is_some());
+        }
     }
 
     #[test]
