@@ -35,6 +35,7 @@ pub mod anthropic;
 pub mod azure;
 pub mod bedrock;
 pub mod gemini;
+pub mod json_out;
 pub mod openai;
 pub mod sse;
 pub mod text_generation;

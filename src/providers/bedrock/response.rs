@@ -113,17 +113,7 @@ struct ToolUseOut<'a> {
     input: Option<Value>,
 }
 
-pub(super) fn put_json_str(out: &mut BytesMut, v: &str) {
-    let mut w = (&mut *out).writer();
-    let _ = serde_json::to_writer(&mut w, v);
-}
-
-pub(super) fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(super) use crate::providers::json_out::{now_secs, put_json_str};
 
 /// A Converse answer → an OpenAI `chat.completion` (or `text_completion`) answering as `model`,
 /// with id `id`; and its usage. `None` when the body is not a Converse answer.

@@ -1,5 +1,6 @@
 //! Gemini answers, embeddings and errors → OpenAI's shapes.
 
+use crate::providers::json_out::{CallOut, ChatOut};
 use crate::providers::usage::Usage;
 use base64::Engine;
 use bytes::Bytes;
@@ -36,6 +37,19 @@ impl GeminiUsage {
         }
     }
 
+    /// OpenAI's `usage` object, written into `out` (as [`GeminiUsage::to_openai`]).
+    pub fn write_openai(self, out: &mut bytes::BytesMut) {
+        use std::fmt::Write as _;
+        let (p, c) = (self.prompt_token_count, self.completion());
+        let _ = write!(
+            out,
+            "{{\"prompt_tokens\":{p},\"completion_tokens\":{c},\"total_tokens\":{},\"prompt_tokens_details\":{{\"cached_tokens\":{}}},\"completion_tokens_details\":{{\"reasoning_tokens\":{}}}}}",
+            p + c,
+            self.cached_content_token_count,
+            self.thoughts_token_count
+        );
+    }
+
     /// OpenAI's `usage` object.
     pub fn to_openai(self) -> Value {
         let (p, c) = (self.prompt_token_count, self.completion());
@@ -66,12 +80,7 @@ pub fn finish_reason(reason: &str, calls: bool) -> &'static str {
     }
 }
 
-pub(super) fn now_secs() -> u64 {
-    std::time::SystemTime::now()
-        .duration_since(std::time::UNIX_EPOCH)
-        .map(|d| d.as_secs())
-        .unwrap_or(0)
-}
+pub(super) use crate::providers::json_out::now_secs;
 
 /// A tool call id for a `functionCall` that carries none (Gemini's rarely do).
 pub(super) fn call_id(response_id: &str, n: usize) -> String {
@@ -156,16 +165,11 @@ pub fn to_chat(body: &[u8], model: &str) -> Option<(Bytes, Usage)> {
     let r: Response = serde_json::from_slice(body).ok()?;
     let usage = r.usage_metadata.unwrap_or_default();
     let rid = r.response_id.as_deref().unwrap_or("gemini");
-    let mut choices = Vec::with_capacity(r.candidates.len().max(1));
+    let mut out = ChatOut::new(&format!("chatcmpl-{rid}"), model, body.len());
     if r.candidates.is_empty() {
         // The prompt was blocked: no candidate, only the reason.
         r.prompt_feedback.as_ref()?.block_reason.as_ref()?;
-        choices.push(json!({
-            "index": 0,
-            "message": {"role": "assistant", "content": null, "refusal": null},
-            "logprobs": null,
-            "finish_reason": "content_filter",
-        }));
+        out.choice(0, None, [], "content_filter");
     }
     let mut calls_made = 0;
     for (i, c) in r.candidates.iter().enumerate() {
@@ -174,47 +178,50 @@ pub fn to_chat(body: &[u8], model: &str) -> Option<(Bytes, Usage)> {
             .as_ref()
             .map(|c| c.parts.as_slice())
             .unwrap_or(&[]);
-        let texts: Vec<&str> = parts.iter().filter_map(Part::answer_text).collect();
-        let content = if texts.is_empty() {
-            Value::Null
-        } else {
-            Value::String(texts.concat())
+        let mut texts = parts.iter().filter_map(Part::answer_text);
+        let content: Option<Cow<'_, str>> = match (texts.next(), texts.next()) {
+            (None, _) => None,
+            (Some(t), None) => Some(Cow::Borrowed(t)),
+            (Some(a), Some(b)) => {
+                let mut s = String::with_capacity(a.len() + b.len());
+                s.push_str(a);
+                s.push_str(b);
+                texts.for_each(|t| s.push_str(t));
+                Some(Cow::Owned(s))
+            }
         };
-        let mut message = json!({"role": "assistant", "content": content, "refusal": null});
-        let calls: Vec<Value> = parts
+        let calls: Vec<(Cow<'_, str>, &str, Cow<'_, str>)> = parts
             .iter()
             .filter_map(|p| p.function_call.as_ref())
             .map(|f| {
                 calls_made += 1;
-                let id = f
-                    .id
-                    .as_deref()
-                    .map_or_else(|| call_id(rid, calls_made), str::to_owned);
-                let args = f.args.as_ref().map_or_else(|| "{}".to_owned(), Value::to_string);
-                json!({"id": id, "type": "function", "function": {"name": f.name, "arguments": args}})
+                let id =
+                    f.id.as_deref()
+                        .map_or_else(|| Cow::Owned(call_id(rid, calls_made)), Cow::Borrowed);
+                let args = f
+                    .args
+                    .as_ref()
+                    .map_or(Cow::Borrowed("{}"), |a| Cow::Owned(a.to_string()));
+                (id, f.name.as_ref(), args)
             })
             .collect();
-        let has_calls = !calls.is_empty();
-        if has_calls {
-            message["tool_calls"] = Value::Array(calls);
-        }
-        choices.push(json!({
-            "index": c.index.unwrap_or(i),
-            "message": message,
-            "logprobs": null,
-            "finish_reason": finish_reason(c.finish_reason.as_deref().unwrap_or("STOP"), has_calls),
-        }));
+        let reason = finish_reason(
+            c.finish_reason.as_deref().unwrap_or("STOP"),
+            !calls.is_empty(),
+        );
+        out.choice(
+            c.index.unwrap_or(i),
+            content.as_deref(),
+            calls.iter().map(|(id, name, args)| CallOut {
+                id,
+                name,
+                arguments: args,
+            }),
+            reason,
+        );
     }
-    let out = json!({
-        "id": format!("chatcmpl-{rid}"),
-        "object": "chat.completion",
-        "created": now_secs(),
-        "model": model,
-        "choices": choices,
-        "usage": usage.to_openai(),
-        "system_fingerprint": null,
-    });
-    Some((Bytes::from(out.to_string()), usage.to_usage()))
+    let body = out.finish(|o| usage.write_openai(o));
+    Some((body, usage.to_usage()))
 }
 
 /// The vectors of an embeddings answer: Gemini's `embedContent` (`embedding.values`),

@@ -323,7 +323,4 @@ pub(super) fn push_json_str(s: &mut String, v: &str) {
     s.push_str(&serde_json::to_string(v).unwrap_or_default());
 }
 
-pub(super) fn put_json_str(out: &mut BytesMut, v: &str) {
-    let mut w = (&mut *out).writer();
-    let _ = serde_json::to_writer(&mut w, v);
-}
+pub(super) use crate::providers::json_out::put_json_str;
