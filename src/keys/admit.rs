@@ -73,6 +73,37 @@ impl Governed {
             .any(|(_, _, r)| r.is_some_and(|r| r.tpm.is_some()));
         let estimate = if needs_tokens { tokens() } else { 0 };
         charged.estimate = estimate;
+        // Every level at once first: one admission (one lock in process, one round trip to Redis),
+        // all-or-nothing as each level's is. Only when it refuses are the levels tried one by one,
+        // to name the one that refused.
+        let mut all: Vec<Charge<'_>> = Vec::with_capacity(6);
+        for (_, _, rates) in &levels {
+            let Some(rates) = rates.filter(|r| !r.is_empty()) else {
+                continue;
+            };
+            if let Some(b) = &rates.rpm {
+                all.push(Charge {
+                    budget: b,
+                    cost: 1.0,
+                });
+            }
+            if let Some(b) = &rates.tpm {
+                all.push(Charge {
+                    budget: b,
+                    cost: estimate as f64,
+                });
+                charged.tpm.push(b.clone());
+            }
+        }
+        match store.try_admit(&all).await {
+            Ok(Verdict::Admitted) => return Ok(charged),
+            Ok(Verdict::Wait(_)) => charged.tpm.clear(),
+            Err(_) => {
+                return Err(GatewayError::StateUnavailable(
+                    "The shared rate-limit state is unavailable".into(),
+                ))
+            }
+        }
         let mut admitted: Vec<(Budget, f64)> = Vec::new();
         for (level, id, rates) in levels {
             let Some(rates) = rates.filter(|r| !r.is_empty()) else {

@@ -129,15 +129,15 @@ async fn model_request(
         Some((model_name, &req.model)),
         user.as_deref(),
         // The key's, team's and end user's `tpm` charge an estimate that is settled with the real
-        // usage when the answer ends, so it is made by size (one token per 3 bytes of text, an
-        // over-count): tiktoken's exact count cost as much CPU as the rest of the governance
-        // (callgrind: ~35k of a governed request's ~37k extra instructions).
+        // usage when the answer ends, so it is made by size (one token per 3 bytes of the prompt's
+        // JSON, an over-count): tiktoken's exact count cost as much CPU as the rest of the
+        // governance (callgrind: ~35k of a governed request's ~37k extra instructions), parsing
+        // the messages for their text 3k of the 18k left.
         || {
             let sched = &state.sched.models[model_idx];
-            crate::sched::tokens::estimate(
+            crate::sched::tokens::estimate_by_size(
                 endpoint,
                 &req.body,
-                crate::sched::tokens::Counter::Bytes,
                 sched.policy.default_max_tokens,
             )
             .total()
