@@ -37,6 +37,7 @@ pub mod bedrock;
 pub mod gemini;
 pub mod json_out;
 pub mod openai;
+pub mod simple_chat;
 pub mod sse;
 pub mod text_generation;
 pub mod usage;

@@ -145,6 +145,7 @@ impl std::error::Error for TranslateError {}
 pub mod inbound;
 mod request;
 mod response;
+mod simple;
 mod stream;
 
 pub use request::*;

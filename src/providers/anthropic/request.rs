@@ -28,6 +28,11 @@ pub fn request_body(
     default_max_tokens: u64,
     drop_unsupported: bool,
 ) -> Result<Bytes, TranslateError> {
+    if params.is_empty() {
+        if let Some(b) = super::simple::chat(raw, model, default_max_tokens) {
+            return Ok(b);
+        }
+    }
     let mut body: Value = serde_json::from_slice(raw)
         .map_err(|e| TranslateError::invalid("body", format!("not JSON: {e}")))?;
     if let Value::Object(map) = &mut body {

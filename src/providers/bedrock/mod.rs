@@ -88,6 +88,7 @@
 mod embed;
 mod request;
 mod response;
+mod simple;
 mod stream;
 #[cfg(test)]
 mod tests;

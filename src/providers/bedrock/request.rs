@@ -37,6 +37,11 @@ pub fn request_body(
     completion: bool,
     drop_unsupported: bool,
 ) -> Result<Bytes, TranslateError> {
+    if !completion && params.is_empty() {
+        if let Some(b) = super::simple::chat(raw) {
+            return Ok(b);
+        }
+    }
     let body = with_params(raw, params)?;
     let out = if completion {
         completion_to_converse(&body, drop_unsupported)?

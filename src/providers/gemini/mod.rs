@@ -76,6 +76,7 @@
 
 mod request;
 mod response;
+mod simple;
 mod stream;
 
 pub(crate) use request::parse_with_params;
@@ -164,6 +165,31 @@ fn method_path(base: &str, model: &str, method: &str) -> String {
     p
 }
 
+impl Google {
+    /// A chat request with its translated `body`.
+    fn chat_outbound(&self, a: &Attempt<'_>, body: Bytes) -> Outbound {
+        let (base, model) = (&a.upstream.url.base_path, &a.deployment.model);
+        let include_usage = a.req.stream && super::client_asked_usage(&a.req.body);
+        let path = if a.req.stream {
+            let mut p = method_path(base, model, "streamGenerateContent");
+            p.push_str("?alt=sse");
+            p
+        } else {
+            method_path(base, model, "generateContent")
+        };
+        Outbound {
+            path,
+            body,
+            answer: Box::new(Chat {
+                model: model.clone(),
+                include_usage,
+                tx: None,
+                whole_usage: None,
+            }),
+        }
+    }
+}
+
 impl Provider for Google {
     fn supports(&self, endpoint: Endpoint) -> bool {
         matches!(endpoint, Endpoint::ChatCompletions | Endpoint::Embeddings)
@@ -173,6 +199,14 @@ impl Provider for Google {
         let base = &a.upstream.url.base_path;
         let model = &a.deployment.model;
         let refuse = |e: TranslateError| refusal(&e, self.name());
+        // The common chat request, written directly (no `Value` trees).
+        let direct = match a.endpoint {
+            Endpoint::ChatCompletions if a.deployment.params.is_empty() => simple::chat(a.raw),
+            _ => None,
+        };
+        if let Some(body) = direct {
+            return Ok(self.chat_outbound(a, body));
+        }
         let req = request::parse_with_params(a.raw, &a.deployment.params).map_err(refuse)?;
         match a.endpoint {
             Endpoint::Embeddings => {
@@ -205,24 +239,7 @@ impl Provider for Google {
             }
             _ => {
                 let body = chat_to_gemini(&req, a.drop_params).map_err(refuse)?;
-                let include_usage = a.req.stream && super::client_asked_usage(&a.req.body);
-                let path = if a.req.stream {
-                    let mut p = method_path(base, model, "streamGenerateContent");
-                    p.push_str("?alt=sse");
-                    p
-                } else {
-                    method_path(base, model, "generateContent")
-                };
-                Ok(Outbound {
-                    path,
-                    body: Bytes::from(body.to_string()),
-                    answer: Box::new(Chat {
-                        model: model.clone(),
-                        include_usage,
-                        tx: None,
-                        whole_usage: None,
-                    }),
-                })
+                Ok(self.chat_outbound(a, Bytes::from(body.to_string())))
             }
         }
     }
