@@ -173,12 +173,20 @@ async fn suite(database: &str) {
     for _ in 0..3 {
         assert_eq!(chat_as(&gw, &key, "mine", None, &[]).await.status(), 200);
     }
-    let m = gw.metrics().await;
-    assert_eq!(
-        metric(&m, "llmproxy_unpriced_requests_total", &[("model", "mine")]),
-        Some(3.0),
-        "{m}"
-    );
+    // Counted when the request is logged, just after its answer reached the client: wait for it.
+    let t = Instant::now();
+    loop {
+        let m = gw.metrics().await;
+        let n = metric(&m, "llmproxy_unpriced_requests_total", &[("model", "mine")]);
+        if n == Some(3.0) {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(5) && n.unwrap_or(0.0) <= 3.0,
+            "{m}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
     let warned = wait_for_line(&log, "no price for model `my-own-finetune`").await;
     assert!(warned.contains("openai"), "{warned}");
     let text = std::fs::read_to_string(&log).unwrap();
