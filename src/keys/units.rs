@@ -51,9 +51,19 @@ pub fn now() -> i64 {
 
 /// `YYYY-MM-DDTHH:MM:SSZ` (UTC) for unix seconds.
 pub fn iso8601(secs: i64) -> String {
-    let days = secs.div_euclid(86400);
     let rem = secs.rem_euclid(86400);
-    // Howard Hinnant's civil_from_days.
+    let (year, month, day) = civil_from_days(secs.div_euclid(86400));
+    format!(
+        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
+        rem / 3600,
+        rem % 3600 / 60,
+        rem % 60
+    )
+}
+
+/// (year, month, day) of the proleptic Gregorian calendar for a day count since 1970-01-01
+/// (Howard Hinnant's `civil_from_days`).
+pub fn civil_from_days(days: i64) -> (i64, i64, i64) {
     let z = days + 719_468;
     let era = z.div_euclid(146_097);
     let doe = z - era * 146_097;
@@ -62,13 +72,7 @@ pub fn iso8601(secs: i64) -> String {
     let mp = (5 * doy + 2) / 153;
     let day = doy - (153 * mp + 2) / 5 + 1;
     let month = if mp < 10 { mp + 3 } else { mp - 9 };
-    let year = yoe + era * 400 + i64::from(month <= 2);
-    format!(
-        "{year:04}-{month:02}-{day:02}T{:02}:{:02}:{:02}Z",
-        rem / 3600,
-        rem % 3600 / 60,
-        rem % 60
-    )
+    (yoe + era * 400 + i64::from(month <= 2), month, day)
 }
 
 /// `YYYY-MM-DDTHH:MM:SS.mmmZ` (UTC) for unix milliseconds.

@@ -10,6 +10,7 @@
 //! `max_tokens`) — is `None`, and the request takes the general path. Each provider's writer has a
 //! test that translates generated requests both ways and requires the same JSON.
 
+use bytes::{BufMut, BytesMut};
 use serde::de::IgnoredAny;
 use serde::Deserialize;
 use serde_json::Number;
@@ -98,10 +99,99 @@ pub fn parse(raw: &[u8]) -> Option<SimpleChat<'_>> {
     })
 }
 
+/// A conversation as the providers want it: the system texts, and alternating turns (consecutive
+/// messages of one role are one turn).
+pub struct Turns<'t> {
+    pub system: Vec<&'t str>,
+    /// `(role, texts)`; the roles `user` and the provider's name for the assistant.
+    pub turns: Vec<(&'static str, Vec<&'t str>)>,
+}
+
+/// `req`'s messages as [`Turns`]: texts `keep` refuses (and null contents) left out, the assistant's
+/// role named `assistant`; with `trim_prefill`, a final assistant turn (a prefill) loses its trailing
+/// whitespace, and the turn goes if nothing is left. `None` when no turn is left (the general path
+/// refuses that with its message).
+pub fn turns<'t>(
+    req: &'t SimpleChat<'_>,
+    keep: fn(&str) -> bool,
+    assistant: &'static str,
+    trim_prefill: bool,
+) -> Option<Turns<'t>> {
+    let mut system = Vec::new();
+    let mut turns: Vec<(&'static str, Vec<&'t str>)> = Vec::with_capacity(req.messages.len());
+    for (role, content) in &req.messages {
+        let text = content.as_deref().filter(|t| keep(t));
+        let role = match role {
+            Role::System => {
+                system.extend(text);
+                continue;
+            }
+            Role::User => "user",
+            Role::Assistant => assistant,
+        };
+        let Some(text) = text else { continue };
+        match turns.last_mut() {
+            Some((r, texts)) if *r == role => texts.push(text),
+            _ => turns.push((role, vec![text])),
+        }
+    }
+    if trim_prefill {
+        if let Some((role, texts)) = turns.last_mut() {
+            if *role == assistant {
+                if let Some(last) = texts.last_mut() {
+                    *last = last.trim_end();
+                }
+                texts.retain(|t| !t.is_empty());
+                if texts.is_empty() {
+                    turns.pop();
+                }
+            }
+        }
+    }
+    (!turns.is_empty()).then_some(Turns { system, turns })
+}
+
+/// `[{<prefix>"text": ...}, ...]`: `prefix` is what each object holds before its text (`""`, or
+/// Anthropic's `"type":"text",`).
+pub fn put_texts(out: &mut BytesMut, texts: &[&str], prefix: &[u8]) {
+    out.put_slice(b"[");
+    for (i, t) in texts.iter().enumerate() {
+        out.put_slice(if i == 0 { b"{" } else { b",{" });
+        out.put_slice(prefix);
+        out.put_slice(b"\"text\":");
+        crate::providers::json_out::put_json_str(out, t);
+        out.put_slice(b"}");
+    }
+    out.put_slice(b"]");
+}
+
 #[cfg(test)]
 pub(crate) mod tests {
     use rand::{rngs::StdRng, Rng, SeedableRng};
     use serde_json::{json, Value};
+
+    /// Over [`generated`] requests: where `direct` answers, its body is `general`'s (and `general`
+    /// does not refuse it); both paths are taken.
+    pub(crate) fn direct_writes_what_general_writes<E: std::fmt::Debug>(
+        direct: impl Fn(&[u8]) -> Option<bytes::Bytes>,
+        general: impl Fn(&Value) -> Result<Value, E>,
+    ) {
+        let (mut simple, mut total) = (0, 0);
+        for body in generated(4000) {
+            let raw = serde_json::to_vec(&body).unwrap();
+            total += 1;
+            let Some(d) = direct(&raw) else {
+                continue;
+            };
+            simple += 1;
+            let d: Value = serde_json::from_slice(&d).unwrap();
+            let g = general(&body).unwrap_or_else(|e| {
+                panic!("{body}: the direct writer answered, the general path refused: {e:?}")
+            });
+            assert_eq!(d, g, "{body}");
+        }
+        assert!(simple > total / 5 && simple < total, "{simple} of {total}");
+    }
 
     /// `n` chat requests, mostly of the simple shape, some not (other roles, content arrays, tool
     /// calls, values of other types or out of range, fields the shape does not take), for the

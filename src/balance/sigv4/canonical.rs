@@ -52,23 +52,21 @@ impl KeyCache {
         now: SystemTime,
         region: &str,
         service: &str,
-    ) -> [u8; 32] {
+    ) -> Option<[u8; 32]> {
         if let Some(k) = self.0.load().as_ref() {
             if k.day == day && k.secret == secret {
-                return k.key;
+                return Some(k.key);
             }
         }
         let derived = aws_sigv4::sign::v4::generate_signing_key(secret, now, region, service);
-        let mut key = [0u8; 32];
-        if derived.as_ref().len() == key.len() {
-            key.copy_from_slice(derived.as_ref());
-        }
+        // An HMAC-SHA256 tag: 32 bytes (anything else leaves the request to the general signer).
+        let key: [u8; 32] = derived.as_ref().try_into().ok()?;
         self.0.store(Some(Arc::new(DayKey {
             day,
             secret: secret.to_string(),
             key,
         })));
-        key
+        Some(key)
     }
 }
 
@@ -173,7 +171,7 @@ pub fn sign(
     to_sign.push('\n');
     push_hex(&mut to_sign, &Sha256::digest(creq.as_bytes()));
 
-    let key = keys.key(scope.secret, day, now, scope.region, scope.service);
+    let key = keys.key(scope.secret, day, now, scope.region, scope.service)?;
     let signature = aws_sigv4::sign::v4::calculate_signature(key, to_sign.as_bytes());
     let mut authorization = String::with_capacity(160);
     let _ = write!(
@@ -223,7 +221,7 @@ fn push_hex(out: &mut String, bytes: &[u8]) {
 fn amz_date(secs: u64) -> Option<String> {
     let days = i64::try_from(secs / 86_400).ok()?;
     let rem = secs % 86_400;
-    let (y, m, d) = civil_from_days(days);
+    let (y, m, d) = crate::keys::units::civil_from_days(days);
     if !(0..=9999).contains(&y) {
         return None;
     }
@@ -233,23 +231,4 @@ fn amz_date(secs: u64) -> Option<String> {
         rem / 60 % 60,
         rem % 60
     ))
-}
-
-/// The proleptic Gregorian date of a day count since 1970-01-01 (Howard Hinnant's
-/// `civil_from_days`).
-fn civil_from_days(z: i64) -> (i64, u32, u32) {
-    let z = z + 719_468;
-    let era = z.div_euclid(146_097);
-    let doe = z.rem_euclid(146_097);
-    let yoe = (doe - doe / 1460 + doe / 36_524 - doe / 146_096) / 365;
-    let doy = doe - (365 * yoe + yoe / 4 - yoe / 100);
-    let mp = (5 * doy + 2) / 153;
-    let d = doy - (153 * mp + 2) / 5 + 1;
-    let m = if mp < 10 { mp + 3 } else { mp - 9 };
-    let y = yoe + era * 400 + i64::from(m <= 2);
-    (
-        y,
-        u32::try_from(m).unwrap_or(1),
-        u32::try_from(d).unwrap_or(1),
-    )
 }
