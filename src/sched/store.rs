@@ -183,17 +183,24 @@ impl LocalStore {
         }
         for c in charges {
             match c.budget.limit {
-                Limit::Bucket(rate) => {
-                    let tat = m.tats.get(&c.budget.id).copied().unwrap_or(0.0);
-                    let new = bucket::take(rate, tat, now, c.cost);
-                    m.tats.insert(c.budget.id.clone(), new);
-                }
+                Limit::Bucket(rate) => match m.tats.get_mut(&c.budget.id) {
+                    // In place: no second lookup, no id clone for a budget seen before.
+                    Some(tat) => *tat = bucket::take(rate, *tat, now, c.cost),
+                    None => {
+                        let new = bucket::take(rate, 0.0, now, c.cost);
+                        m.tats.insert(c.budget.id.clone(), new);
+                    }
+                },
                 Limit::Window(l) => {
                     let limit = m.window_limit(c.budget, l);
-                    m.logs
-                        .entry(c.budget.id.clone())
-                        .or_default()
-                        .take(limit, c.cost, now);
+                    match m.logs.get_mut(&c.budget.id) {
+                        Some(log) => log.take(limit, c.cost, now),
+                        None => {
+                            let mut log = Log::default();
+                            log.take(limit, c.cost, now);
+                            m.logs.insert(c.budget.id.clone(), log);
+                        }
+                    }
                 }
             }
         }
