@@ -622,31 +622,22 @@ impl Scheduler {
         if !store.shared() && models.iter().any(|m| m.active()) {
             store::note_local_only();
         }
+        // The scheduled models' vocabularies are loaded now, off the request path: their admission
+        // estimates count every prompt. The answers of servers that may not report usage (the
+        // exchange's `estimate_usage`) load theirs only when one first comes without usage — in
+        // the counting lane, off the workers: every provider this gateway asks for usage reports
+        // it, and a vocabulary costs ~40 MiB of memory (o200k) for as long as the process runs.
         let mut counters: Vec<Counter> = Vec::new();
-        let scheduled = models
+        for c in models
             .iter()
             .filter(|m| m.needs_tokens())
-            .map(|m| m.counter);
-        // The answers of servers that may not report usage are counted (the exchange's
-        // `estimate_usage`): their vocabularies too, or the first such answer would load one.
-        let estimated = config
-            .models
-            .iter()
-            .flat_map(|m| &m.deployments)
-            .filter(|d| {
-                config
-                    .upstreams
-                    .get(d.upstream_id.index())
-                    .is_some_and(|u| crate::providers::of(u.provider).reconciles_tokens())
-            })
-            .map(|d| Counter::for_model(&d.model));
-        for c in scheduled.chain(estimated) {
+            .map(|m| m.counter)
+        {
             if c != Counter::Bytes && !counters.contains(&c) {
                 counters.push(c);
             }
         }
         if !counters.is_empty() {
-            // Load the vocabularies off the request path.
             std::thread::spawn(move || Counter::warm_up(&counters));
         }
         Ok(Scheduler { store, models })
