@@ -164,6 +164,14 @@ pub async fn settle(ctx: &RequestCtx) {
 /// The end user a request names: `user` (OpenAI), or `metadata.user_id` (Anthropic's Messages API).
 pub fn end_user(req: &crate::body::ModelRequest<'_>) -> Option<String> {
     if let Some(raw) = req.body.get("user") {
+        // Most ids hold no escapes: taken as they are, without a JSON decoder.
+        if let Some(plain) = raw
+            .strip_prefix('"')
+            .and_then(|r| r.strip_suffix('"'))
+            .filter(|s| !s.bytes().any(|b| b == b'\\' || b == b'"' || b < 0x20))
+        {
+            return Some(plain.to_string());
+        }
         return serde_json::from_str::<String>(raw).ok();
     }
     #[derive(serde::Deserialize)]
@@ -227,6 +235,34 @@ pub async fn admit_route(
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    #[test]
+    fn end_users_plain_and_escaped() {
+        let user =
+            |body: &str| end_user(&crate::body::ModelRequest::parse(body.as_bytes()).unwrap());
+        let m = r#""model":"m","messages":[]"#;
+        assert_eq!(
+            user(&format!(r#"{{{m},"user":"u1"}}"#)).as_deref(),
+            Some("u1")
+        );
+        assert_eq!(
+            user(&format!(r#"{{{m},"user":"ünï"}}"#)).as_deref(),
+            Some("ünï")
+        );
+        assert_eq!(
+            user(&format!(r#"{{{m},"user":"a\"b\u0041"}}"#)).as_deref(),
+            Some("a\"bA")
+        );
+        assert_eq!(
+            user(&format!(r#"{{{m},"user": "spaced" }}"#)).as_deref(),
+            Some("spaced")
+        );
+        assert_eq!(user(&format!(r#"{{{m},"user":7}}"#)), None);
+        assert_eq!(
+            user(&format!(r#"{{{m},"metadata":{{"user_id":"x"}}}}"#)).as_deref(),
+            Some("x")
+        );
+    }
 
     #[test]
     fn auth_schemes_are_case_insensitive() {

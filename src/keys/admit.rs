@@ -47,10 +47,13 @@ impl Governed {
         store: &BudgetStore,
         tokens: impl FnOnce() -> u64,
     ) -> Result<Charged, GatewayError> {
-        let mut charged = Charged::default();
         if !self.has_rates() {
-            return Ok(charged);
+            return Ok(Charged::default());
         }
+        let mut charged = Charged {
+            tpm: Vec::with_capacity(3),
+            estimate: 0,
+        };
         let levels: [(Level, &str, Option<&super::RateBudgets>); 3] = [
             (
                 Level::Key,
@@ -185,9 +188,7 @@ impl Charged {
         if diff == 0.0 {
             return;
         }
-        for b in &self.tpm {
-            store.adjust(b, diff).await;
-        }
+        store.adjust_all(&self.tpm, diff).await;
     }
 }
 

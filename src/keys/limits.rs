@@ -8,6 +8,9 @@ use std::collections::HashMap;
 use std::sync::{Arc, Mutex};
 use std::time::Duration;
 
+/// Unflushed micro-dollars by model name (added to on every priced request: aHash, not SipHash).
+pub type ByModel = HashMap<String, u64, ahash::RandomState>;
+
 /// At most this many distinct models are kept apart in one holder's pending spend; further models'
 /// amounts are pooled under [`OTHER_MODEL`] (memory stays O(holders × models), never O(requests)).
 pub const MAX_PENDING_MODELS: usize = 256;
@@ -49,7 +52,7 @@ impl Limits {
 #[derive(Debug, Default)]
 struct PendingInner {
     /// Not yet written, per model (bounded by [`MAX_PENDING_MODELS`]).
-    by_model: HashMap<String, u64>,
+    by_model: ByModel,
     /// Sum of `by_model` plus amounts taken by a flush in progress.
     unflushed: u64,
     /// Written to the database since the view's last load (so not yet in the loaded spend).
@@ -92,12 +95,12 @@ impl Pending {
     }
 
     /// Takes the unwritten amounts for a flush (they still count in [`Pending::total`]).
-    pub fn take(&self) -> HashMap<String, u64> {
+    pub fn take(&self) -> ByModel {
         std::mem::take(&mut self.lock().by_model)
     }
 
     /// After a flush of `taken`: written (now counted as `flushed`), or merged back to be retried.
-    pub fn settle(&self, taken: HashMap<String, u64>, written: bool) {
+    pub fn settle(&self, taken: ByModel, written: bool) {
         let mut p = self.lock();
         if written {
             let sum = taken.values().fold(0u64, |a, b| a.saturating_add(*b));

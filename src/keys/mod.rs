@@ -278,23 +278,24 @@ impl Default for KeysOptions {
 /// One snapshot of everything the request path reads.
 #[derive(Default, Clone)]
 pub(crate) struct View {
-    pub(crate) keys: HashMap<Digest32, Arc<KeyEntry>>,
-    pub(crate) teams: HashMap<String, Arc<AccountEntry>>,
-    pub(crate) users: HashMap<String, Arc<AccountEntry>>,
+    pub(crate) keys: HashMap<Digest32, Arc<KeyEntry>, ahash::RandomState>,
+    pub(crate) teams: Accounts,
+    pub(crate) users: Accounts,
 }
 
+/// Teams or end users by id. Every governed request looks its key, team and end user up: aHash
+/// (randomly keyed), not SipHash.
+pub(crate) type Accounts = HashMap<String, Arc<AccountEntry>, ahash::RandomState>;
+
 impl View {
-    pub(crate) fn accounts(&self, kind: AccountKind) -> &HashMap<String, Arc<AccountEntry>> {
+    pub(crate) fn accounts(&self, kind: AccountKind) -> &Accounts {
         match kind {
             AccountKind::Team => &self.teams,
             AccountKind::EndUser => &self.users,
         }
     }
 
-    pub(crate) fn accounts_mut(
-        &mut self,
-        kind: AccountKind,
-    ) -> &mut HashMap<String, Arc<AccountEntry>> {
+    pub(crate) fn accounts_mut(&mut self, kind: AccountKind) -> &mut Accounts {
         match kind {
             AccountKind::Team => &mut self.teams,
             AccountKind::EndUser => &mut self.users,

@@ -19,7 +19,7 @@ impl Keys {
 
     async fn flush_locked(&self) -> Result<(), StoreError> {
         let view = self.view.load_full();
-        let mut taken: Vec<(SharedPending, HashMap<String, u64>)> = Vec::new();
+        let mut taken: Vec<(SharedPending, super::limits::ByModel)> = Vec::new();
         let mut batch = Vec::new();
         let mut take = |pending: &SharedPending, target: &dyn Fn() -> SpendTarget| {
             let by_model = pending.take();
@@ -81,9 +81,9 @@ impl Keys {
         let keys = self.store.load_all().await?;
         let old = self.view.load_full();
         let mut next = View {
-            keys: HashMap::with_capacity(keys.len()),
-            teams: HashMap::with_capacity(teams.len()),
-            users: HashMap::with_capacity(users.len()),
+            keys: HashMap::with_capacity_and_hasher(keys.len(), Default::default()),
+            teams: HashMap::with_capacity_and_hasher(teams.len(), Default::default()),
+            users: HashMap::with_capacity_and_hasher(users.len(), Default::default()),
         };
         for key in keys {
             let Some(d) = material::from_hex(&key.hash) else {

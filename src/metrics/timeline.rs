@@ -266,18 +266,25 @@ impl DayAgg {
 struct Day {
     /// `unix seconds / 86400`; 0: never used.
     index: u64,
-    models: HashMap<Box<str>, DayAgg>,
-    keys: HashMap<Box<str>, DayAgg>,
+    models: DayMap,
+    keys: DayMap,
 }
 
+/// Names are the operator's (models) and the gateway's (key ids): aHash, not SipHash.
+type DayMap = HashMap<Box<str>, DayAgg, ahash::RandomState>;
+
 /// Add to `name`'s entry, or to [`OTHER`]'s once `cap` names are kept.
-fn day_entry<'m>(map: &'m mut HashMap<Box<str>, DayAgg>, name: &str, cap: usize) -> &'m mut DayAgg {
+fn day_entry<'m>(map: &'m mut DayMap, name: &str, cap: usize) -> Option<&'m mut DayAgg> {
+    // A name seen before: found without allocating a key (this runs for every request).
     let name = if map.contains_key(name) || map.len() < cap {
         name
     } else {
         OTHER
     };
-    map.entry(name.into()).or_default()
+    if !map.contains_key(name) {
+        map.insert(name.into(), DayAgg::default());
+    }
+    map.get_mut(name)
 }
 
 struct Rings {
@@ -362,10 +369,14 @@ impl Timeline {
                 day.keys.clear();
             }
             if let Some(model) = f.model {
-                day_entry(&mut day.models, model, MODELS_PER_DAY).add(f);
+                if let Some(e) = day_entry(&mut day.models, model, MODELS_PER_DAY) {
+                    e.add(f);
+                }
             }
             if let Some(key) = f.key_id {
-                day_entry(&mut day.keys, key, KEYS_PER_DAY).add(f);
+                if let Some(e) = day_entry(&mut day.keys, key, KEYS_PER_DAY) {
+                    e.add(f);
+                }
             }
         }
         self.recent.push(f, at_ms);
@@ -457,7 +468,7 @@ impl Timeline {
             .filter(|d| d.index != 0 && d.index >= start_day && d.index <= end_day)
             .collect();
         days.sort_by_key(|d| std::cmp::Reverse(d.index));
-        let list = |m: &HashMap<Box<str>, DayAgg>, field: &str| -> Vec<Value> {
+        let list = |m: &DayMap, field: &str| -> Vec<Value> {
             let mut v: Vec<(&Box<str>, &DayAgg)> = m.iter().collect();
             v.sort_by(|a, b| b.1.spend_usd.total_cmp(&a.1.spend_usd).then(a.0.cmp(b.0)));
             v.into_iter().map(|(n, a)| a.json(field, n)).collect()

@@ -219,22 +219,38 @@ impl LocalStore {
     /// Charge (`units` > 0) or refund (< 0) a budget after the fact (usage reconciliation, a
     /// request that never went). A window's refund must concern an admission still in it.
     pub fn adjust(&self, budget: &Budget, units: f64) {
+        self.adjust_all(std::slice::from_ref(budget), units);
+    }
+
+    /// [`Self::adjust`] for several budgets under one lock (a governed request's key, team and
+    /// end user).
+    pub fn adjust_all(&self, budgets: &[Budget], units: f64) {
         let now = self.now();
         let mut m = self.lock();
-        match budget.limit {
-            Limit::Bucket(rate) => {
-                let tat = m.tats.get(&budget.id).copied().unwrap_or(0.0).max(now);
-                m.tats
-                    .insert(budget.id.clone(), (tat + units * rate.unit_secs).max(now));
-            }
-            Limit::Window(l) => {
-                let limit = m.window_limit(budget, l);
-                let log = m.logs.entry(budget.id.clone()).or_default();
-                log.expire(now);
-                if units > 0.0 {
-                    log.push(now + window::hold(limit, units), units);
-                } else {
-                    log.refund(-units);
+        for budget in budgets {
+            match budget.limit {
+                Limit::Bucket(rate) => {
+                    let at = |tat: f64| (tat.max(now) + units * rate.unit_secs).max(now);
+                    match m.tats.get_mut(&budget.id) {
+                        Some(tat) => *tat = at(*tat),
+                        None => {
+                            m.tats.insert(budget.id.clone(), at(0.0));
+                        }
+                    }
+                }
+                Limit::Window(l) => {
+                    let limit = m.window_limit(budget, l);
+                    if !m.logs.contains_key(&budget.id) {
+                        m.logs.insert(budget.id.clone(), Log::default());
+                    }
+                    if let Some(log) = m.logs.get_mut(&budget.id) {
+                        log.expire(now);
+                        if units > 0.0 {
+                            log.push(now + window::hold(limit, units), units);
+                        } else {
+                            log.refund(-units);
+                        }
+                    }
                 }
             }
         }
@@ -607,16 +623,19 @@ impl Store {
     /// Charge (`units` > 0) or refund (< 0) after the fact. A window's refund must concern an
     /// admission still in the window (the refund comes off its oldest admissions).
     pub async fn adjust(&self, budget: &Budget, units: f64) {
-        let charge = [Charge {
-            budget,
-            cost: units,
-        }];
-        match self.remote(&charge) {
-            None => self.local.adjust(budget, units),
+        self.adjust_all(std::slice::from_ref(budget), units).await;
+    }
+
+    /// [`Self::adjust`] for several budgets (in process: under one lock).
+    pub async fn adjust_all(&self, budgets: &[Budget], units: f64) {
+        match &self.redis {
+            None => self.local.adjust_all(budgets, units),
             Some(r) => {
-                let limit = self.shared_limit(budget);
-                if let Err(e) = r.adjust(budget, limit, units, 0.0, 0.0).await {
-                    self.failed("adjust", &e);
+                for budget in budgets {
+                    let limit = self.shared_limit(budget);
+                    if let Err(e) = r.adjust(budget, limit, units, 0.0, 0.0).await {
+                        self.failed("adjust", &e);
+                    }
                 }
             }
         }
