@@ -37,22 +37,25 @@ async fn killed_deployment_mid_load_loses_no_request() {
     let url = gw.url("/v1/chat/completions");
     let (tx, mut rx) = tokio::sync::mpsc::channel::<u16>(1000);
     let sem = std::sync::Arc::new(tokio::sync::Semaphore::new(16));
-    for _ in 0..1000 {
-        let (tx, url, sem) = (tx.clone(), url.clone(), sem.clone());
-        let permit = sem.acquire_owned().await.unwrap();
-        tokio::spawn(async move {
-            let s = client()
-                .post(url)
-                .json(&chat_body("m"))
-                .send()
-                .await
-                .map(|r| r.status().as_u16())
-                .unwrap_or(0);
-            drop(permit);
-            let _ = tx.send(s).await;
-        });
-    }
-    drop(tx);
+    // The sender runs beside the loop below, so B is killed while most requests are still to come
+    // (sending them inline finished ~984 before the loop started: B died with nothing left to retry).
+    tokio::spawn(async move {
+        for _ in 0..1000 {
+            let (tx, url, sem) = (tx.clone(), url.clone(), sem.clone());
+            let permit = sem.acquire_owned().await.unwrap();
+            tokio::spawn(async move {
+                let s = client()
+                    .post(url)
+                    .json(&chat_body("m"))
+                    .send()
+                    .await
+                    .map(|r| r.status().as_u16())
+                    .unwrap_or(0);
+                drop(permit);
+                let _ = tx.send(s).await;
+            });
+        }
+    });
     let mut done = 0;
     let mut failed = 0;
     while let Some(s) = rx.recv().await {
