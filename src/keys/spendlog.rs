@@ -253,8 +253,10 @@ impl SpendLog {
                 }
                 _ = tokio::time::sleep_until(next_prune), if retention.is_some() => continue,
             }
-            // Gather the rest of the batch (see LINGER), unless shutting down.
-            let until = tokio::time::Instant::now() + LINGER;
+            // Gather the rest of the batch (see LINGER), unless shutting down: one timer per
+            // batch, however often rows wake the loop.
+            let linger = tokio::time::sleep(LINGER);
+            tokio::pin!(linger);
             while buf.len() < BATCH && !*shutdown.borrow() {
                 let room = BATCH - buf.len();
                 tokio::select! {
@@ -263,7 +265,7 @@ impl SpendLog {
                             break;
                         }
                     }
-                    _ = tokio::time::sleep_until(until) => break,
+                    () = &mut linger => break,
                     r = shutdown.changed() => {
                         if r.is_err() {
                             break;
@@ -307,6 +309,38 @@ mod tests {
             end_ms: 2_000 + i as i64,
             ..SpendLogRow::default()
         }
+    }
+
+    /// The writer writes a batch within its linger, and on shutdown everything still queued.
+    #[tokio::test]
+    async fn the_writer_gathers_batches_and_writes_all_at_shutdown() {
+        let store = crate::keys::store::open("sqlite://:memory:").await.unwrap();
+        let log = Arc::new(SpendLog::new(store, 100).unwrap());
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn({
+            let log = log.clone();
+            async move { log.run(None, shutdown).await }
+        });
+        for i in 0..5 {
+            log.push(row(i));
+        }
+        let t = Instant::now();
+        while log.written() < 5 {
+            assert!(
+                t.elapsed() < Duration::from_secs(10),
+                "the batch was never written"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        for i in 5..8 {
+            log.push(row(i));
+        }
+        stop.send(true).unwrap();
+        tokio::time::timeout(Duration::from_secs(10), writer)
+            .await
+            .expect("the writer stops at shutdown")
+            .unwrap();
+        assert_eq!((log.written(), log.dropped(), log.depth()), (8, 0, 0));
     }
 
     /// The queue never holds more than its bound: rows beyond it are dropped and counted, and a

@@ -275,14 +275,11 @@ type DayMap = HashMap<Box<str>, DayAgg, ahash::RandomState>;
 
 /// Add to `name`'s entry, or to [`OTHER`]'s once `cap` names are kept.
 fn day_entry<'m>(map: &'m mut DayMap, name: &str, cap: usize) -> Option<&'m mut DayAgg> {
-    // A name seen before: found without allocating a key (this runs for every request).
-    let name = if map.contains_key(name) || map.len() < cap {
-        name
-    } else {
-        OTHER
-    };
+    // A name seen before (every request but a day's first of each name): two lookups, no
+    // allocation.
     if !map.contains_key(name) {
-        map.insert(name.into(), DayAgg::default());
+        let name = if map.len() < cap { name } else { OTHER };
+        return Some(map.entry(name.into()).or_default());
     }
     map.get_mut(name)
 }
