@@ -12,7 +12,6 @@
 use super::bucket::{self, Rate};
 use super::window::{self, Log};
 use crate::config::state::RedisFailure;
-use std::collections::HashMap;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -32,22 +31,34 @@ pub enum Limit {
 pub struct Budget {
     pub id: Arc<str>,
     pub limit: Limit,
+    /// `id` hashed once, when the budget is made: a governed request's half-dozen admissions and
+    /// reconciliations look budgets up without hashing their ids again (see [`Table`]).
+    hash: u64,
+}
+
+/// The hasher of budget ids: aHash keyed at random once per process, so ids a client names (an
+/// end user's) cannot be chosen to collide.
+fn id_hash(id: &str) -> u64 {
+    static KEYS: OnceLock<ahash::RandomState> = OnceLock::new();
+    KEYS.get_or_init(ahash::RandomState::new).hash_one(id)
 }
 
 impl Budget {
-    pub fn bucket(id: Arc<str>, rate: Rate) -> Budget {
+    fn new(id: Arc<str>, limit: Limit) -> Budget {
         Budget {
+            hash: id_hash(&id),
             id,
-            limit: Limit::Bucket(rate),
+            limit,
         }
+    }
+
+    pub fn bucket(id: Arc<str>, rate: Rate) -> Budget {
+        Budget::new(id, Limit::Bucket(rate))
     }
 
     /// An upstream's per-minute limit, admitted quantisation-safe.
     pub fn per_minute_window(id: Arc<str>, per_minute: u64) -> Budget {
-        Budget {
-            id,
-            limit: Limit::Window(window::per_window(per_minute)),
-        }
+        Budget::new(id, Limit::Window(window::per_window(per_minute)))
     }
 
     /// Units that may start at once into an empty budget.
@@ -85,23 +96,81 @@ pub enum Verdict {
 #[derive(Default)]
 struct Maps {
     /// Token buckets: theoretical arrival times.
-    tats: Budgets<f64>,
+    tats: Table<f64>,
     /// Windows: the admissions still in them.
-    logs: Budgets<Log>,
+    logs: Table<Log>,
     /// The window limits of the running config, by budget (see [`LocalStore::configure`]).
-    limits: Budgets<f64>,
+    limits: Table<f64>,
 }
-
-/// A map by budget id, hashed with aHash (keyed at random per process, so ids a client names — an
-/// end user's — cannot be chosen to collide): SipHash over a request's dozen lookups was half the
-/// cost of a governed admission (callgrind).
-type Budgets<V> = HashMap<Arc<str>, V, ahash::RandomState>;
 
 impl Maps {
     /// The limit a window budget is admitted against: the running config's, whichever config
     /// the request was queued under.
     fn window_limit(&self, b: &Budget, configured: f64) -> f64 {
-        self.limits.get(&b.id).copied().unwrap_or(configured)
+        self.limits.get(b).copied().unwrap_or(configured)
+    }
+}
+
+/// A value per budget, found by the hash the budget carries ([`Budget::hash`]) and its id (the
+/// same `Arc` as a rule, so the comparison is a pointer's): a lookup hashes nothing. A map keyed
+/// by id hashed each id on every lookup, half of a governed admission's cost (callgrind).
+struct Table<V>(hashbrown::HashTable<Slot<V>>);
+
+struct Slot<V> {
+    hash: u64,
+    id: Arc<str>,
+    value: V,
+}
+
+impl<V> Default for Table<V> {
+    fn default() -> Self {
+        Table(hashbrown::HashTable::new())
+    }
+}
+
+impl<V> Table<V> {
+    fn matches(b: &Budget) -> impl Fn(&Slot<V>) -> bool + '_ {
+        move |s| Arc::ptr_eq(&s.id, &b.id) || *s.id == *b.id
+    }
+
+    fn get(&self, b: &Budget) -> Option<&V> {
+        self.0.find(b.hash, Self::matches(b)).map(|s| &s.value)
+    }
+
+    fn get_mut(&mut self, b: &Budget) -> Option<&mut V> {
+        self.0
+            .find_mut(b.hash, Self::matches(b))
+            .map(|s| &mut s.value)
+    }
+
+    /// The budget's value, made by `new` when it has none.
+    fn get_or_insert_with(&mut self, b: &Budget, new: impl FnOnce() -> V) -> &mut V {
+        let slot = self
+            .0
+            .entry(b.hash, Self::matches(b), |s| s.hash)
+            .or_insert_with(|| Slot {
+                hash: b.hash,
+                id: b.id.clone(),
+                value: new(),
+            });
+        &mut slot.into_mut().value
+    }
+
+    fn insert(&mut self, b: &Budget, value: V) {
+        match self.0.entry(b.hash, Self::matches(b), |s| s.hash) {
+            hashbrown::hash_table::Entry::Occupied(mut o) => o.get_mut().value = value,
+            hashbrown::hash_table::Entry::Vacant(v) => {
+                v.insert(Slot {
+                    hash: b.hash,
+                    id: b.id.clone(),
+                    value,
+                });
+            }
+        }
+    }
+
+    fn retain(&mut self, mut keep: impl FnMut(&mut V) -> bool) {
+        self.0.retain(|s| keep(&mut s.value));
     }
 }
 
@@ -142,7 +211,7 @@ impl LocalStore {
         let mut m = self.lock();
         for b in budgets {
             if let Limit::Window(l) = b.limit {
-                m.limits.insert(b.id.clone(), l);
+                m.limits.insert(b, l);
             }
         }
     }
@@ -162,12 +231,12 @@ impl LocalStore {
         for c in charges {
             let w = match c.budget.limit {
                 Limit::Bucket(rate) => {
-                    let tat = m.tats.get(&c.budget.id).copied().unwrap_or(0.0);
+                    let tat = m.tats.get(c.budget).copied().unwrap_or(0.0);
                     bucket::wait(rate, tat, now, c.cost)
                 }
                 Limit::Window(l) => {
                     let limit = m.window_limit(c.budget, l);
-                    match m.logs.get_mut(&c.budget.id) {
+                    match m.logs.get_mut(c.budget) {
                         Some(log) => {
                             log.expire(now);
                             log.wait(limit, c.cost, now)
@@ -183,32 +252,24 @@ impl LocalStore {
         }
         for c in charges {
             match c.budget.limit {
-                Limit::Bucket(rate) => match m.tats.get_mut(&c.budget.id) {
-                    // In place: no second lookup, no id clone for a budget seen before.
-                    Some(tat) => *tat = bucket::take(rate, *tat, now, c.cost),
-                    None => {
-                        let new = bucket::take(rate, 0.0, now, c.cost);
-                        m.tats.insert(c.budget.id.clone(), new);
-                    }
-                },
+                Limit::Bucket(rate) => {
+                    // In place: one lookup, no id clone for a budget seen before.
+                    let tat = m.tats.get_or_insert_with(c.budget, || 0.0);
+                    *tat = bucket::take(rate, *tat, now, c.cost);
+                }
                 Limit::Window(l) => {
                     let limit = m.window_limit(c.budget, l);
-                    match m.logs.get_mut(&c.budget.id) {
-                        Some(log) => log.take(limit, c.cost, now),
-                        None => {
-                            let mut log = Log::default();
-                            log.take(limit, c.cost, now);
-                            m.logs.insert(c.budget.id.clone(), log);
-                        }
-                    }
+                    m.logs
+                        .get_or_insert_with(c.budget, Log::default)
+                        .take(limit, c.cost, now);
                 }
             }
         }
         if self.ops.fetch_add(1, Ordering::Relaxed) % SWEEP_EVERY == SWEEP_EVERY - 1 {
             // A tat in the past means a full bucket, an empty unblocked log an empty window: the
             // same as no entry.
-            m.tats.retain(|_, tat| *tat > now);
-            m.logs.retain(|_, log| {
+            m.tats.retain(|tat| *tat > now);
+            m.logs.retain(|log| {
                 log.expire(now);
                 !log.idle(now)
             });
@@ -231,25 +292,17 @@ impl LocalStore {
             match budget.limit {
                 Limit::Bucket(rate) => {
                     let at = |tat: f64| (tat.max(now) + units * rate.unit_secs).max(now);
-                    match m.tats.get_mut(&budget.id) {
-                        Some(tat) => *tat = at(*tat),
-                        None => {
-                            m.tats.insert(budget.id.clone(), at(0.0));
-                        }
-                    }
+                    let tat = m.tats.get_or_insert_with(budget, || 0.0);
+                    *tat = at(*tat);
                 }
                 Limit::Window(l) => {
                     let limit = m.window_limit(budget, l);
-                    if !m.logs.contains_key(&budget.id) {
-                        m.logs.insert(budget.id.clone(), Log::default());
-                    }
-                    if let Some(log) = m.logs.get_mut(&budget.id) {
-                        log.expire(now);
-                        if units > 0.0 {
-                            log.push(now + window::hold(limit, units), units);
-                        } else {
-                            log.refund(-units);
-                        }
+                    let log = m.logs.get_or_insert_with(budget, Log::default);
+                    log.expire(now);
+                    if units > 0.0 {
+                        log.push(now + window::hold(limit, units), units);
+                    } else {
+                        log.refund(-units);
                     }
                 }
             }
@@ -262,14 +315,12 @@ impl LocalStore {
         let mut m = self.lock();
         match budget.limit {
             Limit::Bucket(rate) => {
-                let tat = m.tats.get(&budget.id).copied().unwrap_or(0.0);
-                m.tats
-                    .insert(budget.id.clone(), tat.max(now + secs + rate.tolerance_secs));
+                let tat = m.tats.get_or_insert_with(budget, || 0.0);
+                *tat = tat.max(now + secs + rate.tolerance_secs);
             }
             Limit::Window(_) => {
                 m.logs
-                    .entry(budget.id.clone())
-                    .or_default()
+                    .get_or_insert_with(budget, Log::default)
                     .block(now + secs);
             }
         }
@@ -287,7 +338,7 @@ impl LocalStore {
             }
             Limit::Window(l) => {
                 let limit = m.window_limit(budget, l);
-                let log = m.logs.entry(budget.id.clone()).or_default();
+                let log = m.logs.get_or_insert_with(budget, Log::default);
                 log.expire(now);
                 let room = limit - log.live();
                 if room > 0.0 {
@@ -303,12 +354,12 @@ impl LocalStore {
         let mut m = self.lock();
         match budget.limit {
             Limit::Bucket(rate) => {
-                let tat = m.tats.get(&budget.id).copied().unwrap_or(0.0);
+                let tat = m.tats.get(budget).copied().unwrap_or(0.0);
                 bucket::level(rate, tat, now)
             }
             Limit::Window(l) => {
                 let limit = m.window_limit(budget, l);
-                match m.logs.get_mut(&budget.id) {
+                match m.logs.get_mut(budget) {
                     Some(log) => {
                         log.expire(now);
                         log.available(limit, now)
