@@ -12,6 +12,7 @@ use crate::sched::bucket::Rate;
 use crate::sched::store::{Budget, Charge, Verdict};
 use crate::state::Shared;
 use pingora::proxy::Session;
+use std::borrow::Cow;
 use std::time::Duration;
 
 /// `listeners[].client_ratelimit`: a token bucket per client IP (exact: `burst` at once, then
@@ -83,7 +84,7 @@ pub fn authenticate(
     };
     match keys.authenticate_digest(&presented) {
         Ok(entry) => {
-            ctx.key_id = Some(entry.key_id().into());
+            ctx.key_id = Some(entry.shared_id().clone());
             ctx.caller = Caller::Key(entry);
             Ok(())
         }
@@ -162,24 +163,27 @@ pub async fn settle(ctx: &RequestCtx) {
 }
 
 /// The end user a request names: `user` (OpenAI), or `metadata.user_id` (Anthropic's Messages API).
-pub fn end_user(req: &crate::body::ModelRequest<'_>) -> Option<String> {
+pub fn end_user<'a>(req: &crate::body::ModelRequest<'a>) -> Option<Cow<'a, str>> {
     if let Some(raw) = req.body.get("user") {
-        // Most ids hold no escapes: taken as they are, without a JSON decoder.
+        // Most ids hold no escapes: borrowed from the body as they are, without a JSON decoder.
         if let Some(plain) = raw
             .strip_prefix('"')
             .and_then(|r| r.strip_suffix('"'))
             .filter(|s| !s.bytes().any(|b| b == b'\\' || b == b'"' || b < 0x20))
         {
-            return Some(plain.to_string());
+            return Some(Cow::Borrowed(plain));
         }
-        return serde_json::from_str::<String>(raw).ok();
+        return serde_json::from_str::<String>(raw).ok().map(Cow::Owned);
     }
     #[derive(serde::Deserialize)]
     struct Metadata {
         user_id: Option<String>,
     }
     let raw = req.body.get("metadata")?;
-    serde_json::from_str::<Metadata>(raw).ok()?.user_id
+    serde_json::from_str::<Metadata>(raw)
+        .ok()?
+        .user_id
+        .map(Cow::Owned)
 }
 
 /// A passthrough route is governed like a model: the listener must serve it, a virtual key must
@@ -238,8 +242,10 @@ mod tests {
 
     #[test]
     fn end_users_plain_and_escaped() {
-        let user =
-            |body: &str| end_user(&crate::body::ModelRequest::parse(body.as_bytes()).unwrap());
+        let user = |body: &str| {
+            end_user(&crate::body::ModelRequest::parse(body.as_bytes()).unwrap())
+                .map(|u| u.into_owned())
+        };
         let m = r#""model":"m","messages":[]"#;
         assert_eq!(
             user(&format!(r#"{{{m},"user":"u1"}}"#)).as_deref(),

@@ -10,6 +10,7 @@ use super::{KeyEntry, Keys};
 use crate::error::GatewayError;
 use crate::pricing::Micros;
 use crate::sched::store::{Budget, Charge, Store as BudgetStore, Verdict};
+use smallvec::SmallVec;
 use std::sync::Arc;
 use std::time::Duration;
 
@@ -50,10 +51,7 @@ impl Governed {
         if !self.has_rates() {
             return Ok(Charged::default());
         }
-        let mut charged = Charged {
-            tpm: Vec::with_capacity(3),
-            estimate: 0,
-        };
+        let mut charged = Charged::default();
         let levels: [(Level, &str, Option<&super::RateBudgets>); 3] = [
             (
                 Level::Key,
@@ -79,7 +77,7 @@ impl Governed {
         // Every level at once first: one admission (one lock in process, one round trip to Redis),
         // all-or-nothing as each level's is. Only when it refuses are the levels tried one by one,
         // to name the one that refused.
-        let mut all: Vec<Charge<'_>> = Vec::with_capacity(6);
+        let mut all: SmallVec<[Charge<'_>; 6]> = SmallVec::new();
         for (_, _, rates) in &levels {
             let Some(rates) = rates.filter(|r| !r.is_empty()) else {
                 continue;
@@ -112,7 +110,7 @@ impl Governed {
             let Some(rates) = rates.filter(|r| !r.is_empty()) else {
                 continue;
             };
-            let mut charges = Vec::with_capacity(2);
+            let mut charges: SmallVec<[Charge<'_>; 2]> = SmallVec::new();
             if let Some(b) = &rates.rpm {
                 charges.push(Charge {
                     budget: b,
@@ -177,7 +175,8 @@ fn describe_rates(r: &super::RateBudgets) -> String {
 /// The token budgets a request was charged at admission, with the estimate charged.
 #[derive(Debug, Clone, Default)]
 pub struct Charged {
-    pub tpm: Vec<Budget>,
+    /// Key, team, end user: in place, no allocation per request.
+    pub tpm: SmallVec<[Budget; 3]>,
     pub estimate: u64,
 }
 
