@@ -122,12 +122,18 @@ pub struct KeyEntry {
     /// Carried over from snapshot to snapshot, so spend recorded on an old snapshot's entry counts.
     pending: SharedPending,
     rates: RateBudgets,
+    /// `key.key_id` and `key.team_id` shared, for what a request keeps of them (its context, its
+    /// spend-log row) without a copy per request.
+    id: Arc<str>,
+    team: Option<Arc<str>>,
 }
 
 impl KeyEntry {
     fn new(key: VirtualKey, pending: SharedPending) -> KeyEntry {
         let rates = RateBudgets::new("key", &key.key_id, &key.limits);
         KeyEntry {
+            id: Arc::from(key.key_id.as_str()),
+            team: key.team_id.as_deref().map(Arc::from),
             key,
             pending,
             rates,
@@ -135,7 +141,17 @@ impl KeyEntry {
     }
 
     pub fn key_id(&self) -> &str {
-        &self.key.key_id
+        &self.id
+    }
+
+    /// [`Self::key_id`], shared.
+    pub fn shared_id(&self) -> &Arc<str> {
+        &self.id
+    }
+
+    /// The key's team id, shared.
+    pub fn shared_team_id(&self) -> Option<&Arc<str>> {
+        self.team.as_ref()
     }
 
     /// Spend in the current budget period: the loaded spend plus what this instance recorded since.

@@ -36,10 +36,11 @@ const PRUNE_EVERY: Duration = Duration::from_secs(3600);
 pub struct SpendLogRow {
     /// The request's `x-request-id`.
     pub request_id: String,
-    pub key_id: Option<String>,
-    pub team_id: Option<String>,
+    /// The key's, its team's and the end user's ids are shared with the request (no copy per row).
+    pub key_id: Option<Arc<str>>,
+    pub team_id: Option<Arc<str>>,
     /// The request's `user` (end user), known or not.
-    pub end_user: Option<String>,
+    pub end_user: Option<Arc<str>>,
     /// The configured model name.
     pub model: String,
     /// The upstream that answered.
@@ -74,10 +75,10 @@ impl SpendLogRow {
     pub fn to_json(&self) -> serde_json::Value {
         serde_json::json!({
             "request_id": self.request_id,
-            "key_id": self.key_id,
-            "team_id": self.team_id,
-            "user": self.end_user,
-            "end_user": self.end_user,
+            "key_id": self.key_id.as_deref(),
+            "team_id": self.team_id.as_deref(),
+            "user": self.end_user.as_deref(),
+            "end_user": self.end_user.as_deref(),
             "model": self.model,
             "deployment": self.deployment,
             "prompt_tokens": self.prompt_tokens,
@@ -173,11 +174,13 @@ impl SpendLog {
     }
 
     /// Writes one batch, retrying with backoff until it is written or `give_up` says so.
-    async fn write(&self, rows: &[SpendLogRow], give_up: impl Fn() -> bool) {
+    async fn write(&self, buf: &mut Vec<SpendLogRow>, give_up: impl Fn() -> bool) {
+        // Shared with the store's blocking writer thread, which binds the rows' text in place.
+        let rows: Arc<[SpendLogRow]> = buf.drain(..).collect();
         let mut backoff = Duration::from_millis(100);
         let mut last_log: Option<Instant> = None;
         loop {
-            match self.store.insert_spend_logs(rows).await {
+            match self.store.insert_spend_logs(rows.clone()).await {
                 Ok(()) => {
                     self.rows
                         .with_label_values(&["written"])
@@ -212,12 +215,11 @@ impl SpendLog {
         while let Ok(row) = rx.try_recv() {
             buf.push(row);
             if buf.len() == BATCH {
-                self.write(&buf, || true).await;
-                buf.clear();
+                self.write(&mut buf, || true).await;
             }
         }
         if !buf.is_empty() {
-            self.write(&buf, || true).await;
+            self.write(&mut buf, || true).await;
         }
         self.depth();
     }
@@ -275,8 +277,7 @@ impl SpendLog {
             }
             self.depth();
             let stop = shutdown.clone();
-            self.write(&buf, || *stop.borrow()).await;
-            buf.clear();
+            self.write(&mut buf, || *stop.borrow()).await;
             if *shutdown.borrow() {
                 break;
             }

@@ -226,9 +226,9 @@ fn spend_log(shared: &Shared, ctx: &RequestCtx, seen: &Seen<'_>, cost: Cost) {
     let g = &ctx.governed;
     keys.spend_log().push(SpendLogRow {
         request_id: ctx.request_id.clone(),
-        key_id: ctx.caller.key().map(|k| k.key_id().to_string()),
-        team_id: g.team_id().map(str::to_string),
-        end_user: g.user_id.as_deref().map(str::to_string),
+        key_id: ctx.caller.key().map(|k| k.shared_id().clone()),
+        team_id: g.key.as_ref().and_then(|k| k.shared_team_id().cloned()),
+        end_user: g.user_id.clone(),
         model: model.to_string(),
         deployment: seen.upstream.map(str::to_string),
         prompt_tokens: u.prompt_tokens,

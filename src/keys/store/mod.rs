@@ -128,7 +128,7 @@ pub trait Store: LogStore + Send + Sync {
 #[async_trait]
 pub trait LogStore: Send + Sync {
     /// Appends spend-log rows in one statement or transaction.
-    async fn insert_spend_logs(&self, rows: &[SpendLogRow]) -> Result<(), StoreError>;
+    async fn insert_spend_logs(&self, rows: Arc<[SpendLogRow]>) -> Result<(), StoreError>;
     /// One page of spend-log rows, newest first, and how many match in all.
     async fn spend_logs(&self, q: &SpendLogQuery) -> Result<(Vec<SpendLogRow>, u64), StoreError>;
     /// Spend per day and group.

@@ -163,9 +163,9 @@ fn log_row(r: &tokio_postgres::Row) -> Result<SpendLogRow, StoreError> {
     let n = |i: usize| -> Result<u64, StoreError> { Ok(to_u64(r.try_get::<_, i64>(i)?)) };
     Ok(SpendLogRow {
         request_id: r.try_get(0)?,
-        key_id: r.try_get(1)?,
-        team_id: r.try_get(2)?,
-        end_user: r.try_get(3)?,
+        key_id: r.try_get::<_, Option<String>>(1)?.map(Arc::from),
+        team_id: r.try_get::<_, Option<String>>(2)?.map(Arc::from),
+        end_user: r.try_get::<_, Option<String>>(3)?.map(Arc::from),
         model: r.try_get(4)?,
         deployment: r.try_get(5)?,
         prompt_tokens: n(6)?,
@@ -648,7 +648,7 @@ impl Store for PgStore {
 
 #[async_trait]
 impl LogStore for PgStore {
-    async fn insert_spend_logs(&self, rows: &[SpendLogRow]) -> Result<(), StoreError> {
+    async fn insert_spend_logs(&self, rows: Arc<[SpendLogRow]>) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }

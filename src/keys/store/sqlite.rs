@@ -3,6 +3,7 @@
 
 use super::logs::{Param, AUDIT_COLUMNS, SPEND_LOG_COLUMNS};
 use super::*;
+use rusqlite::types::ToSqlOutput;
 use rusqlite::{params, Connection, OptionalExtension};
 use std::sync::Mutex;
 
@@ -194,9 +195,9 @@ fn log_row(r: &rusqlite::Row<'_>) -> rusqlite::Result<SpendLogRow> {
     let n = |i: usize| -> rusqlite::Result<u64> { Ok(to_u64(r.get::<_, i64>(i)?)) };
     Ok(SpendLogRow {
         request_id: r.get(0)?,
-        key_id: r.get(1)?,
-        team_id: r.get(2)?,
-        end_user: r.get(3)?,
+        key_id: r.get::<_, Option<String>>(1)?.map(Arc::from),
+        team_id: r.get::<_, Option<String>>(2)?.map(Arc::from),
+        end_user: r.get::<_, Option<String>>(3)?.map(Arc::from),
         model: r.get(4)?,
         deployment: r.get(5)?,
         prompt_tokens: n(6)?,
@@ -610,11 +611,10 @@ impl Store for SqliteStore {
 
 #[async_trait]
 impl LogStore for SqliteStore {
-    async fn insert_spend_logs(&self, rows: &[SpendLogRow]) -> Result<(), StoreError> {
+    async fn insert_spend_logs(&self, rows: Arc<[SpendLogRow]>) -> Result<(), StoreError> {
         if rows.is_empty() {
             return Ok(());
         }
-        let rows = rows.to_vec();
         self.run(move |c| {
             let tx = c.transaction()?;
             {
@@ -623,7 +623,7 @@ impl LogStore for SqliteStore {
                 let mut chunk = tx.prepare_cached(&insert_rows_sql(ROWS_PER_INSERT))?;
                 let mut one = tx.prepare_cached(&insert_rows_sql(1))?;
                 let chunks = rows.len() / ROWS_PER_INSERT;
-                let mut rows = rows.into_iter();
+                let mut rows = rows.iter();
                 let mut values = Vec::with_capacity(ROWS_PER_INSERT * SPEND_LOG_FIELDS);
                 for _ in 0..chunks {
                     values.extend(
@@ -781,29 +781,36 @@ fn insert_rows_sql(rows: usize) -> String {
 /// Columns of [`SPEND_LOG_COLUMNS`], in order.
 const SPEND_LOG_FIELDS: usize = 18;
 
-/// One row's values, in [`SPEND_LOG_COLUMNS`]' order.
-fn spend_log_values(r: SpendLogRow) -> [rusqlite::types::Value; SPEND_LOG_FIELDS] {
-    use rusqlite::types::Value;
-    let text = |s: Option<String>| s.map_or(Value::Null, Value::Text);
+/// One row's values, in [`SPEND_LOG_COLUMNS`]' order: its text bound where it is (SQLite copies
+/// it into the statement), not copied out of the row first.
+fn spend_log_values(r: &SpendLogRow) -> [ToSqlOutput<'_>; SPEND_LOG_FIELDS] {
+    use rusqlite::types::{Value, ValueRef};
+    fn text(s: &str) -> ToSqlOutput<'_> {
+        ToSqlOutput::Borrowed(ValueRef::Text(s.as_bytes()))
+    }
+    fn opt(s: Option<&str>) -> ToSqlOutput<'_> {
+        s.map_or(ToSqlOutput::Owned(Value::Null), text)
+    }
+    let int = |i: i64| ToSqlOutput::Owned(Value::Integer(i));
     [
-        Value::Text(r.request_id),
-        text(r.key_id),
-        text(r.team_id),
-        text(r.end_user),
-        Value::Text(r.model),
-        text(r.deployment),
-        Value::Integer(to_i64(r.prompt_tokens)),
-        Value::Integer(to_i64(r.cached_tokens)),
-        Value::Integer(to_i64(r.cache_write_tokens)),
-        Value::Integer(to_i64(r.completion_tokens)),
-        Value::Integer(to_i64(r.reasoning_tokens)),
-        Value::Integer(to_i64(r.cost.0)),
-        Value::Integer(i64::from(r.priced)),
-        Value::Integer(i64::from(r.cache_hit)),
-        text(r.batch_id),
-        Value::Integer(i64::from(r.status)),
-        Value::Integer(r.start_ms),
-        Value::Integer(r.end_ms),
+        text(&r.request_id),
+        opt(r.key_id.as_deref()),
+        opt(r.team_id.as_deref()),
+        opt(r.end_user.as_deref()),
+        text(&r.model),
+        opt(r.deployment.as_deref()),
+        int(to_i64(r.prompt_tokens)),
+        int(to_i64(r.cached_tokens)),
+        int(to_i64(r.cache_write_tokens)),
+        int(to_i64(r.completion_tokens)),
+        int(to_i64(r.reasoning_tokens)),
+        int(to_i64(r.cost.0)),
+        int(i64::from(r.priced)),
+        int(i64::from(r.cache_hit)),
+        opt(r.batch_id.as_deref()),
+        int(i64::from(r.status)),
+        int(r.start_ms),
+        int(r.end_ms),
     ]
 }
 
@@ -819,9 +826,9 @@ mod tests {
         let rows: Vec<SpendLogRow> = (0..n)
             .map(|i| SpendLogRow {
                 request_id: format!("r{i}"),
-                key_id: (i % 2 == 0).then(|| format!("k{i}")),
+                key_id: (i % 2 == 0).then(|| format!("k{i}").into()),
                 team_id: (i % 3 == 0).then(|| "team".into()),
-                end_user: (i % 5 == 0).then(|| format!("u{i}")),
+                end_user: (i % 5 == 0).then(|| format!("u{i}").into()),
                 model: "m".into(),
                 deployment: Some("d".into()),
                 prompt_tokens: i as u64,
@@ -838,7 +845,7 @@ mod tests {
                 end_ms: 2_000 + i as i64,
             })
             .collect();
-        store.insert_spend_logs(&rows).await.unwrap();
+        store.insert_spend_logs(rows.clone().into()).await.unwrap();
         let q = SpendLogQuery {
             limit: 1000,
             ..Default::default()
