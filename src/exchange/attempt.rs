@@ -164,7 +164,12 @@ pub async fn run(
         a.sched.feedback(a.deployment, status, &up.headers);
     }
     if status >= 400 {
-        return match buffer_error(shared, t, http, &peer, session, ctx, first_byte).await {
+        // Boxed: the error path's future (~4.3 KB) would otherwise size every request's.
+        return match Box::pin(buffer_error(
+            shared, t, http, &peer, session, ctx, first_byte,
+        ))
+        .await
+        {
             Outcome::Status(mut b, mut after, _) => {
                 // Classified on the provider's own words, then shown in the client's API's shape.
                 let context_window = t.provider.is_context_window(status, &b.body);
