@@ -175,8 +175,9 @@ fn describe_rates(r: &super::RateBudgets) -> String {
 /// The token budgets a request was charged at admission, with the estimate charged.
 #[derive(Debug, Clone, Default)]
 pub struct Charged {
-    /// Key, team, end user: in place, no allocation per request.
-    pub tpm: SmallVec<[Budget; 3]>,
+    /// Key, team, end user (a `Vec`, not inline: this lives in every request's context, which
+    /// Pingora moves several times per request; empty, it allocates nothing).
+    pub tpm: Vec<Budget>,
     pub estimate: u64,
 }
 
