@@ -739,6 +739,27 @@ mod tests {
         Budget::per_minute_window(id.into(), per_minute)
     }
 
+    /// A budget made again with the same id (a reload, another request's key entry) is the same
+    /// budget: found by its id's text when its `Arc` is another, never by the pointer alone.
+    #[test]
+    fn budgets_are_their_ids() {
+        let s = LocalStore::default();
+        let (a, again, other) = (win("k:rpm", 60), win("k:rpm", 60), win("j:rpm", 60));
+        assert!(!Arc::ptr_eq(&a.id, &again.id));
+        let one = |b| {
+            [Charge {
+                budget: b,
+                cost: 1.0,
+            }]
+        };
+        assert_eq!(s.try_admit(&one(&a)), Verdict::Admitted);
+        assert!(matches!(s.try_admit(&one(&again)), Verdict::Wait(_)));
+        assert_eq!(s.try_admit(&one(&other)), Verdict::Admitted);
+        let (k, k2) = (bucket("k:tpm", 60), bucket("k:tpm", 60));
+        s.adjust(&k, 1.0);
+        assert!((s.level(&k2) - s.level(&bucket("j:tpm", 60)) + 1.0).abs() < 1e-3);
+    }
+
     #[test]
     fn all_or_nothing() {
         let s = LocalStore::default();
