@@ -83,7 +83,7 @@ async fn killed_deployment_mid_load_loses_no_request() {
     )
     .unwrap_or(0.0);
     assert!(
-        served_b >= 1.0 && served_b <= 450.0,
+        (1.0..=450.0).contains(&served_b),
         "B served {served_b} of 1000"
     );
     let retries = metric(&m, "llmproxy_retries_total", &[("group", "m")]).unwrap_or(0.0);
