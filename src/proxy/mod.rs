@@ -44,6 +44,10 @@ use serve::Handled;
 use std::sync::Arc;
 use std::time::Duration;
 
+/// The request context as Pingora holds it: boxed, so that the connection's future (which keeps
+/// three copies of the context and moves it on each request) carries a pointer, not ~500 bytes.
+type Ctx = Box<RequestCtx>;
+
 /// The gateway service: one per process, shared by every listener.
 pub struct Gateway {
     pub shared: Arc<Shared>,
@@ -51,17 +55,17 @@ pub struct Gateway {
 
 #[async_trait]
 impl ProxyHttp for Gateway {
-    type CTX = RequestCtx;
+    type CTX = Ctx;
 
     /// A request runs on the config snapshot current when it starts, to its end.
-    fn new_ctx(&self) -> RequestCtx {
-        RequestCtx::new(self.shared.state.load_full())
+    fn new_ctx(&self) -> Ctx {
+        Box::new(RequestCtx::new(self.shared.state.load_full()))
     }
 
     async fn early_request_filter(
         &self,
         session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         let t = ctx.state.config.server.client_timeouts;
         session.set_read_timeout(Some(t.header));
@@ -76,7 +80,7 @@ impl ProxyHttp for Gateway {
         Ok(())
     }
 
-    async fn request_filter(&self, session: &mut Session, ctx: &mut RequestCtx) -> Result<bool> {
+    async fn request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<bool> {
         let header = session.req_header();
         ctx.request_id = ctx::request_id(
             header
@@ -109,7 +113,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         _end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         passthrough::count_body(ctx, body.as_ref())
     }
@@ -117,7 +121,7 @@ impl ProxyHttp for Gateway {
     async fn upstream_peer(
         &self,
         _session: &mut Session,
-        ctx: &mut RequestCtx,
+        ctx: &mut Ctx,
     ) -> Result<Box<HttpPeer>> {
         passthrough::peer(ctx)
     }
@@ -126,7 +130,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         req: &mut RequestHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         passthrough::upstream_request(ctx, req).await
     }
@@ -135,7 +139,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         peer: &HttpPeer,
-        ctx: &mut RequestCtx,
+        ctx: &mut Ctx,
         e: Box<Error>,
     ) -> Box<Error> {
         passthrough::connect_failed(&self.shared, ctx, peer, e)
@@ -145,7 +149,7 @@ impl ProxyHttp for Gateway {
         &self,
         _session: &mut Session,
         resp: &mut ResponseHeader,
-        ctx: &mut RequestCtx,
+        ctx: &mut Ctx,
     ) -> Result<()> {
         passthrough::response_header(ctx, resp)
     }
@@ -155,7 +159,7 @@ impl ProxyHttp for Gateway {
         _session: &mut Session,
         body: &mut Option<Bytes>,
         end_of_stream: bool,
-        ctx: &mut RequestCtx,
+        ctx: &mut Ctx,
     ) -> Result<Option<Duration>> {
         passthrough::response_body(ctx, body.as_ref(), end_of_stream);
         Ok(None)
@@ -165,7 +169,7 @@ impl ProxyHttp for Gateway {
         &self,
         session: &mut Session,
         e: &Error,
-        ctx: &mut RequestCtx,
+        ctx: &mut Ctx,
     ) -> FailToProxy {
         let Some(ge) = passthrough::failure(ctx, e) else {
             return FailToProxy {
@@ -185,7 +189,7 @@ impl ProxyHttp for Gateway {
         }
     }
 
-    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut RequestCtx) {
+    async fn logging(&self, session: &mut Session, _e: Option<&Error>, ctx: &mut Ctx) {
         observe::record(&self.shared, session, ctx);
         crate::auth::settle(ctx).await;
     }
