@@ -62,11 +62,7 @@ impl ProxyHttp for Gateway {
         Box::new(RequestCtx::new(self.shared.state.load_full()))
     }
 
-    async fn early_request_filter(
-        &self,
-        session: &mut Session,
-        ctx: &mut Ctx,
-    ) -> Result<()> {
+    async fn early_request_filter(&self, session: &mut Session, ctx: &mut Ctx) -> Result<()> {
         let t = ctx.state.config.server.client_timeouts;
         session.set_read_timeout(Some(t.header));
         // Pipelined requests are answered in order (their bytes are set aside while this one runs).
@@ -118,11 +114,7 @@ impl ProxyHttp for Gateway {
         passthrough::count_body(ctx, body.as_ref())
     }
 
-    async fn upstream_peer(
-        &self,
-        _session: &mut Session,
-        ctx: &mut Ctx,
-    ) -> Result<Box<HttpPeer>> {
+    async fn upstream_peer(&self, _session: &mut Session, ctx: &mut Ctx) -> Result<Box<HttpPeer>> {
         passthrough::peer(ctx)
     }
 
@@ -165,12 +157,7 @@ impl ProxyHttp for Gateway {
         Ok(None)
     }
 
-    async fn fail_to_proxy(
-        &self,
-        session: &mut Session,
-        e: &Error,
-        ctx: &mut Ctx,
-    ) -> FailToProxy {
+    async fn fail_to_proxy(&self, session: &mut Session, e: &Error, ctx: &mut Ctx) -> FailToProxy {
         let Some(ge) = passthrough::failure(ctx, e) else {
             return FailToProxy {
                 error_code: 0,
