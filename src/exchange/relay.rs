@@ -136,7 +136,7 @@ pub(super) async fn stream(
         );
     }
     if let Some(rec) = ctx.cache_record.take() {
-        store_answer(ctx, *rec).await;
+        store_answer(ctx, rec).await;
     }
     if write(session, None, true, deadlines).await.is_err() {
         return (Relayed::Truncated, true);
@@ -265,7 +265,7 @@ pub(super) async fn whole(
     if let Some(mut rec) = ctx.cache_record.take() {
         rec.sse = false;
         rec.push(&body);
-        store_answer(ctx, *rec).await;
+        store_answer(ctx, rec).await;
     }
     if session
         .write_response_header(Box::new(resp), false)

@@ -175,9 +175,8 @@ fn describe_rates(r: &super::RateBudgets) -> String {
 /// The token budgets a request was charged at admission, with the estimate charged.
 #[derive(Debug, Clone, Default)]
 pub struct Charged {
-    /// Key, team, end user (a `Vec`, not inline: this lives in every request's context, which
-    /// Pingora moves several times per request; empty, it allocates nothing).
-    pub tpm: Vec<Budget>,
+    /// Key, team, end user: in place, no allocation per request (the context is boxed once).
+    pub tpm: SmallVec<[Budget; 3]>,
     pub estimate: u64,
 }
 

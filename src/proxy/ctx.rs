@@ -20,9 +20,8 @@ pub struct Passthrough {
     pub body_left: usize,
 }
 
-/// Pingora moves the context several times per request and keeps it in the request's future (three
-/// copies at the deepest point): parts only some requests have (a passthrough, a cache recording)
-/// are boxed, so that every other request moves and touches less.
+/// Pingora holds it boxed (`proxy::Ctx`): its connection future keeps three copies of the context
+/// and moves it per request, so its size costs one allocation, not copies.
 pub struct RequestCtx {
     /// The config snapshot this request runs on, from start to end.
     pub state: Arc<State>,
@@ -38,7 +37,7 @@ pub struct RequestCtx {
     pub path_label: &'static str,
     /// The passthrough route matched by the path (set even when the request is then refused).
     pub route: Option<usize>,
-    pub passthrough: Option<Box<Passthrough>>,
+    pub passthrough: Option<Passthrough>,
     /// The model being served (after fallbacks: the one that answered) and its upstream.
     pub model: Option<usize>,
     pub upstream: Option<usize>,
@@ -49,7 +48,7 @@ pub struct RequestCtx {
     /// Time spent waiting in scheduler queues, all attempts together.
     pub queue_wait: Duration,
     /// Recording the answer for the response cache (a cacheable miss).
-    pub cache_record: Option<Box<crate::cache::Recorder>>,
+    pub cache_record: Option<crate::cache::Recorder>,
     /// Batch API coalescing: the batch that answered, or how long the request waited for one.
     pub batch: super::batch::BatchState,
     /// The request body, kept only when `tracing.include_content` is on.

@@ -30,14 +30,14 @@ pub async fn prepare(
         .unwrap_or_default();
     let upstream = ctx.state.config.routes[route].upstream_id.index();
     ctx.upstream = Some(upstream);
-    ctx.passthrough = Some(Box::new(Passthrough {
+    ctx.passthrough = Some(Passthrough {
         route,
         upstream,
         path: format!("{rest}{query}"),
         tried: Vec::new(),
         scanner: Box::default(),
         body_left: ctx.state.config.server.max_request_body,
-    }));
+    });
     Ok(())
 }
 

@@ -159,11 +159,11 @@ async fn model_request(
             cached::Lookup::Lead(guard) => flight = guard,
         }
         if p.store {
-            ctx.cache_record = Some(Box::new(crate::cache::Recorder::new(
+            ctx.cache_record = Some(crate::cache::Recorder::new(
                 state.cache.cfg.max_entry_bytes,
                 p.key,
                 p.ttl,
-            )));
+            ));
         }
     }
     // Batch API coalescing: answered from a batch, or sent back to go synchronously.
