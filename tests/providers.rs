@@ -76,7 +76,8 @@ async fn previous_response_id_goes_back_to_the_deployment_that_created_it() {
 
 #[tokio::test]
 async fn self_hosted_answers_without_usage_are_estimated_and_marked() {
-    let vllm = Mock::start("VLLM");
+    // A server that predates `stream_options`: asked for a stream's usage, it sends none.
+    let vllm = Mock::start_with("VLLM", &["--no-stream-usage"]);
     let (gw, log) = gateway_with_log(
         &config(&format!(
             "upstreams:\n{}models:\n  - {{name: llama, deployments: [{{upstream: local, model: llama-3.1-8b}}]}}\n",
@@ -86,7 +87,7 @@ async fn self_hosted_answers_without_usage_are_estimated_and_marked() {
         &[],
     )
     .await;
-    // A stream without `stream_options`: the server sends no usage event.
+    // A stream without `stream_options`: the gateway asks for the usage, the server sends none.
     let r = client()
         .post(gw.url("/v1/chat/completions"))
         .json(&json!({"model": "llama", "stream": true,

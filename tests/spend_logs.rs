@@ -117,8 +117,28 @@ async fn suite(database: &str) {
         .unwrap();
     assert_eq!(r.status(), 200);
     let _ = r.text().await.unwrap();
+    // An OpenAI stream whose client asks no usage: the gateway asks the upstream for it on its own
+    // behalf (the key has a budget to book) and keeps the usage event from the client.
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("x-mock-prompt-tokens", "1000")
+        .header("x-mock-cache-read-tokens", "4000")
+        .header("x-mock-reasoning-tokens", "300")
+        .header("x-request-id", "req-openai-stream")
+        .json(&json!({"model": "gpt", "stream": true, "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let streamed = r.text().await.unwrap();
+    assert!(streamed.contains("data: [DONE]"), "{streamed}");
+    assert!(
+        !streamed.contains("\"usage\":{"),
+        "usage the client did not ask for: {streamed}"
+    );
 
-    let rows = wait_spend_logs(&gw, &format!("key={key_id}"), 3).await;
+    let rows = wait_spend_logs(&gw, &format!("key={key_id}"), 4).await;
     let by_id = |id: &str| -> Value {
         rows["data"]
             .as_array()
@@ -154,8 +174,18 @@ async fn suite(database: &str) {
         (&json!(20000), &json!(2000))
     );
     assert_eq!(micros(&by_id("req-anthropic-stream")), anthropic_cost);
+    let row = by_id("req-openai-stream");
+    assert_eq!(micros(&row), openai_cost, "{row}");
+    assert_eq!(
+        (
+            &row["prompt_tokens"],
+            &row["cached_tokens"],
+            &row["reasoning_tokens"]
+        ),
+        (&json!(5000), &json!(4000), &json!(300))
+    );
     // The key's and the team's spend are exactly the sum.
-    let total = openai_cost + 2 * anthropic_cost;
+    let total = 2 * openai_cost + 2 * anthropic_cost;
     let t = Instant::now();
     loop {
         let (_, k) = manage(&gw, "GET", &format!("/key/info?key={key_id}"), Value::Null).await;
@@ -274,7 +304,7 @@ async fn suite(database: &str) {
         (json!(2), json!(4), 300),
         "a secret names its key too"
     );
-    wait_spend_logs(&gw, "team_id=platform", 6).await;
+    wait_spend_logs(&gw, "team_id=platform", 7).await;
     let today = &p["data"][0]["startTime"].as_str().unwrap()[..10];
     wait_spend_logs(
         &gw,

@@ -114,6 +114,8 @@
 //!   3600), `--gcp-token-uri URI`: Vertex AI's service account — `POST /token` verifies the JWT
 //!   assertion against them and issues tokens living that long, and (with a public key) Vertex
 //!   paths accept only those tokens; see `vertex`. [`gcp_test_key`] is a key pair for tests.
+//! * `--no-stream-usage`: the OpenAI dialect ignores `stream_options.include_usage` (a server
+//!   that predates it): chat and completions streams carry no usage at all.
 //! * `--tgi-model-id ID` (default `mock/tgi-model`): the text-generation server's `model_id` in
 //!   `GET /info`; see `tgi`.
 //!
@@ -240,6 +242,10 @@ pub struct Options {
     /// limit.
     #[arg(long, default_value_t = 0)]
     pub max_input_tokens: u64,
+    /// A server that predates `stream_options` (older self-hosted servers): chat and completions
+    /// streams never carry usage, `include_usage` or not.
+    #[arg(long)]
+    pub no_stream_usage: bool,
     /// Bedrock: require SigV4 signatures made with this access key id.
     #[arg(long, requires = "aws_secret_access_key")]
     pub aws_access_key_id: Option<String>,

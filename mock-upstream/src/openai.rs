@@ -94,7 +94,7 @@ pub(crate) fn chat(state: &State, g: &Gen, req: &ReqBody) -> Response<MockBody> 
         );
         return json_response(state, StatusCode::OK, body);
     }
-    let usage = req.include_usage();
+    let usage = req.include_usage() && !state.no_stream_usage;
     let usage_null = if usage { r#","usage":null"# } else { "" };
     let mut frames = Vec::with_capacity(g.chunks + 3);
     for i in 0..g.chunks {
@@ -149,7 +149,7 @@ fn chat_tool_call(
         return json_response(state, StatusCode::OK, body);
     }
     let head = head.replace("{OBJ}", "chat.completion.chunk");
-    let usage = req.include_usage();
+    let usage = req.include_usage() && !state.no_stream_usage;
     let usage_null = if usage { r#","usage":null"# } else { "" };
     let mut frames = Vec::with_capacity(g.chunks + 4);
     let first = serde_json::json!({"role": "assistant", "content": null, "tool_calls": [
@@ -196,7 +196,7 @@ pub(crate) fn completions(state: &State, g: &Gen, req: &ReqBody) -> Response<Moc
         );
         return json_response(state, StatusCode::OK, body);
     }
-    let usage = req.include_usage();
+    let usage = req.include_usage() && !state.no_stream_usage;
     let usage_null = if usage { r#","usage":null"# } else { "" };
     let mut frames = Vec::with_capacity(g.chunks + 3);
     for i in 0..g.chunks {

@@ -66,6 +66,8 @@ pub(crate) struct State {
     pub(crate) batch: Mutex<BatchStore>,
     /// `--max-input-tokens`.
     pub(crate) max_input_tokens: u64,
+    /// `--no-stream-usage`.
+    pub(crate) no_stream_usage: bool,
     /// Bedrock's SigV4 credentials (`--aws-*`), when requests must be signed.
     pub(crate) aws: Option<sigv4::Credentials>,
     pub(crate) aws_region: String,
@@ -114,6 +116,7 @@ impl State {
             echo: AtomicBool::new(o.echo),
             batch: Mutex::new(BatchStore::default()),
             max_input_tokens: o.max_input_tokens,
+            no_stream_usage: o.no_stream_usage,
             aws: match (&o.aws_access_key_id, &o.aws_secret_access_key) {
                 (Some(id), Some(secret)) => Some(sigv4::Credentials {
                     access_key_id: id.clone(),

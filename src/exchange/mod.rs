@@ -344,7 +344,6 @@ async fn try_model(
                 add_function_to_prompt: model.add_function_to_prompt,
                 req: ex.req,
                 raw: ex.raw,
-                need_usage: state.sched.models[m].needs_usage(d),
                 prompt_estimate: prompt_estimate(ctx, ex),
             },
         )

@@ -16,6 +16,7 @@
 //! - bodies, SSE streams, errors and rate-limit headers (`x-ratelimit-remaining-*`, `retry-after`)
 //!   are OpenAI's, so they are relayed unchanged and the scheduler reads them as it reads OpenAI's.
 
+use super::openai::StreamUsage;
 use super::{Attempt, Outbound, Provider};
 use crate::config::Upstream;
 use crate::error::GatewayError;
@@ -38,7 +39,8 @@ impl Provider for Azure {
     fn request(&self, a: &Attempt<'_>) -> Result<Outbound, GatewayError> {
         // The wire format is OpenAI's: the same relay (Azure reports usage like OpenAI).
         let path = upstream_path(a.upstream, a.endpoint, &a.deployment.model);
-        Ok(super::openai::relayed(a, false, path))
+        let version = a.upstream.api_version.as_deref().unwrap_or_default();
+        Ok(super::openai::relayed(a, stream_usage(version), path))
     }
 
     fn wants_max_completion_tokens(&self, model: &str) -> bool {
@@ -66,6 +68,16 @@ fn push_segment(out: &mut String, s: &str) {
 /// dated versions (`2024-10-21`) use the deployment paths.
 fn is_v1_version(v: &str) -> bool {
     matches!(v, "v1" | "preview" | "latest")
+}
+
+/// Azure takes `stream_options.include_usage` from `api-version` 2024-08-01(-preview) on (and on
+/// the v1 surface); earlier versions refuse the unknown option.
+fn stream_usage(version: &str) -> StreamUsage {
+    if is_v1_version(version) || version >= "2024-08-01" {
+        StreamUsage::Reported
+    } else {
+        StreamUsage::Refused
+    }
 }
 
 /// The `api-version` query the v1 surface takes: none for `v1`, else the channel.
@@ -133,6 +145,28 @@ pub fn health_path(upstream: &Upstream) -> String {
 mod tests {
     use super::*;
     use crate::config::reader::ProcessEnv;
+
+    #[test]
+    fn stream_usage_is_asked_from_the_versions_that_take_it() {
+        for v in [
+            "2024-08-01-preview",
+            "2024-10-21",
+            "2025-04-01-preview",
+            "v1",
+            "preview",
+            "latest",
+        ] {
+            assert_eq!(stream_usage(v), StreamUsage::Reported, "{v}");
+        }
+        for v in [
+            "2023-05-15",
+            "2024-02-01",
+            "2024-06-01",
+            "2024-07-01-preview",
+        ] {
+            assert_eq!(stream_usage(v), StreamUsage::Refused, "{v}");
+        }
+    }
 
     fn upstream(extra: &str) -> Upstream {
         let yaml = format!(

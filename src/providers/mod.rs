@@ -84,9 +84,6 @@ pub struct Attempt<'a> {
     pub req: &'a ModelRequest<'a>,
     /// The request body as received (sent untouched when nothing in it has to change).
     pub raw: &'a Bytes,
-    /// The gateway needs the answer's usage even if the client did not ask for a stream's usage
-    /// (the scheduler reconciles token budgets with it).
-    pub need_usage: bool,
     /// The request's prompt tokens as the gateway estimated them (announced by translated streams
     /// that must state input tokens before the upstream reports them).
     pub prompt_estimate: u64,

@@ -2,12 +2,13 @@
 //! Ollama, llama.cpp, TGI's OpenAI endpoint, ...): `POST {url}{endpoint}`, bodies relayed with the
 //! deployment's model, answers relayed chunk by chunk ([`Relay`]).
 //!
-//! Usage comes from the answer (`usage`, the last event of a stream). Two differences between the
+//! Usage comes from the answer (`usage`, the last event of a stream: the gateway asks for it when
+//! the client did not, and removes it from what that client receives). Two differences between the
 //! two: self-hosted servers may report none, so their chat and completions answers keep enough text
-//! to estimate it (a stream keeps its text only when nobody asked for usage; a JSON answer is
-//! estimated from the scanner's window); and their token budgets are reconciled with the real usage
-//! after each answer, while OpenAI's stay as charged at admission (OpenAI counts prompt +
-//! `max_tokens` against its limits).
+//! to estimate it (a stream keeps its text until its chunks show the server took `include_usage`; a
+//! JSON answer is estimated from the scanner's window); and their token budgets are reconciled with
+//! the real usage after each answer, while OpenAI's stay as charged at admission (OpenAI counts
+//! prompt + `max_tokens` against its limits).
 
 use super::usage::{find_usage, Usage, UsageEventStrip, UsageScanner};
 use super::{Answer, Attempt, HeaderFate, Mode, Outbound, Provider};
@@ -35,7 +36,12 @@ impl Provider for OpenAi {
 
     fn request(&self, a: &Attempt<'_>) -> Result<Outbound, GatewayError> {
         let path = format!("{}{}", a.upstream.url.base_path, a.endpoint.upstream_path());
-        Ok(relayed(a, self.compatible, path))
+        let usage = if self.compatible {
+            StreamUsage::Unsure
+        } else {
+            StreamUsage::Reported
+        };
+        Ok(relayed(a, usage, path))
     }
 
     fn wants_max_completion_tokens(&self, model: &str) -> bool {
@@ -49,9 +55,21 @@ impl Provider for OpenAi {
     }
 }
 
+/// What a relayed upstream does when asked for a stream's usage (`stream_options.include_usage`).
+#[derive(Debug, Clone, Copy, PartialEq, Eq)]
+pub enum StreamUsage {
+    /// Reports it (OpenAI; Azure from `api-version` 2024-08-01).
+    Reported,
+    /// A self-hosted server: usually reports it, but may report no usage for any answer (those
+    /// are estimated).
+    Unsure,
+    /// Refuses the option (Azure before 2024-08-01): a stream's usage is estimated.
+    Refused,
+}
+
 /// An OpenAI-format request to `path`, relayed back as it comes.
-pub fn relayed(a: &Attempt<'_>, compatible: bool, path: String) -> Outbound {
-    let relay = Relay::for_attempt(a, compatible);
+pub fn relayed(a: &Attempt<'_>, usage: StreamUsage, path: String) -> Outbound {
+    let relay = Relay::for_attempt(a, usage);
     let set = relay
         .strip
         .then_some(("stream_options", r#"{"include_usage":true}"#));
@@ -75,12 +93,13 @@ pub fn is_reasoning_model(model: &str) -> bool {
 pub struct Relay {
     scanner: UsageScanner,
     /// The gateway added `stream_options.include_usage` (the client did not ask): remove the usage
-    /// event from what the client receives.
+    /// event from what the client receives. Every generating stream is asked, whoever needs the
+    /// count: a key's spend, a team's budget, the spend log and `llmproxy_tokens_total` all do.
     strip: bool,
     stripper: Option<UsageEventStrip>,
     /// Estimate the usage when the upstream reports none.
     estimate: bool,
-    /// Keep a stream's text for that estimate.
+    /// Keep a stream's text for that estimate (until the upstream shows it will report usage).
     keep_stream_text: bool,
     kept: Option<BytesMut>,
     sse: bool,
@@ -100,20 +119,25 @@ impl Relay {
         }
     }
 
-    /// The relay for an attempt: asks for (and strips) stream usage when the gateway needs it and
-    /// the client did not ask, and prepares the estimate for self-hosted servers.
-    pub fn for_attempt(a: &Attempt<'_>, compatible: bool) -> Relay {
+    /// The relay for an attempt: asks for (and strips) a stream's usage when the client did not
+    /// ask and the upstream takes the option, and prepares the estimate where usage may be missing.
+    pub fn for_attempt(a: &Attempt<'_>, usage: StreamUsage) -> Relay {
         let generates = matches!(
             a.endpoint,
             Endpoint::ChatCompletions | Endpoint::Completions
         );
-        let client_usage = a.req.stream && super::client_asked_usage(&a.req.body);
-        let strip = generates && a.req.stream && a.need_usage && !client_usage;
+        let stream = generates && a.req.stream;
+        let client_usage = stream && super::client_asked_usage(&a.req.body);
+        let estimate = match usage {
+            StreamUsage::Reported => false,
+            StreamUsage::Unsure => generates,
+            StreamUsage::Refused => stream,
+        };
         Relay {
-            strip,
-            estimate: compatible && generates,
-            // Only a stream nobody asked usage for is likely to end without it.
-            keep_stream_text: compatible && generates && a.req.stream && !strip && !client_usage,
+            strip: stream && !client_usage && usage != StreamUsage::Refused,
+            estimate,
+            // A stream whose client asked for usage gets it (or the client would see it missing).
+            keep_stream_text: estimate && stream && !client_usage,
             ..Relay::plain()
         }
     }
@@ -140,8 +164,14 @@ impl Answer for Relay {
 
     fn chunk(&mut self, chunk: Bytes) -> Option<Bytes> {
         if let Some(k) = self.kept.as_mut() {
-            let room = ESTIMATE_BODY_LIMIT.saturating_sub(k.len());
-            k.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            if self.strip && memchr::memmem::find(&chunk, b"\"usage\"").is_some() {
+                // The server took `include_usage` (its chunks carry `"usage": null` until the
+                // count): no estimate will be needed, the text is let go.
+                self.kept = None;
+            } else {
+                let room = ESTIMATE_BODY_LIMIT.saturating_sub(k.len());
+                k.extend_from_slice(&chunk[..chunk.len().min(room)]);
+            }
         }
         self.scanner.feed(&chunk);
         match self.stripper.as_mut() {
@@ -219,6 +249,41 @@ fn answer_text(body: &[u8], is_sse: bool) -> String {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn asking_relay() -> Relay {
+        let mut r = Relay {
+            strip: true,
+            estimate: true,
+            keep_stream_text: true,
+            ..Relay::plain()
+        };
+        let mut h = http::HeaderMap::new();
+        h.insert("content-type", "text/event-stream".parse().unwrap());
+        r.begin(200, &h);
+        r
+    }
+
+    #[test]
+    fn a_server_that_takes_include_usage_lets_the_kept_text_go() {
+        let mut r = asking_relay();
+        let chunk = |s: &'static str| Bytes::from_static(s.as_bytes());
+        r.chunk(chunk(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi\"}}],\"usage\":null}\n\n",
+        ));
+        assert!(r.kept.is_none(), "the count will come: nothing kept");
+        r.chunk(chunk("data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":1}}\n\ndata: [DONE]\n\n"));
+        assert_eq!(r.usage(), Some(Usage::new(3, 1)));
+        assert_eq!(r.unreported(), None);
+
+        // A server that ignores the option: the text is kept and estimated.
+        let mut r = asking_relay();
+        r.chunk(chunk(
+            "data: {\"choices\":[{\"delta\":{\"content\":\"hi there\"}}]}\n\n",
+        ));
+        r.chunk(chunk("data: [DONE]\n\n"));
+        assert!(r.kept.is_some());
+        assert_eq!(r.unreported().as_deref(), Some("hi there"));
+    }
 
     #[test]
     fn answer_text_of_json_and_sse() {

@@ -110,13 +110,6 @@ impl ModelSched {
             .any(|d| !d.requests.is_empty() || !d.tokens.is_empty())
     }
 
-    /// Whether deployment `d`'s answers must report usage (its token budget is reconciled).
-    pub fn needs_usage(&self, d: usize) -> bool {
-        self.deployments
-            .get(d)
-            .is_some_and(|b| b.reconcile && !b.tokens.is_empty())
-    }
-
     pub fn needs_tokens(&self) -> bool {
         self.deployments.iter().any(|d| !d.tokens.is_empty())
     }

@@ -163,8 +163,6 @@ pub fn plan(p: &dyn Provider, a: &Attempt<'_>) -> Result<Outbound, GatewayError>
         add_function_to_prompt: a.add_function_to_prompt,
         req: &req,
         raw: &chat,
-        // A translated stream asks for its usage itself.
-        need_usage: false,
         prompt_estimate: a.prompt_estimate,
     };
     let out = p.request(&inner)?;
