@@ -147,6 +147,7 @@ impl Answer for Relay {
     fn begin(&mut self, _status: u16, headers: &http::HeaderMap) -> Mode {
         self.sse = super::is_event_stream(headers);
         if self.sse {
+            self.scanner.events();
             if self.strip {
                 self.stripper = Some(UsageEventStrip::default());
             }

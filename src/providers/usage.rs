@@ -52,17 +52,89 @@ impl Usage {
 /// Keeps (at least) the last [`WINDOW`] bytes of a body. The buffer is allocated once, on the first
 /// chunk, never zero-filled, and compacted only when it reaches twice the window, so each body byte is
 /// copied about twice in all however small the chunks are.
+///
+/// An event stream ([`UsageScanner::events`]) is read event by event instead: the usage is taken
+/// from each complete event as it passes, and nothing is kept but an event split between chunks —
+/// a long-lived stream holds no window.
 #[derive(Default)]
 pub struct UsageScanner {
     tail: Vec<u8>,
     /// Bytes fed in all.
     fed: usize,
+    events: Option<EventScan>,
+}
+
+/// The event-stream reading of [`UsageScanner`].
+#[derive(Default)]
+struct EventScan {
+    /// The events after the last complete one (at most 2 × [`WINDOW`]: their tail), empty while the
+    /// chunks end on event boundaries.
+    carry: Vec<u8>,
+    /// The last usage object of the complete events.
+    found: Option<Usage>,
+}
+
+impl EventScan {
+    fn feed(&mut self, chunk: &[u8]) {
+        let Some(end) = memchr::memmem::rfind(chunk, b"\n\n") else {
+            return self.hold(chunk);
+        };
+        let (complete, rest) = chunk.split_at(end + 2);
+        if self.carry.is_empty() {
+            self.scan(complete);
+        } else {
+            let mut events = std::mem::take(&mut self.carry);
+            events.extend_from_slice(complete);
+            self.scan(&events);
+            events.clear();
+            self.carry = events;
+        }
+        self.hold(rest);
+    }
+
+    fn scan(&mut self, events: &[u8]) {
+        if memchr::memmem::find(events, b"\"usage\"").is_some() {
+            if let Some(u) = find_usage(events) {
+                self.found = Some(u);
+            }
+        }
+    }
+
+    fn hold(&mut self, partial: &[u8]) {
+        if partial.is_empty() {
+            return;
+        }
+        if self.carry.len() + partial.len() > 2 * WINDOW {
+            // An event this long keeps only its tail, where its usage would be (as the window does).
+            let keep = WINDOW.min(self.carry.len() + partial.len());
+            let from_partial = keep.min(partial.len());
+            let from_carry = keep - from_partial;
+            self.carry.drain(..self.carry.len() - from_carry);
+            self.carry
+                .extend_from_slice(&partial[partial.len() - from_partial..]);
+            return;
+        }
+        self.carry.extend_from_slice(partial);
+    }
+
+    fn usage(&self) -> Option<Usage> {
+        // An unfinished last event (a stream cut short, or CRLF line ends) may still hold one.
+        find_usage(&self.carry).or(self.found)
+    }
 }
 
 impl UsageScanner {
+    /// A scanner for an event stream (SSE): usage read event by event, no window kept.
+    pub fn events(&mut self) {
+        self.events = Some(EventScan::default());
+    }
+
     /// Feed the next body chunk.
     pub fn feed(&mut self, chunk: &[u8]) {
         self.fed += chunk.len();
+        if let Some(e) = self.events.as_mut() {
+            return e.feed(chunk);
+        }
         if self.tail.capacity() == 0 {
             self.tail.reserve_exact(2 * WINDOW);
         }
@@ -78,9 +150,9 @@ impl UsageScanner {
         self.tail.extend_from_slice(chunk);
     }
 
-    /// The whole body, when it fitted in the window (small answers).
+    /// The whole body, when it fitted in the window (small answers; never for an event stream).
     pub fn whole(&self) -> Option<&[u8]> {
-        (self.fed == self.tail.len()).then_some(self.tail.as_slice())
+        (self.events.is_none() && self.fed == self.tail.len()).then_some(self.tail.as_slice())
     }
 
     /// The last bytes of the body (at least [`WINDOW`] of them, when there were that many).
@@ -90,6 +162,9 @@ impl UsageScanner {
 
     /// The usage in the body seen so far, if any.
     pub fn usage(&self) -> Option<Usage> {
+        if let Some(e) = &self.events {
+            return e.usage();
+        }
         let start = self.tail.len().saturating_sub(WINDOW);
         find_usage(&self.tail[start..])
     }
@@ -123,12 +198,7 @@ pub fn find_usage(buf: &[u8]) -> Option<Usage> {
 }
 
 fn rfind(hay: &[u8], needle: &[u8]) -> Option<usize> {
-    if hay.len() < needle.len() {
-        return None;
-    }
-    (0..=hay.len() - needle.len())
-        .rev()
-        .find(|&i| &hay[i..i + needle.len()] == needle)
+    memchr::memmem::rfind(hay, needle)
 }
 
 /// Chat/completions/embeddings use `prompt_tokens`/`completion_tokens` (details in
@@ -186,6 +256,58 @@ impl From<RawUsage> for Usage {
 #[cfg(test)]
 mod tests {
     use super::*;
+
+    fn event_scanner() -> UsageScanner {
+        let mut s = UsageScanner::default();
+        s.events();
+        s
+    }
+
+    #[test]
+    fn an_event_stream_is_read_event_by_event() {
+        let parts = [
+            &b"data: {\"choices\":[{\"delta\":{\"content\":\"a \\\"usage\\\": {\"}}],\"usage\":null}\n\n"[..],
+            b"data: {\"choices\":[],\"usage\":{\"prompt_tokens\":3,\"completion_tokens\":2}}\n\n",
+            b"data: [DONE]\n\n",
+        ];
+        let events = parts.concat();
+        // Every split of the stream into two or three chunks gives the same usage.
+        for i in 0..events.len() {
+            for j in i..events.len() {
+                let mut s = event_scanner();
+                s.feed(&events[..i]);
+                s.feed(&events[i..j]);
+                s.feed(&events[j..]);
+                assert_eq!(s.usage(), Some(Usage::new(3, 2)), "split at {i}, {j}");
+                assert_eq!(s.whole(), None);
+            }
+        }
+        // Chunks on event boundaries keep nothing.
+        let mut s = event_scanner();
+        for p in parts {
+            s.feed(p);
+        }
+        assert_eq!(s.events.as_ref().unwrap().carry.capacity(), 0);
+        assert_eq!(s.usage(), Some(Usage::new(3, 2)));
+    }
+
+    #[test]
+    fn an_event_longer_than_the_window_keeps_its_tail() {
+        let big = format!(
+            "event: response.completed\ndata: {{\"response\":{{\"output\":\"{}\",\"usage\":{{\"input_tokens\":7,\"output_tokens\":5}}}}}}\n\n",
+            "x".repeat(6 * WINDOW)
+        );
+        let mut s = event_scanner();
+        for c in big.as_bytes().chunks(1000) {
+            s.feed(c);
+            assert!(s.events.as_ref().unwrap().carry.len() <= 2 * WINDOW);
+        }
+        assert_eq!(s.usage(), Some(Usage::new(7, 5)));
+        // Cut short before its end: the unfinished event is still read.
+        let mut s = event_scanner();
+        s.feed(&big.as_bytes()[..big.len() - 2]);
+        assert_eq!(s.usage(), Some(Usage::new(7, 5)));
+    }
 
     #[test]
     fn whole_body_only_when_it_fitted() {
