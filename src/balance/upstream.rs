@@ -7,6 +7,7 @@
 
 use super::signer::Signer;
 use crate::config::{Auth, HeaderOpKind, Upstream};
+use arc_swap::ArcSwap;
 use async_trait::async_trait;
 use pingora::connectors::http::Connector as HttpConnector;
 use pingora::lb::discovery::ServiceDiscovery;
@@ -36,6 +37,10 @@ pub struct UpstreamPool {
     ever_ok: Arc<AtomicBool>,
     active_checks: bool,
     template: HttpPeer,
+    /// The peers built so far, one per address (rebuilt only when the upstream's addresses
+    /// change): a request shares one instead of cloning the template (its SNI, options, 672 bytes
+    /// held by every request's future for the whole exchange).
+    peers: ArcSwap<Vec<(SocketAddr, Arc<HttpPeer>)>>,
 }
 
 /// Resolves the upstream host (an IP literal needs no lookup). Behind an outbound proxy the proxy
@@ -278,6 +283,7 @@ impl UpstreamPool {
             last_error,
             ever_ok,
             template,
+            peers: ArcSwap::from_pointee(Vec::new()),
         })
     }
 
@@ -333,6 +339,28 @@ impl UpstreamPool {
         p._address = pingora::protocols::l4::socket::SocketAddr::Inet(addr);
         p
     }
+
+    /// The shared peer for `addr` (see `peers`): built on its first use; the addresses discovery no
+    /// longer reports are dropped then.
+    pub fn shared_peer(&self, addr: SocketAddr) -> Arc<HttpPeer> {
+        if let Some((_, p)) = self.peers.load().iter().find(|(a, _)| *a == addr) {
+            return p.clone();
+        }
+        let peer = Arc::new(self.peer(addr));
+        let known = self.lb.backends().get_backend();
+        self.peers.rcu(|current| {
+            let mut next: Vec<(SocketAddr, Arc<HttpPeer>)> = current
+                .iter()
+                .filter(|(a, _)| known.iter().any(|b| b.addr.as_inet() == Some(a)))
+                .cloned()
+                .collect();
+            if !next.iter().any(|(a, _)| *a == addr) {
+                next.push((addr, peer.clone()));
+            }
+            next
+        });
+        peer
+    }
 }
 
 /// The upstream's auth, user agent and header operations, applied to an outgoing request whose
@@ -358,4 +386,32 @@ pub fn apply_upstream_headers(cfg: &Upstream, req: &mut RequestHeader) -> Result
         }
     }
     Ok(())
+}
+
+#[cfg(test)]
+mod tests {
+    use super::*;
+    use crate::config::reader::ProcessEnv;
+
+    #[tokio::test]
+    async fn a_peer_is_shared_per_address_until_discovery_drops_it() {
+        let yaml = "server: {listeners: [{name: m, listen: \"127.0.0.1:1\"}]}\nupstreams: [{name: a, url: \"http://127.0.0.1:9\"}]\nmodels: [{name: m, deployments: [{upstream: a, model: m}]}]\n";
+        let cfg = crate::config::parse(yaml, &ProcessEnv).unwrap();
+        let pool = UpstreamPool::new(Arc::new(cfg.upstreams[0].clone())).unwrap();
+        pool.discover().await;
+        let known: SocketAddr = "127.0.0.1:9".parse().unwrap();
+        let other: SocketAddr = "127.0.0.2:9".parse().unwrap();
+        let p = pool.shared_peer(known);
+        assert!(Arc::ptr_eq(&p, &pool.shared_peer(known)));
+        assert_eq!(p._address.as_inet(), Some(&known));
+        assert_eq!(p.sni, pool.peer(known).sni);
+        // An address discovery does not report is served, and dropped by the next new address.
+        let q = pool.shared_peer(other);
+        assert_eq!(q._address.as_inet(), Some(&other));
+        assert_eq!(pool.peers.load().len(), 2);
+        let _ = pool.shared_peer("127.0.0.3:9".parse().unwrap());
+        let kept: Vec<SocketAddr> = pool.peers.load().iter().map(|(a, _)| *a).collect();
+        assert_eq!(kept.len(), 2);
+        assert!(kept.contains(&known) && !kept.contains(&other), "{kept:?}");
+    }
 }

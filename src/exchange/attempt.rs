@@ -72,7 +72,7 @@ pub async fn run(
     } = plan;
     let pool = t.pool;
     let client = &pool.cfg.client;
-    let peer = pool.peer(t.addr);
+    let peer = pool.shared_peer(t.addr);
     let build = |session: &Session| {
         crate::providers::request_header(
             t.provider,
