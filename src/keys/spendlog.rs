@@ -241,39 +241,33 @@ impl SpendLog {
                     self.prune(keep).await;
                 }
             }
-            tokio::select! {
-                n = rx.recv_many(&mut buf, BATCH) => {
-                    if n == 0 {
-                        break;
-                    }
-                }
-                r = shutdown.changed() => {
-                    if r.is_err() || *shutdown.borrow() {
-                        break;
-                    }
-                    continue;
-                }
-                _ = tokio::time::sleep_until(next_prune), if retention.is_some() => continue,
-            }
-            // Gather the rest of the batch (see LINGER), unless shutting down: one timer per
-            // batch, however often rows wake the loop.
-            let linger = tokio::time::sleep(LINGER);
-            tokio::pin!(linger);
-            while buf.len() < BATCH && !*shutdown.borrow() {
-                let room = BATCH - buf.len();
+            if buf.is_empty() {
+                // Idle: the first row wakes the writer (one wake-up per batch).
                 tokio::select! {
-                    n = rx.recv_many(&mut buf, room) => {
+                    n = rx.recv_many(&mut buf, BATCH) => {
                         if n == 0 {
                             break;
                         }
                     }
-                    () = &mut linger => break,
                     r = shutdown.changed() => {
-                        if r.is_err() {
+                        if r.is_err() || *shutdown.borrow() {
                             break;
                         }
+                        continue;
                     }
+                    _ = tokio::time::sleep_until(next_prune), if retention.is_some() => continue,
                 }
+            }
+            take_queued(&mut rx, &mut buf);
+            // Gather the rest of the batch (see LINGER) without listening to the queue: rows that
+            // arrive meanwhile wake nobody (a wake-up per row cost a context switch per request on a
+            // busy gateway). A full batch, or a backlog, is written at once.
+            if buf.len() < BATCH && !*shutdown.borrow() {
+                tokio::select! {
+                    () = tokio::time::sleep(LINGER) => {}
+                    _ = shutdown.changed() => {}
+                }
+                take_queued(&mut rx, &mut buf);
             }
             self.depth();
             let stop = shutdown.clone();
@@ -292,6 +286,16 @@ impl SpendLog {
             Ok(0) => {}
             Ok(n) => log::info!("spend log: deleted {n} rows older than the retention"),
             Err(e) => log::warn!("spend log: deleting old rows failed: {e}"),
+        }
+    }
+}
+
+/// Moves what is queued now into `buf`, up to a batch, without waiting.
+fn take_queued(rx: &mut mpsc::Receiver<SpendLogRow>, buf: &mut Vec<SpendLogRow>) {
+    while buf.len() < BATCH {
+        match rx.try_recv() {
+            Ok(row) => buf.push(row),
+            Err(_) => break,
         }
     }
 }
