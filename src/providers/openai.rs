@@ -147,7 +147,7 @@ impl Answer for Relay {
     fn begin(&mut self, _status: u16, headers: &http::HeaderMap) -> Mode {
         self.sse = super::is_event_stream(headers);
         if self.sse {
-            self.scanner.events();
+            self.scanner.read_events();
             if self.strip {
                 self.stripper = Some(UsageEventStrip::default());
             }

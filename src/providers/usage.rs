@@ -53,7 +53,7 @@ impl Usage {
 /// chunk, never zero-filled, and compacted only when it reaches twice the window, so each body byte is
 /// copied about twice in all however small the chunks are.
 ///
-/// An event stream ([`UsageScanner::events`]) is read event by event instead: the usage is taken
+/// An event stream ([`UsageScanner::read_events`]) is read event by event instead: the usage is taken
 /// from each complete event as it passes, and nothing is kept but an event split between chunks —
 /// a long-lived stream holds no window.
 #[derive(Default)]
@@ -125,7 +125,7 @@ impl EventScan {
 
 impl UsageScanner {
     /// A scanner for an event stream (SSE): usage read event by event, no window kept.
-    pub fn events(&mut self) {
+    pub fn read_events(&mut self) {
         self.events = Some(EventScan::default());
     }
 
@@ -259,7 +259,7 @@ mod tests {
 
     fn event_scanner() -> UsageScanner {
         let mut s = UsageScanner::default();
-        s.events();
+        s.read_events();
         s
     }
 
