@@ -198,7 +198,12 @@ pub async fn run(
     }
     let mode = answer.begin(status, &up.headers);
     if mode == Mode::Whole {
-        return super::relay::whole(shared, t, http, &peer, session, ctx, answer, deadlines).await;
+        // Boxed: a JSON answer's future (~3.4 KB) would otherwise size every stream's for its
+        // whole life (the exchange's future lives as long as the stream).
+        return Box::pin(super::relay::whole(
+            shared, t, http, &peer, session, ctx, answer, deadlines,
+        ))
+        .await;
     }
 
     // Read the first chunk before answering the client: until then, a failure can still fail over.
