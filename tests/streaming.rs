@@ -171,3 +171,32 @@ async fn non_stream_usage_is_counted() {
         Some(15.0)
     );
 }
+
+/// A stream whose client asks no usage: the gateway asks the upstream for it, keeping the client's
+/// other `stream_options`, and the client's stream carries no usage event.
+#[tokio::test]
+async fn the_gateway_asks_for_stream_usage_keeping_the_clients_options() {
+    let (a, gw) = setup().await;
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .json(&json!({"model": "gpt-4o", "stream": true,
+            "stream_options": {"include_obfuscation": false},
+            "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let text = r.text().await.unwrap();
+    assert!(text.ends_with("data: [DONE]\n\n"), "{text}");
+    assert!(
+        !text.contains("\"choices\":[]"),
+        "the usage event reached the client: {text}"
+    );
+    let seen = a.requests_to("/v1/chat/completions").await;
+    let sent: serde_json::Value =
+        serde_json::from_str(seen.last().unwrap()["body_prefix"].as_str().unwrap()).unwrap();
+    assert_eq!(
+        sent["stream_options"],
+        json!({"include_obfuscation": false, "include_usage": true})
+    );
+}

@@ -70,13 +70,28 @@ pub enum StreamUsage {
 /// An OpenAI-format request to `path`, relayed back as it comes.
 pub fn relayed(a: &Attempt<'_>, usage: StreamUsage, path: String) -> Outbound {
     let relay = Relay::for_attempt(a, usage);
-    let set = relay
-        .strip
-        .then_some(("stream_options", r#"{"include_usage":true}"#));
+    let options = relay.strip.then(|| stream_options_with_usage(&a.req.body));
+    let set = options.as_deref().map(|o| ("stream_options", o));
     Outbound {
         path,
         body: super::openai_body(a, set),
         answer: Box::new(relay),
+    }
+}
+
+/// The request's `stream_options` with `include_usage: true` added: the client's other options
+/// (`include_obfuscation`, ...) are kept.
+fn stream_options_with_usage(body: &crate::body::JsonBody) -> std::borrow::Cow<'static, str> {
+    const ONLY_USAGE: &str = r#"{"include_usage":true}"#;
+    let client = body.get("stream_options").and_then(|raw| {
+        serde_json::from_str::<serde_json::Map<String, serde_json::Value>>(raw).ok()
+    });
+    match client {
+        Some(mut o) if !o.is_empty() => {
+            o.insert("include_usage".into(), serde_json::Value::Bool(true));
+            serde_json::to_string(&o).map_or(ONLY_USAGE.into(), Into::into)
+        }
+        _ => ONLY_USAGE.into(),
     }
 }
 
@@ -284,6 +299,27 @@ mod tests {
         r.chunk(chunk("data: [DONE]\n\n"));
         assert!(r.kept.is_some());
         assert_eq!(r.unreported().as_deref(), Some("hi there"));
+    }
+
+    #[test]
+    fn the_clients_stream_options_are_kept() {
+        let opts = |body: &str| {
+            let b = crate::body::JsonBody::parse(body.as_bytes()).unwrap();
+            stream_options_with_usage(&b).into_owned()
+        };
+        assert_eq!(opts(r#"{"stream":true}"#), r#"{"include_usage":true}"#);
+        assert_eq!(
+            opts(r#"{"stream":true,"stream_options":{"include_obfuscation":false}}"#),
+            r#"{"include_obfuscation":false,"include_usage":true}"#
+        );
+        assert_eq!(
+            opts(r#"{"stream":true,"stream_options":{"include_usage":false}}"#),
+            r#"{"include_usage":true}"#
+        );
+        assert_eq!(
+            opts(r#"{"stream":true,"stream_options":null}"#),
+            r#"{"include_usage":true}"#
+        );
     }
 
     #[test]
