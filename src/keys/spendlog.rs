@@ -241,24 +241,22 @@ impl SpendLog {
                     self.prune(keep).await;
                 }
             }
-            if buf.is_empty() {
-                // Idle: the first row wakes the writer (one wake-up per batch).
-                tokio::select! {
-                    n = rx.recv_many(&mut buf, BATCH) => {
-                        if n == 0 {
-                            break;
-                        }
+            // Idle (`write` empties the buffer): the first rows wake the writer, one wake-up per
+            // batch; `recv_many` takes what is queued, up to a batch.
+            tokio::select! {
+                n = rx.recv_many(&mut buf, BATCH) => {
+                    if n == 0 {
+                        break;
                     }
-                    r = shutdown.changed() => {
-                        if r.is_err() || *shutdown.borrow() {
-                            break;
-                        }
-                        continue;
-                    }
-                    _ = tokio::time::sleep_until(next_prune), if retention.is_some() => continue,
                 }
+                r = shutdown.changed() => {
+                    if r.is_err() || *shutdown.borrow() {
+                        break;
+                    }
+                    continue;
+                }
+                _ = tokio::time::sleep_until(next_prune), if retention.is_some() => continue,
             }
-            take_queued(&mut rx, &mut buf);
             // Gather the rest of the batch (see LINGER) without listening to the queue: rows that
             // arrive meanwhile wake nobody (a wake-up per row cost a context switch per request on a
             // busy gateway). A full batch, or a backlog, is written at once.
@@ -346,6 +344,33 @@ mod tests {
             .expect("the writer stops at shutdown")
             .unwrap();
         assert_eq!((log.written(), log.dropped(), log.depth()), (8, 0, 0));
+    }
+
+    /// A backlog larger than a batch is written whole, in batches, while the writer runs.
+    #[tokio::test]
+    async fn a_backlog_is_written_in_batches() {
+        let store = crate::keys::store::open("sqlite://:memory:").await.unwrap();
+        let log = Arc::new(SpendLog::new(store, 10 * BATCH).unwrap());
+        for i in 0..(2 * BATCH + BATCH / 2) {
+            assert!(log.push(row(i)));
+        }
+        let (stop, shutdown) = tokio::sync::watch::channel(false);
+        let writer = tokio::spawn({
+            let log = log.clone();
+            async move { log.run(None, shutdown).await }
+        });
+        let t = Instant::now();
+        while log.written() < (2 * BATCH + BATCH / 2) as u64 {
+            assert!(
+                t.elapsed() < Duration::from_secs(20),
+                "{} written",
+                log.written()
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+        stop.send(true).unwrap();
+        writer.await.unwrap();
+        assert_eq!((log.dropped(), log.depth()), (0, 0));
     }
 
     /// The queue never holds more than its bound: rows beyond it are dropped and counted, and a
