@@ -30,14 +30,6 @@ async fn messages_seen(mock: &Mock) -> Vec<Value> {
         .collect()
 }
 
-fn sse_events(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
 #[tokio::test]
 async fn openai_chat_is_translated_to_anthropic_and_back() {
     let an = Mock::start("AN");
@@ -119,7 +111,7 @@ async fn openai_chat_is_translated_to_anthropic_and_back() {
     assert!(r.headers().get("content-length").is_none());
     let text = r.text().await.unwrap();
     assert!(text.trim_end().ends_with("data: [DONE]"), "{text}");
-    let events = sse_events(&text);
+    let events = sse_data(&text);
     assert!(events
         .iter()
         .all(|e| e["object"] == "chat.completion.chunk"));
@@ -192,7 +184,7 @@ async fn openai_chat_is_translated_to_anthropic_and_back() {
         .send()
         .await
         .unwrap();
-    let events = sse_events(&r.text().await.unwrap());
+    let events = sse_data(&r.text().await.unwrap());
     let args: String = events
         .iter()
         .filter_map(|e| e["choices"][0]["delta"]["tool_calls"][0]["function"]["arguments"].as_str())

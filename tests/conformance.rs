@@ -43,14 +43,6 @@ fn upstream_entry(provider: &str, mock: &Mock) -> String {
     }
 }
 
-fn sse_data(text: &str) -> Vec<Value> {
-    text.lines()
-        .filter_map(|l| l.strip_prefix("data: "))
-        .filter(|d| *d != "[DONE]")
-        .map(|d| serde_json::from_str(d).unwrap())
-        .collect()
-}
-
 /// A 400 from the gateway saying the provider lacks the endpoint.
 async fn unsupported(r: reqwest::Response) -> Result {
     let v = assert_openai_error(r, 400, "invalid_request").await;
