@@ -375,3 +375,63 @@ async fn key_scope_isolates_tenants() {
     assert_eq!(post_h(&gw, &body, &a).await.1.as_deref(), Some("hit"));
     assert_eq!(upstream_calls(&mock).await, 2);
 }
+
+fn usage_events(sse: &str) -> Vec<Value> {
+    sse_data(sse)
+        .into_iter()
+        .filter(|e| e["choices"].as_array().is_some_and(|c| c.is_empty()))
+        .collect()
+}
+
+#[tokio::test]
+async fn a_replayed_stream_has_the_usage_event_only_for_a_client_that_asked() {
+    let mock = Mock::start_with("A", &["--chunks", "3"]);
+    let gw = gateway(&cfg(&mock, "{ttl: 1h}", "")).await;
+    let plain = json!({"model": "m", "temperature": 0, "stream": true, "messages": [{"role": "user", "content": "usage please"}]});
+    let mut asking = plain.clone();
+    asking["stream_options"] = json!({"include_usage": true});
+    // What the upstream reports, through the gateway, for a client that asks (not stored).
+    let (reference, c, _) = post_h(&gw, &asking, &[("cache-control", "no-store")]).await;
+    assert_eq!(c.as_deref(), Some("miss"));
+    let want = usage_events(&reference);
+    assert_eq!(want.len(), 1, "{reference}");
+    let want = want[0]["usage"].clone();
+    assert!(want["prompt_tokens"].as_u64().unwrap() > 0, "{want}");
+
+    // Recorded for a client that did not ask: it gets no usage event...
+    let (live, c, _) = post(&gw, &plain).await;
+    assert_eq!(c.as_deref(), Some("miss"));
+    assert!(usage_events(&live).is_empty(), "{live}");
+    // ...a client that asks gets the upstream's usage from the replay, before [DONE]...
+    let (replayed, c, _) = post(&gw, &asking).await;
+    assert_eq!(c.as_deref(), Some("hit"));
+    let got = usage_events(&replayed);
+    assert_eq!(got.len(), 1, "{replayed}");
+    assert_eq!(got[0]["usage"], want);
+    assert_eq!(got[0]["object"], "chat.completion.chunk");
+    assert_eq!(got[0]["id"], sse_data(&replayed)[0]["id"]);
+    assert!(replayed.ends_with("data: [DONE]\n\n"), "{replayed}");
+    // ...one that does not ask gets what the first one got, and a JSON request gets the usage.
+    let (again, c, _) = post(&gw, &plain).await;
+    assert_eq!(c.as_deref(), Some("hit"));
+    assert_eq!(again, live);
+    let mut json_req = plain.clone();
+    json_req["stream"] = json!(false);
+    let (j, c, _) = post(&gw, &json_req).await;
+    assert_eq!(c.as_deref(), Some("hit"));
+    assert_eq!(serde_json::from_str::<Value>(&j).unwrap()["usage"], want);
+
+    // Recorded for a client that asked: one that does not ask gets no usage event from it.
+    let mut plain2 = plain.clone();
+    plain2["messages"][0]["content"] = json!("other prompt");
+    let mut asking2 = plain2.clone();
+    asking2["stream_options"] = json!({"include_usage": true});
+    let (first, c, _) = post(&gw, &asking2).await;
+    assert_eq!(c.as_deref(), Some("miss"));
+    assert_eq!(usage_events(&first).len(), 1, "{first}");
+    let (replayed, c, _) = post(&gw, &plain2).await;
+    assert_eq!(c.as_deref(), Some("hit"));
+    assert!(usage_events(&replayed).is_empty(), "{replayed}");
+    assert!(replayed.ends_with("data: [DONE]\n\n"), "{replayed}");
+    assert_eq!(upstream_calls(&mock).await, 3);
+}

@@ -7,6 +7,10 @@
 //!
 //! Anything else (other endpoints, tool-call streams, several choices) is a miss in the other mode
 //! and goes upstream.
+//!
+//! A recorded chat or completions stream always holds its usage event ([`with_usage_event`]) and
+//! a client that did not ask for it (`stream_options.include_usage`) gets the stream without it
+//! ([`without_usage_events`]), whichever client the stream was recorded for.
 
 use bytes::Bytes;
 use serde_json::{json, Value};
@@ -58,6 +62,71 @@ pub fn json_to_sse(body: &[u8], include_usage: bool) -> Option<Vec<Bytes>> {
     }
     out.push(Bytes::from_static(b"data: [DONE]\n\n"));
     Some(out)
+}
+
+/// Puts the usage event (`"choices": []` and `usage`) into a recorded OpenAI chat or completions
+/// stream that has none, just before its `data: [DONE]`, where the upstream sends it: the gateway
+/// took it out of the stream of a client that did not ask for it, and a later client that asks
+/// must find it in the replay. The event takes its `id`, `object`, `created`, `model` (and
+/// `system_fingerprint`) from the stream's first chunk. Leaves `chunks` as they are when they
+/// already hold one, are not that kind of stream, or have no `[DONE]` in one piece.
+pub fn with_usage_event(chunks: &mut [Bytes], usage: &Value) {
+    let all: Vec<u8> = chunks.iter().flat_map(|c| c.iter().copied()).collect();
+    let mut first: Option<Value> = None;
+    for ev in all
+        .split(|&b| b == b'\n')
+        .filter_map(|l| l.strip_prefix(b"data:"))
+    {
+        let ev = ev.trim_ascii();
+        if ev.first() != Some(&b'{') {
+            continue;
+        }
+        if crate::providers::usage::is_usage_event(ev) {
+            return;
+        }
+        if first.is_none() {
+            first = serde_json::from_slice(ev).ok();
+        }
+    }
+    let Some(head) = first else {
+        return;
+    };
+    if !matches!(
+        head["object"].as_str(),
+        Some("chat.completion.chunk" | "text_completion")
+    ) {
+        return;
+    }
+    let Some((i, at)) = chunks.iter().enumerate().rev().find_map(|(i, c)| {
+        memchr::memmem::rfind(c, b"data: [DONE]")
+            .filter(|&at| at == 0 || c[..at].ends_with(b"\n"))
+            .map(|at| (i, at))
+    }) else {
+        return;
+    };
+    let mut ev = json!({"id": head["id"], "object": head["object"], "created": head["created"],
+        "model": head["model"], "choices": [], "usage": usage});
+    if let Some(f) = head.get("system_fingerprint") {
+        ev["system_fingerprint"] = f.clone();
+    }
+    let event = event(&ev);
+    let c = &chunks[i];
+    let mut out = Vec::with_capacity(c.len() + event.len());
+    out.extend_from_slice(&c[..at]);
+    out.extend_from_slice(&event);
+    out.extend_from_slice(&c[at..]);
+    chunks[i] = Bytes::from(out);
+}
+
+/// A recorded stream without its usage events, for a client that did not ask for usage.
+pub fn without_usage_events(chunks: &[Bytes]) -> Vec<Bytes> {
+    let mut strip = crate::providers::usage::UsageEventStrip::default();
+    let mut out: Vec<Bytes> = chunks
+        .iter()
+        .filter_map(|c| strip.filter(c.clone()))
+        .collect();
+    out.extend(strip.finish());
+    out
 }
 
 fn event(v: &Value) -> Bytes {
@@ -148,5 +217,64 @@ mod tests {
             b"data: {\"object\":\"chat.completion.chunk\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"}}]}\n\n",
         )];
         assert!(sse_to_json(&unfinished).is_none());
+    }
+
+    const FIRST: &[u8] = b"data: {\"id\":\"c9\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"system_fingerprint\":\"fp\",\"choices\":[{\"index\":0,\"delta\":{\"content\":\"a\"},\"finish_reason\":null}]}\n\n";
+    const LAST: &[u8] = b"data: {\"id\":\"c9\",\"object\":\"chat.completion.chunk\",\"created\":7,\"model\":\"m\",\"choices\":[{\"index\":0,\"delta\":{},\"finish_reason\":\"stop\"}]}\n\ndata: [DONE]\n\n";
+
+    #[test]
+    fn a_recorded_stream_gets_its_usage_event_back_before_done() {
+        let mut chunks = vec![Bytes::from_static(FIRST), Bytes::from_static(LAST)];
+        let usage = json!({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4});
+        with_usage_event(&mut chunks, &usage);
+        assert_eq!(chunks.len(), 2);
+        assert_eq!(chunks[0], FIRST);
+        let last = std::str::from_utf8(&chunks[1]).unwrap();
+        assert!(last.starts_with(std::str::from_utf8(&LAST[..LAST.len() - 14]).unwrap()));
+        assert!(last.ends_with("\n\ndata: [DONE]\n\n"), "{last}");
+        let ev: Value = serde_json::from_str(
+            last.lines()
+                .filter_map(|l| l.strip_prefix("data: "))
+                .nth(1)
+                .unwrap(),
+        )
+        .unwrap();
+        assert_eq!(ev["choices"], json!([]));
+        assert_eq!(ev["usage"], usage);
+        assert_eq!(
+            (ev["id"].as_str(), ev["created"].as_u64()),
+            (Some("c9"), Some(7))
+        );
+        assert_eq!(ev["system_fingerprint"], "fp");
+        // Once in is enough; a client that did not ask gets the stream as it was.
+        let with = chunks.clone();
+        with_usage_event(&mut chunks, &usage);
+        assert_eq!(chunks, with);
+        assert_eq!(
+            without_usage_events(&chunks),
+            vec![Bytes::from_static(FIRST), Bytes::from_static(LAST)]
+        );
+        let back: Value = serde_json::from_slice(&sse_to_json(&chunks).unwrap()).unwrap();
+        assert_eq!(back["usage"], usage);
+    }
+
+    #[test]
+    fn other_streams_are_left_as_they_are() {
+        let usage = json!({"prompt_tokens": 1});
+        // No [DONE] (a Responses API or Anthropic stream), or [DONE] split between chunks.
+        let anthropic = vec![Bytes::from_static(
+            b"event: message_stop\ndata: {\"type\":\"message_stop\"}\n\n",
+        )];
+        let mut c = anthropic.clone();
+        with_usage_event(&mut c, &usage);
+        assert_eq!(c, anthropic);
+        let split = vec![
+            Bytes::from_static(FIRST),
+            Bytes::from_static(b"data: [DO"),
+            Bytes::from_static(b"NE]\n\n"),
+        ];
+        let mut c = split.clone();
+        with_usage_event(&mut c, &usage);
+        assert_eq!(c, split);
     }
 }

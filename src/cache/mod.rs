@@ -109,6 +109,14 @@ impl Recorder {
         self.chunks.push(chunk.clone());
     }
 
+    /// A recorded OpenAI stream keeps its usage event, whether or not the client it was recorded
+    /// for asked for it ([`convert::with_usage_event`]).
+    pub fn keep_usage(&mut self, usage: &crate::providers::usage::Usage) {
+        if self.sse && !self.overflow {
+            convert::with_usage_event(&mut self.chunks, &usage.to_openai());
+        }
+    }
+
     pub fn finish(self, ttl: Duration) -> Option<Entry> {
         (!self.overflow && !self.chunks.is_empty()).then_some(Entry {
             sse: self.sse,

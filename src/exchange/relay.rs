@@ -135,7 +135,10 @@ pub(super) async fn stream(
             false,
         );
     }
-    if let Some(rec) = ctx.cache_record.take() {
+    if let Some(mut rec) = ctx.cache_record.take() {
+        if let Some(crate::proxy::ctx::Metered::Reported(u)) = ctx.outcome.usage {
+            rec.keep_usage(&u);
+        }
         store_answer(ctx, rec).await;
     }
     if write(session, None, true, deadlines).await.is_err() {

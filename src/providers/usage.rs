@@ -36,6 +36,25 @@ impl Usage {
         }
     }
 
+    /// OpenAI's `usage` object for these counts: `prompt_tokens`, `completion_tokens`,
+    /// `total_tokens`, and the cached part in `prompt_tokens_details` / the reasoning part in
+    /// `completion_tokens_details` when there is one.
+    pub fn to_openai(&self) -> serde_json::Value {
+        let mut v = serde_json::json!({
+            "prompt_tokens": self.prompt_tokens,
+            "completion_tokens": self.completion_tokens,
+            "total_tokens": self.prompt_tokens.saturating_add(self.completion_tokens),
+        });
+        if self.cached_tokens > 0 {
+            v["prompt_tokens_details"] = serde_json::json!({"cached_tokens": self.cached_tokens});
+        }
+        if self.reasoning_tokens > 0 {
+            v["completion_tokens_details"] =
+                serde_json::json!({"reasoning_tokens": self.reasoning_tokens});
+        }
+        v
+    }
+
     /// The same counts as the price arithmetic reads them ([`crate::pricing::cost`]): the one place
     /// the request path's usage becomes [`crate::pricing::TokenUsage`].
     pub fn tokens(&self) -> crate::pricing::TokenUsage {
@@ -391,6 +410,24 @@ mod tests {
     }
 
     #[test]
+    fn openai_usage_object_round_trips() {
+        let u = Usage {
+            prompt_tokens: 1000,
+            completion_tokens: 300,
+            cached_tokens: 400,
+            cache_write_tokens: 0,
+            reasoning_tokens: 200,
+        };
+        let body = serde_json::json!({"usage": u.to_openai()}).to_string();
+        assert_eq!(find_usage(body.as_bytes()), Some(u));
+        let plain = Usage::new(3, 1).to_openai();
+        assert_eq!(
+            plain,
+            serde_json::json!({"prompt_tokens": 3, "completion_tokens": 1, "total_tokens": 4})
+        );
+    }
+
+    #[test]
     fn responses_api_usage() {
         let b = br#"event: response.completed
 data: {"type":"response.completed","response":{"usage":{"input_tokens":7,"output_tokens":2,"total_tokens":9}}}"#;
@@ -408,7 +445,8 @@ pub struct UsageEventStrip {
     carry: Vec<u8>,
 }
 
-fn is_usage_event(ev: &[u8]) -> bool {
+/// Whether one SSE event is OpenAI's usage-only chunk.
+pub fn is_usage_event(ev: &[u8]) -> bool {
     (memchr::memmem::find(ev, b"\"choices\":[]").is_some()
         || memchr::memmem::find(ev, b"\"choices\": []").is_some())
         && memchr::memmem::find(ev, b"\"usage\"").is_some()

@@ -98,7 +98,9 @@ async fn serve(
     let Some(entry) = ctx.state.cache.get(&p.key, p.ttl).await else {
         return false;
     };
+    let asked_usage = crate::providers::client_asked_usage(&req.body);
     let chunks: Vec<Bytes> = match (entry.sse, req.stream) {
+        (true, true) if !asked_usage => cache::convert::without_usage_events(&entry.chunks),
         (true, true) | (false, false) => entry.chunks.clone(),
         (false, true) => {
             let body: Vec<u8> = entry
@@ -106,11 +108,7 @@ async fn serve(
                 .iter()
                 .flat_map(|c| c.iter().copied())
                 .collect();
-            let usage = req
-                .body
-                .get("stream_options")
-                .is_some_and(|o| o.contains("\"include_usage\"") && o.contains("true"));
-            match cache::convert::json_to_sse(&body, usage) {
+            match cache::convert::json_to_sse(&body, asked_usage) {
                 Some(c) => c,
                 None => return false,
             }
