@@ -547,14 +547,6 @@ fn new_id(kind: Kind) -> String {
     }
 }
 
-fn usage_json(u: Usage) -> Value {
-    json!({
-        "prompt_tokens": u.prompt_tokens,
-        "completion_tokens": u.completion_tokens,
-        "total_tokens": u.prompt_tokens + u.completion_tokens,
-    })
-}
-
 /// A TGI answer to an OpenAI chat or completions client.
 struct Generation {
     kind: Kind,
@@ -614,7 +606,7 @@ impl Answer for Generation {
                     "logprobs": null,
                     "finish_reason": finish,
                 }],
-                "usage": usage_json(u),
+                "usage": u.to_openai(),
                 "system_fingerprint": null,
             }),
             Kind::Completion => json!({
@@ -623,7 +615,7 @@ impl Answer for Generation {
                 "created": now_secs(),
                 "model": self.model,
                 "choices": [{"text": text, "index": 0, "logprobs": null, "finish_reason": finish}],
-                "usage": usage_json(u),
+                "usage": u.to_openai(),
             }),
         };
         Some(Bytes::from(out.to_string()))
@@ -898,7 +890,7 @@ impl StreamTranslator {
             self.out.put_slice(b"data: ");
             self.out.put_slice(self.prefix.as_bytes());
             self.out.put_slice(b"],\"usage\":");
-            self.out.put_slice(usage_json(u).to_string().as_bytes());
+            self.out.put_slice(u.to_openai().to_string().as_bytes());
             self.out.put_slice(b"}\n\n");
         }
         self.out.put_slice(b"data: [DONE]\n\n");
