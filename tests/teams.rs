@@ -518,3 +518,153 @@ async fn two_instances_on_one_postgres_and_redis_hold_a_team_budget() {
         "overshoot {overshoot} > bound {allowed}"
     );
 }
+
+/// A keyed gateway (SQLite in memory) whose rate limits are shared through a fresh Redis.
+async fn with_redis() -> (Redis, Mock, Gateway) {
+    let redis = Redis::start();
+    let mock = Mock::start("A");
+    let gw = gateway(&keyed(
+        "sqlite://:memory:",
+        &models(&mock),
+        &format!(", redis: \"{}\"", redis.url()),
+        "",
+    ))
+    .await;
+    (redis, mock, gw)
+}
+
+/// A chat request admitted on an estimate of ~1,010 tokens (`max_tokens: 1000`) whose answer
+/// uses ~110 (100 prompt tokens reported by the mock, and its short answer).
+async fn large_estimate(gw: &Gateway, key: &str, user: Option<&str>) -> reqwest::Response {
+    let mut body = json!({"model": "m", "max_tokens": 1000,
+        "messages": [{"role": "user", "content": "hi"}]});
+    if let Some(u) = user {
+        body["user"] = json!(u);
+    }
+    client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .header("x-mock-prompt-tokens", "100")
+        .json(&body)
+        .send()
+        .await
+        .unwrap()
+}
+
+/// Token budgets of a key, its team and its end user, shared through Redis, are settled with each
+/// answer's real usage at every level — in one Redis call per request besides its admission.
+/// 90,000 tpm is ~1,510 tokens per (1.03 s) window in Redis; each request is admitted on an
+/// estimate of ~1,010 tokens (`max_tokens`) and uses ~110, so the next request back to back fits
+/// only if every level got its refund (else it is refused, naming the level).
+#[tokio::test]
+async fn token_budgets_in_redis_are_settled_at_every_level() {
+    let (redis, _mock, gw) = with_redis().await;
+    let team = new_team(&gw, json!({"tpm": 90000})).await;
+    let (s, v) = manage(
+        &gw,
+        "POST",
+        "/customer/new",
+        json!({"user_id": "erin", "tpm": 90000}),
+    )
+    .await;
+    assert_eq!(s, 200, "{v}");
+    let key = new_key(&gw, json!({"team_id": team, "tpm": 90000})).await;
+    let calls_before = redis_script_calls(redis.port);
+    let n = 4;
+    for i in 0..n {
+        let r = large_estimate(&gw, &key, Some("erin")).await;
+        let status = r.status();
+        assert_eq!(status, 200, "request {i}: {}", r.text().await.unwrap());
+        // The settlement follows the answer: wait for it before the next admission.
+        let want = calls_before + 2 * (i + 1);
+        let t = Instant::now();
+        while redis_script_calls(redis.port) < want {
+            assert!(
+                t.elapsed() < Duration::from_secs(5),
+                "no settlement after request {i}"
+            );
+            tokio::time::sleep(Duration::from_millis(10)).await;
+        }
+    }
+    // One admission and one settlement per request, whatever the number of levels.
+    assert_eq!(redis_script_calls(redis.port) - calls_before, 2 * n);
+}
+
+/// In Redis a cost above a key's per-window limit holds the window longer (the key's average rate
+/// stays its limit); the refund of the estimate shortens that hold to what the answer used.
+/// 2,500 tpm is ~42 tokens per window: a ~1,010-token estimate would hold it ~24 s, the ~110 tokens
+/// the answer used ~3 s.
+#[tokio::test]
+async fn a_refund_in_redis_shortens_the_hold_of_a_large_estimate() {
+    let (redis, _mock, gw) = with_redis().await;
+    let key = new_key(&gw, json!({"tpm": 2500})).await;
+    let before = redis_script_calls(redis.port);
+    assert_eq!(large_estimate(&gw, &key, None).await.status(), 200);
+    let t = Instant::now();
+    while redis_script_calls(redis.port) < before + 2 {
+        assert!(
+            t.elapsed() < Duration::from_secs(5),
+            "the answer was never settled"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    let r = large_estimate(&gw, &key, None).await;
+    assert_eq!(r.status(), 429);
+    let retry: u64 = r.headers()["retry-after"]
+        .to_str()
+        .unwrap()
+        .parse()
+        .unwrap();
+    assert!(
+        retry <= 5,
+        "retry after {retry} s: the refund did not shorten the hold"
+    );
+    let t = Instant::now();
+    loop {
+        let s = large_estimate(&gw, &key, None).await.status();
+        if s == 200 {
+            break;
+        }
+        assert_eq!(s, 429);
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "still refused after 10 s"
+        );
+        tokio::time::sleep(Duration::from_millis(200)).await;
+    }
+}
+
+/// Lua script runs Redis has completed (`INFO commandstats`: EVALSHA and EVAL calls less their
+/// failed calls — a script's first EVALSHA fails with NOSCRIPT and is sent again as EVAL).
+fn redis_script_calls(port: u16) -> u64 {
+    use std::io::{Read, Write};
+    let mut s = std::net::TcpStream::connect(("127.0.0.1", port)).unwrap();
+    s.write_all(b"INFO commandstats\r\n").unwrap();
+    let mut buf = Vec::new();
+    let mut chunk = [0u8; 4096];
+    // A bulk reply: `$LEN\r\n` then the text; read until it is all in.
+    loop {
+        let n = s.read(&mut chunk).unwrap();
+        assert!(n > 0, "redis closed the connection");
+        buf.extend_from_slice(&chunk[..n]);
+        let text = String::from_utf8_lossy(&buf);
+        if let Some((head, rest)) = text.split_once("\r\n") {
+            let len: usize = head.trim_start_matches('$').parse().unwrap();
+            if rest.len() >= len {
+                break;
+            }
+        }
+    }
+    String::from_utf8_lossy(&buf)
+        .lines()
+        .filter(|l| l.starts_with("cmdstat_evalsha:") || l.starts_with("cmdstat_eval:"))
+        .map(|l| {
+            let field = |name: &str| -> u64 {
+                l.split([':', ','])
+                    .find_map(|kv| kv.strip_prefix(name)?.parse().ok())
+                    .unwrap_or(0)
+            };
+            field("calls=") - field("failed_calls=")
+        })
+        .sum()
+}

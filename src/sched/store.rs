@@ -12,6 +12,7 @@
 use super::bucket::{self, Rate};
 use super::window::{self, Log};
 use crate::config::state::RedisFailure;
+use smallvec::SmallVec;
 use std::sync::atomic::{AtomicU64, Ordering};
 use std::sync::{Arc, Mutex, OnceLock};
 use std::time::{Duration, Instant};
@@ -458,45 +459,58 @@ end
 return '0'
 "#;
 
-/// After the fact, one budget: KEYS = set, hash; ARGV = window length, limit, units (> 0: charged
-/// now; < 0: given back from the oldest admissions), seconds to block (0: none), seconds to fill
-/// the window's remaining room for (0: none).
+/// After the fact, for one or more budgets: KEYS = (set, hash) per budget; ARGV = window length,
+/// units (> 0: charged now; < 0: given back from the oldest admissions), seconds to block (0:
+/// none), seconds to fill the window's remaining room for (0: none), then each budget's limit. One
+/// call for every budget a request settles (key, team, end user). A refund that leaves part of an
+/// admission also shortens the time a cost above the limit was held for to what is left's.
 const ADJUST: &str = r#"
-local z, m = KEYS[1], KEYS[2]
-local W, limit = tonumber(ARGV[1]), tonumber(ARGV[2])
-local units, block, fill = tonumber(ARGV[3]), tonumber(ARGV[4]), tonumber(ARGV[5])
-local live = expire(z, m)
-if fill > 0 and limit - live > EPS then
-  push(z, m, live, now + fill, limit - live)
-  live = limit
-end
-if units > 0 then
-  push(z, m, live, now + hold(W, limit, units), units)
-elseif units < 0 then
-  local r = -units
-  local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
-  for j = 1, #all, 2 do
-    if r <= EPS then break end
-    local c = cost_of(all[j])
-    redis.call('ZREM', z, all[j])
-    if c > r + EPS then
-      local seq = redis.call('HINCRBY', m, 'seq', 1)
-      redis.call('ZADD', z, all[j+1], seq .. ':' .. string.format('%.17g', c - r))
-      live = live - r
-      r = 0
-    else
-      live = live - c
-      r = r - c
-    end
+local W = tonumber(ARGV[1])
+local units, block, fill = tonumber(ARGV[2]), tonumber(ARGV[3]), tonumber(ARGV[4])
+for i = 1, #KEYS / 2 do
+  local z, m = KEYS[2*i-1], KEYS[2*i]
+  local limit = tonumber(ARGV[4+i])
+  local live = expire(z, m)
+  if fill > 0 and limit - live > EPS then
+    push(z, m, live, now + fill, limit - live)
+    live = limit
   end
-  if live < EPS then live = 0 end
-  redis.call('HSET', m, 'live', string.format('%.17g', live))
+  if units > 0 then
+    push(z, m, live, now + hold(W, limit, units), units)
+  elseif units < 0 then
+    local r = -units
+    local all = redis.call('ZRANGE', z, 0, -1, 'WITHSCORES')
+    for j = 1, #all, 2 do
+      if r <= EPS then break end
+      local c = cost_of(all[j])
+      redis.call('ZREM', z, all[j])
+      if c > r + EPS then
+        -- A cost above the limit was held longer than the window (hold): what is left is held for
+        -- as long as it would have been had it been charged alone.
+        local left = c - r
+        local e = tonumber(all[j+1]) - hold(W, limit, c) + hold(W, limit, left)
+        if e > now then
+          local seq = redis.call('HINCRBY', m, 'seq', 1)
+          redis.call('ZADD', z, string.format('%.6f', e), seq .. ':' .. string.format('%.17g', left))
+          live = live - r
+        else
+          live = live - c
+        end
+        r = 0
+      else
+        live = live - c
+        r = r - c
+      end
+    end
+    if live < EPS then live = 0 end
+    redis.call('HSET', m, 'live', string.format('%.17g', live))
+  end
+  if block > 0 then
+    local b = tonumber(redis.call('HGET', m, 'blocked') or '0')
+    if now + block > b then redis.call('HSET', m, 'blocked', string.format('%.6f', now + block)) end
+  end
+  keep(z, m)
 end
-if block > 0 then
-  local b = tonumber(redis.call('HGET', m, 'blocked') or '0')
-  if now + block > b then redis.call('HSET', m, 'blocked', string.format('%.6f', now + block)) end
-end
-keep(z, m)
 return '0'
 "#;
 
@@ -545,28 +559,31 @@ impl RedisStore {
         })
     }
 
+    /// Charges, refunds, blocks or fills `budgets` (each with its window limit) in one call.
     pub async fn adjust(
         &self,
-        b: &Budget,
-        limit: f64,
+        budgets: &[(&Budget, f64)],
         units: f64,
         block_secs: f64,
         fill_secs: f64,
     ) -> redis::RedisResult<()> {
+        if budgets.is_empty() {
+            return Ok(());
+        }
         let mut conn = self.conn.get().await?;
-        let (z, m) = self.keys(b);
-        let _: String = crate::redis_conn::timed(
-            self.adjust
-                .key(z)
-                .key(m)
-                .arg(window::WINDOW_SECS)
-                .arg(limit)
-                .arg(units)
-                .arg(block_secs)
-                .arg(fill_secs)
-                .invoke_async(&mut conn),
-        )
-        .await?;
+        let mut inv = self.adjust.prepare_invoke();
+        for (b, _) in budgets {
+            let (z, m) = self.keys(b);
+            inv.key(z).key(m);
+        }
+        inv.arg(window::WINDOW_SECS)
+            .arg(units)
+            .arg(block_secs)
+            .arg(fill_secs);
+        for (_, limit) in budgets {
+            inv.arg(*limit);
+        }
+        let _: String = crate::redis_conn::timed(inv.invoke_async(&mut conn)).await?;
         Ok(())
     }
 }
@@ -682,11 +699,10 @@ impl Store {
         match &self.redis {
             None => self.local.adjust_all(budgets, units),
             Some(r) => {
-                for budget in budgets {
-                    let limit = self.shared_limit(budget);
-                    if let Err(e) = r.adjust(budget, limit, units, 0.0, 0.0).await {
-                        self.failed("adjust", &e);
-                    }
+                let with_limits: SmallVec<[(&Budget, f64); 4]> =
+                    budgets.iter().map(|b| (b, self.shared_limit(b))).collect();
+                if let Err(e) = r.adjust(&with_limits, units, 0.0, 0.0).await {
+                    self.failed("adjust", &e);
                 }
             }
         }
@@ -696,7 +712,7 @@ impl Store {
         let charge = [Charge { budget, cost: 0.0 }];
         if let Some(r) = self.remote(&charge) {
             let limit = self.shared_limit(budget);
-            if let Err(e) = r.adjust(budget, limit, 0.0, secs, 0.0).await {
+            if let Err(e) = r.adjust(&[(budget, limit)], 0.0, secs, 0.0).await {
                 self.failed("block", &e);
             }
         }
@@ -710,7 +726,7 @@ impl Store {
             None => self.local.fill(budget, secs),
             Some(r) => {
                 let limit = self.shared_limit(budget);
-                if let Err(e) = r.adjust(budget, limit, 0.0, 0.0, secs).await {
+                if let Err(e) = r.adjust(&[(budget, limit)], 0.0, 0.0, secs).await {
                     self.failed("fill", &e);
                 }
             }
