@@ -434,6 +434,44 @@ async fn streamed_usage_is_reconciled_and_the_estimate_error_reported() {
     );
 }
 
+/// A deployment's tpm of 2,500 is ~42 tokens per (1.03 s) window: a request admitted on an
+/// estimate of ~1,010 tokens (`max_tokens: 1000`) holds the window ~25 s, as long as its tokens
+/// take at that rate. Its answer uses ~110 (100 prompt tokens reported by the mock): the refund
+/// shortens the hold to ~2.7 s and wakes the queue, so the next such request waits that long, not
+/// the estimate's 25 s.
+#[tokio::test]
+async fn a_refund_shortens_the_hold_of_a_large_estimate() {
+    let mock = Mock::start("A");
+    let gw = gateway(&config(&format!(
+        "upstreams:\n{}models:\n  - {{name: m, queue: {{max_wait: 60s}}, deployments: [{{upstream: a, model: gpt-4o-mini, tpm: 2500}}]}}\n",
+        upstream("a", &mock)
+    )))
+    .await;
+    let send = || async {
+        let r = client()
+            .post(gw.url("/v1/chat/completions"))
+            .header("x-mock-prompt-tokens", "100")
+            .json(&json!({"model": "m", "max_tokens": 1000,
+                "messages": [{"role": "user", "content": "hi"}]}))
+            .send()
+            .await
+            .unwrap();
+        let status = r.status().as_u16();
+        let queued: u64 = r
+            .headers()
+            .get("x-llmproxy-queue-ms")
+            .map_or(0, |v| v.to_str().unwrap().parse().unwrap());
+        (status, queued)
+    };
+    assert_eq!(send().await.0, 200);
+    let (status, queued) = send().await;
+    assert_eq!(status, 200);
+    assert!(
+        queued < 10_000,
+        "queued {queued} ms: the refund did not shorten the first request's hold"
+    );
+}
+
 #[tokio::test(flavor = "multi_thread", worker_threads = 2)]
 async fn two_instances_share_the_budget_through_redis_and_survive_its_loss() {
     let mut redis = Redis::start();

@@ -361,8 +361,10 @@ impl ModelSched {
     }
 
     /// After the answer: correct the token charge where the provider counts real usage. An
-    /// over-estimate is given back only while the admission (at `admitted`) is still in its window:
-    /// once it has left, the window no longer counts it and there is nothing to give back.
+    /// over-estimate is given back only while the admission (at `admitted`) is still held — a
+    /// window, or longer for an estimate above the window's limit ([`window::hold`]): once it has
+    /// left, the window no longer counts it and there is nothing to give back. A refund wakes the
+    /// dispatcher, whose next request may fit now.
     pub fn reconcile(self: &Arc<Self>, d: usize, estimated: f64, actual: f64, admitted: Instant) {
         let Some(b) = self.deployments.get(d) else {
             return;
@@ -370,15 +372,31 @@ impl ModelSched {
         if !b.reconcile || b.tokens.is_empty() || (actual - estimated).abs() < 1.0 {
             return;
         }
-        // Half a window: room for the spawn and the Redis round trip below.
-        if actual < estimated && admitted.elapsed().as_secs_f64() >= window::WINDOW_SECS / 2.0 {
+        let refund = actual < estimated;
+        let elapsed = admitted.elapsed().as_secs_f64();
+        let budgets: Vec<Budget> = b
+            .tokens
+            .iter()
+            .filter(|x| {
+                let held = match x.limit {
+                    store::Limit::Window(limit) => window::hold(limit, estimated),
+                    store::Limit::Bucket(_) => window::WINDOW_SECS,
+                };
+                // Half a window: room for the spawn and the Redis round trip below.
+                !refund || elapsed < held - window::WINDOW_SECS / 2.0
+            })
+            .cloned()
+            .collect();
+        if budgets.is_empty() {
             return;
         }
-        let budgets = b.tokens.clone();
-        let store = self.store.clone();
+        let me = self.clone();
         tokio::spawn(async move {
             for budget in budgets {
-                store.adjust(&budget, actual - estimated).await;
+                me.store.adjust(&budget, actual - estimated).await;
+            }
+            if refund {
+                me.wake.notify_one();
             }
         });
     }

@@ -303,7 +303,7 @@ impl LocalStore {
                     if units > 0.0 {
                         log.push(now + window::hold(limit, units), units);
                     } else {
-                        log.refund(-units);
+                        log.refund(limit, -units);
                     }
                 }
             }

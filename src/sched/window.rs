@@ -41,7 +41,10 @@
 //! rate" put 1.78 seconds' budget into the first second).
 //!
 //! Refunds (an admitted request that never went, a reconciled estimate) are taken off the oldest
-//! entries: the log may then count more than was really sent but never less, at any moment.
+//! entries: the log may then count more than was really sent but never less, at any moment. An
+//! entry a refund leaves part of is held as long as what is left would have been alone (the same
+//! rule as the Redis store's), so a large estimate settled with a small usage does not keep the
+//! window for the estimate.
 
 use std::collections::VecDeque;
 
@@ -157,16 +160,34 @@ impl Log {
         }
     }
 
-    /// Give back `units` (never sent, or over-estimated), from the oldest entries.
-    pub fn refund(&mut self, units: f64) {
-        if units > 0.0 {
-            self.gone = (self.gone + units).min(self.total);
-            while self.entries.front().is_some_and(|e| e.1 <= self.gone + EPS) {
-                self.entries.pop_front();
+    /// Give back `units` (never sent, or over-estimated), from the oldest entries. An entry the
+    /// refund leaves part of, whose cost was above `limit` (held longer than a window, [`hold`]),
+    /// is then held for as long as what is left would have been had it been charged alone: a large
+    /// estimate settled with a small usage stops holding the window for the estimate.
+    pub fn refund(&mut self, limit: f64, units: f64) {
+        if units <= 0.0 {
+            return;
+        }
+        // Cumulative units before the live part of the front entry.
+        let mut start = self.gone;
+        self.gone = (self.gone + units).min(self.total);
+        while let Some(&(_, cum)) = self.entries.front() {
+            if cum > self.gone + EPS {
+                break;
             }
-            if self.entries.is_empty() {
+            start = cum;
+            self.entries.pop_front();
+        }
+        match self.entries.front_mut() {
+            None => {
                 self.total = 0.0;
                 self.gone = 0.0;
+            }
+            Some(front) => {
+                let (was, left) = (front.1 - start, front.1 - self.gone);
+                if left < was - EPS {
+                    front.0 += hold(limit, left) - hold(limit, was);
+                }
             }
         }
     }
@@ -307,6 +328,32 @@ mod tests {
     }
 
     #[test]
+    fn a_refund_shortens_the_hold_of_a_large_cost() {
+        let limit = 100.0;
+        let mut log = Log::default();
+        log.take(limit, 250.0, 0.0);
+        // 2.5 windows' worth, settled at 50 used: held one window, like a cost of 50 charged alone;
+        // what fits beside the 50 passes now.
+        log.refund(limit, 200.0);
+        assert_eq!(log.live(), 50.0);
+        assert_eq!(log.wait(limit, 50.0, 0.5), 0.0);
+        let w = log.wait(limit, 250.0, 0.5);
+        assert!((w - (WINDOW_SECS - 0.5)).abs() < 1e-9, "{w}");
+        // Settled at 150 (still above the limit): held 1.5 windows.
+        let mut log = Log::default();
+        log.take(limit, 250.0, 0.0);
+        log.refund(limit, 100.0);
+        let w = log.wait(limit, 1.0, 0.0);
+        assert!((w - 1.5 * WINDOW_SECS).abs() < 1e-9, "{w}");
+        // A refund within a window's cost leaves its expiry alone.
+        let mut log = Log::default();
+        log.take(limit, 80.0, 0.0);
+        log.refund(limit, 30.0);
+        let w = log.wait(limit, 60.0, 0.0);
+        assert!((w - WINDOW_SECS).abs() < 1e-9, "{w}");
+    }
+
+    #[test]
     fn refunds_come_off_the_oldest_and_blocks_hold() {
         let limit = 10.0;
         let mut log = Log::default();
@@ -314,7 +361,7 @@ mod tests {
             log.take(limit, 1.0, i as f64 * 0.01);
         }
         assert!(log.wait(limit, 1.0, 0.1) > 0.0);
-        log.refund(2.0);
+        log.refund(limit, 2.0);
         assert_eq!(log.live(), 8.0);
         assert_eq!(log.wait(limit, 2.0, 0.1), 0.0);
         assert!(log.wait(limit, 3.0, 0.1) > 0.0);
