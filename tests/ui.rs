@@ -53,7 +53,7 @@ fn console_config(mock: &Mock, admin_token: bool) -> String {
          logging: {{level: warn, access_log: off}}\n\
          state: {{database: \"sqlite://{}\", key_refresh: 200ms}}\n\
          cache: {{max_entries: 1000}}\n\
-         upstreams:\n  - {{name: openai-main, provider: openai, url: \"{}\", auth: {{type: bearer, token: {UPSTREAM_SECRET}}}, health_check: {{interval: 500ms, timeout: 1s, unhealthy_after: 1, healthy_after: 1}}, limits: {{rpm: 100000}}}}\n\
+         upstreams:\n  - {{name: openai-main, provider: openai, url: \"{}\", auth: {{type: bearer, token: {UPSTREAM_SECRET}}}, health_check: {{interval: 500ms, timeout: 5s, unhealthy_after: 3, healthy_after: 1}}, limits: {{rpm: 100000}}}}\n\
          models:\n  - {{name: {MODEL}, pricing: {{input_per_mtok: 0.15, output_per_mtok: 0.6}}, cache: {{enabled: true, ttl: 60s}}, deployments: [{{upstream: openai-main, model: gpt-4o-mini, rpm: 60000, tpm: 5000000}}]}}\n\
          \x20 - name: '{XSS_MODEL}'\n    aliases: ['{XSS_ALIAS}']\n    deployments: [{{upstream: openai-main, model: gpt-4o}}]\n",
         db.display(),

@@ -58,6 +58,14 @@ def say(msg):
     print("ui: " + msg, flush=True)
 
 
+# The last error answer this thread got (status and the start of its body), for a failed step.
+LAST_ERROR = threading.local()
+
+
+def last_error():
+    return getattr(LAST_ERROR, "text", "no error answer")
+
+
 def post(path, body, key=MASTER, timeout=10):
     req = urllib.request.Request(
         PROXY + path,
@@ -70,7 +78,7 @@ def post(path, body, key=MASTER, timeout=10):
             r.read()
             return r.status
     except urllib.error.HTTPError as e:
-        e.read()
+        LAST_ERROR.text = f"{e.code}: {e.read()[:400].decode(errors='replace')}"
         return e.code
 
 
@@ -245,8 +253,8 @@ def steps(p, seen_bodies):
     assert secret not in page.content(), "the secret must leave the page with its dialog"
 
     # ... it works against the gateway
-    assert chat(MODEL, key=secret) == 200
-    assert chat(MODEL, key=secret, stream=True) == 200
+    assert chat(MODEL, key=secret) == 200, last_error()
+    assert chat(MODEL, key=secret, stream=True) == 200, last_error()
     row = page.locator("tr[data-id]", has_text=KEY_ALIAS)
     expect(row).to_have_count(1)
     expect(row.locator(".alias")).to_have_text(KEY_ALIAS)
@@ -262,7 +270,7 @@ def steps(p, seen_bodies):
     dlg.locator("#save").click()
     expect(row).to_contain_text("rpm 42")
     expect(row).to_contain_text("tpm 9,000")
-    assert chat(MODEL, key=secret) == 200
+    assert chat(MODEL, key=secret) == 200, last_error()
     shot(page, "keys")
     say("ok edit key")
 
@@ -307,7 +315,7 @@ def steps(p, seen_bodies):
     expect(confirm).to_contain_text("Delete key")
     confirm.get_by_role("button", name="Delete").click()
     expect(page.locator("tr[data-id]", has_text=KEY_ALIAS)).to_have_count(0)
-    assert chat(MODEL, key=secret) == 401
+    assert chat(MODEL, key=secret) == 401, last_error()
     say("ok delete key (then 401)")
 
     # --- requests: filters
