@@ -435,3 +435,44 @@ async fn a_replayed_stream_has_the_usage_event_only_for_a_client_that_asked() {
     assert!(replayed.ends_with("data: [DONE]\n\n"), "{replayed}");
     assert_eq!(upstream_calls(&mock).await, 3);
 }
+
+/// The same for a text completions stream (`/v1/completions`, `text_completion` chunks): recorded for
+/// a client that did not ask for usage, replayed with the usage event to one that asks, and without
+/// it to one that does not.
+#[tokio::test]
+async fn a_replayed_completions_stream_has_the_usage_event_only_for_a_client_that_asked() {
+    let mock = Mock::start_with("A", &["--chunks", "3"]);
+    let gw = gateway(&cfg(&mock, "{ttl: 1h}", "")).await;
+    let send = |body: Value| {
+        let url = gw.url("/v1/completions");
+        async move {
+            let r = client().post(url).json(&body).send().await.unwrap();
+            assert_eq!(r.status(), 200);
+            let cache = r
+                .headers()
+                .get("x-llmproxy-cache")
+                .map(|v| v.to_str().unwrap().to_string());
+            (r.text().await.unwrap(), cache)
+        }
+    };
+    let plain = json!({"model": "m", "temperature": 0, "stream": true, "prompt": "usage please"});
+    let mut asking = plain.clone();
+    asking["stream_options"] = json!({"include_usage": true});
+    let (live, c) = send(plain.clone()).await;
+    assert_eq!(c.as_deref(), Some("miss"));
+    assert!(usage_events(&live).is_empty(), "{live}");
+    let (replayed, c) = send(asking).await;
+    assert_eq!(c.as_deref(), Some("hit"));
+    let got = usage_events(&replayed);
+    assert_eq!(got.len(), 1, "{replayed}");
+    assert_eq!(got[0]["object"], "text_completion");
+    assert!(
+        got[0]["usage"]["prompt_tokens"].as_u64().unwrap() > 0,
+        "{replayed}"
+    );
+    assert!(replayed.ends_with("data: [DONE]\n\n"), "{replayed}");
+    let (again, c) = send(plain).await;
+    assert_eq!(c.as_deref(), Some("hit"));
+    assert_eq!(again, live);
+    assert_eq!(mock.requests_to("/v1/completions").await.len(), 1);
+}
