@@ -668,3 +668,70 @@ fn redis_script_calls(port: u16) -> u64 {
         })
         .sum()
 }
+
+/// Redis lost between a request's admission and the settlement of its usage: the answer still
+/// reaches the client and its spend is still booked (spend lives in the keys database, not in
+/// Redis); the settlement's failure only loses the refund of the estimate. The next governed
+/// request is admitted on this instance's own budgets (`redis_failure: open`, the default) and the
+/// failures are counted.
+#[tokio::test]
+async fn redis_lost_before_the_settlement_loses_no_answer_and_no_spend() {
+    let (mut redis, _mock, gw) = with_redis().await;
+    let key = new_key(&gw, json!({"tpm": 90000})).await;
+    let before = redis_script_calls(redis.port);
+    let pending = tokio::spawn({
+        let url = gw.url("/v1/chat/completions");
+        let key = key.clone();
+        async move {
+            client()
+                .post(url)
+                .header("authorization", format!("Bearer {key}"))
+                .header("x-mock-latency-ms", "1500")
+                .header("x-mock-prompt-tokens", "100")
+                .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+                .send()
+                .await
+                .unwrap()
+        }
+    });
+    // Admitted (its script ran in Redis), not answered yet (the mock waits 1.5 s): Redis goes.
+    let t = Instant::now();
+    while redis_script_calls(redis.port) < before + 1 {
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "never admitted through Redis"
+        );
+        tokio::time::sleep(Duration::from_millis(10)).await;
+    }
+    redis.kill();
+    let r = pending.await.unwrap();
+    assert_eq!(r.status(), 200);
+    let v: Value = r.json().await.unwrap();
+    assert_eq!(v["usage"]["prompt_tokens"], 100, "{v}");
+    // 100 prompt tokens at $10 per million: 0.001 USD, booked.
+    let t = Instant::now();
+    loop {
+        let (s, info) = manage(&gw, "GET", &format!("/key/info?key={key}"), Value::Null).await;
+        assert_eq!(s, 200, "{info}");
+        let spend = info["info"]["spend"].as_f64().unwrap_or(0.0);
+        if (spend - 0.001).abs() < 1e-9 {
+            break;
+        }
+        assert!(
+            t.elapsed() < Duration::from_secs(10),
+            "spend not booked: {info}"
+        );
+        tokio::time::sleep(Duration::from_millis(50)).await;
+    }
+    let r = client()
+        .post(gw.url("/v1/chat/completions"))
+        .header("authorization", format!("Bearer {key}"))
+        .json(&json!({"model": "m", "messages": [{"role": "user", "content": "hi"}]}))
+        .send()
+        .await
+        .unwrap();
+    assert_eq!(r.status(), 200);
+    let m = gw.metrics().await;
+    let errors = metric(&m, "llmproxy_state_errors_total", &[("backend", "redis")]).unwrap_or(0.0);
+    assert!(errors >= 1.0, "{m}");
+}
