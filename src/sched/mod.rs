@@ -382,7 +382,7 @@ impl ModelSched {
                     store::Limit::Window(limit) => window::hold(limit, estimated),
                     store::Limit::Bucket(_) => window::WINDOW_SECS,
                 };
-                // Half a window: room for the spawn and the Redis round trip below.
+                // Half a window: room for the spawn and the Redis round trip below (one call for all).
                 !refund || elapsed < held - window::WINDOW_SECS / 2.0
             })
             .cloned()
@@ -392,9 +392,7 @@ impl ModelSched {
         }
         let me = self.clone();
         tokio::spawn(async move {
-            for budget in budgets {
-                me.store.adjust(&budget, actual - estimated).await;
-            }
+            me.store.adjust_all(&budgets, actual - estimated).await;
             if refund {
                 me.wake.notify_one();
             }
