@@ -93,9 +93,14 @@ fn start_load(port: u16, workers: usize, streamers: usize, fresh: bool) -> Load 
                     .json(&json!({"model": "m", "stream": true, "messages": []}))
                     .send()
                     .await;
+                // What went wrong, when it did: the status, the transport error, or the body cut.
                 let text = match r {
-                    Ok(r) if r.status() == 200 => r.text().await.unwrap_or_default(),
-                    _ => String::new(),
+                    Ok(r) if r.status() == 200 => match r.text().await {
+                        Ok(t) => t,
+                        Err(e) => format!("body cut: {e:?}"),
+                    },
+                    Ok(r) => format!("status {}", r.status()),
+                    Err(e) => format!("request failed: {e:?}"),
                 };
                 if text.matches("tok").count() == 20
                     && text.ends_with("data: [DONE]\n\n")
